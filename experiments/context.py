@@ -1,0 +1,96 @@
+"""What a running job sees: its run folder, device, model and data references, and ways to report.
+
+Every report also refreshes the heartbeat in `status.json`, so a run that stops reporting is visible.
+Torch is not imported here; `ctx.device` is a string a job passes to torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+def cache_dir() -> Path:
+    """Shared cache for trained toy models and corpora: $CLAIMGRAPH_CACHE or ~/.cache/claimgraph."""
+    root = os.environ.get("CLAIMGRAPH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "claimgraph")
+    p = Path(root)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON so a reader never sees half a file."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+class RunContext:
+    """Handed to Job.run. Paths are inside `run_dir`; nothing here touches the database."""
+
+    HEARTBEAT_EVERY = 2.0  # seconds between status.json refreshes
+
+    def __init__(self, run_dir: Path, *, device: str, model_ref: str | None, data_ref: str | None,
+                 progress: bool = True, status_writer: Any = None):
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.model_ref = model_ref
+        self.data_ref = data_ref
+        self.seed: int | None = None
+        self.show_progress = progress
+        self.artifacts_dir = self.run_dir / "artifacts"
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.run_dir / "log.txt", "a", buffering=1, encoding="utf-8")
+        self._metrics = open(self.run_dir / "metrics.jsonl", "a", buffering=1, encoding="utf-8")
+        self._status_writer = status_writer
+        self._last_beat = 0.0
+
+    @property
+    def cache_dir(self) -> Path:
+        return cache_dir()
+
+    def heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._status_writer is not None and (force or now - self._last_beat >= self.HEARTBEAT_EVERY):
+            self._last_beat = now
+            self._status_writer()
+
+    def log(self, message: str) -> None:
+        """A line in log.txt (and on stderr)."""
+        stamp = time.strftime("%H:%M:%S")
+        prefix = f"[seed {self.seed}] " if self.seed is not None else ""
+        self._log.write(f"{stamp} {prefix}{message}\n")
+        print(f"{prefix}{message}", file=sys.stderr, flush=True)
+        self.heartbeat()
+
+    def log_metrics(self, step: int, metrics: dict[str, float], **labels: Any) -> None:
+        """One row of metrics.jsonl: the seed, the step, any labels (e.g. condition='shuffled') and the values."""
+        row = {"seed": self.seed, "step": int(step), **labels,
+               **{k: (float(v) if v is not None else None) for k, v in metrics.items()}}
+        self._metrics.write(json.dumps(row) + "\n")
+        self.heartbeat()
+
+    def artifact(self, name: str) -> Path:
+        """Path for an output file (sub-folders allowed); its sha256 goes in the result when the run ends."""
+        p = self.artifacts_dir / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def progress(self, iterable: Iterable[T], *, total: int | None = None, desc: str = "") -> Iterator[T]:
+        """A progress bar on stderr (tqdm) that also keeps the heartbeat going."""
+        from tqdm.auto import tqdm
+
+        prefix = f"seed {self.seed} " if self.seed is not None else ""
+        for item in tqdm(iterable, total=total, desc=prefix + desc, disable=not self.show_progress,
+                         file=sys.stderr, leave=False, mininterval=1.0):
+            self.heartbeat()
+            yield item
+
+    def close(self) -> None:
+        self._log.close()
+        self._metrics.close()

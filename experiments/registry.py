@@ -1,0 +1,53 @@
+"""Registry of job kinds: the built-ins below plus any installed package's entry points in the
+`claimgraph.jobs` group (`name = "package.module:JobClass"`). Kinds are imported only when asked for."""
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import entry_points
+
+from claimgraph.graph.errors import InvalidInput
+
+from .jobs.base import Job
+
+BUILTIN: dict[str, str] = {
+    "sae": "claimgraph.experiments.jobs.sae:SaeJob",
+    "logit_weights": "claimgraph.experiments.jobs.logit_weights:LogitWeightsJob",
+    "ablation": "claimgraph.experiments.jobs.ablation:AblationJob",
+    "pinned_sampling": "claimgraph.experiments.jobs.pinned_sampling:PinnedSamplingJob",
+    "emergence": "claimgraph.experiments.jobs.emergence:EmergenceJob",
+    "gradient_decomposition": "claimgraph.experiments.jobs.gradient_decomposition:GradientDecompositionJob",
+    "leading_terms": "claimgraph.experiments.jobs.leading_terms:LeadingTermsJob",
+}
+
+
+def _targets() -> dict[str, str]:
+    found = dict(BUILTIN)
+    for ep in entry_points(group="claimgraph.jobs"):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def _importable(target: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(target.split(":")[0]) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def kinds() -> list[str]:
+    """Names of every available job kind."""
+    return sorted(k for k, t in _targets().items() if _importable(t))
+
+
+def get_job(kind: str) -> Job:
+    """An instance of the job class for `kind`; InvalidInput lists the known kinds otherwise."""
+    targets = _targets()
+    if kind not in targets or not _importable(targets[kind]):
+        raise InvalidInput(f"unknown job kind {kind!r}; known kinds: {', '.join(kinds()) or 'none'}")
+    module, _, attr = targets[kind].partition(":")
+    cls = getattr(import_module(module), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Job)):
+        raise InvalidInput(f"job kind {kind!r} points at {targets[kind]}, which is not a claimgraph Job")
+    return cls()

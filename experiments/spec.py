@@ -1,0 +1,113 @@
+"""Job specs and pre-registered criteria. Pure pydantic: importing this module never imports torch.
+
+A spec is stored on the experiment node (attrs.spec) when the experiment is added, with the job kind's
+defaults filled in, so what will run is fixed, visible and hashed before anything runs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Op = Literal[">", ">=", "<", "<="]
+Verdict = Literal["supported", "refuted", "inconclusive"]
+
+
+class Criterion(BaseModel):
+    """A decision rule registered before the run: `metric op threshold`, with an inconclusive band.
+
+    Across seeds the runner takes the mean and a two-sided `confidence` t-interval of `metric`.
+    The claim is supported when the whole interval lies beyond `threshold + band` on the `op` side,
+    refuted when it lies wholly on the other side of `threshold - band`, and inconclusive otherwise
+    (the interval touches the band or straddles the threshold). With one seed the interval is the value.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    metric: str = Field(description="Name of a per-seed metric the job reports")
+    op: Op = Field(description="Direction in which the metric supports the claim")
+    threshold: float
+    band: float = Field(0.0, ge=0.0, description="Half-width of the inconclusive band around the threshold")
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+
+    def describe(self) -> str:
+        band = f" ± {self.band:g}" if self.band else ""
+        return f"{self.metric} {self.op} {self.threshold:g}{band} (mean over seeds, {self.confidence:.0%} CI)"
+
+    @classmethod
+    def parse(cls, text: str) -> "Criterion":
+        """Parse `metric>0.1` / `metric >= 0.1 band=0.02 conf=0.9` as typed on the command line."""
+        import re
+
+        m = re.fullmatch(r"\s*([A-Za-z_][\w.]*)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)((?:\s+\w+=[-+0-9.eE]+)*)\s*", text)
+        if not m:
+            raise ValueError(f"criterion {text!r} is not of the form 'metric > threshold [band=X] [conf=Y]'")
+        extra = dict(kv.split("=") for kv in m.group(4).split())
+        unknown = set(extra) - {"band", "conf", "confidence"}
+        if unknown:
+            raise ValueError(f"criterion option(s) {', '.join(sorted(unknown))} unknown; use band= and conf=")
+        return cls(metric=m.group(1), op=m.group(2), threshold=float(m.group(3)),
+                   band=float(extra.get("band", 0.0)),
+                   confidence=float(extra.get("conf", extra.get("confidence", 0.95))))
+
+    def decide(self, values: list[float]) -> "Decision":
+        """The verdict for per-seed values of the metric."""
+        vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+        n = len(vals)
+        if n == 0:
+            return Decision(verdict="inconclusive", mean=None, ci_low=None, ci_high=None, n=0,
+                            reason=f"no finite values of {self.metric}")
+        mean = sum(vals) / n
+        if n == 1:
+            lo = hi = mean
+            sd = None
+        else:
+            from scipy import stats
+
+            sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+            half = stats.t.ppf(0.5 + self.confidence / 2, n - 1) * sd / math.sqrt(n)
+            lo, hi = mean - half, mean + half
+        up, down = self.threshold + self.band, self.threshold - self.band
+        strict = self.op in (">", "<")
+        above = (lo > up) if strict else (lo >= up)      # whole interval beyond the upper edge
+        below = (hi < down) if strict else (hi <= down)  # whole interval beyond the lower edge
+        if self.op in (">", ">="):
+            verdict = "supported" if above else "refuted" if below else "inconclusive"
+        else:
+            verdict = "supported" if below else "refuted" if above else "inconclusive"
+        where = f"[{lo:.4g}, {hi:.4g}]" if n > 1 else f"{mean:.4g} (one seed, no interval)"
+        reason = f"{self.metric} = {mean:.4g}, {self.confidence:.0%} CI {where} vs {self.describe()}"
+        return Decision(verdict=verdict, mean=mean, ci_low=lo, ci_high=hi, n=n, sd=sd, reason=reason)
+
+
+class Decision(BaseModel):
+    verdict: Verdict
+    mean: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    sd: float | None = None
+    reason: str
+
+
+class JobSpec(BaseModel):
+    """What an experiment runs: a registered job kind with validated parameters, never a shell command."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    params: dict[str, Any] = Field(default_factory=dict, description="The kind's parameters, defaults filled in")
+    model: str | None = Field(None, description="Model reference: 'toy:<preset>' or 'hf:<local dir>[@revision]'")
+    data: str | None = Field(None, description="Data reference: 'synthetic:<preset>' or 'text:<file>'")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    timeout_s: float | None = Field(1800.0, gt=0, description="Wall-clock limit for the whole run")
+    criterion: Criterion
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v

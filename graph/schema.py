@@ -1,0 +1,137 @@
+"""DuckDB schema and its migrations.
+
+The database is plain DuckDB: no extension is needed to read any table. Every migration is a list of
+statements applied in one transaction, and `schema_version` records each one applied.
+To change the schema, append a migration; never edit one that has shipped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EMBED_DIM = 384  # all-MiniLM-L6-v2
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "graph: documents, nodes, edges, stated similarity, embeddings, keyword index, suggestions", (
+        """CREATE TABLE documents (
+            path         VARCHAR PRIMARY KEY,   -- absolute path the document was read from
+            content_hash VARCHAR NOT NULL,      -- sha256 of its bytes
+            format       VARCHAR NOT NULL,      -- structured | claim-page | novelty | summary
+            title        VARCHAR,
+            ingested_at  TIMESTAMP NOT NULL
+        )""",
+        """CREATE TABLE nodes (
+            id          VARCHAR PRIMARY KEY,    -- type:slug
+            type        VARCHAR NOT NULL,
+            title       VARCHAR NOT NULL,
+            text        VARCHAR NOT NULL DEFAULT '',
+            attrs       JSON NOT NULL DEFAULT '{}',
+            text_hash   VARCHAR NOT NULL,       -- sha256 of the text the encoder sees (joins embeddings)
+            source      VARCHAR,                -- provenance: document path / run folder
+            source_hash VARCHAR,                -- provenance: document content hash / run config hash
+            made_by     VARCHAR NOT NULL,       -- parsed | manual | accepted-suggestion | experiment
+            created_at  TIMESTAMP NOT NULL,
+            updated_at  TIMESTAMP NOT NULL
+        )""",
+        "CREATE INDEX nodes_type ON nodes(type)",
+        """CREATE TABLE node_sources (         -- every document that mentions a node
+            node_id VARCHAR NOT NULL,
+            path    VARCHAR NOT NULL,
+            PRIMARY KEY (node_id, path)
+        )""",
+        """CREATE TABLE edges (
+            src         VARCHAR NOT NULL,
+            type        VARCHAR NOT NULL,
+            dst         VARCHAR NOT NULL,
+            attrs       JSON NOT NULL DEFAULT '{}',
+            source      VARCHAR,
+            source_hash VARCHAR,
+            made_by     VARCHAR NOT NULL,
+            created_at  TIMESTAMP NOT NULL,
+            updated_at  TIMESTAMP NOT NULL,
+            PRIMARY KEY (src, type, dst)
+        )""",
+        "CREATE INDEX edges_dst ON edges(dst)",
+        """CREATE TABLE edge_sources (
+            src  VARCHAR NOT NULL,
+            type VARCHAR NOT NULL,
+            dst  VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            PRIMARY KEY (src, type, dst, path)
+        )""",
+        """CREATE TABLE stated_similarity (    -- similarity neighbours as a document states them
+            node_id     VARCHAR NOT NULL,
+            other_key   VARCHAR NOT NULL,       -- other_id, or 'untyped:<slug of title>' when the document gives no type
+            other_id    VARCHAR,
+            other_title VARCHAR NOT NULL,
+            other_type  VARCHAR,
+            other_text  VARCHAR NOT NULL DEFAULT '',
+            score       DOUBLE,                 -- the document's cosine, where given
+            source      VARCHAR,
+            source_hash VARCHAR,
+            created_at  TIMESTAMP NOT NULL,
+            PRIMARY KEY (node_id, other_key)
+        )""",
+        f"""CREATE TABLE embeddings (           -- cache keyed by text hash: unchanged text is never re-encoded
+            text_hash  VARCHAR NOT NULL,
+            model      VARCHAR NOT NULL,
+            vector     FLOAT[{EMBED_DIM}] NOT NULL,  -- L2-normalised
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (text_hash, model)
+        )""",
+        """CREATE TABLE node_terms (           -- keyword index for BM25 (plain SQL, incremental)
+            node_id VARCHAR NOT NULL,
+            term    VARCHAR NOT NULL,
+            tf      INTEGER NOT NULL
+        )""",
+        "CREATE INDEX node_terms_term ON node_terms(term)",
+        "CREATE INDEX node_terms_node ON node_terms(node_id)",
+        """CREATE TABLE suggestions (
+            a          VARCHAR NOT NULL,        -- the pair in sorted order
+            b          VARCHAR NOT NULL,
+            score      DOUBLE NOT NULL,
+            duplicate  BOOLEAN NOT NULL,
+            state      VARCHAR NOT NULL,        -- open | accepted | rejected
+            edge_type  VARCHAR,                 -- the typed edge made on accept
+            model      VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            decided_at TIMESTAMP,
+            PRIMARY KEY (a, b)
+        )""",
+    )),
+    Migration(2, "experiments: run records", (
+        """CREATE TABLE runs (
+            run_id        VARCHAR PRIMARY KEY,
+            experiment_id VARCHAR NOT NULL,
+            config_hash   VARCHAR NOT NULL,     -- spec + inputs + code version; equal hash = same computation
+            status        VARCHAR NOT NULL,     -- queued | running | completed | failed | killed | timed-out
+            device        VARCHAR,
+            run_dir       VARCHAR NOT NULL,
+            pid           INTEGER,
+            host          VARCHAR,
+            created_at    TIMESTAMP NOT NULL,
+            started_at    TIMESTAMP,
+            ended_at      TIMESTAMP,
+            error         VARCHAR,
+            verdict       VARCHAR,
+            evidence_id   VARCHAR
+        )""",
+        "CREATE INDEX runs_experiment ON runs(experiment_id)",
+        "CREATE INDEX runs_config ON runs(config_hash)",
+    )),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
+    version     INTEGER PRIMARY KEY,
+    description VARCHAR NOT NULL,
+    applied_at  TIMESTAMP NOT NULL
+)"""

@@ -1,0 +1,744 @@
+"""The store: one class opened from a path, owning the DuckDB connection.
+
+    with Store("claims.duckdb") as g:
+        g.apply(delta, document)          # one transaction per document
+        node = g.get_node("claim:...")
+
+DuckDB admits one writing process. A Store waits up to `busy_timeout` seconds for another process to
+let go of the file and then raises StoreBusy; it holds the file only while it is open, and `release()`
+lets go early (ingest does so while the encoder runs). Nothing above graph/ imports duckdb: every
+duckdb error is translated here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+from collections import Counter
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import duckdb
+
+from .errors import ClaimgraphError, InvalidDocument, InvalidInput, NotFound, StoreBusy, StoreError
+from .ids import normalize_arxiv, normalize_doi, normalize_title, parse_id, sha256_hex, slugify
+from .models import (ATTRS_MODELS, EDGE_RULES, ApplyReport, DocumentRef, Edge, EdgeType, GraphDelta, MadeBy,
+                     Node, NodeType, Provenance, StatedSimilarity)
+from .schema import EMBED_DIM, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
+from .text import term_counts
+
+DEFAULT_BUSY_TIMEOUT = float(os.environ.get("CLAIMGRAPH_BUSY_TIMEOUT", "10"))
+_LOCK_RE = re.compile(r"(Could not set lock|Conflicting lock)", re.I)
+_PID_RE = re.compile(r"PID (\d+)")
+
+
+def _naive_utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return dt
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+
+
+def _clean_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Drop None values (a document that does not state a field must not erase it) and make JSON-safe."""
+    return json.loads(json.dumps({k: v for k, v in attrs.items() if v is not None}, default=str))
+
+
+def text_hash(node: Node) -> str:
+    return sha256_hex(node.embed_text())
+
+
+class Store:
+    """The claim graph in one DuckDB file (or in memory when `path` is None)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, read_only: bool = False,
+                 busy_timeout: float | None = None, create: bool = True):
+        self.path = Path(path).resolve() if path not in (None, ":memory:") else None
+        self.read_only = read_only
+        self.busy_timeout = DEFAULT_BUSY_TIMEOUT if busy_timeout is None else busy_timeout
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._tx_depth = 0
+        if self.path is not None:
+            if not self.path.exists():
+                if read_only or not create:
+                    raise NotFound(f"no claimgraph store at {self.path}; create one with `claimgraph init` "
+                                   "or point --db / CLAIMGRAPH_DB at an existing one")
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connect()
+
+    # -- connection ------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        target = str(self.path) if self.path is not None else ":memory:"
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(target, read_only=self.read_only)
+                break
+            except duckdb.IOException as e:
+                if not _LOCK_RE.search(str(e)):
+                    raise StoreError(f"cannot open {target}: {e}") from None
+                if time.monotonic() >= deadline:
+                    pid = _PID_RE.search(str(e))
+                    who = f" (process {pid.group(1)})" if pid else ""
+                    raise StoreBusy(f"the database {target} is busy: another claimgraph process{who} holds it. "
+                                    f"Waited {self.busy_timeout:g}s; try again when it finishes "
+                                    "(CLAIMGRAPH_BUSY_TIMEOUT sets the wait)") from None
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
+            except duckdb.Error as e:
+                raise StoreError(f"cannot open {target} as a DuckDB database: {e}") from None
+        self._con = con
+        self._migrate()
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The live connection, reopened on demand after `release()`."""
+        if self._con is None:
+            self._connect()
+        assert self._con is not None
+        return self._con
+
+    def release(self) -> None:
+        """Let go of the database file (a file store reopens on the next call). No-op in memory or in a transaction."""
+        if self._con is not None and self.path is not None and self._tx_depth == 0:
+            self._con.close()
+            self._con = None
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path) if self.path else ':memory:'!r})"
+
+    @property
+    def home(self) -> Path:
+        """Folder beside the database for run folders and other artifacts (`<db>.d/`)."""
+        if self.path is None:
+            raise InvalidInput("an in-memory store has no folder for runs; open the store from a file")
+        return self.path.parent / (self.path.name + ".d")
+
+    def _migrate(self) -> None:
+        con = self._con
+        assert con is not None
+        try:
+            have = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'").fetchone()[0]
+            current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0] if have else 0
+        except duckdb.Error as e:
+            raise StoreError(f"{self.path} is not a claimgraph store: {e}") from None
+        if current > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {current}, newer than this claimgraph "
+                             f"(knows up to {SCHEMA_VERSION}); upgrade claimgraph to open it")
+        if current == SCHEMA_VERSION:
+            return
+        if self.read_only:
+            raise StoreError(f"{self.path} has schema version {current}; open it once read-write "
+                             f"(any writing command) to migrate it to {SCHEMA_VERSION}")
+        try:
+            con.execute("BEGIN TRANSACTION")
+            con.execute(VERSION_TABLE)
+            for m in MIGRATIONS:
+                if m.version > current:
+                    for stmt in m.statements:
+                        con.execute(stmt)
+                    con.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
+                                [m.version, m.description, _naive_utc(datetime.now(timezone.utc))])
+            con.execute("COMMIT")
+        except duckdb.Error as e:
+            con.execute("ROLLBACK")
+            raise StoreError(f"migrating {self.path} to schema {SCHEMA_VERSION} failed, nothing changed: {e}") from None
+
+    def schema_version(self) -> int:
+        return self.con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+
+    @contextmanager
+    def transaction(self) -> Iterator["Store"]:
+        """One atomic unit of writes; nested uses join the outer transaction."""
+        if self.read_only:
+            raise InvalidInput("this store was opened read-only")
+        if self._tx_depth:
+            self._tx_depth += 1
+            try:
+                yield self
+            finally:
+                self._tx_depth -= 1
+            return
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        self._tx_depth = 1
+        try:
+            yield self
+        except BaseException as e:
+            self._tx_depth = 0
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            if isinstance(e, duckdb.TransactionException):
+                raise StoreBusy(f"write conflict on {self.path}: another writer changed the same rows; "
+                                "nothing was written, try again") from None
+            if isinstance(e, duckdb.Error) and not isinstance(e, ClaimgraphError):
+                raise StoreError(f"database error, nothing was written: {e}") from None
+            raise
+        else:
+            self._tx_depth = 0
+            try:
+                con.execute("COMMIT")
+            except duckdb.Error as e:
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                raise StoreError(f"commit failed, nothing was written: {e}") from None
+
+    def sql(self, query: str, params: Iterable[Any] | None = None) -> list[tuple]:
+        """Run read SQL against the store (for power users and tests); duckdb errors become StoreError."""
+        try:
+            return self.con.execute(query, list(params) if params is not None else None).fetchall()
+        except duckdb.Error as e:
+            raise StoreError(str(e)) from None
+
+    def _arrow(self, name: str, table: Any) -> None:
+        self.con.register(name, table)
+
+    # -- nodes -----------------------------------------------------------------------------------
+    _NODE_COLS = "id, type, title, text, attrs, source, source_hash, made_by, updated_at"
+
+    @staticmethod
+    def _row_to_node(row: tuple) -> Node:
+        nid, ntype, title, text, attrs, source, source_hash, made_by, at = row
+        return Node(id=nid, type=NodeType(ntype), title=title, text=text,
+                    attrs=json.loads(attrs) if isinstance(attrs, str) else (attrs or {}),
+                    provenance=Provenance(source=source, source_hash=source_hash, made_by=MadeBy(made_by), at=_aware(at)))
+
+    def get_node(self, node_id: str) -> Node:
+        """The node with this id; NotFound says how to look for it otherwise."""
+        row = self.con.execute(f"SELECT {self._NODE_COLS} FROM nodes WHERE id = ?", [node_id]).fetchone()
+        if row is None:
+            raise NotFound(f"no node {node_id!r}; `claimgraph search` or `claimgraph list` finds ids")
+        return self._row_to_node(row)
+
+    def has_node(self, node_id: str) -> bool:
+        return self.con.execute("SELECT 1 FROM nodes WHERE id = ?", [node_id]).fetchone() is not None
+
+    def get_nodes(self, ids: Iterable[str]) -> dict[str, Node]:
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
+        rows = self.con.execute(f"SELECT {self._NODE_COLS} FROM nodes WHERE id IN (SELECT unnest(?))", [ids]).fetchall()
+        return {r[0]: self._row_to_node(r) for r in rows}
+
+    def list_nodes(self, type: NodeType | str | None = None, *, limit: int | None = None,
+                   offset: int = 0) -> list[Node]:
+        """Nodes ordered by type then id, optionally of one type."""
+        q = f"SELECT {self._NODE_COLS} FROM nodes"
+        params: list[Any] = []
+        if type is not None:
+            q += " WHERE type = ?"
+            params.append(NodeType(type).value)
+        q += " ORDER BY type, id"
+        if limit is not None:
+            q += " LIMIT ? OFFSET ?"
+            params += [limit, offset]
+        return [self._row_to_node(r) for r in self.con.execute(q, params).fetchall()]
+
+    def count_nodes(self) -> dict[str, int]:
+        return dict(self.con.execute("SELECT type, count(*) FROM nodes GROUP BY type ORDER BY type").fetchall())
+
+    def count_edges(self) -> dict[str, int]:
+        return dict(self.con.execute("SELECT type, count(*) FROM edges GROUP BY type ORDER BY type").fetchall())
+
+    def add_node(self, node: Node, *, made_by: MadeBy = MadeBy.manual, source: str | None = None,
+                 source_hash: str | None = None) -> Node:
+        """Insert or update one node outside any document (manual entry, experiment, evidence)."""
+        prov = Provenance(source=source, source_hash=source_hash, made_by=made_by)
+        node = node.model_copy(update={"provenance": prov})
+        _validate_node(node)
+        with self.transaction():
+            self._upsert_nodes([node], path=None)
+        return self.get_node(node.id)
+
+    def delete_node(self, node_id: str) -> None:
+        """Remove a node with its edges, stated similarities, keyword terms and suggestions."""
+        self.get_node(node_id)
+        with self.transaction():
+            self._delete_nodes([node_id])
+
+    def _delete_nodes(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        c = self.con
+        for q in ("DELETE FROM edges WHERE src IN (SELECT unnest($1)) OR dst IN (SELECT unnest($1))",
+                  "DELETE FROM edge_sources WHERE src IN (SELECT unnest($1)) OR dst IN (SELECT unnest($1))",
+                  "DELETE FROM stated_similarity WHERE node_id IN (SELECT unnest($1)) OR other_id IN (SELECT unnest($1))",
+                  "DELETE FROM node_terms WHERE node_id IN (SELECT unnest($1))",
+                  "DELETE FROM node_sources WHERE node_id IN (SELECT unnest($1))",
+                  "DELETE FROM suggestions WHERE a IN (SELECT unnest($1)) OR b IN (SELECT unnest($1))",
+                  "DELETE FROM nodes WHERE id IN (SELECT unnest($1))"):
+            c.execute(q, [ids])
+
+    def _upsert_nodes(self, nodes: list[Node], *, path: str | None) -> tuple[Counter, Counter]:
+        """Insert new nodes, update changed ones (attrs merged, empty text keeps the old). Returns (added, updated) by type."""
+        import pyarrow as pa
+
+        if not nodes:
+            return Counter(), Counter()
+        now = _naive_utc(datetime.now(timezone.utc))
+        rows = {n.id: n for n in nodes}  # last one wins within a batch
+        nodes = list(rows.values())
+        existing = self.get_nodes(rows)
+        added, updated = Counter(), Counter()
+        final: list[Node] = []
+        for n in nodes:
+            old = existing.get(n.id)
+            attrs = _clean_attrs(n.attrs)
+            if old is None:
+                final.append(n.model_copy(update={"attrs": attrs}))
+                added[n.type.value] += 1
+                continue
+            if old.type != n.type:
+                raise InvalidInput(f"{n.id} exists with type {old.type.value}, not {n.type.value}")
+            merged = {**old.attrs, **attrs}
+            text = n.text or old.text
+            if (n.title, text, merged) != (old.title, old.text, old.attrs):
+                final.append(n.model_copy(update={"attrs": merged, "text": text}))
+                updated[n.type.value] += 1
+        if final:
+            tbl = pa.table({
+                "id": [n.id for n in final], "type": [n.type.value for n in final],
+                "title": [n.title for n in final], "text": [n.text for n in final],
+                "attrs": [json.dumps(n.attrs, sort_keys=True) for n in final],
+                "text_hash": [text_hash(n) for n in final],
+                "source": [n.provenance.source if n.provenance else path for n in final],
+                "source_hash": [n.provenance.source_hash if n.provenance else None for n in final],
+                "made_by": [(n.provenance.made_by if n.provenance else MadeBy.parsed).value for n in final],
+            })
+            self._arrow("_stage_nodes", tbl)
+            self.con.execute("""
+                INSERT INTO nodes SELECT id, type, title, text, attrs::JSON, text_hash, source, source_hash, made_by,
+                                         $now, $now FROM _stage_nodes
+                ON CONFLICT (id) DO UPDATE SET title = excluded.title, text = excluded.text, attrs = excluded.attrs,
+                    text_hash = excluded.text_hash, source = excluded.source, source_hash = excluded.source_hash,
+                    made_by = excluded.made_by, updated_at = excluded.updated_at""", {"now": now})
+            self.con.unregister("_stage_nodes")
+            self._index_terms(final)
+        if path is not None:
+            self.con.execute("INSERT INTO node_sources SELECT unnest($1), $2 ON CONFLICT DO NOTHING",
+                             [[n.id for n in nodes], path])
+        return added, updated
+
+    def _index_terms(self, nodes: list[Node]) -> None:
+        import pyarrow as pa
+
+        ids, terms, tfs = [], [], []
+        for n in nodes:
+            for term, tf in term_counts(n.embed_text()).items():
+                ids.append(n.id)
+                terms.append(term)
+                tfs.append(tf)
+        self.con.execute("DELETE FROM node_terms WHERE node_id IN (SELECT unnest(?))", [[n.id for n in nodes]])
+        if ids:
+            self._arrow("_stage_terms", pa.table({"node_id": ids, "term": terms, "tf": pa.array(tfs, pa.int32())}))
+            self.con.execute("INSERT INTO node_terms SELECT * FROM _stage_terms")
+            self.con.unregister("_stage_terms")
+
+    # -- edges -----------------------------------------------------------------------------------
+    _EDGE_COLS = "src, type, dst, attrs, source, source_hash, made_by, updated_at"
+
+    @staticmethod
+    def _row_to_edge(row: tuple) -> Edge:
+        src, etype, dst, attrs, source, source_hash, made_by, at = row
+        return Edge(src=src, type=EdgeType(etype), dst=dst,
+                    attrs=json.loads(attrs) if isinstance(attrs, str) else (attrs or {}),
+                    provenance=Provenance(source=source, source_hash=source_hash, made_by=MadeBy(made_by), at=_aware(at)))
+
+    def edges(self, node_id: str | None = None, *, direction: str = "both",
+              type: EdgeType | str | None = None) -> list[Edge]:
+        """Edges touching `node_id` (out, in or both), or all edges; optionally of one type."""
+        where, params = [], []
+        if node_id is not None:
+            if direction == "out":
+                where.append("src = ?"); params.append(node_id)
+            elif direction == "in":
+                where.append("dst = ?"); params.append(node_id)
+            else:
+                where.append("(src = ? OR dst = ?)"); params += [node_id, node_id]
+        if type is not None:
+            where.append("type = ?"); params.append(EdgeType(type).value)
+        q = f"SELECT {self._EDGE_COLS} FROM edges" + (" WHERE " + " AND ".join(where) if where else "")
+        return [self._row_to_edge(r) for r in self.con.execute(q + " ORDER BY src, type, dst", params).fetchall()]
+
+    def link(self, src: str, type: EdgeType | str, dst: str, *, attrs: dict[str, Any] | None = None,
+             made_by: MadeBy = MadeBy.manual, source: str | None = None, source_hash: str | None = None) -> Edge:
+        """Add (or update the attributes of) one typed edge between existing nodes."""
+        try:
+            etype = EdgeType(type)
+        except ValueError:
+            raise InvalidInput(f"unknown edge type {type!r}; known: {', '.join(t.value for t in EdgeType)}") from None
+        edge = Edge(src=src, type=etype, dst=dst, attrs=attrs or {},
+                    provenance=Provenance(source=source, source_hash=source_hash, made_by=made_by))
+        with self.transaction():
+            nodes = self.get_nodes([src, dst])
+            for end in (src, dst):
+                if end not in nodes:
+                    raise NotFound(f"no node {end!r}; an edge needs both ends in the store")
+            _check_edge(edge, nodes[src].type, nodes[dst].type)
+            self._upsert_edges([edge], path=None)
+        return self.get_edge(src, etype, dst)
+
+    def get_edge(self, src: str, type: EdgeType | str, dst: str) -> Edge:
+        row = self.con.execute(f"SELECT {self._EDGE_COLS} FROM edges WHERE src = ? AND type = ? AND dst = ?",
+                               [src, EdgeType(type).value, dst]).fetchone()
+        if row is None:
+            raise NotFound(f"no edge {src} -{EdgeType(type).value}-> {dst}")
+        return self._row_to_edge(row)
+
+    def unlink(self, src: str, type: EdgeType | str, dst: str) -> None:
+        with self.transaction():
+            n = self.con.execute("DELETE FROM edges WHERE src = ? AND type = ? AND dst = ? RETURNING 1",
+                                 [src, EdgeType(type).value, dst]).fetchall()
+            if not n:
+                raise NotFound(f"no edge {src} -{EdgeType(type).value}-> {dst}")
+            self.con.execute("DELETE FROM edge_sources WHERE src = ? AND type = ? AND dst = ?",
+                             [src, EdgeType(type).value, dst])
+
+    def _upsert_edges(self, edges: list[Edge], *, path: str | None) -> Counter:
+        import pyarrow as pa
+
+        if not edges:
+            return Counter()
+        now = _naive_utc(datetime.now(timezone.utc))
+        uniq = {e.key: e for e in edges}
+        keys = list(uniq)
+        have = {(s, t, d): json.loads(a) if isinstance(a, str) else a for s, t, d, a in self.con.execute(
+            "SELECT src, type, dst, attrs FROM edges WHERE (src, type, dst) IN "
+            "(SELECT (unnest($1), unnest($2), unnest($3)))",
+            [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]]).fetchall()}
+        added = Counter()
+        write = []
+        for k, e in uniq.items():
+            attrs = _clean_attrs(e.attrs)
+            if k not in have:
+                added[e.type.value] += 1
+                write.append((e, attrs))
+            elif {**have[k], **attrs} != have[k]:
+                write.append((e, {**have[k], **attrs}))
+        if write:
+            tbl = pa.table({
+                "src": [e.src for e, _ in write], "type": [e.type.value for e, _ in write],
+                "dst": [e.dst for e, _ in write], "attrs": [json.dumps(a, sort_keys=True) for _, a in write],
+                "source": [e.provenance.source if e.provenance else path for e, _ in write],
+                "source_hash": [e.provenance.source_hash if e.provenance else None for e, _ in write],
+                "made_by": [(e.provenance.made_by if e.provenance else MadeBy.parsed).value for e, _ in write],
+            })
+            self._arrow("_stage_edges", tbl)
+            self.con.execute("""
+                INSERT INTO edges SELECT src, type, dst, attrs::JSON, source, source_hash, made_by, $now, $now
+                FROM _stage_edges
+                ON CONFLICT (src, type, dst) DO UPDATE SET attrs = excluded.attrs, updated_at = excluded.updated_at""",
+                             {"now": now})
+            self.con.unregister("_stage_edges")
+        if path is not None:
+            self.con.execute("INSERT INTO edge_sources SELECT unnest($1), unnest($2), unnest($3), $4 ON CONFLICT DO NOTHING",
+                             [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], path])
+        return added
+
+    def degrees(self, ids: Iterable[str]) -> dict[str, int]:
+        """Typed-edge count of each node (both directions)."""
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = self.con.execute("""
+            SELECT n, count(*) FROM (SELECT src AS n FROM edges UNION ALL SELECT dst AS n FROM edges)
+            WHERE n IN (SELECT unnest(?)) GROUP BY n""", [ids]).fetchall()
+        out = dict.fromkeys(ids, 0)
+        out.update(dict(rows))
+        return out
+
+    # -- documents -------------------------------------------------------------------------------
+    def document(self, path: str) -> DocumentRef | None:
+        row = self.con.execute("SELECT path, content_hash, format, title FROM documents WHERE path = ?", [path]).fetchone()
+        return DocumentRef(path=row[0], content_hash=row[1], format=row[2], title=row[3]) if row else None
+
+    def documents(self) -> list[DocumentRef]:
+        return [DocumentRef(path=r[0], content_hash=r[1], format=r[2], title=r[3]) for r in
+                self.con.execute("SELECT path, content_hash, format, title FROM documents ORDER BY path").fetchall()]
+
+    def stated_similar(self, node_id: str) -> list[StatedSimilarity]:
+        rows = self.con.execute("""SELECT node_id, other_id, other_title, other_type, other_text, score
+            FROM stated_similarity WHERE node_id = ? ORDER BY score DESC NULLS LAST, other_title""", [node_id]).fetchall()
+        return [StatedSimilarity(node_id=r[0], other_id=r[1], other_title=r[2],
+                                 other_type=NodeType(r[3]) if r[3] else None, other_text=r[4], score=r[5]) for r in rows]
+
+    def resolve_papers(self, delta: GraphDelta) -> GraphDelta:
+        """Map paper nodes of a delta onto papers already stored under the same DOI, arXiv id or normalised title."""
+        papers = [n for n in delta.nodes if n.type == NodeType.paper]
+        if not papers:
+            return delta
+        rows = self.con.execute("SELECT id, attrs FROM nodes WHERE type = 'paper'").fetchall()
+        by_key: dict[str, str] = {}
+        for pid, attrs in rows:
+            a = json.loads(attrs) if isinstance(attrs, str) else attrs
+            for key in _paper_keys(a):
+                by_key.setdefault(key, pid)
+        remap: dict[str, str] = {}
+        for p in papers:
+            for key in _paper_keys({**p.attrs, "title_norm": p.attrs.get("title_norm") or
+                                   (normalize_title(p.title) if p.attrs.get("title_known", True) else None)}):
+                if key in by_key and by_key[key] != p.id:
+                    remap[p.id] = by_key[key]
+                    break
+        if not remap:
+            return delta
+        r = lambda i: remap.get(i, i)  # noqa: E731
+        return GraphDelta(
+            nodes=[n.model_copy(update={"id": r(n.id)}) for n in delta.nodes],
+            edges=[e.model_copy(update={"src": r(e.src), "dst": r(e.dst)}) for e in delta.edges],
+            similar=[s.model_copy(update={"node_id": r(s.node_id), "other_id": r(s.other_id) if s.other_id else None})
+                     for s in delta.similar])
+
+    def apply(self, delta: GraphDelta, document: DocumentRef,
+              vectors: dict[str, Any] | None = None, model: str | None = None) -> ApplyReport:
+        """Write what one document says, in one transaction.
+
+        The same document (path and content hash) again is a no-op. A changed document updates its
+        nodes in place, and nodes and edges only it had mentioned, and no longer does, are removed
+        (unless a person or an experiment linked them since). `vectors` maps text hashes to
+        embeddings computed beforehand, so the encoder never runs while the database is held.
+        """
+        report = ApplyReport(path=document.path, format=document.format)
+        prior = self.document(document.path)
+        if prior is not None and prior.content_hash == document.content_hash:
+            report.unchanged = True
+            report.node_ids = [r[0] for r in self.con.execute(
+                "SELECT node_id FROM node_sources WHERE path = ? ORDER BY node_id", [document.path]).fetchall()]
+            return report
+        delta = self.resolve_papers(delta)
+        prov = Provenance(source=document.path, source_hash=document.content_hash, made_by=MadeBy.parsed)
+        nodes = [n.model_copy(update={"provenance": n.provenance or prov}) for n in delta.nodes]
+        edges = [e.model_copy(update={"provenance": e.provenance or prov}) for e in delta.edges]
+        for n in nodes:
+            try:
+                _validate_node(n)
+            except InvalidInput as e:
+                raise InvalidDocument(str(e), path=document.path, field=n.id) from None
+        with self.transaction():
+            types = {n.id: n.type for n in nodes}
+            missing = {x for e in edges for x in (e.src, e.dst) if x not in types}
+            if missing:
+                stored = self.get_nodes(missing)
+                types.update({k: v.type for k, v in stored.items()})
+                gone = sorted(missing - set(stored))
+                if gone:
+                    raise InvalidDocument(f"edge refers to unknown node(s) {', '.join(gone)}", path=document.path)
+            for e in edges:
+                try:
+                    _check_edge(e, types[e.src], types[e.dst])
+                except InvalidInput as err:
+                    raise InvalidDocument(str(err), path=document.path) from None
+            added, updated = self._upsert_nodes(nodes, path=document.path)
+            edges_added = self._upsert_edges(edges, path=document.path)
+            self._put_stated_similar(delta.similar, prov)
+            if prior is not None:
+                report.nodes_removed, report.edges_removed = self._drop_stale(document.path, nodes, edges)
+            if vectors:
+                self.put_embeddings(vectors, model or "unknown")
+            self.con.execute("""INSERT INTO documents VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET
+                content_hash = excluded.content_hash, format = excluded.format, title = excluded.title,
+                ingested_at = excluded.ingested_at""",
+                             [document.path, document.content_hash, document.format, document.title,
+                              _naive_utc(datetime.now(timezone.utc))])
+        report.nodes_added, report.nodes_updated, report.edges_added = dict(added), dict(updated), dict(edges_added)
+        report.node_ids = sorted({n.id for n in nodes})
+        return report
+
+    def _put_stated_similar(self, similar: list[StatedSimilarity], prov: Provenance) -> None:
+        now = _naive_utc(datetime.now(timezone.utc))
+        for s in similar:
+            key = s.other_id or f"untyped:{slugify(s.other_title)}"
+            self.con.execute("""INSERT INTO stated_similarity VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (node_id, other_key) DO UPDATE SET other_title = excluded.other_title,
+                other_type = excluded.other_type, other_text = excluded.other_text, score = excluded.score,
+                source = excluded.source, source_hash = excluded.source_hash""",
+                             [s.node_id, key, s.other_id, s.other_title, s.other_type.value if s.other_type else None,
+                              s.other_text, s.score, prov.source, prov.source_hash, now])
+
+    def _drop_stale(self, path: str, nodes: list[Node], edges: list[Edge]) -> tuple[dict, dict]:
+        """After re-ingest of a changed document: forget what it no longer says."""
+        c = self.con
+        keep_nodes = [n.id for n in nodes]
+        stale_edges = c.execute("""SELECT src, type, dst FROM edge_sources WHERE path = $1
+            AND (src, type, dst) NOT IN (SELECT (unnest($2), unnest($3), unnest($4)))""",
+                                [path, [e.src for e in edges], [e.type.value for e in edges],
+                                 [e.dst for e in edges]]).fetchall()
+        edges_removed: Counter = Counter()
+        for s, t, d in stale_edges:
+            c.execute("DELETE FROM edge_sources WHERE src = ? AND type = ? AND dst = ? AND path = ?", [s, t, d, path])
+            others = c.execute("SELECT count(*) FROM edge_sources WHERE src = ? AND type = ? AND dst = ?", [s, t, d]).fetchone()[0]
+            if not others:
+                n = c.execute("DELETE FROM edges WHERE src = ? AND type = ? AND dst = ? AND made_by = 'parsed' RETURNING 1",
+                              [s, t, d]).fetchall()
+                edges_removed[t] += len(n)
+        stale = [r[0] for r in c.execute(
+            "SELECT node_id FROM node_sources WHERE path = $1 AND node_id NOT IN (SELECT unnest($2))",
+            [path, keep_nodes]).fetchall()]
+        c.execute("DELETE FROM node_sources WHERE path = $1 AND node_id IN (SELECT unnest($2))", [path, stale])
+        c.execute("DELETE FROM stated_similarity WHERE source = $1 AND node_id IN (SELECT unnest($2))", [path, stale])
+        orphans = [r[0] for r in c.execute("""
+            SELECT id FROM nodes WHERE id IN (SELECT unnest($1)) AND made_by = 'parsed'
+              AND id NOT IN (SELECT node_id FROM node_sources)
+              AND id NOT IN (SELECT src FROM edges WHERE made_by <> 'parsed')
+              AND id NOT IN (SELECT dst FROM edges WHERE made_by <> 'parsed')""", [stale]).fetchall()]
+        nodes_removed = Counter(parse_id(i)[0].value for i in orphans)
+        self._delete_nodes(orphans)
+        return dict(nodes_removed), dict(edges_removed)
+
+    # -- embeddings ------------------------------------------------------------------------------
+    def missing_embeddings(self, hashes: Iterable[str], model: str) -> set[str]:
+        """The text hashes among `hashes` with no stored vector for `model`."""
+        hashes = list(set(hashes))
+        if not hashes:
+            return set()
+        have = {r[0] for r in self.con.execute(
+            "SELECT text_hash FROM embeddings WHERE model = ? AND text_hash IN (SELECT unnest(?))",
+            [model, hashes]).fetchall()}
+        return set(hashes) - have
+
+    def put_embeddings(self, vectors: dict[str, Any], model: str) -> None:
+        """Store L2-normalised vectors by text hash (existing ones are kept)."""
+        import numpy as np
+        import pyarrow as pa
+
+        if not vectors:
+            return
+        keys = list(vectors)
+        mat = np.asarray([vectors[k] for k in keys], dtype=np.float32).reshape(len(keys), -1)
+        if mat.shape[1] != EMBED_DIM:
+            raise InvalidInput(f"embeddings must have {EMBED_DIM} dimensions, got {mat.shape[1]}")
+        tbl = pa.table({"text_hash": keys, "vector": pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1)), EMBED_DIM)})
+        with self.transaction():
+            self._arrow("_stage_vec", tbl)
+            self.con.execute("""INSERT INTO embeddings SELECT text_hash, ?, vector, ? FROM _stage_vec
+                                ON CONFLICT DO NOTHING""", [model, _naive_utc(datetime.now(timezone.utc))])
+            self.con.unregister("_stage_vec")
+
+    def node_vectors(self, model: str, *, type: NodeType | str | None = None,
+                     ids: Iterable[str] | None = None) -> tuple[list[str], Any]:
+        """(node ids, float32 matrix [n, 384]) of embedded nodes, ordered by id."""
+        import numpy as np
+
+        where, params = ["e.model = ?"], [model]
+        if type is not None:
+            where.append("n.type = ?"); params.append(NodeType(type).value)
+        if ids is not None:
+            where.append("n.id IN (SELECT unnest(?))"); params.append(list(ids))
+        tbl = self.con.execute(f"""SELECT n.id, e.vector FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash
+            WHERE {' AND '.join(where)} ORDER BY n.id""", params).to_arrow_table()
+        node_ids = tbl.column("id").to_pylist()
+        if not node_ids:
+            return [], np.zeros((0, EMBED_DIM), dtype=np.float32)
+        vec = tbl.column("vector").combine_chunks()
+        mat = vec.values.to_numpy(zero_copy_only=False).reshape(len(node_ids), EMBED_DIM)
+        return node_ids, mat
+
+    def unembedded_nodes(self, model: str) -> list[Node]:
+        rows = self.con.execute(f"""SELECT {', '.join('n.' + c.strip() for c in self._NODE_COLS.split(','))}
+            FROM nodes n LEFT JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = ?
+            WHERE e.text_hash IS NULL ORDER BY n.id""", [model]).fetchall()
+        return [self._row_to_node(r) for r in rows]
+
+    # -- runs (written by claimgraph.experiments) -----------------------------------------------
+    _RUN_COLS = ("run_id", "experiment_id", "config_hash", "status", "device", "run_dir", "pid", "host",
+                 "created_at", "started_at", "ended_at", "error", "verdict", "evidence_id")
+
+    def put_run(self, **fields: Any) -> None:
+        """Insert or update a run record; unknown fields are refused."""
+        bad = set(fields) - set(self._RUN_COLS)
+        if bad:
+            raise InvalidInput(f"unknown run field(s): {', '.join(sorted(bad))}")
+        if "run_id" not in fields:
+            raise InvalidInput("a run record needs run_id")
+        fields = {k: _naive_utc(v) if isinstance(v, datetime) else v for k, v in fields.items()}
+        with self.transaction():
+            exists = self.con.execute("SELECT 1 FROM runs WHERE run_id = ?", [fields["run_id"]]).fetchone()
+            if exists:
+                sets = ", ".join(f"{k} = ?" for k in fields if k != "run_id")
+                if sets:
+                    self.con.execute(f"UPDATE runs SET {sets} WHERE run_id = ?",
+                                     [v for k, v in fields.items() if k != "run_id"] + [fields["run_id"]])
+            else:
+                fields.setdefault("created_at", _naive_utc(datetime.now(timezone.utc)))
+                fields.setdefault("host", socket.gethostname())
+                cols = ", ".join(fields)
+                self.con.execute(f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' * len(fields))})", list(fields.values()))
+
+    def runs(self, experiment_id: str | None = None, *, run_id: str | None = None,
+             config_hash: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Run records, newest first, as dicts of the runs table's columns."""
+        where, params = [], []
+        for col, val in (("experiment_id", experiment_id), ("run_id", run_id), ("config_hash", config_hash),
+                         ("status", status)):
+            if val is not None:
+                where.append(f"{col} = ?"); params.append(val)
+        q = f"SELECT {', '.join(self._RUN_COLS)} FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self.con.execute(q + " ORDER BY created_at DESC, run_id DESC", params).fetchall()
+        return [{k: (_aware(v) if isinstance(v, datetime) else v) for k, v in zip(self._RUN_COLS, r)} for r in rows]
+
+
+def _paper_keys(attrs: dict[str, Any]) -> list[str]:
+    keys = []
+    if attrs.get("doi"):
+        keys.append("doi:" + normalize_doi(attrs["doi"]))
+    if attrs.get("arxiv"):
+        keys.append("arxiv:" + normalize_arxiv(attrs["arxiv"]))
+    if attrs.get("title_norm") and attrs.get("title_known", True):
+        keys.append("title:" + attrs["title_norm"])
+    return keys
+
+
+def _validate_node(node: Node) -> None:
+    ntype, _ = parse_id(node.id)
+    if ntype != node.type:
+        raise InvalidInput(f"node {node.id!r} has type {node.type.value!r} but its id says {ntype.value!r}")
+    model = ATTRS_MODELS.get(node.type)
+    if model is not None:
+        from pydantic import ValidationError
+
+        try:
+            model.model_validate(node.attrs)
+        except ValidationError as e:
+            first = e.errors()[0]
+            loc = ".".join(str(x) for x in first["loc"])
+            raise InvalidInput(f"node {node.id}: attrs.{loc}: {first['msg']}") from None
+
+
+def _check_edge(edge: Edge, src_type: NodeType, dst_type: NodeType) -> None:
+    if edge.src == edge.dst:
+        raise InvalidInput(f"edge {edge.src} -{edge.type.value}-> itself: a node cannot relate to itself")
+    allowed_src, allowed_dst = EDGE_RULES[edge.type]
+    if allowed_src is not None and src_type not in allowed_src:
+        raise InvalidInput(f"a {edge.type.value} edge cannot start at a {src_type.value} ({edge.src}); "
+                           f"it starts at: {', '.join(sorted(t.value for t in allowed_src))}")
+    if allowed_dst is not None and dst_type not in allowed_dst:
+        raise InvalidInput(f"a {edge.type.value} edge cannot end at a {dst_type.value} ({edge.dst}); "
+                           f"it ends at: {', '.join(sorted(t.value for t in allowed_dst))}")
+    if edge.type == EdgeType.duplicate_of and src_type != dst_type:
+        raise InvalidInput(f"duplicate_of joins two nodes of the same type, not {src_type.value} and {dst_type.value}")
