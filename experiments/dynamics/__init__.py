@@ -1,0 +1,1 @@
+"""Training-dynamics analyses: gradient decomposition and gradient leading terms."""
