@@ -7,6 +7,7 @@ A job kind is a subclass of Job with:
 - `Params`: a pydantic model whose defaults run on a 2-core CPU in about a minute on the toy substrate
   (extra fields forbidden, so a typo is refused at `experiment add`);
 - `default_criterion`: the registered decision rule used when the user gives none;
+- `metrics`: name -> one-line meaning of each per-seed metric it reports (a criterion must name one);
 - `run(ctx, params, seed)`: one seed's computation, returning its metrics;
 - optionally `summarize(ctx, params, results)`: after all seeds (plots across seeds, tables).
 """
@@ -40,6 +41,7 @@ class Job(ABC):
     summary: ClassVar[str]
     Params: ClassVar[type[JobParams]]
     default_criterion: ClassVar[Criterion]
+    metrics: ClassVar[dict[str, str]] = {}
     default_model: ClassVar[str | None] = "toy:default"
     default_data: ClassVar[str | None] = "synthetic:default"
     default_seeds: ClassVar[list[int]] = [0, 1, 2]

@@ -1,0 +1,237 @@
+"""Read-side views of the graph: a node's page, neighbourhoods, paths, and claim status derived from evidence.
+
+None of this needs the encoder: similarity neighbours come from stored vectors.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from .errors import InvalidInput, NotFound
+from .models import ClaimStatus, EdgeType, Neighbor, Node, NodeType, Similar
+from .store import Store
+
+STATUS_TYPES = (NodeType.claim, NodeType.finding)
+
+
+class SourceInfo(BaseModel):
+    """Where a node comes from: the paper(s) it is extracted from and the document(s) that mention it."""
+
+    papers: list[Node] = Field(default_factory=list)
+    documents: list[str] = Field(default_factory=list)
+
+
+class NodePage(BaseModel):
+    """Everything `show` renders: the node, its derived status, its source, typed neighbours, similarity."""
+
+    node: Node
+    status: ClaimStatus | None = None
+    source: SourceInfo
+    neighbors: list[Neighbor]
+    similar: list[Similar]
+    similarity_threshold: float
+    evidence: list[Node] = Field(default_factory=list)
+
+
+def claim_statuses(store: Store, ids: list[str]) -> dict[str, ClaimStatus]:
+    """Status of each claim or finding, derived from the verdicts of its current (non-superseded) evidence:
+    none -> untested; only supported -> supported; only refuted -> refuted; both -> contested;
+    only inconclusive -> inconclusive."""
+    if not ids:
+        return {}
+    rows = store.sql("""
+        WITH ev AS (
+            SELECT e.dst AS target, e.src AS evidence FROM edges e
+              WHERE e.type IN ('supports', 'refutes') AND e.dst IN (SELECT unnest($1))
+            UNION
+            SELECT t.dst AS target, p.dst AS evidence FROM edges t JOIN edges p ON p.src = t.src
+              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst IN (SELECT unnest($1)))
+        SELECT ev.target, n.attrs->>'verdict' FROM ev JOIN nodes n ON n.id = ev.evidence
+        WHERE n.type = 'evidence' AND coalesce(CAST(n.attrs->>'superseded' AS BOOLEAN), false) = false""", [list(ids)])
+    verdicts: dict[str, set[str]] = defaultdict(set)
+    for target, verdict in rows:
+        verdicts[target].add(verdict)
+    out: dict[str, ClaimStatus] = {}
+    for i in ids:
+        v = verdicts.get(i, set())
+        if "supported" in v and "refuted" in v:
+            out[i] = "contested"
+        elif "supported" in v:
+            out[i] = "supported"
+        elif "refuted" in v:
+            out[i] = "refuted"
+        elif "inconclusive" in v:
+            out[i] = "inconclusive"
+        else:
+            out[i] = "untested"
+    return out
+
+
+def evidence_for(store: Store, node_id: str, *, include_superseded: bool = False) -> list[Node]:
+    """Evidence nodes about a claim or finding: linked by supports/refutes, or produced by an experiment testing it."""
+    rows = store.sql("""
+        SELECT DISTINCT evidence FROM (
+            SELECT src AS evidence FROM edges WHERE type IN ('supports', 'refutes') AND dst = $1
+            UNION
+            SELECT p.dst FROM edges t JOIN edges p ON p.src = t.src
+              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst = $1)""", [node_id])
+    nodes = store.get_nodes(r[0] for r in rows)
+    ev = [n for n in nodes.values() if n.type == NodeType.evidence]
+    if not include_superseded:
+        ev = [n for n in ev if not n.attrs.get("superseded")]
+    return sorted(ev, key=lambda n: (n.provenance.at if n.provenance else None) or 0, reverse=True)
+
+
+def typed_neighbors(store: Store, node_id: str) -> list[Neighbor]:
+    """One entry per typed edge touching the node, grouped by neighbour type and ranked by the neighbour's own
+    edge count (most connected first), then title."""
+    edges = store.edges(node_id)
+    other_ids = [e.dst if e.src == node_id else e.src for e in edges]
+    nodes = store.get_nodes(other_ids)
+    degree = store.degrees(nodes)
+    out = []
+    for e, oid in zip(edges, other_ids):
+        n = nodes.get(oid)
+        if n is None:
+            continue
+        out.append(Neighbor(id=n.id, type=n.type, title=n.title, text=n.text, edge=e.type,
+                            direction="out" if e.src == node_id else "in", degree=degree.get(n.id, 0),
+                            edge_attrs=e.attrs))
+    type_order = {t: i for i, t in enumerate(NodeType)}
+    out.sort(key=lambda nb: (type_order[nb.type], -nb.degree, nb.title.casefold(), nb.edge.value))
+    return out
+
+
+def similar_for(store: Store, node_id: str, *, k: int = 8, threshold: float = 0.65) -> list[Similar]:
+    """Similarity neighbours with no typed edge: those the source document states (with its cosine), joined by
+    those the encoder finds in stored vectors (marked computed)."""
+    from .similarity import computed_neighbors
+
+    stated = store.stated_similar(node_id)
+    linked = {e.dst if e.src == node_id else e.src for e in store.edges(node_id)}
+    computed = dict(computed_neighbors(store, node_id, k=k + len(stated), threshold=threshold))
+    out: list[Similar] = []
+    seen: set[str] = set()
+    for s in stated:
+        if s.other_id and s.other_id in linked:
+            continue
+        score = computed.get(s.other_id) if s.other_id else None
+        out.append(Similar(id=s.other_id, type=s.other_type, title=s.other_title, text=s.other_text, score=s.score,
+                           origin="document+computed" if score is not None else "document", computed_score=score))
+        if s.other_id:
+            seen.add(s.other_id)
+    extra = [(i, sc) for i, sc in computed.items() if i not in seen][:k]
+    nodes = store.get_nodes(i for i, _ in extra)
+    for i, sc in extra:
+        n = nodes[i]
+        out.append(Similar(id=i, type=n.type, title=n.title, text=n.text, score=sc, origin="computed",
+                           computed_score=sc))
+    return out
+
+
+def node_page(store: Store, node_id: str, *, k_similar: int = 8, threshold: float = 0.65) -> NodePage:
+    """The page `show` renders for one node."""
+    node = store.get_node(node_id)
+    neighbors = typed_neighbors(store, node_id)
+    papers = [store.get_node(nb.id) for nb in neighbors
+              if nb.edge == EdgeType.extracted_from and nb.direction == "out"]
+    docs = [r[0] for r in store.sql("SELECT path FROM node_sources WHERE node_id = ? ORDER BY path", [node_id])]
+    status = claim_statuses(store, [node_id])[node_id] if node.type in STATUS_TYPES else None
+    evidence = evidence_for(store, node_id) if node.type in STATUS_TYPES else []
+    return NodePage(node=node, status=status, source=SourceInfo(papers=papers, documents=docs),
+                    neighbors=neighbors, similar=similar_for(store, node_id, k=k_similar, threshold=threshold),
+                    similarity_threshold=threshold, evidence=evidence)
+
+
+class Hop(BaseModel):
+    """A node reached from the start, at `depth` hops, through `edge` from `via`."""
+
+    id: str
+    type: NodeType
+    title: str
+    depth: int
+    via: str | None
+    edge: EdgeType | None
+    direction: Literal["out", "in"] | None
+
+
+def neighborhood(store: Store, node_id: str, *, depth: int = 1, edge_types: list[str] | None = None) -> list[Hop]:
+    """Breadth-first over typed edges (both directions) up to `depth` hops; one SQL query per level."""
+    if depth < 1:
+        raise InvalidInput("--depth must be at least 1")
+    start = store.get_node(node_id)
+    seen = {node_id: Hop(id=start.id, type=start.type, title=start.title, depth=0, via=None, edge=None,
+                         direction=None)}
+    frontier = [node_id]
+    types = [EdgeType(t).value for t in edge_types] if edge_types else [t.value for t in EdgeType]
+    for d in range(1, depth + 1):
+        rows = store.sql("""SELECT src, type, dst FROM edges WHERE type IN (SELECT unnest($2))
+            AND (src IN (SELECT unnest($1)) OR dst IN (SELECT unnest($1))) ORDER BY src, type, dst""",
+                         [frontier, types])
+        found: dict[str, tuple[str, str, str]] = {}
+        fset = set(frontier)
+        for src, etype, dst in rows:
+            for here, there, direction in ((src, dst, "out"), (dst, src, "in")):
+                if here in fset and there not in seen and there not in found:
+                    found[there] = (here, etype, direction)
+        nodes = store.get_nodes(found)
+        for nid, (via, etype, direction) in found.items():
+            n = nodes[nid]
+            seen[nid] = Hop(id=nid, type=n.type, title=n.title, depth=d, via=via, edge=EdgeType(etype),
+                            direction=direction)
+        frontier = list(found)
+        if not frontier:
+            break
+    return sorted(seen.values(), key=lambda h: (h.depth, h.type.value, h.id))
+
+
+def to_networkx(store: Store, *, with_text: bool = True):
+    """The whole typed graph as a networkx MultiDiGraph (node and edge attributes JSON-flattened)."""
+    import networkx as nx
+
+    g = nx.MultiDiGraph()
+    for nid, ntype, title, text, attrs in store.sql("SELECT id, type, title, text, attrs FROM nodes"):
+        data: dict[str, Any] = {"type": ntype, "title": title, "attrs": attrs if isinstance(attrs, str) else json.dumps(attrs)}
+        if with_text:
+            data["text"] = text
+        g.add_node(nid, **data)
+    for src, etype, dst, attrs, made_by in store.sql("SELECT src, type, dst, attrs, made_by FROM edges"):
+        g.add_edge(src, dst, key=etype, type=etype, made_by=made_by,
+                   attrs=attrs if isinstance(attrs, str) else json.dumps(attrs))
+    return g
+
+
+class Step(BaseModel):
+    id: str
+    type: NodeType
+    title: str
+    edge: EdgeType | None = Field(None, description="Edge from the previous step to this one")
+    direction: Literal["out", "in"] | None = None
+
+
+def shortest_path(store: Store, a: str, b: str) -> list[Step]:
+    """Shortest chain of typed edges between two nodes, edges walked in either direction."""
+    import networkx as nx
+
+    for x in (a, b):
+        store.get_node(x)
+    g = nx.Graph()
+    g.add_nodes_from([a, b])
+    edge_of: dict[frozenset, tuple[str, str, str]] = {}
+    for src, etype, dst in store.sql("SELECT src, type, dst FROM edges ORDER BY src, type, dst"):
+        g.add_edge(src, dst)
+        edge_of.setdefault(frozenset((src, dst)), (src, etype, dst))
+    try:
+        ids = nx.shortest_path(g, a, b)
+    except nx.NetworkXNoPath:
+        raise NotFound(f"no path of typed edges joins {a} and {b}") from None
+    nodes = store.get_nodes(ids)
+    steps = [Step(id=a, type=nodes[a].type, title=nodes[a].title)]
+    for prev, cur in zip(ids, ids[1:]):
+        src, etype, dst = edge_of[frozenset((prev, cur))]
+        steps.append(Step(id=cur, type=nodes[cur].type, title=nodes[cur].title, edge=EdgeType(etype),
+                          direction="out" if src == prev else "in"))
+    return steps
