@@ -1,0 +1,278 @@
+"""The store: round-trips, idempotent apply, updates from changed documents, validation, migrations,
+plain-DuckDB readability, and two processes at once."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from claimgraph.graph import (DocumentRef, Edge, GraphDelta, InvalidDocument, InvalidInput, MadeBy, Node, NodeType,
+                              NotFound, StatedSimilarity, Store, StoreBusy, StoreError, make_id, paper_id)
+from claimgraph.graph.schema import MIGRATIONS, SCHEMA_VERSION
+
+
+def doc(path="/docs/a.yaml", h="h1"):
+    return DocumentRef(path=path, content_hash=h, format="structured")
+
+
+def small_delta(claim_text="Some description.") -> GraphDelta:
+    p = Node(id=paper_id(title="A Paper"), type="paper", title="A Paper",
+             attrs={"year": 2024, "authors": ["Ada Lovelace"], "title_norm": "a paper"})
+    c = Node(id=make_id("claim", "Features are model properties"), type="claim",
+             title="Features are model properties", text=claim_text)
+    f = Node(id=make_id("finding", "Shuffled models give single-token features"), type="finding",
+             title="Shuffled models give single-token features")
+    return GraphDelta(nodes=[p, c, f], edges=[
+        Edge(src=c.id, type="extracted_from", dst=p.id),
+        Edge(src=f.id, type="supports", dst=c.id, attrs={"stated": True}),
+    ], similar=[StatedSimilarity(node_id=c.id, other_title="An untyped neighbour"),
+                StatedSimilarity(node_id=c.id, other_id=f.id, other_title=f.title, other_type="finding", score=0.8)])
+
+
+def test_apply_writes_nodes_edges_provenance(store):
+    r = store.apply(small_delta(), doc())
+    assert r.nodes_added == {"paper": 1, "claim": 1, "finding": 1}
+    assert r.edges_added == {"extracted_from": 1, "supports": 1}
+    c = store.get_node("claim:features-are-model-properties")
+    assert c.text == "Some description."
+    assert c.provenance.source == "/docs/a.yaml" and c.provenance.source_hash == "h1"
+    assert c.provenance.made_by == MadeBy.parsed
+    e = store.get_edge("finding:shuffled-models-give-single-token-features", "supports", c.id)
+    assert e.attrs == {"stated": True} and e.provenance.source_hash == "h1"
+    sims = store.stated_similar(c.id)
+    assert [(s.other_id, s.score) for s in sims] == [("finding:shuffled-models-give-single-token-features", 0.8),
+                                                     (None, None)]
+
+
+def test_reapply_same_document_is_noop(store):
+    store.apply(small_delta(), doc())
+    before = (store.count_nodes(), store.count_edges(), store.sql("SELECT count(*) FROM node_terms"))
+    r = store.apply(small_delta(), doc())
+    assert r.unchanged and r.nodes_added == {} and len(r.node_ids) == 3
+    assert (store.count_nodes(), store.count_edges(), store.sql("SELECT count(*) FROM node_terms")) == before
+
+
+def test_changed_document_updates_in_place_and_drops_what_it_no_longer_says(store):
+    store.apply(small_delta(), doc())
+    store.link("claim:features-are-model-properties", "associated_with", "paper:a-paper")  # a person's edge
+    d2 = small_delta("A revised description.")
+    d2.nodes = [n for n in d2.nodes if n.type != NodeType.finding]
+    d2.edges = [e for e in d2.edges if e.type.value != "supports"]
+    r = store.apply(d2, doc(h="h2"))
+    assert r.nodes_updated == {"claim": 1} and r.nodes_added == {}
+    assert r.nodes_removed == {"finding": 1} and r.edges_removed == {"supports": 1}
+    assert store.get_node("claim:features-are-model-properties").text == "A revised description."
+    assert store.count_nodes() == {"claim": 1, "paper": 1}
+    # the manual edge survives re-ingest
+    assert store.get_edge("claim:features-are-model-properties", "associated_with", "paper:a-paper").provenance.made_by \
+        == MadeBy.manual
+
+
+def test_node_shared_by_two_documents_survives_one_dropping_it(store):
+    store.apply(small_delta(), doc("/a"))
+    store.apply(small_delta(), doc("/b"))
+    d2 = small_delta()
+    d2.nodes = [n for n in d2.nodes if n.type != NodeType.finding]
+    d2.edges = [e for e in d2.edges if e.type.value != "supports"]
+    r = store.apply(d2, doc("/a", "h2"))
+    assert r.nodes_removed == {}
+    assert store.has_node("finding:shuffled-models-give-single-token-features")
+
+
+def test_papers_match_by_doi_or_title(store):
+    store.apply(small_delta(), doc())
+    other = Node(id=paper_id(doi="10.1/xyz"), type="paper", title="A  paper!",
+                 attrs={"doi": "10.1/xyz", "title_norm": "a paper"})
+    claim = Node(id="claim:another", type="claim", title="Another")
+    r = store.apply(GraphDelta(nodes=[other, claim], edges=[Edge(src="claim:another", type="extracted_from",
+                                                                 dst=other.id)]), doc("/b"))
+    assert r.nodes_added == {"claim": 1}
+    assert store.count_nodes()["paper"] == 1
+    assert store.get_node("paper:a-paper").attrs["doi"] == "10.1/xyz"
+    assert store.get_edge("claim:another", "extracted_from", "paper:a-paper")
+
+
+def test_stated_facts_are_not_erased_by_a_document_that_omits_them(store):
+    store.apply(small_delta(), doc("/a"))
+    bare = Node(id="paper:a-paper", type="paper", title="A Paper", attrs={"title_norm": "a paper"})
+    store.apply(GraphDelta(nodes=[bare]), doc("/b"))
+    assert store.get_node("paper:a-paper").attrs["year"] == 2024
+
+
+@pytest.mark.parametrize("edge, message", [
+    (Edge(src="claim:features-are-model-properties", type="tests", dst="paper:a-paper"), "cannot start at a claim"),
+    (Edge(src="claim:features-are-model-properties", type="cites", dst="paper:a-paper"), "cannot start at a claim"),
+    (Edge(src="claim:features-are-model-properties", type="duplicate_of", dst="paper:a-paper"), "same type"),
+    (Edge(src="claim:features-are-model-properties", type="supports", dst="claim:nowhere"), "unknown node"),
+])
+def test_bad_edges_are_refused_and_nothing_is_written(store, edge, message):
+    d = small_delta()
+    d.edges.append(edge)
+    with pytest.raises(InvalidDocument, match=message) as e:
+        store.apply(d, doc())
+    assert "/docs/a.yaml" in str(e.value)
+    assert store.count_nodes() == {} and store.documents() == []
+
+
+def test_unknown_types_are_errors(store):
+    with pytest.raises(ValueError):
+        Node(id="gizmo:x", type="gizmo", title="x")
+    with pytest.raises(ValueError):
+        Edge(src="claim:a", type="likes", dst="claim:b")
+    with pytest.raises(InvalidInput, match="unknown edge type"):
+        store.link("claim:a", "likes", "claim:b")
+    d = GraphDelta(nodes=[Node(id="finding:x", type="claim", title="x")])
+    with pytest.raises(InvalidDocument, match="id says 'finding'"):
+        store.apply(d, doc())
+
+
+def test_bad_attrs_are_refused_with_the_field(store):
+    d = GraphDelta(nodes=[Node(id="paper:p", type="paper", title="P", attrs={"year": "last spring"})])
+    with pytest.raises(InvalidDocument, match="attrs.year"):
+        store.apply(d, doc())
+
+
+def test_transaction_rolls_back_on_error(store):
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.add_node(Node(id="claim:x", type="claim", title="X"))
+            raise RuntimeError("boom")
+    assert not store.has_node("claim:x")
+
+
+def test_delete_node_removes_its_edges(store):
+    store.apply(small_delta(), doc())
+    store.delete_node("finding:shuffled-models-give-single-token-features")
+    assert store.count_edges() == {"extracted_from": 1}
+    with pytest.raises(NotFound):
+        store.get_node("finding:shuffled-models-give-single-token-features")
+
+
+text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=60)
+json_value = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=20),
+                          lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                          max_leaves=6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(title=text.filter(lambda s: s.strip()), body=st.text(max_size=200),
+       attrs=st.dictionaries(st.text(min_size=1, max_size=10), json_value.filter(lambda v: v is not None), max_size=4),
+       ntype=st.sampled_from([t for t in NodeType if t not in (NodeType.paper, NodeType.evidence)]))
+def test_node_roundtrip(store, title, body, attrs, ntype):
+    node = Node(id=make_id(ntype, title), type=ntype, title=title, text=body, attrs=attrs)
+    store.add_node(node)
+    back = store.get_node(node.id)
+    assert (back.id, back.type, back.title, back.text, back.attrs) == (node.id, node.type, node.title.strip(),
+                                                                      node.text, node.attrs)
+    store.delete_node(node.id)
+
+
+def test_file_is_plain_duckdb(db_path):
+    with Store(db_path) as s:
+        s.apply(small_delta(), doc())
+    con = duckdb.connect(str(db_path), read_only=True)
+    assert con.execute("SELECT count(*) FROM nodes").fetchone()[0] == 3
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    con.close()
+
+
+def test_migration_from_version_1(db_path):
+    con = duckdb.connect(str(db_path))
+    from claimgraph.graph.schema import VERSION_TABLE
+
+    con.execute(VERSION_TABLE)
+    for stmt in MIGRATIONS[0].statements:
+        con.execute(stmt)
+    con.execute("INSERT INTO schema_version VALUES (1, 'v1', now())")
+    con.close()
+    with Store(db_path) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+        assert s.runs() == []
+        assert [r[0] for r in s.sql("SELECT version FROM schema_version ORDER BY version")] == \
+            [m.version for m in MIGRATIONS]
+
+
+def test_newer_schema_is_refused(db_path):
+    Store(db_path).close()
+    con = duckdb.connect(str(db_path))
+    con.execute("INSERT INTO schema_version VALUES (999, 'future', now())")
+    con.close()
+    with pytest.raises(StoreError, match="newer than this claimgraph"):
+        Store(db_path)
+
+
+def test_not_a_store(tmp_path):
+    bad = tmp_path / "x.duckdb"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError):
+        Store(bad)
+
+
+HOLD = textwrap.dedent("""
+    import sys, time, duckdb
+    con = duckdb.connect(sys.argv[1])
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+""")
+
+
+def test_busy_store_waits_then_fails_clearly(db_path):
+    Store(db_path).close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db_path), "30"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        t0 = time.monotonic()
+        with pytest.raises(StoreBusy, match=r"busy: another claimgraph process \(process \d+\) holds it"):
+            Store(db_path, busy_timeout=0.5)
+        assert time.monotonic() - t0 >= 0.5
+    finally:
+        holder.kill()
+        holder.wait()
+    with Store(db_path, busy_timeout=5) as s:  # released: works again
+        assert s.count_nodes() == {}
+
+
+def test_blocked_writer_waits_for_a_short_holder(db_path):
+    Store(db_path).close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db_path), "1.0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with Store(db_path, busy_timeout=20) as s:
+            s.add_node(Node(id="claim:waited", type="claim", title="Waited"))
+    finally:
+        holder.wait()
+    with Store(db_path) as s:
+        assert s.has_node("claim:waited")
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from claimgraph.graph import Store, Node, GraphDelta, DocumentRef, Edge
+    path, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    for i in range(n):
+        with Store(path, busy_timeout=60) as s:
+            nodes = [Node(id=f"claim:{who}-{i}", type="claim", title=f"{who} {i}"),
+                     Node(id=f"finding:{who}-{i}", type="finding", title=f"{who} finding {i}")]
+            s.apply(GraphDelta(nodes=nodes, edges=[Edge(src=nodes[1].id, type="supports", dst=nodes[0].id)]),
+                    DocumentRef(path=f"/{who}/{i}", content_hash="h", format="structured"))
+""")
+
+
+def test_two_writers_at_once_lose_nothing(db_path):
+    Store(db_path).close()
+    n = 15
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(db_path), who, str(n)], stderr=subprocess.PIPE,
+                              text=True) for who in ("alice", "bob")]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    with Store(db_path) as s:
+        assert s.count_nodes() == {"claim": 2 * n, "finding": 2 * n}
+        assert s.count_edges() == {"supports": 2 * n}
+        assert len(s.documents()) == 2 * n
