@@ -1,0 +1,102 @@
+"""The `show` page, laid out in the sections of a claim page: type and status, id and title, description,
+source paper, neighbourhood ranked by edge count (grouped by type), evidence, and related-by-similarity."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from claimgraph.graph.models import EdgeType, NodeType
+from claimgraph.graph.queries import NodePage
+
+from .render import lines
+
+PLURAL = {NodeType.paper: "Papers", NodeType.claim: "Claims", NodeType.finding: "Findings",
+          NodeType.method: "Methods", NodeType.question: "Questions", NodeType.topic: "Topics",
+          NodeType.experiment: "Experiments", NodeType.evidence: "Evidence"}
+
+
+def _paper_line(p) -> str:
+    a = p.attrs
+    authors = list(a.get("authors") or [])
+    more = f" +{a['authors_more']}" if a.get("authors_more") else (" et al." if a.get("et_al") else "")
+    year = f"({a['year']})" if a.get("year") else ""
+    who = " · ".join(authors) + more
+    parts = [x for x in (year, who) if x]
+    head = " · ".join(parts)
+    title = p.title if a.get("title_known", True) else ""
+    return "  ".join(x for x in (head, title) if x) or p.title
+
+
+def page_json(page: NodePage) -> dict:
+    """`show --json`: node, status, source, typed neighbours, similarity (contract keys first)."""
+    node = page.node.model_dump(mode="json")
+    node["status"] = page.status
+    return {
+        "node": node,
+        "status": page.status,
+        "source": {"papers": [{"id": p.id, "title": p.title, **{k: p.attrs.get(k) for k in ("year", "authors")}}
+                              for p in page.source.papers], "documents": page.source.documents},
+        "neighbors": [{"id": n.id, "type": n.type.value, "title": n.title, "edge": n.edge.value,
+                       "direction": n.direction, "degree": n.degree, "text": n.text, "edge_attrs": n.edge_attrs}
+                      for n in page.neighbors],
+        "similar": [{"id": s.id, "type": s.type.value if s.type else None, "title": s.title, "score": s.score,
+                     "origin": s.origin, "computed_score": s.computed_score, "text": s.text} for s in page.similar],
+        "evidence": [{"id": e.id, "title": e.title, "verdict": e.attrs.get("verdict"), "run_id": e.attrs.get("run_id")}
+                     for e in page.evidence],
+    }
+
+
+def render_page(page: NodePage) -> None:
+    n = page.node
+    out: list = [(n.type.value, "bold")]
+    status = []
+    if page.status:
+        status.append(page.status)
+    if n.attrs.get("page_status"):
+        status.append(f"page status: {n.attrs['page_status']}")
+    if status:
+        out.append(" · ".join(status))
+    out += [(n.id, "dim"), (n.title, "bold")]
+    if n.text:
+        out.append(n.text)
+    if page.source.papers:
+        out += ["", ("Source paper", "bold underline")]
+        for p in page.source.papers:
+            out.append(f"extracted_from {_paper_line(p)}")
+            out.append((f"  {p.id}", "dim"))
+    if n.provenance:
+        prov = n.provenance
+        src = f"{prov.made_by.value}" + (f" from {prov.source}" if prov.source else "")
+        out.append((f"provenance: {src} at {prov.at:%Y-%m-%d %H:%M} UTC", "dim"))
+
+    groups: OrderedDict[NodeType, OrderedDict[str, list]] = OrderedDict()
+    for nb in page.neighbors:
+        if nb.edge == EdgeType.extracted_from and nb.direction == "out":
+            continue  # shown as the source paper
+        groups.setdefault(nb.type, OrderedDict()).setdefault(nb.id, []).append(nb)
+    if groups:
+        out += ["", ("Neighborhood — ranked by edge-count", "bold underline")]
+        for ntype, items in groups.items():
+            out.append((f"{PLURAL[ntype]} ({len(items)})", "bold"))
+            for nid, edges in items.items():
+                first = edges[0]
+                labels = ", ".join(("" if e.direction == "out" else "← ") + e.edge.value for e in edges)
+                desc = f" — {first.text}" if first.text else ""
+                out.append(f"- {first.title}  [{labels}]{desc}")
+                out.append((f"    {nid} · {first.degree} edges", "dim"))
+    if page.evidence:
+        out += ["", (f"Evidence ({len(page.evidence)})", "bold underline")]
+        for e in page.evidence:
+            out.append(f"- {e.title}")
+            out.append((f"    {e.id} · run {e.attrs.get('run_id')}", "dim"))
+    out += ["", (f"Related by similarity ({len(page.similar)})", "bold underline"),
+            (f"cosine ≥ {page.similarity_threshold:g} · no typed edge", "dim")]
+    for s in page.similar:
+        kind = s.type.value if s.type else "?"
+        score = f"{s.score:.3f}" if s.score is not None else "—"
+        origin = {"document": "stated", "computed": "computed", "document+computed": "stated"}[s.origin]
+        extra = f", encoder {s.computed_score:.3f}" if s.origin == "document+computed" and s.computed_score else ""
+        desc = f" — {s.text}" if s.text else ""
+        out.append(f"- {s.title}  [{kind} {score} {origin}{extra}]{desc}")
+        if s.id:
+            out.append((f"    {s.id}", "dim"))
+    lines(out)
