@@ -1,0 +1,180 @@
+"""Run folders: the files a run leaves behind, readable without claimgraph.
+
+    <store>.d/runs/<experiment slug>/<run id>/
+        config.json        resolved spec, experiment, tested claims, config hash, code version
+        environment.json   python, package versions, git commit and dirty flag, device, host
+        status.json        status, pid, heartbeat, start/end times, error
+        log.txt            the job's log
+        metrics.jsonl      per-step metrics (one JSON object per line)
+        artifacts/         files the job wrote (their sha256 go in result.json)
+        result.json        per-seed metrics, summary, decision, artifact hashes
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from .context import write_json_atomic
+from .spec import Decision, JobSpec
+
+RunStatus = Literal["queued", "running", "completed", "failed", "killed", "timed-out"]
+FINAL: frozenset[str] = frozenset({"completed", "failed", "killed", "timed-out"})
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class RunConfig(BaseModel):
+    """config.json: everything that determines the computation."""
+
+    run_id: str
+    experiment_id: str
+    targets: list[str] = Field(description="Claims/findings the experiment tests")
+    spec: JobSpec
+    device: str = Field(description="Resolved device the run uses")
+    config_hash: str
+    code_version: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunState(BaseModel):
+    """status.json: the lifecycle, refreshed by heartbeats while running."""
+
+    status: RunStatus
+    pid: int | None = None
+    host: str = Field(default_factory=socket.gethostname)
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None
+
+
+class MetricSummary(BaseModel):
+    mean: float | None
+    sd: float | None
+    values: list[float | None]
+
+
+class RunResult(BaseModel):
+    """result.json: what the run computed, and the verdict by the registered criterion."""
+
+    run_id: str
+    experiment_id: str
+    kind: str
+    seeds: list[int]
+    per_seed: list[dict[str, Any]]
+    metrics: dict[str, MetricSummary]
+    summary: dict[str, Any] = Field(default_factory=dict)
+    decision: Decision
+    effect_size: float | None
+    artifacts: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
+    wall_s: float
+
+
+def read_state(run_dir: Path) -> RunState | None:
+    p = Path(run_dir) / "status.json"
+    try:
+        return RunState.model_validate_json(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_state(run_dir: Path, state: RunState) -> None:
+    write_json_atomic(Path(run_dir) / "status.json", state.model_dump(mode="json"))
+
+
+def read_result(run_dir: Path) -> RunResult | None:
+    p = Path(run_dir) / "result.json"
+    try:
+        return RunResult.model_validate_json(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def artifact_hashes(run_dir: Path) -> dict[str, str]:
+    root = Path(run_dir) / "artifacts"
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(run_dir)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Hash of the experiments package's source: results computed by the same code share it."""
+    h = hashlib.sha256()
+    for p in sorted(PACKAGE_ROOT.rglob("*.py")):
+        h.update(str(p.relative_to(PACKAGE_ROOT)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def input_fingerprint(spec: JobSpec) -> dict[str, Any]:
+    """What the spec's references point at, cheaply: local model files by name/size/mtime, text files by hash."""
+    out: dict[str, Any] = {}
+    for key, ref in (("model", spec.model), ("data", spec.data)):
+        if not ref or ":" not in ref:
+            continue
+        scheme, _, rest = ref.partition(":")
+        path = Path(rest.split("@")[0])
+        if scheme == "hf" and path.is_dir():
+            out[key] = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in path.iterdir() if p.is_file())
+        elif scheme == "text" and path.is_file():
+            out[key] = sha256_file(path)
+    return out
+
+
+def config_hash(spec: JobSpec, device: str, inputs: dict[str, Any]) -> str:
+    payload = {"spec": spec.model_dump(mode="json"), "device": device, "inputs": inputs, "code": code_version()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", "-C", str(PACKAGE_ROOT), *args], capture_output=True, text=True,
+                              timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: str) -> dict[str, Any]:
+    """environment.json: interpreter, packages, git state, device."""
+    packages = {}
+    for name in ("claimgraph", "torch", "numpy", "duckdb", "pydantic", "transformers", "safetensors"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    commit = _git("rev-parse", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0], "platform": platform.platform(), "host": socket.gethostname(),
+        "cpu_count": os.cpu_count(), "packages": packages, "git_commit": commit, "git_dirty": dirty,
+        "device": device, "code_version": code_version(),
+    }
+    if device.startswith("cuda"):
+        import torch
+
+        env["cuda"] = {"name": torch.cuda.get_device_name(0), "torch_cuda": torch.version.cuda}
+    return env

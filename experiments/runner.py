@@ -1,0 +1,275 @@
+"""Running experiments: cache lookup, run folder, a worker process, and attaching the outcome as evidence.
+
+The runner holds the database only for short bookkeeping transactions: it records the run as queued,
+lets go of the file, waits for the worker (which never opens the database), then attaches the result in
+one transaction. A run whose process died is found by `reconcile` on the next command.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from claimgraph.graph import EdgeType, MadeBy, Node, NodeType, Store
+from claimgraph.graph.errors import InvalidInput, NotFound
+from claimgraph.graph.ids import slugify
+
+from .api import get_spec
+from .context import write_json_atomic
+from .records import (FINAL, RunConfig, RunResult, RunState, code_version, config_hash, input_fingerprint, now_utc,
+                      read_result, read_state, write_state)
+from .spec import JobSpec
+
+STALE_S = float(os.environ.get("CLAIMGRAPH_STALE_S", "60"))  # heartbeat age after which a run on another host is dead
+KILL_GRACE_S = 10.0
+
+
+class RunOutcome(BaseModel):
+    """What `claimgraph run` reports."""
+
+    run_id: str
+    experiment_id: str
+    status: str
+    cached: bool = False
+    verdict: str | None = None
+    evidence_id: str | None = None
+    run_dir: str
+    reason: str | None = None
+    error: str | None = None
+
+
+def resolve_device(spec: str) -> str:
+    """'auto' -> cuda when available else cpu; 'cuda' without CUDA is refused."""
+    if spec == "cpu":
+        return "cpu"
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InvalidInput("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
+        return spec
+    raise InvalidInput(f"unknown device {spec!r}; use cpu, cuda or auto")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) is not running
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def evidence_node(config: RunConfig, result: RunResult) -> Node:
+    d = result.decision
+    crit = config.spec.criterion
+    if d.mean is None:
+        value = "no value"
+    elif d.n > 1:
+        value = f"{d.mean:.3g} [{d.ci_low:.3g}, {d.ci_high:.3g}]"
+    else:
+        value = f"{d.mean:.3g}"
+    title = f"{d.verdict}: {crit.metric} = {value} ({config.spec.kind}, {d.n} seed{'s' * (d.n != 1)})"
+    notes = result.summary.get("notes") if isinstance(result.summary, dict) else None
+    text = d.reason + (f"\n{notes}" if notes else "")
+    attrs: dict[str, Any] = {
+        "verdict": d.verdict, "run_id": config.run_id, "experiment": config.experiment_id,
+        "criterion": crit.model_dump(mode="json"), "decision": d.model_dump(mode="json"),
+        "effect_size": result.effect_size,
+        "metrics": {k: v.model_dump(mode="json") for k, v in result.metrics.items()},
+        "kind": config.spec.kind, "model": config.spec.model, "data": config.spec.data,
+        "seeds": config.spec.seeds, "device": config.device, "config_hash": config.config_hash,
+        "run_dir": str(Path(config.run_id)), "artifacts": result.artifacts, "superseded": False,
+    }
+    return Node(id=f"evidence:{slugify(config.experiment_id.split(':', 1)[1])}-{config.run_id.lower()}"[:220],
+                type=NodeType.evidence, title=title, text=text, attrs=attrs)
+
+
+def attach_result(store: Store, run_dir: Path) -> str:
+    """Attach a completed run's result to the graph in one transaction; returns the evidence id."""
+    config = RunConfig.model_validate_json((run_dir / "config.json").read_text())
+    result = read_result(run_dir)
+    if result is None:
+        raise NotFound(f"{run_dir} has no readable result.json")
+    node = evidence_node(config, result)
+    node.attrs["run_dir"] = str(run_dir)
+    verdict_edge = {"supported": EdgeType.supports, "refuted": EdgeType.refutes}.get(result.decision.verdict)
+    with store.transaction():
+        for old in store.edges(config.experiment_id, direction="out", type=EdgeType.produced):
+            if old.dst != node.id:
+                prev = store.get_node(old.dst)
+                if not prev.attrs.get("superseded"):
+                    store.add_node(prev.model_copy(update={"attrs": {**prev.attrs, "superseded": True}}),
+                                   made_by=MadeBy.experiment, source=prev.provenance.source if prev.provenance else None,
+                                   source_hash=prev.provenance.source_hash if prev.provenance else None)
+        store.add_node(node, made_by=MadeBy.experiment, source=str(run_dir), source_hash=config.config_hash)
+        store.link(config.experiment_id, EdgeType.produced, node.id, made_by=MadeBy.experiment,
+                   source=str(run_dir), source_hash=config.config_hash)
+        if verdict_edge is not None:
+            for target in config.targets:
+                if store.has_node(target):
+                    store.link(node.id, verdict_edge, target, made_by=MadeBy.experiment, source=str(run_dir),
+                               source_hash=config.config_hash, attrs={"run_id": config.run_id})
+        store.put_run(run_id=config.run_id, status="completed", verdict=result.decision.verdict,
+                      evidence_id=node.id, ended_at=now_utc())
+    return node.id
+
+
+def _finalize(store: Store, row: dict[str, Any], state: RunState | None, *, override: str | None = None,
+              error: str | None = None) -> dict[str, Any]:
+    """Record a run's final status (attaching evidence when it completed) and return the updated row."""
+    run_dir = Path(row["run_dir"])
+    status = override or (state.status if state else "failed")
+    if status == "completed" and read_result(run_dir) is not None:
+        attach_result(store, run_dir)
+    else:
+        if status == "completed":
+            status, error = "failed", "status says completed but result.json is missing or unreadable"
+        store.put_run(run_id=row["run_id"], status=status, ended_at=(state.ended_at if state and state.ended_at
+                                                                      else now_utc()),
+                      error=error or (state.error if state else None))
+    return store.runs(run_id=row["run_id"])[0]
+
+
+def reconcile(store: Store) -> list[dict[str, Any]]:
+    """Find runs recorded as queued/running whose process has ended or died, and give them a final status.
+    Returns the rows it changed. Cheap when nothing is in flight (one query)."""
+    changed = []
+    for row in store.runs(status="running") + store.runs(status="queued"):
+        run_dir = Path(row["run_dir"])
+        state = read_state(run_dir)
+        if state is not None and state.status in FINAL:
+            changed.append(_finalize(store, row, state))
+            continue
+        pid = (state.pid if state else None) or row["pid"]
+        same_host = (state.host if state else row["host"]) == os.uname().nodename
+        beat = (state.heartbeat_at or state.started_at) if state else row["created_at"]
+        age = (now_utc() - beat).total_seconds() if beat else float("inf")
+        if same_host and pid:
+            dead = not _pid_alive(pid)
+        else:
+            dead = age > STALE_S
+        if dead:
+            why = (f"process {pid} died without a final status" if pid else "the run never started")
+            if state is not None:
+                state.status, state.error, state.ended_at = "failed", why, now_utc()
+                write_state(run_dir, state)
+            changed.append(_finalize(store, row, state, override="failed", error=why))
+    return changed
+
+
+def _cached(store: Store, chash: str) -> dict[str, Any] | None:
+    for row in store.runs(config_hash=chash, status="completed"):
+        if row["evidence_id"] and store.has_node(row["evidence_id"]):
+            return row
+        if read_result(Path(row["run_dir"])) is not None:
+            attach_result(store, Path(row["run_dir"]))
+            return store.runs(run_id=row["run_id"])[0]
+    return None
+
+
+def prepare_run(store: Store, experiment_id: str, *, device: str | None = None, seeds: int | None = None
+                ) -> tuple[RunConfig, Path]:
+    """Resolve the spec into a RunConfig (without creating anything)."""
+    _, spec, targets = get_spec(store, experiment_id)
+    if seeds is not None:
+        if seeds < 1:
+            raise InvalidInput("--seeds must be at least 1")
+        spec = spec.model_copy(update={"seeds": list(range(seeds))})
+    spec = JobSpec.model_validate(spec.model_dump())
+    dev = resolve_device(device or spec.device)
+    inputs = input_fingerprint(spec)
+    chash = config_hash(spec, dev, inputs)
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{chash[:8]}"
+    run_dir = store.home / "runs" / slugify(experiment_id.split(":", 1)[1])[:80] / run_id
+    cfg = RunConfig(run_id=run_id, experiment_id=experiment_id, targets=targets, spec=spec, device=dev,
+                    config_hash=chash, code_version=code_version(), inputs=inputs)
+    return cfg, run_dir
+
+
+def run_experiment(store: Store, experiment_id: str, *, device: str | None = None, seeds: int | None = None,
+                   force: bool = False, progress: bool = True,
+                   on_start: Callable[[str, Path], None] | None = None) -> RunOutcome:
+    """Run an experiment (or serve it from cache) and attach its evidence. The database is not held while
+    the job computes."""
+    reconcile(store)
+    cfg, run_dir = prepare_run(store, experiment_id, device=device, seeds=seeds)
+    if not force:
+        row = _cached(store, cfg.config_hash)
+        if row is not None:
+            return RunOutcome(run_id=row["run_id"], experiment_id=experiment_id, status="completed", cached=True,
+                              verdict=row["verdict"], evidence_id=row["evidence_id"], run_dir=row["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=False)
+    write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
+    write_state(run_dir, RunState(status="queued"))
+    store.put_run(run_id=cfg.run_id, experiment_id=experiment_id, config_hash=cfg.config_hash, status="queued",
+                  device=cfg.device, run_dir=str(run_dir))
+    store.release()
+
+    env = dict(os.environ, CLAIMGRAPH_PROGRESS="1" if progress else "0", PYTHONUNBUFFERED="1")
+    if cfg.spec.timeout_s:
+        env["CLAIMGRAPH_RUN_TIMEOUT_S"] = str(cfg.spec.timeout_s)
+    proc = subprocess.Popen([sys.executable, "-m", "claimgraph.experiments.worker", str(run_dir)], env=env)
+    if on_start:
+        on_start(cfg.run_id, run_dir)
+    received: list[int] = []
+
+    def forward(signum, frame):  # noqa: ARG001
+        received.append(signum)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    override = error = None
+    try:
+        deadline = time.monotonic() + cfg.spec.timeout_s + KILL_GRACE_S if cfg.spec.timeout_s else None
+        while True:
+            try:
+                proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() > deadline:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=KILL_GRACE_S)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                    override, error = "timed-out", f"exceeded its {cfg.spec.timeout_s:g}s limit"
+                    break
+                if received and proc.poll() is None:
+                    try:
+                        proc.wait(timeout=KILL_GRACE_S)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                    break
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    state = read_state(run_dir)
+    if override is None and (state is None or state.status not in FINAL):
+        override, error = "failed", f"worker exited with code {proc.returncode} without a final status"
+    if received and override is None and state is not None and state.status != "completed":
+        override = "killed"
+    if override and state is not None:
+        state.status, state.error, state.ended_at = override, error or state.error, now_utc()  # type: ignore[assignment]
+        write_state(run_dir, state)
+    row = _finalize(store, store.runs(run_id=cfg.run_id)[0], state, override=override, error=error)
+    result = read_result(run_dir) if row["status"] == "completed" else None
+    return RunOutcome(run_id=cfg.run_id, experiment_id=experiment_id, status=row["status"], verdict=row["verdict"],
+                      evidence_id=row["evidence_id"], run_dir=str(run_dir),
+                      reason=result.decision.reason if result else None, error=row["error"])
