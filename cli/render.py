@@ -33,7 +33,7 @@ def emit_json(payload: Any) -> None:
 
 def note(message: str) -> None:
     """A message for the person at the terminal (stderr)."""
-    _console(stderr=True).print(message, markup=False)
+    _console(stderr=True).print(message, markup=False, soft_wrap=True)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,

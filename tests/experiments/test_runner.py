@@ -1,0 +1,261 @@
+"""The run lifecycle through the CLI: registration refuses bad specs, runs complete and attach evidence, the cache
+serves identical specs, --force recomputes, killed/crashed/timed-out/failed runs end in a final status and attach
+nothing.
+
+These tests use a job kind installed the way a user installs one (a package with a `claimgraph.jobs` entry
+point, written to a temp dir on sys.path), so they exercise the plugin path and stay independent of the
+built-in kinds' run time. Its computation is real (means of seeded Gaussian samples); only its purpose is a test.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from claimgraph.cli.main import app
+from claimgraph.graph import Node, Store
+
+JOB_MODULE = textwrap.dedent('''
+    from claimgraph.experiments.jobs.base import Job, JobParams, SeedResult
+    from claimgraph.experiments.spec import Criterion
+
+
+    class Params(JobParams):
+        n: int = 2000          # samples per step
+        shift: float = 0.5     # true mean of the samples
+        steps: int = 3
+        sleep_s: float = 0.0   # pause per step, to have a run that lasts
+        fail: bool = False
+
+
+    class GaussJob(Job):
+        kind = "gauss"
+        summary = "mean of shifted Gaussian samples"
+        Params = Params
+        default_criterion = Criterion(metric="mean", op=">", threshold=0.0, band=0.05)
+        metrics = {"mean": "sample mean", "sd": "sample standard deviation"}
+        default_model = None
+        default_data = None
+
+        def run(self, ctx, p, seed):
+            import time
+            import torch
+
+            g = torch.Generator().manual_seed(seed)
+            for step in ctx.progress(range(p.steps), total=p.steps, desc="steps"):
+                x = torch.randn(p.n, generator=g) + p.shift
+                ctx.log_metrics(step, {"mean": x.mean().item()})
+                time.sleep(p.sleep_s)
+            if p.fail:
+                raise ValueError("asked to fail")
+            ctx.artifact("samples.txt").write_text(" ".join(f"{v:.4f}" for v in x[:10].tolist()))
+            return SeedResult(seed=seed, metrics={"mean": x.mean().item(), "sd": x.std().item()})
+''')
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    root = tmp_path / "plugin"
+    (root / "cgtestjobs").mkdir(parents=True)
+    (root / "cgtestjobs" / "__init__.py").write_text(JOB_MODULE)
+    dist = root / "cgtestjobs-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cgtestjobs\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[claimgraph.jobs]\ngauss = cgtestjobs:GaussJob\n")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("PYTHONPATH", str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return root
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    path = tmp_path / "g.duckdb"
+    monkeypatch.setenv("CLAIMGRAPH_DB", str(path))
+    with Store(path) as s:
+        s.add_node(Node(id="claim:samples-are-positive", type="claim", title="Samples are positive"))
+        s.add_node(Node(id="paper:p", type="paper", title="P"))
+    return path
+
+
+def cli(*args: str):
+    r = CliRunner().invoke(app, ["--json", *args])
+    return r
+
+
+def add(*extra: str) -> str:
+    r = cli("experiment", "add", "--claim", "claim:samples-are-positive", "--kind", "gauss", *extra)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)["experiment"]["id"]
+
+
+def test_plugin_kind_is_listed(plugin, db):
+    r = cli("experiment", "kinds")
+    assert r.exit_code == 0, r.output
+    kinds = {k["kind"]: k for k in json.loads(r.stdout)["kinds"]}
+    assert kinds["gauss"]["criterion"].startswith("mean > 0")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kind", "nope"], "unknown job kind 'nope'; known kinds:"),
+    (["--kind", "gauss", "--param", "n=lots"], "param n: Input should be a valid integer"),
+    (["--kind", "gauss", "--param", "colour=red"], "param colour: Extra inputs are not permitted"),
+    (["--kind", "gauss", "--param", "novalue"], "not of the form name=value"),
+    (["--kind", "gauss", "--criterion", "accuracy > 0.5"], "not reported by kind 'gauss'"),
+    (["--kind", "gauss", "--criterion", "mean is big"], "not of the form"),
+    (["--kind", "gauss", "--device", "tpu"], "device"),
+])
+def test_bad_specs_are_refused_before_anything_runs(plugin, db, args, message):
+    r = CliRunner().invoke(app, ["experiment", "add", "--claim", "claim:samples-are-positive", *args])
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr
+    with Store(db) as s:
+        assert s.list_nodes("experiment") == [] and s.runs() == []
+
+
+def test_experiment_must_test_a_claim_or_finding(plugin, db):
+    r = CliRunner().invoke(app, ["experiment", "add", "--claim", "paper:p", "--kind", "gauss"])
+    assert r.exit_code == 2 and "experiments test claims or findings" in r.stderr
+
+
+def test_run_attaches_evidence_then_serves_cache_then_force_recomputes(plugin, db):
+    exp = add("--seeds", "3")
+    assert add("--seeds", "3") == exp  # same spec, same experiment
+    r = cli("run", exp)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["status"] == "completed" and not out["cached"] and out["verdict"] == "supported"
+    run_dir = Path(out["run_dir"])
+    for f in ("config.json", "environment.json", "status.json", "log.txt", "metrics.jsonl", "result.json"):
+        assert (run_dir / f).is_file(), f
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["decision"]["n"] == 3 and result["seeds"] == [0, 1, 2]
+    assert abs(result["metrics"]["mean"]["mean"] - 0.5) < 0.05
+    assert set(result["artifacts"]) == {"artifacts/samples.txt"}
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["device"] == "cpu" and env["packages"]["torch"] and "git_dirty" in env
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 9
+
+    ev = json.loads(cli("evidence", "claim:samples-are-positive").stdout)
+    assert ev["status"] == "supported" and len(ev["evidence"]) == 1
+    first = ev["evidence"][0]
+    assert first["verdict"] == "supported" and first["decision"]["ci_low"] > 0.05
+    assert first["effect_size"] == pytest.approx(result["metrics"]["mean"]["mean"])
+
+    again = json.loads(cli("run", exp).stdout)
+    assert again["cached"] and again["run_id"] == out["run_id"] and again["evidence_id"] == out["evidence_id"]
+
+    forced = json.loads(cli("run", exp, "--force").stdout)
+    assert not forced["cached"] and forced["run_id"] != out["run_id"]
+    ev = json.loads(cli("evidence", "claim:samples-are-positive").stdout)
+    assert [e["run_id"] for e in ev["evidence"]] == [forced["run_id"]]  # the older evidence is superseded
+    ev_all = json.loads(cli("evidence", "claim:samples-are-positive", "--all").stdout)
+    assert len(ev_all["evidence"]) == 2
+
+    # same seed, same numbers
+    r2 = json.loads((Path(forced["run_dir"]) / "result.json").read_text())
+    assert r2["metrics"]["mean"]["values"] == result["metrics"]["mean"]["values"]
+
+    runs = json.loads(cli("runs", exp).stdout)["runs"]
+    assert [r["status"] for r in runs] == ["completed", "completed"]
+    page = json.loads(cli("show", "claim:samples-are-positive").stdout)
+    assert page["status"] == "supported" and page["node"]["status"] == "supported"
+
+
+def test_refuting_and_inconclusive_verdicts(plugin, db):
+    exp = add("--seeds", "3", "--param", "shift=-0.5", "--id", "experiment:negative")
+    out = json.loads(cli("run", exp).stdout)
+    assert out["verdict"] == "refuted"
+    exp2 = add("--seeds", "3", "--param", "shift=0.0", "--param", "n=50", "--id", "experiment:null")
+    out2 = json.loads(cli("run", exp2).stdout)
+    assert out2["verdict"] == "inconclusive"
+    with Store(db) as s:
+        kinds = {e.type.value for e in s.edges(out2["evidence_id"])}
+        assert kinds == {"produced"}  # inconclusive evidence is kept with no supports/refutes edge
+    status = json.loads(cli("evidence", "claim:samples-are-positive").stdout)["status"]
+    assert status == "refuted"  # refuted + inconclusive: the refutation stands
+
+
+def test_more_seeds_on_the_command_line(plugin, db):
+    exp = add("--seeds", "2")
+    out = json.loads(cli("run", exp, "--seeds", "4").stdout)
+    result = json.loads((Path(out["run_dir"]) / "result.json").read_text())
+    assert result["seeds"] == [0, 1, 2, 3]
+
+
+def test_failing_job_ends_failed_and_attaches_nothing(plugin, db):
+    exp = add("--param", "fail=true")
+    r = cli("run", exp)
+    assert r.exit_code == 1
+    out = json.loads(r.stdout)
+    assert out["status"] == "failed" and "asked to fail" in out["error"] and out["evidence_id"] is None
+    assert "ValueError: asked to fail" in (Path(out["run_dir"]) / "log.txt").read_text()
+    assert json.loads(cli("evidence", "claim:samples-are-positive").stdout)["status"] == "untested"
+
+
+def _start_cli_run(exp: str) -> tuple[subprocess.Popen, Path]:
+    proc = subprocess.Popen([sys.executable, "-m", "claimgraph.cli.main", "run", exp], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, CLAIMGRAPH_PROGRESS="0"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if "started; folder" in line:
+            run_dir = Path(line.rsplit("folder ", 1)[1].strip())
+            break
+    else:
+        proc.kill()
+        raise AssertionError("run did not start")
+    while time.monotonic() < deadline:  # wait until the worker is computing
+        status = run_dir / "status.json"
+        if status.exists() and json.loads(status.read_text())["status"] == "running":
+            return proc, run_dir
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("worker did not report running")
+
+
+def test_sigterm_kills_the_run_and_attaches_nothing(plugin, db):
+    exp = add("--param", "sleep_s=2", "--param", "steps=100", "--seeds", "1")
+    proc, run_dir = _start_cli_run(exp)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    state = json.loads((run_dir / "status.json").read_text())
+    assert state["status"] == "killed"
+    runs = json.loads(cli("runs", exp).stdout)["runs"]
+    assert runs[0]["status"] == "killed" and runs[0]["evidence_id"] is None
+    assert not (run_dir / "result.json").exists()
+    assert json.loads(cli("evidence", "claim:samples-are-positive").stdout)["evidence"] == []
+
+
+def test_a_run_whose_processes_died_is_marked_on_the_next_command(plugin, db):
+    exp = add("--param", "sleep_s=2", "--param", "steps=100", "--seeds", "1")
+    proc, run_dir = _start_cli_run(exp)
+    worker_pid = json.loads((run_dir / "status.json").read_text())["pid"]
+    proc.kill()  # the launching command dies without cleaning up ...
+    proc.wait()
+    os.kill(worker_pid, signal.SIGKILL)  # ... and so does the worker
+    time.sleep(0.5)
+    r = CliRunner().invoke(app, ["runs", exp])  # any next command notices
+    assert r.exit_code == 0
+    assert "ended: failed" in r.stderr
+    runs = json.loads(cli("runs", exp).stdout)["runs"]
+    assert runs[0]["status"] == "failed" and "died" in runs[0]["error"] and runs[0]["evidence_id"] is None
+
+
+def test_timeout_ends_timed_out(plugin, db):
+    from claimgraph.experiments.api import add_experiment
+
+    with Store(db) as s:
+        node = add_experiment(s, ["claim:samples-are-positive"], "gauss", params={"sleep_s": 1, "steps": 100},
+                              seeds=[0], timeout_s=3)
+    r = cli("run", node.id)
+    out = json.loads(r.stdout)
+    assert r.exit_code == 1 and out["status"] == "timed-out" and out["evidence_id"] is None

@@ -1,0 +1,57 @@
+"""Registered criteria: parsing, and verdicts from the mean and t-interval across seeds."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats
+
+from claimgraph.experiments.spec import Criterion, JobSpec
+
+
+def test_parse_round_trip():
+    c = Criterion.parse("single_token_frac_diff > 0.05 band=0.02 conf=0.9")
+    assert (c.metric, c.op, c.threshold, c.band, c.confidence) == ("single_token_frac_diff", ">", 0.05, 0.02, 0.9)
+    assert Criterion.parse("loss<=1e-3").threshold == 1e-3
+    with pytest.raises(ValueError, match="not of the form"):
+        Criterion.parse("loss is low")
+    with pytest.raises(ValueError, match="unknown"):
+        Criterion.parse("loss < 1 margin=2")
+
+
+def test_interval_matches_scipy():
+    vals = [0.31, 0.27, 0.35, 0.29]
+    d = Criterion(metric="m", op=">", threshold=0.1).decide(vals)
+    lo, hi = stats.t.interval(0.95, len(vals) - 1, loc=sum(vals) / 4, scale=stats.sem(vals))
+    assert d.ci_low == pytest.approx(lo) and d.ci_high == pytest.approx(hi)
+    assert d.verdict == "supported" and d.n == 4
+
+
+@pytest.mark.parametrize("op, vals, band, verdict", [
+    (">", [0.5, 0.6, 0.55], 0.0, "supported"),
+    (">", [-0.5, -0.6, -0.55], 0.0, "refuted"),
+    (">", [-0.2, 0.3, 0.1], 0.0, "inconclusive"),        # interval straddles the threshold
+    (">", [0.04, 0.05, 0.045], 0.1, "inconclusive"),     # inside the band
+    ("<", [0.5, 0.6, 0.55], 0.0, "refuted"),
+    ("<", [-0.5, -0.6, -0.55], 0.0, "supported"),
+    (">=", [0.0, 0.0, 0.0], 0.0, "supported"),
+    (">", [0.0, 0.0, 0.0], 0.0, "inconclusive"),
+    (">", [0.3], 0.0, "supported"),                      # one seed: the value itself
+    (">", [float("nan")], 0.0, "inconclusive"),
+])
+def test_verdicts(op, vals, band, verdict):
+    assert Criterion(metric="m", op=op, threshold=0.0 if band == 0 else 0.05, band=band).decide(vals).verdict == verdict
+
+
+def test_no_values_is_inconclusive_with_reason():
+    d = Criterion(metric="m", op=">", threshold=0).decide([])
+    assert d.verdict == "inconclusive" and d.n == 0 and "no finite values" in d.reason
+
+
+def test_spec_refuses_unknown_fields_and_duplicate_seeds():
+    crit = Criterion(metric="m", op=">", threshold=0)
+    with pytest.raises(ValueError):
+        JobSpec(kind="k", criterion=crit, command="rm -rf /")
+    with pytest.raises(ValueError, match="distinct"):
+        JobSpec(kind="k", criterion=crit, seeds=[1, 1])
+    assert not math.isnan(JobSpec(kind="k", criterion=crit).timeout_s)
