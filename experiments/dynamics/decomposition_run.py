@@ -1,0 +1,224 @@
+"""One seed of the gradient-decomposition experiment on the majority task.
+
+1. Train from one initialisation, on the same batches, three models: normal, myopic (attention keys and values
+   of other positions detached, so each loss trains only its own position's stream) and split (separate
+   weights for the input segment and the output segment, both starting from the shared initialisation).
+2. Fit ridge probes for the majority feature on the final normal model's activations at (layer, useless
+   positions); they define the risk R (see influence.py).
+3. Replay the normal run step for step, decomposing every step's gradient into direct / pre-caching / shared
+   parts at each useless position and integrating each part's Adam update against grad R.
+4. Report held-out probe correlations under each intervention, task accuracy, influence shares and checks.
+
+`params` is the job's Params (fields listed in jobs/gradient_decomposition.py); `ctx` offers log,
+log_metrics, progress and artifact as RunContext does.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+
+from .decomposition import decompose, decompose_literal, full_gradient
+from .influence import PARTS, AdamInfluence, ProbeRisk, fit_ridge, flat_params, probe_correlation
+from .majority import MajorityBatch, MajorityConfig, sample
+from .transformer import AttnMode, Transformer, TransformerConfig, token_losses
+
+CURVE_POINTS = 100  # points kept per curve in the result details
+
+
+def _set_grads(model: torch.nn.Module, flat: torch.Tensor) -> None:
+    offset = 0
+    for p in model.parameters():
+        p.grad = flat[offset: offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+    assert offset == flat.numel(), f"flat gradient has {flat.numel()} entries, model {offset}"
+
+
+def _adam(model: torch.nn.Module, params: Any) -> torch.optim.Adam:
+    return torch.optim.Adam(model.parameters(), lr=params.lr, betas=(params.beta1, params.beta2), eps=params.eps)
+
+
+def _batches(data: torch.Tensor, steps: int, batch_size: int):
+    for t in range(steps):
+        chunk = data[t * batch_size: (t + 1) * batch_size]                             # [B, L]
+        yield t, chunk[:, :-1], chunk[:, 1:]
+
+
+def train(model: Transformer, data: torch.Tensor, params: Any, ctx: Any, *, condition: str,
+          mode: AttnMode = "normal", cut_layer: int | None = None) -> list[float]:
+    """Adam on the next-token loss at every position. `cut_layer` computes the gradient through h_k as in the
+    tracked replay (same numbers, bit for bit). Returns the loss per step."""
+    opt, losses = _adam(model, params), []
+    for t, tok, tgt in ctx.progress(_batches(data, params.steps, params.batch_size), total=params.steps,
+                                    desc=condition):
+        opt.zero_grad(set_to_none=True)
+        if cut_layer is not None:
+            loss, full, _, _ = full_gradient(model, tok, tgt, cut_layer)
+            _set_grads(model, full)
+        else:
+            loss_t = token_losses(model(tok, mode), tgt).mean()
+            loss_t.backward()
+            loss = float(loss_t.detach())
+        opt.step()
+        losses.append(loss)
+        if t % params.log_every == 0 or t == params.steps - 1:
+            ctx.log_metrics(t, {"loss": loss}, condition=condition)
+    return losses
+
+
+def track(model: Transformer, data: torch.Tensor, params: Any, ctx: Any, risk: ProbeRisk,
+          positions: list[int]) -> dict[str, Any]:
+    """Replay normal training with the decomposition at every step. Returns per-step curves and checks."""
+    opt = _adam(model, params)
+    tracker = AdamInfluence(opt, len(positions))
+    n_pos = len(positions)
+    cum = torch.zeros(len(PARTS), n_pos, dtype=torch.float64)                          # [3, n_pos]
+    cum_total = torch.zeros(n_pos, dtype=torch.float64)                                # [n_pos]
+    curve_parts, curve_risk, sum_errors = [], [], []
+    check_error = math.nan
+    for t, tok, tgt in ctx.progress(_batches(data, params.steps, params.batch_size), total=params.steps,
+                                    desc="tracked"):
+        r_vals, grad_R = risk.gradients(model)                                         # [n_pos], [n_pos, P]
+        parts = decompose(model, tok, tgt, params.layer, positions)
+        if t == 0 and params.check_decomposition:
+            lit = decompose_literal(model, tok, tgt, params.layer, positions)
+            scale = float(lit.full.abs().max().clamp_min(1e-30))
+            check_error = max(float((getattr(parts, n) - getattr(lit, n)).abs().max()) / scale
+                              for n in ("full",) + PARTS)
+        before = flat_params(model)
+        opt.zero_grad(set_to_none=True)
+        _set_grads(model, parts.full)
+        opt.step()
+        step = tracker.after_step(parts, grad_R, flat_params(model) - before)
+        cum += step.influence.double()
+        cum_total += step.total.double()
+        sum_errors.append(step.sum_error)
+        curve_parts.append(cum.mean(1).clone())
+        curve_risk.append(float(r_vals.mean()))
+        if t % params.log_every == 0 or t == params.steps - 1:
+            ctx.log_metrics(t, {"loss": parts.loss, "risk": curve_risk[-1],
+                                **{f"cum_influence_{n}": float(v) for n, v in zip(PARTS, cum.mean(1))}},
+                            condition="tracked")
+    risk_end = float(risk.values(model).mean())
+    return {"cum": cum, "cum_total": cum_total, "curve_parts": torch.stack(curve_parts),
+            "curve_risk": curve_risk + [risk_end], "risk_end": risk_end,
+            "sum_error": max(sum_errors), "check_error": check_error}
+
+
+@torch.no_grad()
+def accuracy(model: Transformer, batch: MajorityBatch, task: MajorityConfig) -> tuple[float, float]:
+    """(share of output positions whose argmax is a current majority token, the same at the first output)."""
+    logits = model(batch.tokens[:, :-1])                                               # [N, T, d_vocab]
+    pred = logits[:, task.n_in:].argmax(-1)                                            # [N, n_out]
+    legal = torch.nn.functional.pad(batch.legal[:, task.n_in:], (0, 1))                # [N, n_out, d_vocab]
+    ok = legal.gather(-1, pred[..., None])[..., 0].float()                             # [N, n_out]
+    return float(ok.mean()), float(ok[:, 0].mean())
+
+
+def _acts(model: Transformer, tokens: torch.Tensor, layer: int, positions: list[int]) -> torch.Tensor:
+    return model.resid_streams(tokens)[layer][:, positions].transpose(0, 1)            # [n_pos, N, d]
+
+
+def _downsample(values: list[float]) -> list[float]:
+    step = max(1, math.ceil(len(values) / CURVE_POINTS))
+    return [float(v) for v in values[::step]] + ([float(values[-1])] if (len(values) - 1) % step else [])
+
+
+def run_seed(params: Any, seed: int, ctx: Any, device: str = "cpu") -> tuple[dict[str, float], dict[str, Any]]:
+    """One seed: returns (scalar metrics, details) and writes the seed's plots."""
+    from .decomposition_plots import plot_influence, plot_probe_correlations
+
+    dtype = torch.float64 if params.float64 else torch.float32
+    task = MajorityConfig(n_vocab=params.n_vocab, n_in=params.n_in, n_out=params.n_out)
+    mcfg = TransformerConfig(d_vocab=task.d_vocab, n_ctx=task.n_ctx, d_model=params.d_model,
+                             n_heads=params.n_heads, d_mlp=params.d_mlp, n_layers=params.n_layers)
+    if not 0 <= params.layer <= params.n_layers:
+        raise ValueError(f"layer {params.layer} outside 0..{params.n_layers} (residual stream index)")
+    positions = task.useless_positions()
+
+    data = sample(task, params.steps * params.batch_size, seed=2 * seed).tokens.to(device)  # [S*B, L]
+    held = sample(task, params.probe_sequences, seed=2 * seed + 1)
+    held = MajorityBatch(*(x.to(device) for x in held))
+    n_fit = int(params.probe_sequences * (1 - params.probe_test_frac))
+    torch.manual_seed(seed)
+    init = Transformer(mcfg).to(device=device, dtype=dtype)
+    feats = held.features[:, positions].transpose(0, 1).to(dtype)                     # [n_pos, N, C]
+
+    def corr(model: Transformer) -> torch.Tensor:                                     # [n_pos, C]
+        X = _acts(model, held.tokens[:, :-1], params.layer, positions)
+        return probe_correlation(X[:, :n_fit], feats[:, :n_fit], X[:, n_fit:], feats[:, n_fit:], params.probe_alpha)
+
+    models = {"normal": copy.deepcopy(init), "myopic": copy.deepcopy(init), "split": init.split_copy(task.split_at)}
+    losses = {
+        "normal": train(models["normal"], data, params, ctx, condition="normal", cut_layer=params.layer),
+        "myopic": train(models["myopic"], data, params, ctx, condition="myopic", mode="myopic"),
+        "split": train(models["split"], data, params, ctx, condition="split"),
+    }
+    ctx.log(f"final loss normal {losses['normal'][-1]:.4f} myopic {losses['myopic'][-1]:.4f} "
+            f"split {losses['split'][-1]:.4f}")
+
+    final = models["normal"]
+    X_final = _acts(final, held.tokens[:, :-1], params.layer, positions)
+    probe = fit_ridge(X_final[:, :n_fit], feats[:, :n_fit], params.probe_alpha)
+    risk = ProbeRisk(probe.W, held.tokens[: params.risk_sequences, :-1], final, params.layer, positions)
+
+    tracked = copy.deepcopy(init)
+    tr = track(tracked, data, params, ctx, risk, positions)
+    replay_diff = float((flat_params(tracked) - flat_params(final)).abs().max())
+
+    corrs = {"init": corr(init), **{name: corr(m) for name, m in models.items()}}
+    corr_mean = {name: float(torch.nanmean(c)) for name, c in corrs.items()}
+    accs = {name: accuracy(m, held, task) for name, m in models.items()}
+
+    infl = tr["cum"].mean(1)                                                           # [3]
+    infl_sum = float(infl.sum())
+    shares = {n: float(v) / infl_sum if infl_sum != 0 else math.nan for n, v in zip(PARTS, infl)}
+    risk_drop = tr["curve_risk"][0] - tr["risk_end"]
+
+    metrics = {
+        "direct_influence_share": shares["direct"],
+        "precache_influence_share": shares["precache"],
+        "shared_influence_share": shares["shared"],
+        "precache_plus_shared_share": shares["precache"] + shares["shared"],
+        **{f"influence_{n}": float(v) for n, v in zip(PARTS, infl)},
+        "risk_start": tr["curve_risk"][0],
+        "risk_end": tr["risk_end"],
+        "influence_sum_ratio": infl_sum / risk_drop if risk_drop != 0 else math.nan,
+        "probe_corr_init": corr_mean["init"],
+        "probe_corr_normal": corr_mean["normal"],
+        "probe_corr_myopic": corr_mean["myopic"],
+        "probe_corr_split": corr_mean["split"],
+        "myopic_corr_drop": corr_mean["normal"] - corr_mean["myopic"],
+        "split_corr_drop": corr_mean["normal"] - corr_mean["split"],
+        "task_accuracy": accs["normal"][0],
+        "first_output_accuracy": accs["normal"][1],
+        "task_accuracy_myopic": accs["myopic"][0],
+        "task_accuracy_split": accs["split"][0],
+        "final_loss_normal": losses["normal"][-1],
+        "decomposition_check_error": tr["check_error"],
+        "adam_sum_error": tr["sum_error"],
+        "replay_max_diff": replay_diff,
+    }
+    curves = {
+        "step": _downsample(list(range(1, params.steps + 1))),
+        **{f"cum_influence_{n}": _downsample(tr["curve_parts"][:, j].tolist()) for j, n in enumerate(PARTS)},
+        "risk": _downsample(tr["curve_risk"][1:]),
+    }
+    details = {
+        "layer": params.layer,
+        "positions": positions,
+        "influence_by_position": {n: tr["cum"][j].tolist() for j, n in enumerate(PARTS)},
+        "probe_corr_by_position": {name: torch.nanmean(c, dim=1).tolist() for name, c in corrs.items()},
+        "loss_curves": {name: _downsample(v) for name, v in losses.items()},
+        "influence_curves": curves,
+        "passes_per_tracked_step": ("plain forward+backward (also the training gradient); myopic forward+backward "
+                                    "of blocks >= layer; one batched backward of blocks < layer over "
+                                    f"{2 * len(positions)} cotangents; one forward of blocks < layer on the risk "
+                                    f"batch and one batched backward over {len(positions)} cotangents"),
+    }
+    plot_influence(ctx.artifact(f"influence_seed{seed}.png"), curves, title=f"seed {seed}, layer {params.layer}")
+    plot_probe_correlations(ctx.artifact(f"probe_corr_seed{seed}.png"), details["probe_corr_by_position"],
+                            positions, title=f"seed {seed}, layer {params.layer}")
+    return metrics, details

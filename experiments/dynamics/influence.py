@@ -1,0 +1,134 @@
+"""Influence of gradient parts on a probed feature: ridge probes, the probe risk R, and Adam bookkeeping.
+
+- A ridge probe per tracked position maps h_{k,i} to the feature (one output per task token).
+- The risk of position i on a fixed batch: R_i(theta) = mean over sequences and outputs of
+  (h_{k,i}(theta) W_i - h^final_{k,i} W_i)^2, with W_i the probe fitted on the *final* model's activations
+  (its intercept cancels). R = mean_i R_i is zero at the end of training and measures how far the current
+  model is from computing the final model's probe direction.
+- Under Adam each part c of position i keeps its own first moment m_c,i (fed only with that part's
+  gradients); all parts share the optimiser's second moment v. The update attributable to part c is
+  -lr * m_c,i_hat / (sqrt(v_hat) + eps); since the parts sum to the full gradient every step, the m_c,i sum
+  to Adam's m and the part updates sum to the real update. Influence of part c at a step is
+  -<update_c,i, grad R_i> (positive when the part moves the model towards the final feature), averaged
+  over positions; summed over training it approximates R(start) - R(end) to first order.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+
+from .decomposition import GradientParts, flatten
+from .transformer import Transformer
+
+PARTS = ("direct", "precache", "shared")
+
+
+class Probe(NamedTuple):
+    W: torch.Tensor  # [n_pos, d, C]
+    b: torch.Tensor  # [n_pos, C]
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        """Predictions [n_pos, N, C] for activations X [n_pos, N, d]."""
+        return X @ self.W + self.b[:, None]
+
+
+def fit_ridge(X: torch.Tensor, Y: torch.Tensor, alpha: float) -> Probe:
+    """One ridge regression per position with an unpenalised intercept. X [n_pos, N, d], Y [n_pos, N, C]."""
+    X64, Y64 = X.double(), Y.double()
+    xm, ym = X64.mean(1, keepdim=True), Y64.mean(1, keepdim=True)                     # [n_pos, 1, d|C]
+    Xc, Yc = X64 - xm, Y64 - ym
+    d = X.shape[-1]
+    A = Xc.transpose(1, 2) @ Xc + alpha * torch.eye(d, dtype=torch.float64, device=X.device)  # [n_pos, d, d]
+    W = torch.linalg.solve(A, Xc.transpose(1, 2) @ Yc)                                # [n_pos, d, C]
+    b = (ym - xm @ W)[:, 0]                                                            # [n_pos, C]
+    return Probe(W.to(X.dtype), b.to(X.dtype))
+
+
+def pearson(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Correlation over the sample axis: pred, y [n_pos, N, C] -> [n_pos, C] (nan where either is constant)."""
+    pc, yc = pred - pred.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
+    den = (pc.square().sum(1) * yc.square().sum(1)).sqrt()                             # [n_pos, C]
+    return torch.where(den > 0, (pc * yc).sum(1) / den.clamp_min(1e-30), torch.full_like(den, float("nan")))
+
+
+def probe_correlation(X_train: torch.Tensor, Y_train: torch.Tensor, X_test: torch.Tensor, Y_test: torch.Tensor,
+                      alpha: float) -> torch.Tensor:
+    """Held-out correlation [n_pos, C] of a ridge probe fitted on the training split."""
+    probe = fit_ridge(X_train, Y_train, alpha)
+    return pearson(probe(X_test).double(), Y_test.double())
+
+
+class ProbeRisk:
+    """R_i on a fixed batch of sequences, its value and its parameter gradient for every tracked position."""
+
+    def __init__(self, probe_W: torch.Tensor, tokens: torch.Tensor, final_model: Transformer, layer: int,
+                 positions: Sequence[int]):
+        self.W, self.tokens, self.layer = probe_W, tokens, layer                      # W [n_pos, d, C]
+        self.pos = torch.as_tensor(list(positions), device=tokens.device)
+        h_final = final_model.resid_streams(tokens)[layer][:, self.pos]               # [Br, n_pos, d]
+        self.target = torch.einsum("bnd,ndc->bnc", h_final, probe_W)                   # [Br, n_pos, C]
+
+    def _diff(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bnd,ndc->bnc", h[:, self.pos], self.W) - self.target     # [Br, n_pos, C]
+
+    @torch.no_grad()
+    def values(self, model: Transformer) -> torch.Tensor:
+        """R_i for every tracked position, [n_pos]."""
+        return self._diff(model.resid(self.tokens, self.layer)).square().mean((0, 2))
+
+    def gradients(self, model: Transformer) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R_i [n_pos], grad_theta R_i [n_pos, P]) in one forward and one batched backward pass."""
+        params = list(model.parameters())
+        h = model.resid(self.tokens, self.layer)                                       # [Br, T, d]
+        diff = self._diff(h).detach()                                                  # [Br, n_pos, C]
+        Br, n, C = diff.shape
+        d_h = 2.0 / (Br * C) * torch.einsum("bnc,ndc->nbd", diff, self.W)              # [n_pos, Br, d]
+        cot = torch.zeros(n, *h.shape, dtype=h.dtype, device=h.device)                # [n_pos, Br, T, d]
+        rows = torch.arange(n, device=h.device)
+        cot[rows, :, self.pos] = d_h
+        grads = torch.autograd.grad(h, params, cot, is_grads_batched=True, allow_unused=True)
+        return diff.square().mean((0, 2)), flatten(grads, params, batch=n)
+
+
+def flat_params(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+class StepInfluence(NamedTuple):
+    influence: torch.Tensor  # [3, n_pos]: direct, precache, shared; positive = moves towards the final feature
+    total: torch.Tensor      # [n_pos]: the same for the real update
+    sum_error: float         # max |sum of part updates - real update| / max |real update|
+
+
+class AdamInfluence:
+    """Per-part, per-position first moments beside a torch Adam optimiser; call `after_step` after each
+    `optimizer.step()` taken with the full gradient."""
+
+    def __init__(self, optimizer: torch.optim.Adam, n_pos: int):
+        assert len(optimizer.param_groups) == 1, "one parameter group expected"
+        group = optimizer.param_groups[0]
+        assert group["weight_decay"] == 0 and not group["amsgrad"] and not group["maximize"], \
+            "influence bookkeeping supports plain Adam only (no weight decay, amsgrad or maximize)"
+        self.opt, self.params = optimizer, list(group["params"])
+        P = sum(p.numel() for p in self.params)
+        p0 = self.params[0]
+        self.m = torch.zeros(len(PARTS), n_pos, P, dtype=p0.dtype, device=p0.device)   # [3, n_pos, P]
+
+    def after_step(self, parts: GradientParts, grad_R: torch.Tensor, delta: torch.Tensor) -> StepInfluence:
+        """Update the part moments with this step's parts and score each part's update against grad R_i.
+        `grad_R` [n_pos, P] is taken at the parameters before the step; `delta` [P] is the real update."""
+        group = self.opt.param_groups[0]
+        lr, eps, (b1, b2) = group["lr"], group["eps"], group["betas"]
+        state = [self.opt.state[p] for p in self.params]
+        t = float(state[0]["step"])
+        v = torch.cat([s["exp_avg_sq"].reshape(-1) for s in state])                    # [P]
+        g_parts = torch.stack([parts.direct, parts.precache, parts.shared])            # [3, n_pos, P]
+        self.m.mul_(b1).add_(g_parts, alpha=1 - b1)
+        denom = v.sqrt() / (1 - b2 ** t) ** 0.5 + eps                                   # [P]
+        updates = self.m * (-lr / (1 - b1 ** t) / denom)                                # [3, n_pos, P]
+        influence = -(updates * grad_R[None]).sum(-1)                                   # [3, n_pos]
+        total = -(delta[None] * grad_R).sum(-1)                                         # [n_pos]
+        scale = delta.abs().max().clamp_min(1e-30)
+        sum_error = float((updates.sum(0) - delta[None]).abs().max() / scale)
+        return StepInfluence(influence=influence, total=total, sum_error=sum_error)
