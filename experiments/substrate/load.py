@@ -1,0 +1,300 @@
+"""Loading models by reference, training toy presets on demand with an atomic on-disk cache, and helpers
+every job uses (activations, shuffled controls, device resolution).
+
+References:
+- `toy:<preset>[@<step>]`: a ToyTransformer trained on its preset's synthetic corpus, cached under
+  `cache_dir()/models/<hash of (model, corpus, training config, seed, substrate version)>/`:
+  config.json, ckpt-<step>.safetensors (log-spaced steps), curve.json, curve.png.
+- `hf:/abs/local/dir[@<revision>]`: a GPT-NeoX or GPT-2 causal LM from a local directory (see hf.py).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from claimgraph.experiments.context import cache_dir, write_json_atomic
+from claimgraph.graph.errors import InvalidInput, NotFound
+
+from .corpus import CORPUS_PRESETS, SyntheticCorpus, get_corpus
+from .hooks import HookedModel
+from .model import ToyConfig, ToyTransformer
+from .train import TrainConfig, train
+
+SUBSTRATE_VERSION = 1  # bump when the corpus generator or model code changes what a cached model means
+
+TRAINING_RUNS: list[str] = []  # cache keys trained in this process (tests read it to tell a load from a retrain)
+
+
+class ToyPreset(BaseModel):
+    """A named toy model: its corpus preset, architecture, training and seed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    corpus: str = Field("default", description="synthetic corpus preset it is trained on")
+    model: ToyConfig
+    train: TrainConfig = TrainConfig()
+    seed: int = Field(0, description="seeds the init and the training data")
+
+
+_V = len(get_corpus("synthetic:default").vocab)
+TOY_PRESETS: dict[str, ToyPreset] = {
+    # for tests: ~10-20 s on one CPU core
+    "tiny": ToyPreset(corpus="tiny", model=ToyConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=128, n_ctx=32,
+                                                     d_vocab=_V),
+                      train=TrainConfig(steps=300, batch_size=32, warmup_steps=30, n_eval=128)),
+    # scale sweep: small < default < medium, same corpus, data and steps
+    "small": ToyPreset(model=ToyConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=128, n_ctx=64, d_vocab=_V),
+                       train=TrainConfig(steps=1000)),
+    "default": ToyPreset(model=ToyConfig(n_layers=2, d_model=64, n_heads=4, d_mlp=256, n_ctx=64, d_vocab=_V),
+                         train=TrainConfig(steps=1000)),
+    "medium": ToyPreset(model=ToyConfig(n_layers=3, d_model=96, n_heads=4, d_mlp=384, n_ctx=64, d_vocab=_V),
+                        train=TrainConfig(steps=1000)),
+}
+
+
+# ---------------------------------------------------------------------------------------------- references
+
+def _split_at(rest: str) -> tuple[str, str | None]:
+    """'x@y' -> ('x', 'y') when y contains no '/', else (rest, None)."""
+    head, sep, tail = rest.rpartition("@")
+    if sep and tail and "/" not in tail:
+        return head, tail
+    return rest, None
+
+
+def _toy_preset(ref: str) -> tuple[str, ToyPreset, str | None]:
+    kind, _, rest = ref.partition(":")
+    assert kind == "toy", f"not a toy reference: {ref}"
+    name, at = _split_at(rest)
+    if name not in TOY_PRESETS:
+        raise InvalidInput(f"unknown toy model preset {name!r} in {ref!r}; known: {', '.join(TOY_PRESETS)}")
+    return name, TOY_PRESETS[name], at
+
+
+def _kind(ref: str) -> str:
+    kind = ref.partition(":")[0]
+    if kind not in ("toy", "hf") or ":" not in ref:
+        raise InvalidInput(f"model reference {ref!r} is neither 'toy:<preset>' ({', '.join(TOY_PRESETS)}) "
+                           "nor 'hf:/abs/local/dir[@revision]'")
+    return kind
+
+
+def resolve_device(spec: str) -> str:
+    """'auto' -> 'cuda' when available else 'cpu'; 'cpu'; 'cuda' / 'cuda:N' only where CUDA is available."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return "cpu"
+    if spec == "cuda" or (spec.startswith("cuda:") and spec[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise InvalidInput(f"device {spec!r} asked for, but CUDA is not available here; use --device cpu or auto")
+        return spec
+    raise InvalidInput(f"unknown device {spec!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+# ---------------------------------------------------------------------------------------------- toy cache
+
+def preset_key(preset: ToyPreset) -> str:
+    """Cache key: hash of (model, corpus, training config, seed, substrate version)."""
+    blob = json.dumps({"model": preset.model.model_dump(mode="json"),
+                       "corpus": CORPUS_PRESETS[preset.corpus].model_dump(mode="json"),
+                       "train": preset.train.model_dump(mode="json"),
+                       "seed": preset.seed, "version": SUBSTRATE_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Advisory exclusive lock so concurrent first loads train once; correctness does not depend on it
+    (the atomic rename does), so a filesystem without flock just proceeds."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX
+        yield
+        return
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        try:
+            yield
+        finally:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            except OSError:
+                pass
+
+
+@contextmanager
+def _train_threads() -> Iterator[None]:
+    """Train with half the cores (at least one): on a shared small machine, threads that spin-wait on busy
+    cores make training many times slower. CLAIMGRAPH_TRAIN_THREADS overrides."""
+    old = torch.get_num_threads()
+    want = int(os.environ.get("CLAIMGRAPH_TRAIN_THREADS") or max(1, (os.cpu_count() or 2) // 2))
+    torch.set_num_threads(max(1, want))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def ensure_trained(name: str, preset: ToyPreset, *, progress: bool = True) -> Path:
+    """The cache folder of a toy preset, training it first if no finished copy exists."""
+    root = cache_dir() / "models"
+    root.mkdir(parents=True, exist_ok=True)
+    key = preset_key(preset)
+    final = root / key
+    if (final / "config.json").is_file():
+        return final
+    with _file_lock(root / f".{key}.lock"):
+        if (final / "config.json").is_file():  # another process finished while we waited
+            return final
+        tmp = root / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            corpus = get_corpus(f"synthetic:{preset.corpus}")
+            assert preset.model.d_vocab == len(corpus.vocab), "preset d_vocab does not match its corpus"
+            torch.manual_seed(preset.seed)
+            model = ToyTransformer(preset.model, corpus.vocab)
+            if progress:
+                print(f"training toy:{name} (first use; cached at {final})", file=sys.stderr, flush=True)
+            with _train_threads():
+                summary = train(model, corpus, preset.train, seed=preset.seed, out_dir=tmp, progress=progress)
+            TRAINING_RUNS.append(key)
+            write_json_atomic(tmp / "config.json", {
+                "preset": name, "key": key, "substrate_version": SUBSTRATE_VERSION,
+                "model": preset.model.model_dump(mode="json"),
+                "corpus": {"preset": preset.corpus, **CORPUS_PRESETS[preset.corpus].model_dump(mode="json")},
+                "train": preset.train.model_dump(mode="json"), "seed": preset.seed, **summary})
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not (final / "config.json").is_file():
+                    raise
+                # lost a race with a process that did not take the lock: use the winner's copy
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def read_config(path: Path) -> dict:
+    """config.json of a cached toy model."""
+    return json.loads((path / "config.json").read_text())
+
+
+def _steps_in(path: Path) -> list[int]:
+    return sorted(int(p.stem.split("-", 1)[1]) for p in path.glob("ckpt-*.safetensors"))
+
+
+def _pick_step(steps: list[int], checkpoint: int | str | None, ref: str) -> int:
+    if checkpoint is None or (isinstance(checkpoint, str) and checkpoint.lower() in ("last", "final")):
+        return steps[-1]
+    try:
+        step = int(str(checkpoint).removeprefix("step"))
+    except ValueError:
+        raise InvalidInput(f"checkpoint {checkpoint!r} of {ref} is not a step number; "
+                           f"available steps: {steps}") from None
+    if step not in steps:
+        raise NotFound(f"{ref} has no checkpoint at step {step}; available steps: {steps}")
+    return step
+
+
+# ---------------------------------------------------------------------------------------------- public API
+
+def load_model(ref: str, *, device: str = "cpu", checkpoint: int | str | None = None,
+               progress: bool = True) -> HookedModel:
+    """A hooked model for `toy:<preset>[@step]` or `hf:/abs/local/dir[@revision]`, in eval mode on `device`.
+
+    Toy presets are trained on first use and cached; later calls load. The model carries `ref` and, for toy
+    models, `step` (the checkpoint loaded) and `cache_path`.
+    """
+    dev = resolve_device(device)
+    if _kind(ref) == "hf":
+        from .hf import load_hf
+
+        path, revision = _split_at(ref.partition(":")[2])
+        if checkpoint is not None:
+            if revision is not None and str(checkpoint) != revision:
+                raise InvalidInput(f"{ref} names revision {revision!r} but checkpoint={checkpoint!r} was also given")
+            revision = str(checkpoint)
+        return load_hf(path, revision=revision, device=dev)
+    name, preset, at = _toy_preset(ref)
+    if at is not None and checkpoint is not None and str(at) != str(checkpoint):
+        raise InvalidInput(f"{ref} names step {at} but checkpoint={checkpoint!r} was also given; use one")
+    path = ensure_trained(name, preset, progress=progress)
+    step = _pick_step(_steps_in(path), checkpoint if checkpoint is not None else at, ref)
+    from safetensors.torch import load_file
+
+    corpus = get_corpus(f"synthetic:{preset.corpus}")
+    model = ToyTransformer(ToyConfig(**read_config(path)["model"]), corpus.vocab)
+    model.load_state_dict(load_file(str(path / f"ckpt-{step}.safetensors")))
+    model.ref, model.step, model.cache_path = f"toy:{name}", step, path
+    return model.to(dev).eval()
+
+
+def list_checkpoints(ref: str) -> list[int]:
+    """Saved training steps of a toy model (trained first if needed); [] for a Hugging Face model, whose
+    checkpoints are revisions named in the reference (`hf:/dir@step1000`)."""
+    if _kind(ref) == "hf":
+        return []
+    name, preset, _ = _toy_preset(ref)
+    return _steps_in(ensure_trained(name, preset, progress=False))
+
+
+def model_corpus(ref: str) -> SyntheticCorpus | None:
+    """The synthetic corpus a toy preset was trained on; None for a Hugging Face model."""
+    if _kind(ref) == "hf":
+        return None
+    _, preset, _ = _toy_preset(ref)
+    return get_corpus(f"synthetic:{preset.corpus}")
+
+
+def shuffled_copy(model: HookedModel, seed: int) -> HookedModel:
+    """A copy whose weight matrices (every parameter with ndim >= 2: embeddings, unembedding, attention and
+    MLP weights) are each shuffled entry-wise; biases and LayerNorm parameters are kept. Tied parameters
+    (GPT-2's embedding and unembedding) are one tensor and are shuffled once."""
+    clone = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for _, p in clone.named_parameters():  # named_parameters yields a shared tensor once
+            if p.ndim >= 2:
+                perm = torch.randperm(p.numel(), generator=g).to(p.device)              # [numel]
+                p.copy_(p.reshape(-1)[perm].reshape(p.shape))
+    return clone
+
+
+def activations(model: HookedModel, tokens: torch.Tensor, hook_name: str, *, batch_size: int = 64,
+                out_device: str | torch.device | None = None) -> torch.Tensor:
+    """Activations at `hook_name` for tokens [N, T], flattened to float32 [N * T, d] (per-head hooks give
+    d = H * d_head), computed in batches without grad; on the model's device unless `out_device`."""
+    if hook_name.endswith("hook_pattern"):
+        raise InvalidInput("attention patterns are [B, H, T, T], not per position; use run_with_cache for them")
+    if tokens.ndim != 2:
+        raise InvalidInput(f"tokens must be [N, T], got shape {tuple(tokens.shape)}")
+    if batch_size < 1:
+        raise InvalidInput(f"batch_size must be >= 1, got {batch_size}")
+    model._site(hook_name)  # unknown names fail before any work
+    out = []
+    for i in range(0, len(tokens), batch_size):
+        batch = tokens[i:i + batch_size].to(model.device)                          # [b, T]
+        act = model.capture(batch, hook_name)                                      # [b, T, ...]
+        out.append(act.reshape(batch.shape[0] * batch.shape[1], -1).float())       # [b * T, d]
+        if out_device is not None:
+            out[-1] = out[-1].to(out_device)
+    if not out:
+        d = model.capture(tokens.new_zeros(1, 1).to(model.device), hook_name).reshape(1, -1).shape[1]
+        return torch.zeros(0, d, device=out_device or model.device)
+    return torch.cat(out)                                                          # [N * T, d]
