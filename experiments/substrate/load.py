@@ -291,6 +291,8 @@ def activations(model: HookedModel, tokens: torch.Tensor, hook_name: str, *, bat
     for i in range(0, len(tokens), batch_size):
         batch = tokens[i:i + batch_size].to(model.device)                          # [b, T]
         act = model.capture(batch, hook_name)                                      # [b, T, ...]
+        if act.shape[0] != batch.shape[0]:  # broadcast over the batch (GPT-2's hook_pos_embed is [1, T, d])
+            act = act.expand(batch.shape[0], *act.shape[1:])
         out.append(act.reshape(batch.shape[0] * batch.shape[1], -1).float())       # [b * T, d]
         if out_device is not None:
             out[-1] = out[-1].to(out_device)
