@@ -1,0 +1,246 @@
+"""Hybrid search: semantic similarity to the query's embedding plus BM25 over the keyword index.
+
+Scoring. Each node gets two components in [0, 1]-ish scales:
+
+- `semantic`: cosine between the query's embedding and the node's stored vector.
+- `keyword`: BM25 (k1 = 1.2, b = 0.75, Lucene's idf `ln(1 + (N - df + .5) / (df + .5))`) over `node_terms`,
+  the query tokenised with the same `claimgraph.graph.text.tokens`, divided by
+  `max(best BM25 among the nodes searched, ideal)`, where `ideal` is the score of an average-length node
+  holding each indexed query term once (the sum of the terms' idf). So the best match scores 1 when it is a
+  real match, and a node sharing one common word with a long query stays small instead of being inflated to 1
+  (plain max-normalisation would do that, and a paraphrase sharing no words would then lose to it).
+
+`score = ALPHA * semantic + (1 - ALPHA) * keyword`. A convex combination rather than reciprocal-rank
+fusion because both components are on absolute scales (cosine; BM25 as a fraction of an ideal match), so
+the magnitudes carry meaning that rank fusion would throw away (a weak best keyword hit is not rank 1 of
+anything useful), and the two parts shown per result add up to the score. A node whose words match the
+query exactly has both parts near their maximum and ranks first; a paraphrase with no shared word still
+ranks on its cosine. A node without a stored vector counts semantic 0 (shown as None); when the query has no
+indexed term, the score is the cosine alone; when the store has no vectors, the keyword part alone.
+
+Semantic scan: numpy over an in-process copy of the vector matrix (cached per store and model, checked
+against a cheap fingerprint on every query), or DuckDB's `array_cosine_similarity`; `bench/bench_graph.py`
+measures both (docs/benchmarks.md), and numpy is the default because a warm query is ~40x faster at 100k.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import InvalidInput, StoreError
+from .models import NodeType, SearchResult
+from .schema import EMBED_DIM
+from .text import tokens
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .embed import Embedder
+    from .store import Store
+
+ALPHA = 0.5   # weight of the semantic part; 1 - ALPHA goes to the keyword part
+K1 = 1.2      # BM25 term-frequency saturation (standard)
+B = 0.75      # BM25 length normalisation (standard)
+
+Backend = Literal["numpy", "duckdb"]
+
+
+def _type_value(type: NodeType | str | None) -> str | None:
+    if type is None:
+        return None
+    try:
+        return NodeType(type).value
+    except ValueError:
+        raise InvalidInput(f"unknown node type {type!r}; known: {', '.join(t.value for t in NodeType)}") from None
+
+
+def _query(store: "Store", sql: str, params: dict[str, Any]) -> list[tuple]:
+    """Run read SQL with named parameters; duckdb errors become StoreError."""
+    import duckdb
+
+    try:
+        return store.con.execute(sql, params).fetchall()
+    except duckdb.Error as e:
+        raise StoreError(f"search query failed: {e}") from None
+
+
+# -- keyword part ---------------------------------------------------------------------------------
+def _query_terms(query: str) -> list[str]:
+    return sorted(set(tokens(query)))
+
+
+# Per-node BM25 for the query terms `$terms`, plus the ideal score (see module docstring) in every row.
+_BM25_SQL = """
+WITH qt AS (SELECT DISTINCT unnest($terms::VARCHAR[]) AS term),
+hits AS (SELECT t.node_id, t.term, t.tf FROM node_terms t JOIN qt USING (term)),
+df AS (SELECT term, count(*) AS df FROM hits GROUP BY term),
+corpus AS (SELECT greatest((SELECT count(*) FROM nodes), 1)::DOUBLE AS n_docs,
+                  greatest((SELECT coalesce(sum(tf), 0) FROM node_terms), 1)::DOUBLE AS total),
+idf AS (SELECT term, ln(1 + (c.n_docs - df + 0.5) / (df + 0.5)) AS idf FROM df CROSS JOIN corpus c),
+dl AS (SELECT node_id, sum(tf) AS dl FROM node_terms WHERE node_id IN (SELECT node_id FROM hits) GROUP BY node_id),
+bm25 AS (
+    SELECT h.node_id AS id,
+           sum(idf.idf * h.tf * ($k1 + 1) / (h.tf + $k1 * (1 - $b + $b * dl.dl / (c.total / c.n_docs)))) AS bm25
+    FROM hits h JOIN idf USING (term) JOIN dl USING (node_id) CROSS JOIN corpus c
+    GROUP BY h.node_id),
+ideal AS (SELECT coalesce(sum(idf), 0) AS ideal FROM idf)
+"""
+
+
+def keyword_search(store: "Store", query: str, *, type: NodeType | str | None = None,
+                   k: int = 10) -> list[tuple[str, float]]:
+    """The `k` best (node id, raw BM25) for `query`, best first; the keyword part of `search` on its own."""
+    tval = _type_value(type)
+    terms = _query_terms(query)
+    if not terms:
+        return []
+    rows = _query(store, _BM25_SQL + """
+        SELECT b.id, b.bm25 FROM bm25 b JOIN nodes n ON n.id = b.id
+        WHERE $type IS NULL OR n.type = $type ORDER BY b.bm25 DESC, b.id LIMIT $k""",
+                     {"terms": terms, "k1": K1, "b": B, "type": tval, "k": k})
+    return [(r[0], float(r[1])) for r in rows]
+
+
+# -- semantic part --------------------------------------------------------------------------------
+@dataclass
+class _VectorCache:
+    """One process-wide copy of a store's vectors for one model (the last one asked for)."""
+
+    store: "weakref.ref[Store]"
+    model: str
+    fingerprint: tuple
+    ids: Any          # pyarrow string array [n]
+    mat: "np.ndarray"  # [n, EMBED_DIM] float32, unit rows
+
+
+_CACHE: _VectorCache | None = None
+
+
+def _fingerprint(store: "Store", model: str) -> tuple:
+    """Changes whenever a node is added, removed or rewritten, or a vector is stored for `model`."""
+    return tuple(store.sql("""SELECT (SELECT count(*) FROM nodes), (SELECT max(updated_at) FROM nodes),
+                                     (SELECT count(*) FROM embeddings WHERE model = ?)""", [model])[0])
+
+
+def vector_matrix(store: "Store", model: str) -> tuple[Any, "np.ndarray"]:
+    """(pyarrow array of node ids [n], float32 matrix [n, 384]) of every embedded node, cached in-process."""
+    global _CACHE
+    fp = _fingerprint(store, model)
+    c = _CACHE
+    if c is not None and c.store() is store and c.model == model and c.fingerprint == fp:
+        return c.ids, c.mat
+    _CACHE = None  # drop the old copy before reading a new one
+    tbl = store.con.execute("""SELECT n.id, e.vector FROM nodes n
+        JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = ?""", [model]).to_arrow_table()
+    ids = tbl.column("id").combine_chunks()
+    vec = tbl.column("vector").combine_chunks()
+    mat = vec.values.to_numpy(zero_copy_only=False).reshape(len(ids), EMBED_DIM)  # [n, 384]
+    _CACHE = _VectorCache(weakref.ref(store), model, fp, ids, mat)
+    return ids, mat
+
+
+def _semantic_table(store: "Store", qvec: "np.ndarray", model: str) -> Any:
+    """Arrow table (id, cos) of every embedded node against the query vector, computed in numpy."""
+    import pyarrow as pa
+
+    ids, mat = vector_matrix(store, model)
+    cos = mat @ qvec  # [n]
+    return pa.table({"id": ids, "cos": pa.array(cos, pa.float32())})
+
+
+_SEM_DUCKDB = """SELECT n.id, array_cosine_similarity(e.vector, $q::FLOAT[384]) AS cos FROM nodes n
+                 JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = $model"""
+
+
+def semantic_search(store: "Store", qvec: "np.ndarray", *, model: str, type: NodeType | str | None = None,
+                    k: int = 10, backend: Backend = "numpy") -> list[tuple[str, float]]:
+    """The `k` (node id, cosine) most similar to a unit query vector [384], best first; no encoder."""
+    import numpy as np
+
+    tval = _type_value(type)
+    qvec = np.asarray(qvec, dtype=np.float32).reshape(EMBED_DIM)
+    params: dict[str, Any] = {"type": tval, "k": k}
+    if backend == "numpy":
+        if tval is None:  # all in numpy: top k without a join
+            ids, mat = vector_matrix(store, model)
+            cos = mat @ qvec  # [n]
+            top = np.argsort(-cos, kind="stable")[:k] if len(cos) <= k else np.argpartition(-cos, k)[:k]
+            pairs = sorted(((ids[int(i)].as_py(), float(cos[i])) for i in top), key=lambda p: (-p[1], p[0]))
+            return pairs
+        store.con.register("_search_sem", _semantic_table(store, qvec, model))
+        sem = "SELECT * FROM _search_sem"
+    elif backend == "duckdb":
+        sem, params = _SEM_DUCKDB, {**params, "q": qvec.tolist(), "model": model}
+    else:
+        raise InvalidInput(f"unknown search backend {backend!r}; use numpy or duckdb")
+    try:
+        rows = _query(store, f"""WITH sem AS ({sem}) SELECT sem.id, sem.cos FROM sem JOIN nodes n ON n.id = sem.id
+            WHERE $type IS NULL OR n.type = $type ORDER BY sem.cos DESC, sem.id LIMIT $k""", params)
+    finally:
+        if backend == "numpy":
+            store.con.unregister("_search_sem")
+    return [(r[0], float(r[1])) for r in rows]
+
+
+# -- hybrid ---------------------------------------------------------------------------------------
+def _has_vectors(store: "Store", model: str) -> bool:
+    return bool(store.sql("SELECT count(*) FROM embeddings WHERE model = ?", [model])[0][0])
+
+
+def search(store: "Store", query: str, *, type: NodeType | str | None = None, k: int = 10,
+           embedder: "Embedder | None" = None, backend: Backend = "numpy") -> list[SearchResult]:
+    """The `k` nodes best matching `query` (optionally of one type), best first, with both score parts.
+
+    Encodes the query (loading the encoder on first use) only when the store holds vectors for the
+    embedder's model; otherwise the search is keyword-only.
+    """
+    if not query or not query.strip():
+        raise InvalidInput("the search query is empty; give some words, e.g. `claimgraph search \"sparse features\"`")
+    if k < 1:
+        raise InvalidInput(f"k must be at least 1, got {k}")
+    if backend not in ("numpy", "duckdb"):
+        raise InvalidInput(f"unknown search backend {backend!r}; use numpy or duckdb")
+    tval = _type_value(type)
+    terms = _query_terms(query)
+    if embedder is None:
+        from .embed import MODEL_NAME
+        model = MODEL_NAME
+    else:
+        model = embedder.model_name
+    use_sem = _has_vectors(store, model)
+    params: dict[str, Any] = {"terms": terms, "k1": K1, "b": B, "type": tval, "k": k, "alpha": ALPHA}
+    if use_sem:
+        if embedder is None:
+            from .embed import get_embedder
+            embedder = get_embedder()
+        qvec = embedder.encode([query], progress=False)[0]  # [384], unit norm
+        if backend == "numpy":
+            store.con.register("_search_sem", _semantic_table(store, qvec, model))
+            sem = "SELECT * FROM _search_sem"
+        else:
+            sem = _SEM_DUCKDB
+            params.update(q=[float(x) for x in qvec], model=model)
+    else:
+        sem = "SELECT NULL::VARCHAR AS id, NULL::FLOAT AS cos WHERE false"
+    try:
+        rows = _query(store, _BM25_SQL + f""",
+            sem AS ({sem}),
+            joined AS (
+                SELECT n.id, n.type, n.title, sem.cos, bm25.bm25 FROM nodes n
+                LEFT JOIN sem ON sem.id = n.id LEFT JOIN bm25 ON bm25.id = n.id
+                WHERE (sem.cos IS NOT NULL OR bm25.bm25 IS NOT NULL) AND ($type IS NULL OR n.type = $type)),
+            scaled AS (
+                SELECT *, coalesce(bm25, 0) / nullif(greatest(max(bm25) OVER (), (SELECT ideal FROM ideal)), 0) AS kw
+                FROM joined)
+            SELECT id, type, title, cos, kw,
+                   CASE WHEN kw IS NULL THEN cos
+                        WHEN {'true' if use_sem else 'false'} THEN $alpha * coalesce(cos, 0) + (1 - $alpha) * kw
+                        ELSE kw END AS score
+            FROM scaled ORDER BY score DESC, id LIMIT $k""", params)
+    finally:
+        if use_sem and backend == "numpy":
+            store.con.unregister("_search_sem")
+    return [SearchResult(id=r[0], type=NodeType(r[1]), title=r[2], score=float(r[5]),
+                         semantic=None if r[3] is None else float(r[3]),
+                         keyword=None if r[4] is None else float(r[4])) for r in rows]

@@ -1,0 +1,240 @@
+"""Computed neighbours, suggestions and decisions on a small hand-written graph with the real embedder,
+and the blocked pair routine against a brute-force reference."""
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+# Before torch loads: spinning OpenMP threads make encoding ~3x slower on a shared, busy CPU.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from claimgraph.graph import (DocumentRef, EdgeType, GraphDelta, InvalidInput, MadeBy, NodeType,  # noqa: E402
+                              NotFound, Store)
+from claimgraph.graph.embed import MODEL_NAME, vectors_for  # noqa: E402
+from claimgraph.graph.similarity import (accept, computed_neighbors, reject, similar_pairs, suggest,  # noqa: E402
+                                         suggestions)
+from claimgraph.graph.store import text_hash  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sim_corpus import DUP_A, DUP_B, EDGES, FUNC, MONO, NODES, SAE, SHUFFLE  # noqa: E402
+
+DOC = DocumentRef(path="/corpus.yaml", content_hash="c1", format="structured")
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    """Real all-MiniLM-L6-v2 vectors of the corpus, encoded once for the module."""
+    with Store(None) as s:
+        return vectors_for(s, NODES, progress=False)
+
+
+@pytest.fixture(scope="module")
+def cos(vectors):
+    """Brute-force cosine of every pair of corpus nodes, from the same vectors the store holds."""
+    vec = {n.id: vectors[text_hash(n)] for n in NODES}
+    return {(a, b): float(vec[a] @ vec[b]) for a, b in itertools.combinations(sorted(vec), 2)}
+
+
+def _build(store, vectors, edges=EDGES):
+    store.apply(GraphDelta(nodes=NODES, edges=edges), DOC, vectors=vectors, model=MODEL_NAME)
+    return store
+
+
+@pytest.fixture
+def graph(store, vectors):
+    return _build(store, vectors)
+
+
+def _linked(store) -> set[tuple[str, str]]:
+    return {tuple(sorted((e.src, e.dst))) for e in store.edges()}
+
+
+# -- the matrix routine ---------------------------------------------------------------------------
+@pytest.mark.parametrize("n,block", [(96, 8), (96, 32), (96, 96), (96, 7), (96, 50), (96, 500), (97, 1), (1, 4)])
+def test_blocked_pairs_equal_brute_force(n, block):
+    rng = np.random.default_rng(n * 1000 + block)
+    # low dimension so that many pairs are similar; a few planted near-copies
+    X = rng.standard_normal((n, 6)).astype(np.float32)
+    X[1::9] = X[0::9][: len(X[1::9])] + 0.01 * rng.standard_normal((len(X[1::9]), 6)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    full = X.astype(np.float64) @ X.T.astype(np.float64)  # [n, n] reference, float64
+    threshold = 0.6
+    near = np.abs(full - threshold) < 1e-5  # float32 blocks may round either way here: leave those out
+    want = {(i, j) for i in range(n) for j in range(i + 1, n) if full[i, j] >= threshold and not near[i, j]}
+    i, j, s = similar_pairs(X, threshold, block=block, progress=False)
+    got = {(a, b) for a, b in zip(i.tolist(), j.tolist()) if not near[a, b]}
+    assert got == want
+    assert len(set(zip(i.tolist(), j.tolist()))) == len(i), "each pair once"
+    assert (i < j).all() and (s >= threshold).all()
+    np.testing.assert_allclose(s, full[i, j], atol=1e-5)
+    if n > 50:
+        assert len(want) > 100  # the test has something to find
+
+
+def test_blocked_pairs_threshold_above_everything():
+    X = np.eye(5, dtype=np.float32)
+    i, j, s = similar_pairs(X, 0.5, block=2, progress=False)
+    assert len(i) == len(j) == len(s) == 0
+    with pytest.raises(InvalidInput):
+        similar_pairs(X, 0.5, block=0)
+
+
+# -- suggest --------------------------------------------------------------------------------------
+def test_suggest_equals_brute_force_and_flags_planted_duplicate(graph, cos):
+    threshold = 0.5
+    got = suggest(graph, threshold=threshold, progress=False)
+    linked = _linked(graph)
+    want = {p: s for p, s in cos.items() if s >= threshold and p not in linked}
+    assert {(g.src, g.dst) for g in got} == set(want)
+    assert len(want) >= 5
+    for g in got:
+        assert g.src < g.dst and g.state == "open"
+        assert g.score == pytest.approx(want[(g.src, g.dst)], abs=1e-5)
+    assert [g.score for g in got] == sorted((g.score for g in got), reverse=True)
+    dup = next(g for g in got if (g.src, g.dst) == tuple(sorted((DUP_A, DUP_B))))
+    assert dup.duplicate and dup.score >= 0.95 and got[0] == dup
+    # only the planted pair is a duplicate here (titles all differ, every other cosine is far below 0.95)
+    assert [g for g in got if g.duplicate] == [dup]
+    # persisted as open rows
+    rows = graph.sql("SELECT a, b, state, model FROM suggestions ORDER BY a, b")
+    assert [(a, b) for a, b, _, _ in rows] == sorted(want)
+    assert {(st, m) for _, _, st, m in rows} == {("open", MODEL_NAME)}
+    assert suggestions(graph) == got
+
+
+def test_suggest_skips_pairs_with_a_typed_edge(store, vectors, cos):
+    with Store(None) as bare:  # the same nodes without edges: the linked pairs are similar enough to propose
+        _build(bare, vectors, edges=[])
+        plain = {(g.src, g.dst) for g in suggest(bare, threshold=0.3, progress=False)}
+    linked = _linked(_build(store, vectors))
+    assert linked & plain, "some edge pair must pass the threshold for this test to mean anything"
+    got = {(g.src, g.dst) for g in suggest(store, threshold=0.3, progress=False)}
+    assert got == plain - linked
+
+
+def test_type_restricts_both_ends(graph, cos):
+    got = suggest(graph, threshold=0.3, type=NodeType.finding, progress=False)
+    assert got and all(g.src_type == g.dst_type == NodeType.finding for g in got)
+    want = {p for p, s in cos.items() if s >= 0.3 and p[0].startswith("finding:") and p[1].startswith("finding:")}
+    assert {(g.src, g.dst) for g in got} == want - _linked(graph)
+    with pytest.raises(InvalidInput, match="unknown node type"):
+        suggest(graph, type="gadget")
+
+
+def test_rejected_pair_is_never_proposed_again(graph):
+    first = suggest(graph, threshold=0.5, progress=False)
+    target = next(g for g in first if not g.duplicate)
+    r = reject(graph, target.dst, target.src)  # either order names the pair
+    assert r.state == "rejected" and (r.src, r.dst) == (target.src, target.dst)
+    again = suggest(graph, threshold=0.5, progress=False)
+    assert (target.src, target.dst) not in {(g.src, g.dst) for g in again}
+    assert len(again) == len(first) - 1
+    lower = suggest(graph, threshold=0.2, progress=False)  # a wider search does not bring it back either
+    assert (target.src, target.dst) not in {(g.src, g.dst) for g in lower}
+    row = graph.sql("SELECT state, decided_at IS NOT NULL FROM suggestions WHERE a = ? AND b = ?",
+                    [target.src, target.dst])
+    assert row == [("rejected", True)]
+
+
+def test_accept_duplicate_makes_duplicate_of_edge(graph):
+    suggest(graph, threshold=0.5, progress=False)
+    e = accept(graph, DUP_B, DUP_A)
+    assert (e.src, e.type, e.dst) == (DUP_B, EdgeType.duplicate_of, DUP_A)
+    assert e.provenance.made_by == MadeBy.accepted_suggestion
+    stored = graph.get_edge(DUP_B, "duplicate_of", DUP_A)
+    assert stored.provenance.made_by == MadeBy.accepted_suggestion and stored.attrs["similarity"] >= 0.95
+    a, b = sorted((DUP_A, DUP_B))
+    assert graph.sql("SELECT state, edge_type FROM suggestions WHERE a = ? AND b = ?", [a, b]) == \
+        [("accepted", "duplicate_of")]
+    again = suggest(graph, threshold=0.5, progress=False)
+    assert (a, b) not in {(g.src, g.dst) for g in again}
+    assert suggestions(graph, state="accepted")[0].src == a
+
+
+def test_accept_default_and_explicit_edge_types(graph):
+    got = suggest(graph, threshold=0.4, progress=False)
+    plain = next(g for g in got if not g.duplicate)
+    e = accept(graph, plain.src, plain.dst)
+    assert e.type == EdgeType.associated_with and e.provenance.made_by == MadeBy.accepted_suggestion
+    # an explicit type, on a pair that was never suggested (scored from stored vectors)
+    e2 = accept(graph, SHUFFLE, SAE, edge="uses_method")
+    assert (e2.src, e2.type, e2.dst) == (SHUFFLE, EdgeType.uses_method, SAE)
+    assert graph.sql("SELECT state FROM suggestions WHERE a = ? AND b = ?", sorted((SHUFFLE, SAE))) == [("accepted",)]
+
+
+def test_accept_and_reject_errors_write_nothing(graph):
+    suggest(graph, threshold=0.5, progress=False)
+    before = (graph.count_edges(), graph.sql("SELECT * FROM suggestions ORDER BY a, b"))
+    with pytest.raises(NotFound, match="claim:no-such-node"):
+        accept(graph, DUP_A, "claim:no-such-node")
+    with pytest.raises(NotFound):
+        reject(graph, "finding:nothing-here", DUP_A)
+    with pytest.raises(InvalidInput, match="unknown edge type"):
+        accept(graph, DUP_A, DUP_B, edge="resembles")
+    with pytest.raises(InvalidInput, match="same type"):  # duplicate_of across types breaks the edge rules
+        accept(graph, DUP_A, SAE, edge="duplicate_of")
+    with pytest.raises(InvalidInput, match="same node"):
+        reject(graph, DUP_A, DUP_A)
+    assert (graph.count_edges(), graph.sql("SELECT * FROM suggestions ORDER BY a, b")) == before
+    accept(graph, DUP_A, DUP_B)
+    with pytest.raises(InvalidInput, match="unlink"):
+        reject(graph, DUP_A, DUP_B)
+
+
+def test_resuggest_replaces_stale_open_rows_keeps_decisions(graph):
+    wide = suggest(graph, threshold=0.3, progress=False)
+    rejected = next(g for g in wide if g.score < 0.4)
+    reject(graph, rejected.src, rejected.dst)
+    narrow = suggest(graph, threshold=0.5, progress=False)
+    open_rows = set(graph.sql("SELECT a, b FROM suggestions WHERE state = 'open'"))
+    assert open_rows == {(g.src, g.dst) for g in narrow}
+    assert graph.sql("SELECT state FROM suggestions WHERE a = ? AND b = ?", [rejected.src, rejected.dst]) == \
+        [("rejected",)]
+    # an edge added since the last run removes the pair's open row on the next run
+    g0 = narrow[1]
+    graph.link(g0.src, "associated_with", g0.dst)
+    suggest(graph, threshold=0.5, progress=False)
+    assert not graph.sql("SELECT 1 FROM suggestions WHERE a = ? AND b = ?", [g0.src, g0.dst])
+    assert len(suggest(graph, threshold=0.5, limit=2, progress=False)) == 2
+
+
+# -- computed neighbours --------------------------------------------------------------------------
+def test_computed_neighbors_exclude_typed_neighbours(graph, cos):
+    typed = {MONO, SHUFFLE, SAE}  # FUNC's edges: extracted_from MONO, SHUFFLE supports it, uses_method SAE
+    assert {e.dst if e.src == FUNC else e.src for e in graph.edges(FUNC)} == typed
+    got = computed_neighbors(graph, FUNC, k=100, threshold=-1.0)
+    assert {i for i, _ in got} == {n.id for n in NODES} - typed - {FUNC}
+    ref = sorted(((b if a == FUNC else a, s) for (a, b), s in cos.items() if FUNC in (a, b)
+                  and (b if a == FUNC else a) not in typed), key=lambda p: -p[1])
+    assert [i for i, _ in got] == [i for i, _ in ref]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in ref], atol=1e-5)
+    top = computed_neighbors(graph, FUNC, k=3, threshold=0.3)
+    assert len(top) <= 3 and all(s >= 0.3 for _, s in top) and top == got[:len(top)]
+    assert computed_neighbors(graph, DUP_A, k=1)[0][0] == DUP_B
+    with pytest.raises(NotFound):
+        computed_neighbors(graph, "claim:not-there")
+
+
+def test_computed_neighbors_does_not_import_torch(db_path, vectors):
+    with Store(db_path) as s:
+        _build(s, vectors)
+    code = textwrap.dedent(f"""
+        import sys
+        from claimgraph.graph import Store
+        from claimgraph.graph.similarity import computed_neighbors
+        with Store({str(db_path)!r}, read_only=True) as s:
+            got = computed_neighbors(s, {DUP_A!r}, k=3, threshold=0.5)
+        assert got and got[0][0] == {DUP_B!r}, got
+        heavy = sorted(m for m in ("torch", "sentence_transformers", "transformers") if m in sys.modules)
+        print("loaded:", heavy)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "loaded: []"
