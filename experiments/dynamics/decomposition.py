@@ -18,9 +18,15 @@ position, and every path from (k, i) to L_i stays at position i (attention is ca
 
 and direct_i / precache_i are the parameter VJPs of h_k with those cotangents placed at position i alone.
 
-Passes per call, beyond the plain forward and backward that give grad L and d L / d h_k: one forward and
-backward of blocks k.. in myopic mode, and one backward of blocks ..k-1 vectorised over 2 * len(positions)
-cotangents (`is_grads_batched`).
+A feature probed at a *set* G of positions (the input segment) gets the summed parts direct_G = sum_i direct_i,
+precache_G = sum_i precache_i; their complement is shared_G = grad L with all of G detached at once (paths
+crossing h_k outside G, or avoiding h_k), because a path crosses h_k at exactly one position. Note that
+sg(k, G) must not be used for direct_G: grad L_i - grad L_i with sg(k, G) would also count paths from earlier
+positions of G into L_i, which are pre-caching.
+
+Passes per call for n groups, beyond the plain forward and backward that give grad L and d L / d h_k: one
+forward and backward of blocks k.. in myopic mode, and 2n backward passes of blocks ..k-1 (embeddings and the
+blocks below k) with the graph retained.
 """
 from __future__ import annotations
 
@@ -67,31 +73,36 @@ def full_gradient(model: Transformer, tokens: torch.Tensor, targets: torch.Tenso
 
 
 def decompose(model: Transformer, tokens: torch.Tensor, targets: torch.Tensor, layer: int,
-              positions: Sequence[int]) -> GradientParts:
-    """The three parts at (layer, i) for every i in `positions`, in a bounded number of passes."""
+              groups: Sequence[Sequence[int]]) -> GradientParts:
+    """The three parts at (layer, G) for every group G of positions, in a bounded number of passes:
+    direct_G = sum_{i in G} direct_i, precache_G = sum_{i in G} precache_i, shared_G = grad L with sg(layer, G)
+    (all of G detached at once), which is grad L - direct_G - precache_G. A group of one position gives the
+    per-position parts of the module docstring."""
     params = list(model.parameters())
     loss, full, h, u_full = full_gradient(model, tokens, targets, layer)
     h_my = h.detach().requires_grad_(True)
     u_own = torch.autograd.grad(_loss(model.run_from(h_my, layer, "myopic"), targets), h_my)[0]  # [B, T, d]
     u_other = u_full - u_own                                                           # [B, T, d]
 
-    n = len(positions)
-    pos = torch.as_tensor(list(positions), device=h.device)
-    rows = torch.arange(n, device=h.device)
-    cot = torch.zeros(2 * n, *h.shape, dtype=h.dtype, device=h.device)                # [2n, B, T, d]
-    cot[rows, :, pos] = u_own[:, pos].transpose(0, 1)                                 # [n, B, d]
-    cot[n + rows, :, pos] = u_other[:, pos].transpose(0, 1)
-    batched = torch.autograd.grad(h, params, cot, is_grads_batched=True, allow_unused=True)
-    parts = flatten(batched, params, batch=2 * n)                                      # [2n, P]
+    rows = []
+    for u in (u_own, u_other):
+        for group in groups:
+            mask = torch.zeros(h.shape[1], 1, dtype=h.dtype, device=h.device)
+            mask[list(group)] = 1.0
+            g = torch.autograd.grad(h, params, u * mask, retain_graph=True, allow_unused=True)  # cot [B, T, d]
+            rows.append(flatten(g, params))
+    n = len(groups)
+    parts = torch.stack(rows)                                                          # [2n, P]
     direct, precache = parts[:n], parts[n:]
     shared = full[None] - direct - precache                                            # [n, P]
     return GradientParts(loss=loss, full=full, direct=direct, precache=precache, shared=shared)
 
 
 def decompose_literal(model: Transformer, tokens: torch.Tensor, targets: torch.Tensor, layer: int,
-                      positions: Sequence[int]) -> GradientParts:
-    """The same parts straight from the definitions, with one stop-gradient forward pass per position
-    (for checks: 5 backward passes per position)."""
+                      groups: Sequence[Sequence[int]]) -> GradientParts:
+    """The same parts straight from the definitions: direct_i = grad L_i - grad L_i with sg(layer, i) summed
+    over the group, shared_G = grad L with sg(layer, G), precache_G = grad L - shared_G - direct_G
+    (for checks: one stop-gradient forward pass per position and per group)."""
     params = list(model.parameters())
     T = tokens.shape[1]
 
@@ -102,13 +113,15 @@ def decompose_literal(model: Transformer, tokens: torch.Tensor, targets: torch.T
     loss = losses.mean()
     full = grad(loss)
     direct, precache, shared = [], [], []
-    for i in positions:
-        losses_sg = token_losses(model(tokens, detach=(layer, [i])), targets)          # [B, T]
-        shared_i = grad(losses_sg.mean())
-        direct_i = grad(losses[:, i].mean() / T) - grad(losses_sg[:, i].mean() / T)
-        shared.append(shared_i)
-        direct.append(direct_i)
-        precache.append(full - shared_i - direct_i)
+    for group in groups:
+        direct_G = torch.zeros_like(full)
+        for i in group:
+            losses_sg = token_losses(model(tokens, detach=(layer, [i])), targets)      # [B, T]
+            direct_G += grad(losses[:, i].mean() / T) - grad(losses_sg[:, i].mean() / T)
+        shared_G = grad(token_losses(model(tokens, detach=(layer, group)), targets).mean())
+        direct.append(direct_G)
+        shared.append(shared_G)
+        precache.append(full - shared_G - direct_G)
     return GradientParts(loss=float(loss.detach()), full=full, direct=torch.stack(direct),
                          precache=torch.stack(precache), shared=torch.stack(shared))
 

@@ -6,7 +6,9 @@
 2. Fit ridge probes for the majority feature on the final normal model's activations at (layer, useless
    positions); they define the risk R (see influence.py).
 3. Replay the normal run step for step, decomposing every step's gradient into direct / pre-caching / shared
-   parts at each useless position and integrating each part's Adam update against grad R.
+   parts at (layer, useless positions) and integrating each part's Adam update against grad R. `pairing="set"`
+   treats the useless positions as one group (parts summed over them, R averaged over them); "position" pairs
+   each position's parts with its own R_i, as the paper does per position (2n + n extra backward passes).
 4. Report held-out probe correlations under each intervention, task accuracy, influence shares and checks.
 
 `params` is the job's Params (fields listed in jobs/gradient_decomposition.py); `ctx` offers log,
@@ -69,21 +71,20 @@ def train(model: Transformer, data: torch.Tensor, params: Any, ctx: Any, *, cond
 
 
 def track(model: Transformer, data: torch.Tensor, params: Any, ctx: Any, risk: ProbeRisk,
-          positions: list[int]) -> dict[str, Any]:
+          groups: list[list[int]]) -> dict[str, Any]:
     """Replay normal training with the decomposition at every step. Returns per-step curves and checks."""
     opt = _adam(model, params)
-    tracker = AdamInfluence(opt, len(positions))
-    n_pos = len(positions)
-    cum = torch.zeros(len(PARTS), n_pos, dtype=torch.float64)                          # [3, n_pos]
-    cum_total = torch.zeros(n_pos, dtype=torch.float64)                                # [n_pos]
+    tracker = AdamInfluence(opt, len(groups))
+    cum = torch.zeros(len(PARTS), len(groups), dtype=torch.float64)                    # [3, n_groups]
+    cum_total = torch.zeros(len(groups), dtype=torch.float64)                          # [n_groups]
     curve_parts, curve_risk, sum_errors = [], [], []
     check_error = math.nan
     for t, tok, tgt in ctx.progress(_batches(data, params.steps, params.batch_size), total=params.steps,
                                     desc="tracked"):
-        r_vals, grad_R = risk.gradients(model)                                         # [n_pos], [n_pos, P]
-        parts = decompose(model, tok, tgt, params.layer, positions)
+        r_vals, grad_R = risk.gradients(model)                                       # [n_groups], [n_groups, P]
+        parts = decompose(model, tok, tgt, params.layer, groups)
         if t == 0 and params.check_decomposition:
-            lit = decompose_literal(model, tok, tgt, params.layer, positions)
+            lit = decompose_literal(model, tok, tgt, params.layer, groups)
             scale = float(lit.full.abs().max().clamp_min(1e-30))
             check_error = max(float((getattr(parts, n) - getattr(lit, n)).abs().max()) / scale
                               for n in ("full",) + PARTS)
@@ -128,6 +129,16 @@ def _downsample(values: list[float]) -> list[float]:
 
 def run_seed(params: Any, seed: int, ctx: Any, device: str = "cpu") -> tuple[dict[str, float], dict[str, Any]]:
     """One seed: returns (scalar metrics, details) and writes the seed's plots."""
+    threads = torch.get_num_threads()
+    if params.threads is not None and device == "cpu":
+        torch.set_num_threads(params.threads)
+    try:
+        return _run_seed(params, seed, ctx, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_seed(params: Any, seed: int, ctx: Any, device: str) -> tuple[dict[str, float], dict[str, Any]]:
     from .decomposition_plots import plot_influence, plot_probe_correlations
 
     dtype = torch.float64 if params.float64 else torch.float32
@@ -162,10 +173,11 @@ def run_seed(params: Any, seed: int, ctx: Any, device: str = "cpu") -> tuple[dic
     final = models["normal"]
     X_final = _acts(final, held.tokens[:, :-1], params.layer, positions)
     probe = fit_ridge(X_final[:, :n_fit], feats[:, :n_fit], params.probe_alpha)
-    risk = ProbeRisk(probe.W, held.tokens[: params.risk_sequences, :-1], final, params.layer, positions)
+    groups = [positions] if params.pairing == "set" else [[i] for i in positions]
+    risk = ProbeRisk(probe.W, held.tokens[: params.risk_sequences, :-1], final, params.layer, positions, groups)
 
     tracked = copy.deepcopy(init)
-    tr = track(tracked, data, params, ctx, risk, positions)
+    tr = track(tracked, data, params, ctx, risk, groups)
     replay_diff = float((flat_params(tracked) - flat_params(final)).abs().max())
 
     corrs = {"init": corr(init), **{name: corr(m) for name, m in models.items()}}
@@ -209,14 +221,15 @@ def run_seed(params: Any, seed: int, ctx: Any, device: str = "cpu") -> tuple[dic
     details = {
         "layer": params.layer,
         "positions": positions,
-        "influence_by_position": {n: tr["cum"][j].tolist() for j, n in enumerate(PARTS)},
+        "pairing": params.pairing,
+        "influence_by_group": {n: tr["cum"][j].tolist() for j, n in enumerate(PARTS)},
         "probe_corr_by_position": {name: torch.nanmean(c, dim=1).tolist() for name, c in corrs.items()},
         "loss_curves": {name: _downsample(v) for name, v in losses.items()},
         "influence_curves": curves,
         "passes_per_tracked_step": ("plain forward+backward (also the training gradient); myopic forward+backward "
-                                    "of blocks >= layer; one batched backward of blocks < layer over "
-                                    f"{2 * len(positions)} cotangents; one forward of blocks < layer on the risk "
-                                    f"batch and one batched backward over {len(positions)} cotangents"),
+                                    f"of blocks >= layer; {2 * len(groups)} backward passes of blocks < layer; "
+                                    f"one forward of blocks < layer on the risk batch and {len(groups)} backward "
+                                    "passes of them"),
     }
     plot_influence(ctx.artifact(f"influence_seed{seed}.png"), curves, title=f"seed {seed}, layer {params.layer}")
     plot_probe_correlations(ctx.artifact(f"probe_corr_seed{seed}.png"), details["probe_corr_by_position"],

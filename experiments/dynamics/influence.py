@@ -1,16 +1,18 @@
 """Influence of gradient parts on a probed feature: ridge probes, the probe risk R, and Adam bookkeeping.
 
-- A ridge probe per tracked position maps h_{k,i} to the feature (one output per task token).
+- A ridge probe per tracked position i maps h_{k,i} to the feature (one output per task token).
 - The risk of position i on a fixed batch: R_i(theta) = mean over sequences and outputs of
   (h_{k,i}(theta) W_i - h^final_{k,i} W_i)^2, with W_i the probe fitted on the *final* model's activations
-  (its intercept cancels). R = mean_i R_i is zero at the end of training and measures how far the current
-  model is from computing the final model's probe direction.
-- Under Adam each part c of position i keeps its own first moment m_c,i (fed only with that part's
-  gradients); all parts share the optimiser's second moment v. The update attributable to part c is
-  -lr * m_c,i_hat / (sqrt(v_hat) + eps); since the parts sum to the full gradient every step, the m_c,i sum
-  to Adam's m and the part updates sum to the real update. Influence of part c at a step is
-  -<update_c,i, grad R_i> (positive when the part moves the model towards the final feature), averaged
-  over positions; summed over training it approximates R(start) - R(end) to first order.
+  (its intercept cancels). It is zero at the end of training and measures how far the current model is from
+  computing the final model's probe direction. A group G of positions has R_G = mean_{i in G} R_i and is
+  paired with the gradient parts at (k, G) (decomposition.py): one group of all input positions ("set"), or
+  one group per position ("position", the paper's per-position pairing).
+- Under Adam each part c of group G keeps its own first moment m_c,G (fed only with that part's gradients);
+  all parts share the optimiser's second moment v. The update attributable to part c is
+  -lr * m_c,G_hat / (sqrt(v_hat) + eps); since the parts sum to the full gradient every step, the m_c,G sum
+  to Adam's m and the part updates sum to the real update. The influence of part c at a step is
+  -<update_c,G, grad R_G> (positive when the part moves the model towards the final feature); summed over
+  training it approximates R_G(start) - R_G(end) to first order.
 """
 from __future__ import annotations
 
@@ -60,12 +62,18 @@ def probe_correlation(X_train: torch.Tensor, Y_train: torch.Tensor, X_test: torc
 
 
 class ProbeRisk:
-    """R_i on a fixed batch of sequences, its value and its parameter gradient for every tracked position."""
+    """The probe risk on a fixed batch of sequences for groups of tracked positions: R_G = mean over i in G of
+    R_i. Gives its value and its parameter gradient per group."""
 
     def __init__(self, probe_W: torch.Tensor, tokens: torch.Tensor, final_model: Transformer, layer: int,
-                 positions: Sequence[int]):
+                 positions: Sequence[int], groups: Sequence[Sequence[int]]):
         self.W, self.tokens, self.layer = probe_W, tokens, layer                      # W [n_pos, d, C]
         self.pos = torch.as_tensor(list(positions), device=tokens.device)
+        index = {p: j for j, p in enumerate(positions)}
+        assert all(i in index for g in groups for i in g), f"groups {groups} use untracked positions"
+        self.weights = torch.zeros(len(groups), len(positions), dtype=probe_W.dtype, device=tokens.device)
+        for r, g in enumerate(groups):
+            self.weights[r, [index[i] for i in g]] = 1.0 / len(g)                      # [n_groups, n_pos]
         h_final = final_model.resid_streams(tokens)[layer][:, self.pos]               # [Br, n_pos, d]
         self.target = torch.einsum("bnd,ndc->bnc", h_final, probe_W)                   # [Br, n_pos, C]
 
@@ -74,21 +82,23 @@ class ProbeRisk:
 
     @torch.no_grad()
     def values(self, model: Transformer) -> torch.Tensor:
-        """R_i for every tracked position, [n_pos]."""
-        return self._diff(model.resid(self.tokens, self.layer)).square().mean((0, 2))
+        """R_G for every group, [n_groups]."""
+        return self.weights @ self._diff(model.resid(self.tokens, self.layer)).square().mean((0, 2))
 
     def gradients(self, model: Transformer) -> tuple[torch.Tensor, torch.Tensor]:
-        """(R_i [n_pos], grad_theta R_i [n_pos, P]) in one forward and one batched backward pass."""
+        """(R_G [n_groups], grad_theta R_G [n_groups, P]): one forward, one backward pass per group."""
         params = list(model.parameters())
         h = model.resid(self.tokens, self.layer)                                       # [Br, T, d]
         diff = self._diff(h).detach()                                                  # [Br, n_pos, C]
-        Br, n, C = diff.shape
-        d_h = 2.0 / (Br * C) * torch.einsum("bnc,ndc->nbd", diff, self.W)              # [n_pos, Br, d]
-        cot = torch.zeros(n, *h.shape, dtype=h.dtype, device=h.device)                # [n_pos, Br, T, d]
-        rows = torch.arange(n, device=h.device)
-        cot[rows, :, self.pos] = d_h
-        grads = torch.autograd.grad(h, params, cot, is_grads_batched=True, allow_unused=True)
-        return diff.square().mean((0, 2)), flatten(grads, params, batch=n)
+        Br, _, C = diff.shape
+        d_h = 2.0 / (Br * C) * torch.einsum("bnc,ndc->bnd", diff, self.W)              # [Br, n_pos, d] dR_i/dh_i
+        grads = []
+        for w in self.weights:                                                         # w [n_pos]
+            cot = torch.zeros_like(h)                                                  # [Br, T, d]
+            cot[:, self.pos] = d_h * w[None, :, None]
+            g = torch.autograd.grad(h, params, cot, retain_graph=True, allow_unused=True)
+            grads.append(flatten(g, params))
+        return self.weights @ diff.square().mean((0, 2)), torch.stack(grads)
 
 
 def flat_params(model: torch.nn.Module) -> torch.Tensor:
@@ -96,8 +106,8 @@ def flat_params(model: torch.nn.Module) -> torch.Tensor:
 
 
 class StepInfluence(NamedTuple):
-    influence: torch.Tensor  # [3, n_pos]: direct, precache, shared; positive = moves towards the final feature
-    total: torch.Tensor      # [n_pos]: the same for the real update
+    influence: torch.Tensor  # [3, n_groups]: direct, precache, shared; positive = moves towards the final feature
+    total: torch.Tensor      # [n_groups]: the same for the real update
     sum_error: float         # max |sum of part updates - real update| / max |real update|
 
 
@@ -105,7 +115,7 @@ class AdamInfluence:
     """Per-part, per-position first moments beside a torch Adam optimiser; call `after_step` after each
     `optimizer.step()` taken with the full gradient."""
 
-    def __init__(self, optimizer: torch.optim.Adam, n_pos: int):
+    def __init__(self, optimizer: torch.optim.Adam, n_groups: int):
         assert len(optimizer.param_groups) == 1, "one parameter group expected"
         group = optimizer.param_groups[0]
         assert group["weight_decay"] == 0 and not group["amsgrad"] and not group["maximize"], \
@@ -113,22 +123,22 @@ class AdamInfluence:
         self.opt, self.params = optimizer, list(group["params"])
         P = sum(p.numel() for p in self.params)
         p0 = self.params[0]
-        self.m = torch.zeros(len(PARTS), n_pos, P, dtype=p0.dtype, device=p0.device)   # [3, n_pos, P]
+        self.m = torch.zeros(len(PARTS), n_groups, P, dtype=p0.dtype, device=p0.device)   # [3, n_groups, P]
 
     def after_step(self, parts: GradientParts, grad_R: torch.Tensor, delta: torch.Tensor) -> StepInfluence:
         """Update the part moments with this step's parts and score each part's update against grad R_i.
-        `grad_R` [n_pos, P] is taken at the parameters before the step; `delta` [P] is the real update."""
+        `grad_R` [n_groups, P] is taken at the parameters before the step; `delta` [P] is the real update."""
         group = self.opt.param_groups[0]
         lr, eps, (b1, b2) = group["lr"], group["eps"], group["betas"]
         state = [self.opt.state[p] for p in self.params]
         t = float(state[0]["step"])
         v = torch.cat([s["exp_avg_sq"].reshape(-1) for s in state])                    # [P]
-        g_parts = torch.stack([parts.direct, parts.precache, parts.shared])            # [3, n_pos, P]
+        g_parts = torch.stack([parts.direct, parts.precache, parts.shared])            # [3, n_groups, P]
         self.m.mul_(b1).add_(g_parts, alpha=1 - b1)
         denom = v.sqrt() / (1 - b2 ** t) ** 0.5 + eps                                   # [P]
-        updates = self.m * (-lr / (1 - b1 ** t) / denom)                                # [3, n_pos, P]
-        influence = -(updates * grad_R[None]).sum(-1)                                   # [3, n_pos]
-        total = -(delta[None] * grad_R).sum(-1)                                         # [n_pos]
+        updates = self.m * (-lr / (1 - b1 ** t) / denom)                                # [3, n_groups, P]
+        influence = -(updates * grad_R[None]).sum(-1)                                   # [3, n_groups]
+        total = -(delta[None] * grad_R).sum(-1)                                         # [n_groups]
         scale = delta.abs().max().clamp_min(1e-30)
         sum_error = float((updates.sum(0) - delta[None]).abs().max() / scale)
         return StepInfluence(influence=influence, total=total, sum_error=sum_error)
