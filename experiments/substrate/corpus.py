@@ -19,10 +19,10 @@ Planted regularities (the ground truth a researcher can test against):
   `instead -> of`; `#1 -> #9` and `#2 -> #0` at the start of a year; `b64:` -> a base64 char; `<ar>` -> an
   Arabic letter; strong category bigrams: number_word -> plural (always), `every` -> never a plural,
   subject noun -> verb;
-- long-range dependencies: a sentence opened with `(` must be closed with `)` before its `.` (5-15 tokens
+- long-range dependencies: a sentence opened with `(` must be closed with `)` before its `.` (6-16 tokens
   later); a person name recurs (probability `p_name_repeat`) with the same initial and surname as its last
-  use (induction: the surname is predictable only by copying it from earlier in the sequence); a base64 /
-  Arabic span is closed by its own marker.
+  use, and a new name never takes the last name's first name (induction: the surname is predictable only by
+  copying it from earlier in the sequence); a base64 / Arabic span is closed by its own marker.
 
 `SyntheticCorpus.span_labels(tokens)` recovers position-level ground truth from tokens alone.
 Generation is vectorised over sequences (one loop over positions of a finite-state grammar with registers)
@@ -289,6 +289,9 @@ def generate(cfg: CorpusConfig, vocab: Vocab, n: int, generator: torch.Generator
     n_letters = len(vocab.categories["base64"][:26])
     initials = torch.tensor(vocab.categories["base64"][:26])
     last_names = torch.tensor(vocab.categories["last_name"])
+    first_names = torch.tensor(vocab.categories["first_name"])
+    first_index = torch.zeros(len(vocab), dtype=torch.long)
+    first_index[first_names] = torch.arange(len(first_names))
 
     T = cfg.seq_len
     tokens = torch.empty(n, T, dtype=torch.long)
@@ -380,9 +383,15 @@ def generate(cfg: CorpusConfig, vocab: Vocab, n: int, generator: torch.Generator
         fresh = is_first & ~repeat
         if bool(fresh.any()):
             m = int(fresh.sum())
-            r = torch.rand(3, m, generator=generator)                                # [3, m]
+            r = torch.rand(4, m, generator=generator)                                # [4, m]
             has_init = r[1] < cfg.p_initial
-            name[fresh, 0] = tok[fresh]
+            # a fresh first name differs from the one remembered, so a recurring first name always means
+            # a repeat of the whole name (the surname is then predictable by copying)
+            k = len(first_names)
+            old = first_index[name[fresh, 0].clamp(min=0)]                           # [m]
+            new = torch.where(name[fresh, 0] >= 0, (old + 1 + _randint(r[3], 0, k - 2)) % k,
+                              _randint(r[3], 0, k - 1))
+            name[fresh, 0] = first_names[new]
             name[fresh, 1] = torch.where(has_init, initials[_randint(r[0], 0, n_letters - 1)], -1)
             name[fresh, 2] = last_names[_randint(r[2], 0, len(last_names) - 1)]
         tok = torch.where(is_first, name[:, 0], tok)

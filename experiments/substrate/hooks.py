@@ -50,6 +50,13 @@ class _StopForward(Exception):
     """Raised by a hook to end a forward pass early once the wanted activation is captured."""
 
 
+def is_weight_matrix(name: str, param: Tensor) -> bool:
+    """A weight matrix (ndim >= 2, embeddings and unembedding included) rather than a bias or LayerNorm
+    parameter; the toy's per-head biases b_Q/b_K/b_V are [H, d_head] but still biases."""
+    leaf = name.rsplit(".", 1)[-1]
+    return param.ndim >= 2 and not (leaf.startswith("b_") or leaf == "bias")
+
+
 def name_hook_points(model: nn.Module) -> dict[str, HookPoint]:
     """Give every HookPoint in `model` its attribute path as name; returns them in module order."""
     points = {}

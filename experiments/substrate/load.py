@@ -27,11 +27,11 @@ from claimgraph.experiments.context import cache_dir, write_json_atomic
 from claimgraph.graph.errors import InvalidInput, NotFound
 
 from .corpus import CORPUS_PRESETS, SyntheticCorpus, get_corpus
-from .hooks import HookedModel
+from .hooks import HookedModel, is_weight_matrix
 from .model import ToyConfig, ToyTransformer
 from .train import TrainConfig, train
 
-SUBSTRATE_VERSION = 1  # bump when the corpus generator or model code changes what a cached model means
+SUBSTRATE_VERSION = 2  # bump when the corpus generator or model code changes what a cached model means
 
 TRAINING_RUNS: list[str] = []  # cache keys trained in this process (tests read it to tell a load from a retrain)
 
@@ -263,14 +263,14 @@ def model_corpus(ref: str) -> SyntheticCorpus | None:
 
 
 def shuffled_copy(model: HookedModel, seed: int) -> HookedModel:
-    """A copy whose weight matrices (every parameter with ndim >= 2: embeddings, unembedding, attention and
-    MLP weights) are each shuffled entry-wise; biases and LayerNorm parameters are kept. Tied parameters
-    (GPT-2's embedding and unembedding) are one tensor and are shuffled once."""
+    """A copy whose weight matrices (parameters with ndim >= 2: embeddings, unembedding, attention and MLP
+    weights) are each shuffled entry-wise; biases (the toy's [H, d_head] b_Q/b_K/b_V included) and LayerNorm
+    parameters are kept. Tied parameters (GPT-2's embedding and unembedding) are one tensor, shuffled once."""
     clone = copy.deepcopy(model)
     g = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
-        for _, p in clone.named_parameters():  # named_parameters yields a shared tensor once
-            if p.ndim >= 2:
+        for name, p in clone.named_parameters():  # named_parameters yields a shared tensor once
+            if is_weight_matrix(name, p):
                 perm = torch.randperm(p.numel(), generator=g).to(p.device)              # [numel]
                 p.copy_(p.reshape(-1)[perm].reshape(p.shape))
     return clone

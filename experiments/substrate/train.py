@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from .corpus import SyntheticCorpus
+from .hooks import is_weight_matrix
 from .model import ToyTransformer
 
 EVAL_SEED = 999_983  # held-out sequences, shared by every model of a corpus
@@ -86,8 +87,8 @@ def train(model: ToyTransformer, corpus: SyntheticCorpus, cfg: TrainConfig, *, s
     t0 = time.perf_counter()
     data = corpus.sample(cfg.steps * cfg.batch_size, seed=seed)                   # [steps * B, T]
     held_out = corpus.sample(cfg.n_eval, seed=EVAL_SEED)                           # [n_eval, T]
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    decay = [p for n, p in model.named_parameters() if is_weight_matrix(n, p)]
+    no_decay = [p for n, p in model.named_parameters() if not is_weight_matrix(n, p)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
