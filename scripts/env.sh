@@ -1,0 +1,15 @@
+# Sourced by scripts/main.sh and scripts/test.sh: make ./.venv with everything claimgraph needs, offline-safe.
+# torch is pinned and installed first: on these machines `pip install torch==2.13.0` takes the local CPU wheel,
+# while an unpinned torch would pull gigabytes of CUDA packages.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python3}"
+if [ ! -x "$ROOT/.venv/bin/python" ]; then
+  "$PY" -m venv "$ROOT/.venv"
+fi
+# shellcheck disable=SC1091
+. "$ROOT/.venv/bin/activate"
+python -m pip install -q --disable-pip-version-check --upgrade pip
+python -m pip install -q --disable-pip-version-check "torch==2.13.0"
+python -m pip install -q --disable-pip-version-check -e "$ROOT[${CLAIMGRAPH_EXTRAS:-test}]"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
