@@ -1,0 +1,178 @@
+"""From files to the store: read, detect, parse every document first, then apply each in its own transaction."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from claimgraph.graph.errors import InvalidDocument, InvalidInput
+from claimgraph.graph.ids import normalize_title, sha256_hex
+from claimgraph.graph.models import ApplyReport, DocumentRef, GraphDelta, Node, NodeType
+from claimgraph.graph.store import Store
+
+from .claim_page import parse_claim_page
+from .detect import FORMATS, detect_format
+from .novelty import parse_novelty
+from .source import expand_paths, numbered_lines, read_source, split_front_matter
+from .structured import parse_structured
+from .summary import parse_summary
+
+
+class ParsedDocument(BaseModel):
+    """One parsed document: what to record it as, and the graph it describes."""
+
+    ref: DocumentRef
+    delta: GraphDelta
+    external_refs: dict[str, int | None] = Field(
+        default_factory=dict, description="Edge ends the document refers to but does not define -> line of first use")
+    external_papers: dict[str, str] = Field(
+        default_factory=dict, description="Of those, papers referred to by title -> that title")
+
+
+def parse_text(text: str, path: str, *, format: str = "auto", title: str | None = None,
+               content_hash: str | None = None) -> ParsedDocument:
+    """Parse a document's text (see parse_document); `path` names it in errors and provenance."""
+    if format != "auto" and format not in FORMATS:
+        raise InvalidInput(f"unknown format {format!r}; choose auto, {', '.join(FORMATS)}")
+    fmt = detect_format(text, path) if format == "auto" else format
+    external_papers: dict[str, str] = {}
+    try:
+        if fmt == "structured":
+            b, external_papers, doc_title = parse_structured(text, path)
+        else:
+            meta, body, offset = split_front_matter(text, path)
+            if meta and fmt != "summary":
+                raise InvalidDocument("a front matter block is read only on summary pages; remove it", path=path, line=1)
+            lines = numbered_lines(body, offset)
+            if not lines:
+                raise InvalidDocument("has nothing after its front matter", path=path)
+            if fmt == "claim-page":
+                b, doc_title = parse_claim_page(lines, path)
+            elif fmt == "novelty":
+                b, doc_title = parse_novelty(lines, path)
+            else:
+                b, doc_title = parse_summary(lines, path, title=title, meta=meta)
+        delta = b.build()
+    except ValidationError as e:  # a record the parser built did not validate: report, never crash
+        raise InvalidDocument(f"{e.errors()[0]['msg']}", path=path) from None
+    ref = DocumentRef(path=path, content_hash=content_hash or sha256_hex(text), format=fmt, title=doc_title)
+    return ParsedDocument(ref=ref, delta=delta, external_refs=b.external_refs(),
+                          external_papers={k: v for k, v in external_papers.items() if k in b.external_refs()})
+
+
+def parse_document(path: str | os.PathLike, *, format: str = "auto", title: str | None = None) -> ParsedDocument:
+    """Read one document file and parse it into a GraphDelta (nothing is written).
+
+    `format` is `auto` (detect) or one of structured, claim-page, novelty, summary; `title` names the
+    paper of a summary page (which has none of its own) and is ignored for other kinds.
+    """
+    src = read_source(path)
+    return parse_text(src.text, src.path, format=format, title=title, content_hash=src.content_hash)
+
+
+def ingest_paths(store: Store, paths: list[str | Path], *, format: str = "auto", title: str | None = None,
+                 embed: bool = True, progress: bool | None = None) -> list[ApplyReport]:
+    """Ingest document files and directories; one ApplyReport per document, in the order applied.
+
+    Directories expand to their *.yaml *.yml *.json *.txt *.md files (sorted, recursive). Every document
+    is read, parsed and checked first, so a bad one fails the command before anything is written. Then
+    each is applied in its own transaction, documents that refer to nodes of others after those. With
+    `embed`, node texts the store lacks are encoded first (the database is let go meanwhile); `progress`
+    shows the encoder's progress bar (None: only for long work on a terminal).
+    """
+    files = expand_paths(paths)
+    docs = [parse_document(f, format=format, title=title) for f in files]
+    if title is not None:
+        summaries = [d.ref.path for d in docs if d.ref.format == "summary"]
+        if len(summaries) > 1:
+            raise InvalidInput(f"--title names one paper, but {len(summaries)} summary pages were given "
+                               f"({', '.join(Path(s).name for s in summaries)}); ingest them one at a time")
+        if not summaries:
+            raise InvalidInput("--title applies to summary pages, and none was given; leave it out")
+    order, aliases = _plan(store, docs)
+    embedder = None
+    if embed:
+        from claimgraph.graph.embed import get_embedder
+
+        embedder = get_embedder()
+    remapped: dict[str, str] = {}  # paper ids of applied documents -> the stored paper they were merged into
+    reports = []
+    for i in order:
+        doc = docs[i]
+        delta = _rename(doc.delta, {**remapped, **{k: remapped.get(v, v) for k, v in aliases[i].items()}})
+        prior = store.document(doc.ref.path)
+        unchanged = prior is not None and prior.content_hash == doc.ref.content_hash
+        for before, after in zip(delta.nodes, store.resolve_papers(delta).nodes):
+            if before.id != after.id:
+                remapped[before.id] = after.id
+        vectors = None
+        if embedder is not None and not unchanged:
+            from claimgraph.graph.embed import vectors_for
+
+            vectors = vectors_for(store, delta.nodes, embedder=embedder, progress=progress)
+        reports.append(store.apply(delta, doc.ref, vectors=vectors,
+                                   model=embedder.model_name if embedder is not None else None))
+    return reports
+
+
+def _rename(delta: GraphDelta, mapping: dict[str, str]) -> GraphDelta:
+    """Rewrite edge ends that refer to other documents' or stored nodes under their final ids."""
+    if not mapping:
+        return delta
+    own = {n.id for n in delta.nodes}
+    r = lambda x: x if x in own else mapping.get(x, x)  # noqa: E731
+    return delta.model_copy(update={"edges": [e.model_copy(update={"src": r(e.src), "dst": r(e.dst)})
+                                              for e in delta.edges]})
+
+
+def _plan(store: Store, docs: list[ParsedDocument]) -> tuple[list[int], list[dict[str, str]]]:
+    """Application order (a document after those defining nodes it refers to) and per-document ref aliases.
+
+    Every ref a document does not define must be defined by another document of the batch or be in the
+    store; a paper referred to by title may also match a paper elsewhere by normalised title.
+    """
+    defined: dict[str, int] = {}
+    by_title: dict[str, tuple[int, str]] = {}
+    for i, d in enumerate(docs):
+        for n in d.delta.nodes:
+            defined.setdefault(n.id, i)
+            if n.type == NodeType.paper and n.attrs.get("title_known", True):
+                by_title.setdefault(n.attrs.get("title_norm") or normalize_title(n.title), (i, n.id))
+    deps: list[set[int]] = [set() for _ in docs]
+    aliases: list[dict[str, str]] = [{} for _ in docs]
+    for i, d in enumerate(docs):
+        for ref, line in d.external_refs.items():
+            if ref in defined:
+                deps[i].add(defined[ref])
+                continue
+            if store.has_node(ref):
+                continue
+            ref_title = d.external_papers.get(ref)
+            if ref_title is not None:
+                hit = by_title.get(normalize_title(ref_title))
+                if hit is not None:
+                    deps[i].add(hit[0])
+                    aliases[i][ref] = hit[1]
+                    continue
+                probe = Node(id=ref, type=NodeType.paper, title=ref_title,
+                             attrs={"title_norm": normalize_title(ref_title)})
+                stored = store.resolve_papers(GraphDelta(nodes=[probe])).nodes[0].id
+                if stored != ref:
+                    aliases[i][ref] = stored
+                    continue
+            raise InvalidDocument(f"refers to {ref}, which is neither defined in this document, nor in the other "
+                                  "documents given, nor in the store; define it, or ingest the document that "
+                                  "does first", path=d.ref.path, line=line)
+    order: list[int] = []
+    done: set[int] = set()
+    while len(order) < len(docs):
+        ready = [i for i in range(len(docs)) if i not in done and deps[i] - {i} <= done]
+        if not ready:
+            stuck = [docs[i].ref.path for i in range(len(docs)) if i not in done]
+            raise InvalidDocument("these documents refer to each other's nodes in a cycle, so none can be applied "
+                                  "first: " + ", ".join(stuck) + "; move the cross-references into one of them",
+                                  path=stuck[0])
+        order.append(ready[0])
+        done.add(ready[0])
+    return order, aliases
