@@ -33,6 +33,7 @@ from claimgraph.graph.errors import InvalidInput, NotFound
 from .hooks import HookedModel, HookSite
 
 ARCHITECTURES = ("gpt_neox", "gpt2")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
 def _heads_view(n_heads: int):
@@ -146,7 +147,8 @@ class HFHookedModel(HookedModel):
         """Tokenizer pieces when the directory has a tokenizer, else `<id>`."""
         ids = ids.reshape(-1).tolist() if isinstance(ids, Tensor) else [int(i) for i in ids]
         if self.tokenizer is not None:
-            return [str(p) for p in self.tokenizer.convert_ids_to_tokens(ids)]
+            pieces = self.tokenizer.convert_ids_to_tokens(ids)
+            return [f"<{i}>" if p is None else str(p) for i, p in zip(ids, pieces)]
         return [f"<{i}>" for i in ids]
 
 
@@ -187,9 +189,11 @@ def load_hf(path: str, *, revision: str | None = None, device: str = "cpu") -> H
     if config.model_type not in ARCHITECTURES:
         raise InvalidInput(f"{where} holds a {config.model_type!r} model; supported: {', '.join(ARCHITECTURES)}")
     hf_model = AutoModelForCausalLM.from_pretrained(str(where), local_files_only=True, dtype=torch.float32)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(where), local_files_only=True)
-    except (OSError, ValueError, TypeError, KeyError):  # no tokenizer files saved beside the weights
-        tokenizer = None
+    tokenizer = None
+    if any((where / f).is_file() for f in TOKENIZER_FILES):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(where), local_files_only=True)
+        except (OSError, ValueError, TypeError, KeyError):  # unreadable tokenizer files: decode gives <id>
+            tokenizer = None
     ref = f"hf:{root}" + (f"@{revision}" if revision else "")
     return HFHookedModel(hf_model, tokenizer, ref).to(device).eval()
