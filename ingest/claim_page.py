@@ -98,12 +98,16 @@ def parse_claim_page(lines: list[tuple[int, str]], path: str) -> tuple[DeltaBuil
         else:
             raise InvalidDocument(f"unexpected line before the id line: {s[:60]!r}", path=path, line=id_line_no)
     split = split_id_title(page_type.value, m["rest"])
+    i = id_at + 1
+    if split is None and re.fullmatch(r"[a-z0-9-]+", m["rest"]) and i < len(lines) \
+            and slugify(lines[i][1]).startswith(m["rest"]):
+        split = (m["rest"], lines[i][1])  # the title on a line of its own
+        i += 1
     if split is None:
         raise InvalidDocument("cannot split the id line into `type:slug` and a title whose slug matches it",
                               path=path, line=id_line_no)
     slug, title = split
     stated_id = f"{page_type.value}:{slug}"
-    i = id_at + 1
     desc: list[str] = []
     while i < len(lines) and not _is_landmark(lines[i][1]):
         desc.append(lines[i][1])
@@ -156,10 +160,7 @@ def parse_claim_page(lines: list[tuple[int, str]], path: str) -> tuple[DeltaBuil
         if section == "similar":
             tm = THRESHOLD.match(s)
             if tm and last_item is None:
-                try:
-                    attrs["similarity_threshold"] = float(tm["t"])
-                except ValueError:
-                    pass
+                attrs["similarity_threshold"] = float(tm["t"])
                 continue
         im = ITEM.match(s)
         if im and section is not None:
@@ -262,9 +263,9 @@ def _similar_item(b: DeltaBuilder, page: str, body: str, no: int) -> Callable[[s
     if m and score is not None and -1.0 <= score <= 1.0:
         otype = NodeType(m["type"])
         title, desc = m["title"].strip(), m["desc"].strip()
-        oid = b.node(otype, title, desc, line=no)
-        if oid == page:
+        if make_id(otype, title) == page:  # a page listing itself as its own neighbour: nothing to record
             return lambda s: None
+        oid = b.node(otype, title, desc, line=no)
         b.similar_to(page, title, other_id=oid, other_type=otype, other_text=desc, score=score, line=no)
         return lambda s: _append_text(b, oid, s, similar_key=(page, oid))
     b.similar_to(page, body, line=no)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 from typing import Any
 
 import yaml
@@ -69,9 +70,11 @@ class JsonLines:
     Only called on text that json.loads accepted, so it never has to report syntax errors itself.
     """
 
+    _WS = re.compile(r"[ \t\r\n]*")
+
     def __init__(self, text: str):
         self.text = text
-        self._newlines = [i for i, c in enumerate(text) if c == "\n"]
+        self._newlines = [m.start() for m in re.finditer("\n", text)]
         self._decoder = json.JSONDecoder()
         self.lines: dict[Loc, int] = {}
         try:
@@ -83,9 +86,7 @@ class JsonLines:
         return bisect.bisect_right(self._newlines, i - 1) + 1
 
     def _ws(self, i: int) -> int:
-        while i < len(self.text) and self.text[i] in " \t\r\n":
-            i += 1
-        return i
+        return self._WS.match(self.text, i).end()
 
     def _value(self, i: int, path: Loc) -> int:
         c = self.text[i]

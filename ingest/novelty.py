@@ -107,10 +107,9 @@ def _same_text(a: str, b: str) -> bool:
 
 
 def _looks_like_description(s: str, claimed: list[str]) -> bool:
+    """A claimed contribution's description, or prose: a sentence of 8+ words (headings are short, unpunctuated)."""
     if any(_same_text(s, c) for c in claimed):
         return True
-    if claimed:
-        return False
     return s.rstrip().endswith((".", "!", "?")) and len(s.split()) >= 8
 
 
@@ -141,9 +140,13 @@ def parse_novelty(lines: list[tuple[int, str]], path: str) -> tuple[DeltaBuilder
     overview = [s for _, s in sections.get("assessment", []) + sections.get("overview", [])]
     claimed = [s for _, s in sections.get("claimed", [])]
     contributions = _contributions(sections.get("detailed", []) + sections.get("analysis", []), claimed, path)
-    for desc in claimed:  # claimed contributions the analysis does not cover still become claims
-        if not any(_same_text(desc, c.description) for c in contributions):
-            contributions.append(Contribution(heading=None, description=desc))
+    if len(claimed) == len(contributions):  # one analysis block per claimed contribution, in the same order
+        for c, desc in zip(contributions, claimed):
+            c.description = c.description or desc
+    else:  # claimed contributions the analysis does not cover still become claims
+        for desc in claimed:
+            if not any(_same_text(desc, c.description) for c in contributions):
+                contributions.append(Contribution(heading=None, description=desc))
     if not contributions:
         raise InvalidDocument("the report states no contributions (sections 'Claimed Contributions' and "
                               "'Contribution Analysis' are empty or missing)", path=path, line=title_no)

@@ -194,8 +194,7 @@ def load_document(text: str, path: str, *, fmt: str | None = None) -> tuple[Stru
         locate = JsonLines(text).line_of
     else:
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(text)
+            root, data = _compose_and_construct(text)
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             raise InvalidDocument(f"is not valid YAML: {e.problem or e.context}", path=path,
@@ -223,6 +222,16 @@ def load_document(text: str, path: str, *, fmt: str | None = None) -> tuple[Stru
         raise InvalidDocument(_pydantic_message(first) + more, path=path, line=locate(loc),
                               field=_fmt_loc(loc) or None) from None
     return doc, locate
+
+
+def _compose_and_construct(text: str) -> tuple[yaml.Node | None, Any]:
+    """One YAML parse giving both the node tree (for line numbers) and the data (libyaml when installed)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        root = loader.get_single_node()
+        return root, (loader.construct_document(root) if root is not None else None)
+    finally:
+        loader.dispose()
 
 
 # -- to a graph delta ----------------------------------------------------------------------------------
