@@ -122,19 +122,17 @@ def parse_novelty(lines: list[tuple[int, str]], path: str) -> tuple[DeltaBuilder
                               path=path, line=lines[0][0] if lines else None)
     if first_heading == 0:
         raise InvalidDocument("the first line should be the paper's title, not a heading", path=path, line=lines[0][0])
-    title_no, title = lines[0]
-    if first_heading > 1:
-        raise InvalidDocument(f"expected the heading 'Overview' after the title line, found {lines[1][1][:60]!r}",
-                              path=path, line=lines[1][0])
+    title_no = lines[0][0]
+    title = " ".join(s for _, s in lines[:first_heading])  # a long title may wrap onto several lines
     sections: dict[str, list[tuple[int, str]]] = {}
     current = None
-    for no, s in lines[1:]:
+    for no, s in lines[first_heading:]:
         h = _heading(s)
         if h:
             current = h
             sections.setdefault(h, [])
         else:
-            assert current is not None, "the first line after the title is a heading"
+            assert current is not None, "the lines after the title start with a heading"
             sections[current].append((no, s))
 
     overview = [s for _, s in sections.get("assessment", []) + sections.get("overview", [])]
