@@ -75,8 +75,9 @@ def track(model: Transformer, data: torch.Tensor, params: Any, ctx: Any, risk: P
     """Replay normal training with the decomposition at every step. Returns per-step curves and checks."""
     opt = _adam(model, params)
     tracker = AdamInfluence(opt, len(groups))
-    cum = torch.zeros(len(PARTS), len(groups), dtype=torch.float64)                    # [3, n_groups]
-    cum_total = torch.zeros(len(groups), dtype=torch.float64)                          # [n_groups]
+    device = next(model.parameters()).device
+    cum = torch.zeros(len(PARTS), len(groups), dtype=torch.float64, device=device)     # [3, n_groups]
+    cum_total = torch.zeros(len(groups), dtype=torch.float64, device=device)           # [n_groups]
     curve_parts, curve_risk, sum_errors = [], [], []
     check_error = math.nan
     for t, tok, tgt in ctx.progress(_batches(data, params.steps, params.batch_size), total=params.steps,
@@ -93,8 +94,8 @@ def track(model: Transformer, data: torch.Tensor, params: Any, ctx: Any, risk: P
         _set_grads(model, parts.full)
         opt.step()
         step = tracker.after_step(parts, grad_R, flat_params(model) - before)
-        cum += step.influence.double()
-        cum_total += step.total.double()
+        cum += step.influence
+        cum_total += step.total
         sum_errors.append(step.sum_error)
         curve_parts.append(cum.mean(1).clone())
         curve_risk.append(float(r_vals.mean()))
@@ -102,8 +103,13 @@ def track(model: Transformer, data: torch.Tensor, params: Any, ctx: Any, risk: P
             ctx.log_metrics(t, {"loss": parts.loss, "risk": curve_risk[-1],
                                 **{f"cum_influence_{n}": float(v) for n, v in zip(PARTS, cum.mean(1))}},
                             condition="tracked")
-    risk_end = float(risk.values(model).mean())
-    return {"cum": cum, "cum_total": cum_total, "curve_parts": torch.stack(curve_parts),
+    r_end, grad_R = risk.gradients(model)
+    last = tracker.finish(grad_R)
+    cum += last.influence
+    cum_total += last.total
+    curve_parts[-1] = cum.mean(1).clone()
+    risk_end = float(r_end.mean())
+    return {"cum": cum.cpu(), "cum_total": cum_total.cpu(), "curve_parts": torch.stack(curve_parts).cpu(),
             "curve_risk": curve_risk + [risk_end], "risk_end": risk_end,
             "sum_error": max(sum_errors), "check_error": check_error}
 

@@ -11,8 +11,9 @@
   all parts share the optimiser's second moment v. The update attributable to part c is
   -lr * m_c,G_hat / (sqrt(v_hat) + eps); since the parts sum to the full gradient every step, the m_c,G sum
   to Adam's m and the part updates sum to the real update. The influence of part c at a step is
-  -<update_c,G, grad R_G> (positive when the part moves the model towards the final feature); summed over
-  training it approximates R_G(start) - R_G(end) to first order.
+  -<update_c,G, grad R_G> with grad R_G averaged over both ends of the step (trapezoid rule; positive when
+  the part moves the model towards the final feature); summed over training the parts' influences add up to
+  R_G(start) - R_G(end) up to the integration error.
 """
 from __future__ import annotations
 
@@ -107,13 +108,19 @@ def flat_params(model: torch.nn.Module) -> torch.Tensor:
 
 class StepInfluence(NamedTuple):
     influence: torch.Tensor  # [3, n_groups]: direct, precache, shared; positive = moves towards the final feature
-    total: torch.Tensor      # [n_groups]: the same for the real update
-    sum_error: float         # max |sum of part updates - real update| / max |real update|
+    total: torch.Tensor      # [n_groups]: the same for the real updates
+    sum_error: float         # max |sum of part updates - real update| / max |real update| (0 from `finish`)
 
 
 class AdamInfluence:
-    """Per-part, per-position first moments beside a torch Adam optimiser; call `after_step` after each
-    `optimizer.step()` taken with the full gradient."""
+    """Per-part, per-group first moments beside a torch Adam optimiser. Call `after_step` after each
+    `optimizer.step()` taken with the full gradient, and `finish` once after the last step.
+
+    Influences integrate grad R along the training path with the trapezoid rule: the update of step t is
+    scored against the mean of grad R before and after it, so over training the parts' influences add up to
+    R(start) - R(end) up to third-order terms per step (the left-point rule is off by the curvature of R along
+    each update, which adds up over thousands of Adam steps). Each call reports the halves it can score: the
+    previous update against the current grad R and the current update against it."""
 
     def __init__(self, optimizer: torch.optim.Adam, n_groups: int):
         assert len(optimizer.param_groups) == 1, "one parameter group expected"
@@ -122,23 +129,40 @@ class AdamInfluence:
             "influence bookkeeping supports plain Adam only (no weight decay, amsgrad or maximize)"
         self.opt, self.params = optimizer, list(group["params"])
         P = sum(p.numel() for p in self.params)
-        p0 = self.params[0]
-        self.m = torch.zeros(len(PARTS), n_groups, P, dtype=p0.dtype, device=p0.device)   # [3, n_groups, P]
+        device = self.params[0].device
+        # float64 bookkeeping, whatever the model's dtype: the parts can be much larger than their sum
+        self.m = torch.zeros(len(PARTS), n_groups, P, dtype=torch.float64, device=device)  # [3, n_groups, P]
+        self.prev: tuple[torch.Tensor, torch.Tensor] | None = None  # last (part updates, real update)
+
+    def _score(self, updates: torch.Tensor, delta: torch.Tensor, grad_R: torch.Tensor):
+        """Half of -<update, grad R> for the part updates [3, G, P] and the real update [P]."""
+        return -0.5 * (updates * grad_R[None]).sum(-1), -0.5 * (delta[None] * grad_R).sum(-1)
 
     def after_step(self, parts: GradientParts, grad_R: torch.Tensor, delta: torch.Tensor) -> StepInfluence:
-        """Update the part moments with this step's parts and score each part's update against grad R_i.
-        `grad_R` [n_groups, P] is taken at the parameters before the step; `delta` [P] is the real update."""
+        """Update the part moments with this step's parts. `grad_R` [n_groups, P] is taken at the parameters
+        before the step; `delta` [P] is the real update the optimiser made."""
         group = self.opt.param_groups[0]
         lr, eps, (b1, b2) = group["lr"], group["eps"], group["betas"]
         state = [self.opt.state[p] for p in self.params]
         t = float(state[0]["step"])
-        v = torch.cat([s["exp_avg_sq"].reshape(-1) for s in state])                    # [P]
-        g_parts = torch.stack([parts.direct, parts.precache, parts.shared])            # [3, n_groups, P]
+        v = torch.cat([s["exp_avg_sq"].reshape(-1) for s in state]).double()         # [P]
+        g_parts = torch.stack([parts.direct, parts.precache, parts.shared]).double()   # [3, n_groups, P]
         self.m.mul_(b1).add_(g_parts, alpha=1 - b1)
         denom = v.sqrt() / (1 - b2 ** t) ** 0.5 + eps                                   # [P]
         updates = self.m * (-lr / (1 - b1 ** t) / denom)                                # [3, n_groups, P]
-        influence = -(updates * grad_R[None]).sum(-1)                                   # [3, n_groups]
-        total = -(delta[None] * grad_R).sum(-1)                                         # [n_groups]
+        grad_R, delta = grad_R.double(), delta.double()
+        influence, total = self._score(updates, delta, grad_R)
+        if self.prev is not None:
+            prev_influence, prev_total = self._score(*self.prev, grad_R)
+            influence, total = influence + prev_influence, total + prev_total
+        self.prev = (updates, delta)
         scale = delta.abs().max().clamp_min(1e-30)
         sum_error = float((updates.sum(0) - delta[None]).abs().max() / scale)
         return StepInfluence(influence=influence, total=total, sum_error=sum_error)
+
+    def finish(self, grad_R: torch.Tensor) -> StepInfluence:
+        """The last update scored against grad R [n_groups, P] at the final parameters."""
+        assert self.prev is not None, "finish() before any step"
+        influence, total = self._score(*self.prev, grad_R.double())
+        self.prev = None
+        return StepInfluence(influence=influence, total=total, sum_error=0.0)

@@ -1,0 +1,117 @@
+"""The `gradient_decomposition` job kind end to end: registry, parameters, a tiny run through a real
+RunContext in a temporary run folder (plots, metrics, checks), and the across-seed summary."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from claimgraph.experiments.context import RunContext
+from claimgraph.experiments.jobs.gradient_decomposition import GradientDecompositionJob
+from claimgraph.experiments.registry import get_job, kinds
+from claimgraph.graph.errors import InvalidInput
+
+TINY = dict(n_in=5, n_out=3, d_model=8, n_heads=2, d_mlp=16, steps=12, batch_size=8, probe_sequences=96,
+            risk_sequences=16, log_every=5)
+
+
+def test_kind_is_registered_and_importing_it_does_not_import_torch():
+    assert "gradient_decomposition" in kinds()
+    assert isinstance(get_job("gradient_decomposition"), GradientDecompositionJob)
+    code = ("import sys; import claimgraph.experiments.jobs.gradient_decomposition; "
+            "assert 'torch' not in sys.modules, 'torch imported at module level'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_params_refuse_unknown_and_invalid_fields():
+    P = GradientDecompositionJob.Params
+    with pytest.raises(ValidationError):
+        P(stepz=10)
+    with pytest.raises(ValidationError):
+        P(pairing="diagonal")
+    with pytest.raises(ValidationError):
+        P(lr=0)
+    assert P().model_dump()["pairing"] == "position"
+
+
+def test_default_criterion_reads_a_reported_metric_and_spec_builds():
+    from claimgraph.experiments.api import build_spec
+
+    job = GradientDecompositionJob
+    assert job.default_criterion.metric in job.metrics
+    spec = build_spec("gradient_decomposition", params={"steps": 50})
+    assert spec.model is None and spec.data is None and spec.params["steps"] == 50
+    with pytest.raises(InvalidInput):
+        build_spec("gradient_decomposition", params={"steps": 50, "bogus": 1})
+
+
+def _ctx(tmp_path, **kw) -> RunContext:
+    ctx = RunContext(tmp_path, device="cpu", model_ref=kw.get("model_ref"), data_ref=kw.get("data_ref"),
+                     progress=False)
+    ctx.seed = 0
+    return ctx
+
+
+def test_refuses_model_and_corpus_references(tmp_path):
+    job = GradientDecompositionJob()
+    p = job.Params(**TINY)
+    with pytest.raises(InvalidInput, match="trains its own model"):
+        job.run(_ctx(tmp_path / "a", model_ref="toy:default"), p, 0)
+    with pytest.raises(InvalidInput, match="majority task"):
+        job.run(_ctx(tmp_path / "b", data_ref="synthetic:default"), p, 0)
+    with pytest.raises(InvalidInput, match="layer"):
+        job.run(_ctx(tmp_path / "c"), job.Params(**{**TINY, "layer": 3}), 0)
+
+
+@pytest.mark.parametrize("pairing", ["position", "set"])
+def test_job_runs_end_to_end_and_writes_plots(tmp_path, pairing):
+    job = GradientDecompositionJob()
+    p = job.Params(**TINY, pairing=pairing)
+    ctx = _ctx(tmp_path)
+    try:
+        res = job.run(ctx, p, 0)
+        summary = job.summarize(ctx, p, [res])
+    finally:
+        ctx.close()
+    m = res.metrics
+    assert set(job.metrics) == set(m), "metrics and their declared descriptions disagree"
+    assert all(math.isfinite(v) for v in m.values()), m
+    assert m["decomposition_check_error"] < 1e-4          # parts agree with the definitions (float32)
+    assert m["adam_sum_error"] < 1e-4                     # part updates add up to the real updates
+    assert m["replay_max_diff"] == 0.0                    # the tracked replay is the normal run, bit for bit
+    assert m["risk_end"] < 1e-10 < m["risk_start"]
+    assert m["influence_sum_ratio"] == pytest.approx(1.0, abs=0.05)
+    shares = m["direct_influence_share"] + m["precache_influence_share"] + m["shared_influence_share"]
+    assert shares == pytest.approx(1.0, abs=1e-9)
+    assert m["myopic_corr_drop"] == pytest.approx(m["probe_corr_normal"] - m["probe_corr_myopic"])
+    assert 0 <= m["task_accuracy"] <= 1 and -1 <= m["probe_corr_normal"] <= 1
+
+    arts = {f.name for f in (tmp_path / "artifacts").iterdir()}
+    assert {"influence_seed0.png", "probe_corr_seed0.png", "influence_summary.png",
+            "probe_corr_summary.png"} <= arts
+    for name in arts:
+        assert (tmp_path / "artifacts" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    d = res.details
+    n_groups = len(d["positions"]) if pairing == "position" else 1
+    assert all(len(v) == n_groups for v in d["influence_by_group"].values())
+    assert set(d["probe_corr_by_position"]) == {"init", "normal", "myopic", "split"}
+    json.dumps(d)                                         # details are JSON-able
+    assert summary["n_seeds"] == 1
+    iv = summary["intervals"]["direct_influence_share"]
+    assert iv["ci_low"] == iv["mean"] == iv["ci_high"] == m["direct_influence_share"]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {r["condition"] for r in rows} == {"normal", "myopic", "split", "tracked"}
+
+
+def test_summary_intervals_cover_the_seeds():
+    from claimgraph.experiments.jobs.gradient_decomposition import _interval
+
+    mean, lo, hi = _interval([0.1, 0.2, 0.3])
+    assert mean == pytest.approx(0.2) and lo < 0.1 and hi > 0.3
+    assert _interval([float("nan"), 0.5]) == (0.5, 0.5, 0.5)
+    assert all(math.isnan(x) for x in _interval([]))
