@@ -1,0 +1,78 @@
+"""PNG plots for the leading-terms job: cosine with the leading term over training, and the projection check.
+matplotlib (Agg) is imported inside each function."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+COLORS = {"output": "tab:blue", "value": "tab:orange", "attention": "tab:green", "position": "tab:gray"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_cosines(path: Path, curves: Sequence[dict], *, terms: Sequence[str], marks: dict[str, int] | None = None,
+                 title: str = "") -> Path:
+    """Cosine of each learned tensor with its leading term against SGD step (log scale), one line per term and
+    curve; `curves` are lists of checkpoint rows ({"step", "cos_<term>", "loss_eval"}) wrapped as
+    {"label": str, "rows": [...]}. The held-out loss is drawn on a second axis when there is one curve."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for ci, curve in enumerate(curves):
+        rows = curve["rows"]
+        for term in terms:
+            pts = [(r["step"], r[f"cos_{term}"]) for r in rows if r.get(f"cos_{term}") is not None]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, color=COLORS.get(term), alpha=0.9 if len(curves) == 1 else 0.6, marker=".",
+                    label=term if ci == 0 else None)
+    ax.set_xscale("log")
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("cosine(learned, leading term)")
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
+    ax.axhline(1.0, color="black", lw=0.5)
+    for name, step in (marks or {}).items():
+        ax.axvline(step, color="black", ls=":", lw=0.8)
+        ax.text(step, 0.02, f" {name}", rotation=90, va="bottom", fontsize=8, transform=ax.get_xaxis_transform())
+    if len(curves) == 1:
+        ax2 = ax.twinx()
+        rows = curves[0]["rows"]
+        ax2.plot([r["step"] for r in rows], [r["loss_eval"] for r in rows], color="black", lw=1, ls="--",
+                 label="held-out loss")
+        ax2.set_ylabel("held-out loss (nats)")
+        ax2.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(title or "Learned weights vs gradient leading terms")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_loss_increase(path: Path, increases: dict[str, list[float]], *, title: str = "") -> Path:
+    """Bar per term: held-out loss increase when its leading term is projected out of the trained weights
+    (mean over the given values, with their spread as error bars and each value as a dot)."""
+    plt = _pyplot()
+    import numpy as np
+
+    names = list(increases)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    means = [float(np.mean(increases[n])) for n in names]
+    sds = [float(np.std(increases[n], ddof=1)) if len(increases[n]) > 1 else 0.0 for n in names]
+    ax.bar(names, means, yerr=sds, color=[COLORS.get(n, "tab:purple") for n in names], alpha=0.8, capsize=4)
+    for i, n in enumerate(names):
+        ax.scatter([i] * len(increases[n]), increases[n], color="black", s=10, zorder=3)
+    ax.set_yscale("symlog", linthresh=1e-4)
+    ax.set_ylabel("loss increase (nats, symlog)")
+    ax.set_title(title or "Projecting each leading term out of the trained weights")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
