@@ -558,7 +558,8 @@ class Store:
             edges_added = self._upsert_edges(edges, path=document.path)
             self._put_stated_similar(delta.similar, prov)
             if prior is not None:
-                report.nodes_removed, report.edges_removed = self._drop_stale(document.path, nodes, edges)
+                report.nodes_removed, report.edges_removed = self._drop_stale(document.path, nodes, edges,
+                                                                              delta.similar)
             if vectors:
                 self.put_embeddings(vectors, model or "unknown")
             self.con.execute("""INSERT INTO documents VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET
@@ -573,7 +574,7 @@ class Store:
     def _put_stated_similar(self, similar: list[StatedSimilarity], prov: Provenance) -> None:
         now = _naive_utc(datetime.now(timezone.utc))
         for s in similar:
-            key = s.other_id or f"untyped:{slugify(s.other_title)}"
+            key = _similar_key(s)
             self.con.execute("""INSERT INTO stated_similarity VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (node_id, other_key) DO UPDATE SET other_title = excluded.other_title,
                 other_type = excluded.other_type, other_text = excluded.other_text, score = excluded.score,
@@ -581,9 +582,13 @@ class Store:
                              [s.node_id, key, s.other_id, s.other_title, s.other_type.value if s.other_type else None,
                               s.other_text, s.score, prov.source, prov.source_hash, now])
 
-    def _drop_stale(self, path: str, nodes: list[Node], edges: list[Edge]) -> tuple[dict, dict]:
+    def _drop_stale(self, path: str, nodes: list[Node], edges: list[Edge],
+                    similar: list[StatedSimilarity]) -> tuple[dict, dict]:
         """After re-ingest of a changed document: forget what it no longer says."""
         c = self.con
+        c.execute("""DELETE FROM stated_similarity WHERE source = $1
+            AND (node_id, other_key) NOT IN (SELECT (unnest($2), unnest($3)))""",
+                  [path, [s.node_id for s in similar], [_similar_key(s) for s in similar]])
         keep_nodes = [n.id for n in nodes]
         stale_edges = c.execute("""SELECT src, type, dst FROM edge_sources WHERE path = $1
             AND (src, type, dst) NOT IN (SELECT (unnest($2), unnest($3), unnest($4)))""",
@@ -701,6 +706,10 @@ class Store:
         q = f"SELECT {', '.join(self._RUN_COLS)} FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self.con.execute(q + " ORDER BY created_at DESC, run_id DESC", params).fetchall()
         return [{k: (_aware(v) if isinstance(v, datetime) else v) for k, v in zip(self._RUN_COLS, r)} for r in rows]
+
+
+def _similar_key(s: StatedSimilarity) -> str:
+    return s.other_id or f"untyped:{slugify(s.other_title)}"
 
 
 def _paper_keys(attrs: dict[str, Any]) -> list[str]:

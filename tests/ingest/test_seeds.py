@@ -334,8 +334,6 @@ def test_changed_claim_page_updates_scores_and_drops_items(store, seed, tmp_path
     assert store.count_nodes()["finding"] == 3
 
 
-@pytest.mark.xfail(strict=True, reason="graph/store.py: _drop_stale keeps the stated_similarity rows of a changed "
-                                       "document for nodes it still defines (fix requested from the graph owner)")
 def test_changed_claim_page_forgets_a_similarity_it_no_longer_states(store, seed, tmp_path):
     doc = tmp_path / "page.txt"
     shutil.copy(seed("003"), doc)
