@@ -1,15 +1,16 @@
-"""One seed of the gradient-decomposition experiment on the majority task.
+"""One seed of the gradient-decomposition experiment (on the majority task or a substrate corpus).
 
-1. Train from one initialisation, on the same batches, three models: normal, myopic (attention keys and values
-   of other positions detached, so each loss trains only its own position's stream) and split (separate
-   weights for the input segment and the output segment, both starting from the shared initialisation).
-2. Fit ridge probes for the majority feature on the final normal model's activations at (layer, useless
-   positions); they define the risk R (see influence.py).
+1. Train from one initialisation, on the same batches: a normal model, a myopic one (attention keys and values
+   of other positions detached, so each loss trains only its own position's stream) and, on the majority task,
+   a split one (separate weights for the input and the output segment, both starting from the shared init).
+2. Fit ridge probes for the feature on the final normal model's activations at (layer, tracked positions);
+   they define the risk R (see influence.py).
 3. Replay the normal run step for step, decomposing every step's gradient into direct / pre-caching / shared
-   parts at (layer, useless positions) and integrating each part's Adam update against grad R. `pairing="set"`
-   treats the useless positions as one group (parts summed over them, R averaged over them); "position" pairs
-   each position's parts with its own R_i, as the paper does per position (2n + n extra backward passes).
-4. Report held-out probe correlations under each intervention, task accuracy, influence shares and checks.
+   parts at (layer, tracked positions) and integrating each part's Adam update against grad R. `pairing`
+   "position" pairs each position's parts with its own R_i, as the paper does (3n backward passes of the
+   blocks below the layer per step, the default on the majority task); "set" treats the positions as one
+   group, parts summed and R averaged (3 passes; the default on a corpus, whose sequences are long).
+4. Report held-out probe correlations under each condition, task accuracy, influence shares and checks.
 
 `params` is the job's Params (fields listed in jobs/gradient_decomposition.py); `ctx` offers log,
 log_metrics, progress and artifact as RunContext does.
@@ -23,8 +24,8 @@ from typing import Any
 import torch
 
 from .decomposition import decompose, decompose_literal, full_gradient
+from .decomposition_data import corpus_source, majority_source
 from .influence import PARTS, AdamInfluence, ProbeRisk, fit_ridge, flat_params, probe_correlation
-from .majority import MajorityBatch, MajorityConfig, sample
 from .transformer import AttnMode, Transformer, TransformerConfig, token_losses
 
 CURVE_POINTS = 100  # points kept per curve in the result details
@@ -114,16 +115,6 @@ def track(model: Transformer, data: torch.Tensor, params: Any, ctx: Any, risk: P
             "sum_error": max(sum_errors), "check_error": check_error}
 
 
-@torch.no_grad()
-def accuracy(model: Transformer, batch: MajorityBatch, task: MajorityConfig) -> tuple[float, float]:
-    """(share of output positions whose argmax is a current majority token, the same at the first output)."""
-    logits = model(batch.tokens[:, :-1])                                               # [N, T, d_vocab]
-    pred = logits[:, task.n_in:].argmax(-1)                                            # [N, n_out]
-    legal = torch.nn.functional.pad(batch.legal[:, task.n_in:], (0, 1))                # [N, n_out, d_vocab]
-    ok = legal.gather(-1, pred[..., None])[..., 0].float()                             # [N, n_out]
-    return float(ok.mean()), float(ok[:, 0].mean())
-
-
 def _acts(model: Transformer, tokens: torch.Tensor, layer: int, positions: list[int]) -> torch.Tensor:
     return model.resid_streams(tokens)[layer][:, positions].transpose(0, 1)            # [n_pos, N, d]
 
@@ -133,62 +124,61 @@ def _downsample(values: list[float]) -> list[float]:
     return [float(v) for v in values[::step]] + ([float(values[-1])] if (len(values) - 1) % step else [])
 
 
-def run_seed(params: Any, seed: int, ctx: Any, device: str = "cpu") -> tuple[dict[str, float], dict[str, Any]]:
-    """One seed: returns (scalar metrics, details) and writes the seed's plots."""
+def run_seed(params: Any, seed: int, ctx: Any, device: str = "cpu", data_ref: str | None = None
+             ) -> tuple[dict[str, float], dict[str, Any]]:
+    """One seed: returns (scalar metrics, details) and writes the seed's plots. `data_ref` None is the
+    majority task, `synthetic:<preset>` a substrate corpus."""
     threads = torch.get_num_threads()
     if params.threads is not None and device == "cpu":
         torch.set_num_threads(params.threads)
     try:
-        return _run_seed(params, seed, ctx, device)
+        return _run_seed(params, seed, ctx, device, data_ref)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_seed(params: Any, seed: int, ctx: Any, device: str) -> tuple[dict[str, float], dict[str, Any]]:
+def _run_seed(params: Any, seed: int, ctx: Any, device: str, data_ref: str | None
+              ) -> tuple[dict[str, float], dict[str, Any]]:
     from .decomposition_plots import plot_influence, plot_probe_correlations
 
-    dtype = torch.float64 if params.float64 else torch.float32
-    task = MajorityConfig(n_vocab=params.n_vocab, n_in=params.n_in, n_out=params.n_out)
-    mcfg = TransformerConfig(d_vocab=task.d_vocab, n_ctx=task.n_ctx, d_model=params.d_model,
-                             n_heads=params.n_heads, d_mlp=params.d_mlp, n_layers=params.n_layers)
+    src = majority_source(params, seed, device) if data_ref is None else corpus_source(params, seed, device, data_ref)
     if not 0 <= params.layer <= params.n_layers:
         raise ValueError(f"layer {params.layer} outside 0..{params.n_layers} (residual stream index)")
-    positions = task.useless_positions()
-
-    data = sample(task, params.steps * params.batch_size, seed=2 * seed).tokens.to(device)  # [S*B, L]
-    held = sample(task, params.probe_sequences, seed=2 * seed + 1)
-    held = MajorityBatch(*(x.to(device) for x in held))
-    n_fit = int(params.probe_sequences * (1 - params.probe_test_frac))
+    dtype = torch.float64 if params.float64 else torch.float32
+    mcfg = TransformerConfig(d_vocab=src.d_vocab, n_ctx=src.n_ctx, d_model=params.d_model,
+                             n_heads=params.n_heads, d_mlp=params.d_mlp, n_layers=params.n_layers)
+    positions = src.positions
+    pairing = params.pairing if params.pairing != "auto" else ("position" if data_ref is None else "set")
+    groups = [positions] if pairing == "set" else [[i] for i in positions]
+    n_fit = int(src.held.shape[0] * (1 - params.probe_test_frac))
+    feats = src.features[:, positions].transpose(0, 1).to(dtype)                       # [n_pos, N, C]
     torch.manual_seed(seed)
     init = Transformer(mcfg).to(device=device, dtype=dtype)
-    feats = held.features[:, positions].transpose(0, 1).to(dtype)                     # [n_pos, N, C]
 
     def corr(model: Transformer) -> torch.Tensor:                                     # [n_pos, C]
-        X = _acts(model, held.tokens[:, :-1], params.layer, positions)
+        X = _acts(model, src.held[:, :-1], params.layer, positions)
         return probe_correlation(X[:, :n_fit], feats[:, :n_fit], X[:, n_fit:], feats[:, n_fit:], params.probe_alpha)
 
-    models = {"normal": copy.deepcopy(init), "myopic": copy.deepcopy(init), "split": init.split_copy(task.split_at)}
-    losses = {
-        "normal": train(models["normal"], data, params, ctx, condition="normal", cut_layer=params.layer),
-        "myopic": train(models["myopic"], data, params, ctx, condition="myopic", mode="myopic"),
-        "split": train(models["split"], data, params, ctx, condition="split"),
-    }
-    ctx.log(f"final loss normal {losses['normal'][-1]:.4f} myopic {losses['myopic'][-1]:.4f} "
-            f"split {losses['split'][-1]:.4f}")
+    models = {"normal": copy.deepcopy(init), "myopic": copy.deepcopy(init)}
+    losses = {"normal": train(models["normal"], src.train, params, ctx, condition="normal", cut_layer=params.layer),
+              "myopic": train(models["myopic"], src.train, params, ctx, condition="myopic", mode="myopic")}
+    if src.split_at is not None:
+        models["split"] = init.split_copy(src.split_at)
+        losses["split"] = train(models["split"], src.train, params, ctx, condition="split")
+    ctx.log("final loss " + " ".join(f"{name} {v[-1]:.4f}" for name, v in losses.items()))
 
     final = models["normal"]
-    X_final = _acts(final, held.tokens[:, :-1], params.layer, positions)
+    X_final = _acts(final, src.held[:, :-1], params.layer, positions)
     probe = fit_ridge(X_final[:, :n_fit], feats[:, :n_fit], params.probe_alpha)
-    groups = [positions] if params.pairing == "set" else [[i] for i in positions]
-    risk = ProbeRisk(probe.W, held.tokens[: params.risk_sequences, :-1], final, params.layer, positions, groups)
+    risk = ProbeRisk(probe.W, src.held[: params.risk_sequences, :-1], final, params.layer, positions, groups)
 
     tracked = copy.deepcopy(init)
-    tr = track(tracked, data, params, ctx, risk, groups)
+    tr = track(tracked, src.train, params, ctx, risk, groups)
     replay_diff = float((flat_params(tracked) - flat_params(final)).abs().max())
 
     corrs = {"init": corr(init), **{name: corr(m) for name, m in models.items()}}
     corr_mean = {name: float(torch.nanmean(c)) for name, c in corrs.items()}
-    accs = {name: accuracy(m, held, task) for name, m in models.items()}
+    accs = {name: src.accuracy(m) for name, m in models.items()}
 
     infl = tr["cum"].mean(1)                                                           # [3]
     infl_sum = float(infl.sum())
@@ -204,16 +194,10 @@ def _run_seed(params: Any, seed: int, ctx: Any, device: str) -> tuple[dict[str, 
         "risk_start": tr["curve_risk"][0],
         "risk_end": tr["risk_end"],
         "influence_sum_ratio": infl_sum / risk_drop if risk_drop != 0 else math.nan,
-        "probe_corr_init": corr_mean["init"],
-        "probe_corr_normal": corr_mean["normal"],
-        "probe_corr_myopic": corr_mean["myopic"],
-        "probe_corr_split": corr_mean["split"],
-        "myopic_corr_drop": corr_mean["normal"] - corr_mean["myopic"],
-        "split_corr_drop": corr_mean["normal"] - corr_mean["split"],
-        "task_accuracy": accs["normal"][0],
-        "first_output_accuracy": accs["normal"][1],
-        "task_accuracy_myopic": accs["myopic"][0],
-        "task_accuracy_split": accs["split"][0],
+        **{f"probe_corr_{name}": v for name, v in corr_mean.items()},
+        **{f"{name}_corr_drop": corr_mean["normal"] - corr_mean[name] for name in models if name != "normal"},
+        **accs["normal"],
+        **{f"task_accuracy_{name}": a["task_accuracy"] for name, a in accs.items() if name != "normal"},
         "final_loss_normal": losses["normal"][-1],
         "decomposition_check_error": tr["check_error"],
         "adam_sum_error": tr["sum_error"],
@@ -225,9 +209,11 @@ def _run_seed(params: Any, seed: int, ctx: Any, device: str) -> tuple[dict[str, 
         "risk": _downsample(tr["curve_risk"][1:]),
     }
     details = {
+        "data": src.name,
+        "feature": "is_majority_c (c = each task token)" if data_ref is None else params.corpus_feature,
         "layer": params.layer,
         "positions": positions,
-        "pairing": params.pairing,
+        "pairing": pairing,
         "influence_by_group": {n: tr["cum"][j].tolist() for j, n in enumerate(PARTS)},
         "probe_corr_by_position": {name: torch.nanmean(c, dim=1).tolist() for name, c in corrs.items()},
         "loss_curves": {name: _downsample(v) for name, v in losses.items()},
@@ -237,7 +223,8 @@ def _run_seed(params: Any, seed: int, ctx: Any, device: str) -> tuple[dict[str, 
                                     f"one forward of blocks < layer on the risk batch and {len(groups)} backward "
                                     "passes of them"),
     }
-    plot_influence(ctx.artifact(f"influence_seed{seed}.png"), curves, title=f"seed {seed}, layer {params.layer}")
+    title = f"seed {seed}, {src.name}, layer {params.layer}"
+    plot_influence(ctx.artifact(f"influence_seed{seed}.png"), curves, title=title)
     plot_probe_correlations(ctx.artifact(f"probe_corr_seed{seed}.png"), details["probe_corr_by_position"],
-                            positions, title=f"seed {seed}, layer {params.layer}")
+                            positions, title=title)
     return metrics, details

@@ -6,7 +6,8 @@ next-token gradient at residual stream (layer, i) is split into direct learning,
 (experiments/dynamics/decomposition.py); each part's Adam update is scored against the gradient of a probe risk
 for the feature "token c is a current majority" at the input positions, where it cannot help predict the next
 (random) token (experiments/dynamics/influence.py); and models trained myopically or with split input/output
-weights show how the feature's probe correlation depends on those paths.
+weights show how the feature's probe correlation depends on those paths. With `data=synthetic:<preset>` the same
+analysis runs on a substrate corpus for one of its position labels (`corpus_feature`), without the split condition.
 
 The loss is next-token cross-entropy at every position, inputs included: that is the paper's setting, and it is
 what makes the input positions' own loss a real (if uninformative) gradient source, so "direct influence near
@@ -44,11 +45,13 @@ class GradientDecompositionParams(JobParams):
     eps: float = Field(1e-8, gt=0)               # Adam epsilon
     # analysis
     layer: int = Field(1, ge=0)                  # residual stream index decomposed and probed (0 = embeddings)
-    # "position": each useless position's parts scored against its own probe risk (the paper's pairing;
-    # 3 backward passes of the blocks below `layer` per position and step); "set": all useless positions as
-    # one group (parts summed, risk averaged; 3 passes per step), where direct learning at one input position
-    # that reshapes the feature at another counts as direct rather than as circuit sharing
-    pairing: Literal["position", "set"] = "position"
+    # "position": each tracked position's parts scored against its own probe risk (the paper's pairing;
+    # 3 backward passes of the blocks below `layer` per position and step); "set": all tracked positions as
+    # one group (parts summed, risk averaged; 3 passes per step), where direct learning at one position that
+    # reshapes the feature at another counts as direct rather than as circuit sharing; "auto": "position" on
+    # the majority task, "set" on a corpus (62 positions per sequence in synthetic:default)
+    pairing: Literal["auto", "position", "set"] = "auto"
+    corpus_feature: str = "paren_span"          # label probed when data is a synthetic corpus (span_labels)
     probe_sequences: int = Field(2048, ge=16)    # held-out sequences for the ridge probes
     probe_test_frac: float = Field(0.3, gt=0, lt=1)  # share of them used to score probe correlations
     probe_alpha: float = Field(1.0, gt=0)        # ridge penalty (the paper's default)
@@ -87,13 +90,14 @@ class GradientDecompositionJob(Job):
         "probe_corr_init": "held-out probe correlation of the feature at initialisation (baseline)",
         "probe_corr_normal": "held-out probe correlation after normal training",
         "probe_corr_myopic": "held-out probe correlation after myopic training",
-        "probe_corr_split": "held-out probe correlation after split-weight training",
+        "probe_corr_split": "held-out probe correlation after split-weight training (majority task only)",
         "myopic_corr_drop": "probe_corr_normal - probe_corr_myopic",
-        "split_corr_drop": "probe_corr_normal - probe_corr_split",
-        "task_accuracy": "normal model: share of output predictions that are a current majority token",
-        "first_output_accuracy": "normal model: the same at the first output position",
+        "split_corr_drop": "probe_corr_normal - probe_corr_split (majority task only)",
+        "task_accuracy": "normal model: share of output predictions that are a current majority token "
+                         "(on a corpus: top-1 next-token accuracy)",
+        "first_output_accuracy": "normal model: the same at the first output position (majority task only)",
         "task_accuracy_myopic": "myopic model: task accuracy",
-        "task_accuracy_split": "split model: task accuracy",
+        "task_accuracy_split": "split model: task accuracy (majority task only)",
         "final_loss_normal": "normal model: training loss at the last step",
         "decomposition_check_error": "max |fast parts - parts from the definitions| / max |grad L| at step 1",
         "adam_sum_error": "max over steps of |sum of part updates - real Adam update| / max |real update|",
@@ -109,9 +113,10 @@ class GradientDecompositionJob(Job):
         if ctx.model_ref is not None:
             raise InvalidInput(f"gradient_decomposition trains its own model; drop the model reference "
                                f"{ctx.model_ref!r} (set sizes with --param d_model=... etc.)")
-        if ctx.data_ref not in (None, "majority", "majority:default"):
-            raise InvalidInput(f"gradient_decomposition runs on the built-in majority task; data reference "
-                               f"{ctx.data_ref!r} is not supported yet (leave data unset)")
+        data_ref = None if ctx.data_ref in (None, "majority", "majority:default") else ctx.data_ref
+        if data_ref is not None and not data_ref.startswith("synthetic:"):
+            raise InvalidInput(f"gradient_decomposition runs on the built-in majority task (leave data unset) "
+                               f"or a substrate corpus 'synthetic:<preset>'; got data reference {data_ref!r}")
         if params.layer > params.n_layers:
             raise InvalidInput(f"layer {params.layer} is beyond the model's {params.n_layers} blocks; "
                                f"choose 0..{params.n_layers}")
@@ -125,11 +130,11 @@ class GradientDecompositionJob(Job):
         device = ctx.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        metrics, details = run_seed(params, seed, ctx, device=device)
+        metrics, details = run_seed(params, seed, ctx, device=device, data_ref=data_ref)
         ctx.log(f"shares direct {metrics['direct_influence_share']:.3f} precache "
                 f"{metrics['precache_influence_share']:.3f} shared {metrics['shared_influence_share']:.3f}; "
-                f"probe corr normal {metrics['probe_corr_normal']:.3f} myopic {metrics['probe_corr_myopic']:.3f} "
-                f"split {metrics['probe_corr_split']:.3f}")
+                "probe corr " + " ".join(f"{c} {metrics[f'probe_corr_{c}']:.3f}"
+                                         for c in ("normal", "myopic", "split") if f"probe_corr_{c}" in metrics))
         return SeedResult(seed=seed, metrics=metrics, details=details)
 
     def summarize(self, ctx: Any, params: GradientDecompositionParams, results: list[SeedResult]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def test_params_refuse_unknown_and_invalid_fields():
         P(pairing="diagonal")
     with pytest.raises(ValidationError):
         P(lr=0)
-    assert P().model_dump()["pairing"] == "position"
+    assert P().model_dump()["pairing"] == "auto"
 
 
 def test_default_criterion_reads_a_reported_metric_and_spec_builds():
@@ -62,7 +62,7 @@ def test_refuses_model_and_corpus_references(tmp_path):
     with pytest.raises(InvalidInput, match="trains its own model"):
         job.run(_ctx(tmp_path / "a", model_ref="toy:default"), p, 0)
     with pytest.raises(InvalidInput, match="majority task"):
-        job.run(_ctx(tmp_path / "b", data_ref="synthetic:default"), p, 0)
+        job.run(_ctx(tmp_path / "b", data_ref="text:/some/file.txt"), p, 0)
     with pytest.raises(InvalidInput, match="layer"):
         job.run(_ctx(tmp_path / "c"), job.Params(**{**TINY, "layer": 3}), 0)
 
@@ -115,3 +115,24 @@ def test_summary_intervals_cover_the_seeds():
     assert mean == pytest.approx(0.2) and lo < 0.1 and hi > 0.3
     assert _interval([float("nan"), 0.5]) == (0.5, 0.5, 0.5)
     assert all(math.isnan(x) for x in _interval([]))
+
+
+def test_job_runs_on_a_substrate_corpus(tmp_path):
+    pytest.importorskip("claimgraph.experiments.substrate.corpus")
+    job = GradientDecompositionJob()
+    p = job.Params(**{**TINY, "steps": 6, "probe_sequences": 64})
+    ctx = _ctx(tmp_path, data_ref="synthetic:tiny")
+    try:
+        with pytest.raises(InvalidInput, match="corpus feature"):
+            job.run(ctx, job.Params(**{**TINY, "corpus_feature": "no_such_label"}), 0)
+        res = job.run(ctx, p, 0)
+    finally:
+        ctx.close()
+    m = res.metrics
+    assert "probe_corr_split" not in m and "first_output_accuracy" not in m   # no segments to split
+    assert set(m) <= set(job.metrics)
+    assert m["replay_max_diff"] == 0.0 and m["decomposition_check_error"] < 1e-4
+    assert m["influence_sum_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert res.details["pairing"] == "set" and res.details["feature"] == "paren_span"
+    assert len(res.details["positions"]) == 30                     # synthetic:tiny has 32 tokens per sequence
+    assert (tmp_path / "artifacts" / "influence_seed0.png").is_file()
