@@ -200,7 +200,7 @@ def search(ctx: typer.Context, query: Annotated[str, typer.Argument(help="Words 
            type: Annotated[Optional[str], typer.Option("--type", "-t", help="Only nodes of this type.")] = None,
            k: Annotated[int, typer.Option("-k", help="Results to return.")] = 10):
     """Hybrid semantic + keyword search. Example: claimgraph search "features of shuffled models" --type finding"""
-    from claimgraph.graph.similarity import search as do_search
+    from claimgraph.graph.search import search as do_search
 
     ntype = _node_type(type)
     with _store(ctx) as s:

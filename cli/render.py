@@ -38,21 +38,26 @@ def note(message: str) -> None:
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
           wrap: Sequence[str] = ("title", "description", "text")) -> None:
+    """A rich table on stdout. Short columns keep their full width; ids fold; long text wraps."""
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
-    for c in columns:
-        t.add_column(c, overflow="fold" if c in wrap else "ellipsis", no_wrap=c not in wrap,
-                     max_width=70 if c in wrap else None)
-    n = 0
-    for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
-        n += 1
+    cells = [["" if v is None else str(v) for v in r] for r in rows]
     con = _console()
-    if n == 0:
+    if not cells:
         con.print(f"{title + ': ' if title else ''}(none)", markup=False)
-    else:
-        con.print(t)
+        return
+    t = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
+    for i, c in enumerate(columns):
+        longest = max([len(c)] + [len(r[i]) for r in cells])
+        if c in wrap:
+            t.add_column(c, overflow="fold", max_width=70, min_width=min(longest, 24))
+        elif longest <= 24:
+            t.add_column(c, no_wrap=True, min_width=longest)
+        else:
+            t.add_column(c, overflow="fold", min_width=min(longest, 24))
+    for r in cells:
+        t.add_row(*r)
+    con.print(t)
 
 
 def lines(text_lines: Iterable[str | tuple[str, str]]) -> None:

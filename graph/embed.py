@@ -44,6 +44,13 @@ class Embedder:
             from sentence_transformers import SentenceTransformer
 
             logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+            try:  # the weight-loading bar is noise on every command that encodes
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+                hf_logging.set_verbosity_error()
+            except ImportError:
+                pass
             self._model = SentenceTransformer(str(get_model_path()), device=self.device)
         return self._model
 
