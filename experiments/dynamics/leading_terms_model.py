@@ -76,27 +76,44 @@ def mean_loss(model: AttnOnlyOneHot, inputs: torch.Tensor, targets: torch.Tensor
     return total / count
 
 
+def loss_and_grads(model: AttnOnlyOneHot, x: torch.Tensor, y: torch.Tensor, *,
+                   chunk: int | None = None) -> tuple[float, list[torch.Tensor]]:
+    """Mean cross-entropy over x, y [N, T] and its gradient for every parameter, accumulated over chunks of
+    `chunk` sequences (None: one pass) so a full-batch step fits in memory."""
+    params = list(model.parameters())
+    n = x.shape[0]
+    size = n if chunk is None else chunk
+    total, grads = 0.0, [torch.zeros_like(p) for p in params]
+    for i in range(0, n, size):
+        xc, yc = x[i:i + size], y[i:i + size]
+        logits = model(xc)                                                      # [b, T, V]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yc.reshape(-1)) * (xc.shape[0] / n)
+        for acc, g in zip(grads, torch.autograd.grad(loss, params)):
+            acc.add_(g)
+        total += float(loss.detach())
+    return total, grads
+
+
 def train_sgd(model: AttnOnlyOneHot, inputs: torch.Tensor, targets: torch.Tensor, *, lr: float, steps: int,
-              batch_size: int | None, seed: int,
+              batch_size: int | None, seed: int, chunk: int | None = None,
               on_step: Callable[[int, float], None] | None = None, progress: Callable | None = None) -> None:
     """Plain SGD (no momentum, no weight decay) for `steps` updates on minibatches of `batch_size` sequences drawn
-    uniformly with replacement (None: the full set every step, i.e. gradient descent). `on_step(step, loss)` is
-    called after update `step` (1-based) with that batch's loss before the update."""
+    uniformly with replacement (None: the full set every step, i.e. gradient descent, its gradient accumulated
+    over chunks of `chunk` sequences). `on_step(step, loss)` is called after update `step` (1-based) with that
+    batch's loss before the update."""
     n = inputs.shape[0]
-    g = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(int(seed))
     params = list(model.parameters())
     steps_iter = range(1, steps + 1)
     for step in (progress(steps_iter, total=steps, desc="sgd") if progress else steps_iter):
         if batch_size is None or batch_size >= n:
             x, y = inputs, targets
         else:
-            idx = torch.randint(n, (batch_size,), generator=g)                  # [b]
+            idx = torch.randint(n, (batch_size,), generator=gen)                # [b]
             x, y = inputs[idx], targets[idx]                                    # [b, T]
-        logits = model(x)                                                       # [b, T, V]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        grads = torch.autograd.grad(loss, params)
+        loss, grads = loss_and_grads(model, x, y, chunk=chunk)
         with torch.no_grad():                       # theta <- theta - lr * grad (torch.optim.SGD's update, which
             for p, grad in zip(params, grads):      # costs seconds of torch._dynamo import on first use)
                 p.sub_(lr * grad)
         if on_step is not None:
-            on_step(step, float(loss.detach()))
+            on_step(step, loss)

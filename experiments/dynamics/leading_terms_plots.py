@@ -76,3 +76,31 @@ def plot_loss_increase(path: Path, increases: dict[str, list[float]], *, title: 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_toy_path(path: Path, toys: Sequence[dict], seeds: Sequence[int]) -> Path:
+    """Cosine of a toy model's centred embedding->unembedding path with B (and the B^T control), and of its change
+    since step 0 with B, per checkpoint."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for i, (toy, seed) in enumerate(zip(toys, seeds)):
+        rows = toy["checkpoints"]
+        steps = [max(r["step"], 1) for r in rows]  # step 0 drawn at 1 on the log axis
+        ax.plot(steps, [r["cos_bigram"] for r in rows], color="tab:blue", marker=".", alpha=0.7,
+                label="vs B" if i == 0 else None)
+        ax.plot(steps, [r["cos_bigram_transposed"] for r in rows], color="tab:red", ls="--", alpha=0.7,
+                label="vs B^T (control)" if i == 0 else None)
+        change = [(s, r["cos_bigram_change"]) for s, r in zip(steps, rows) if r["cos_bigram_change"] is not None]
+        if change:
+            ax.plot(*zip(*change), color="tab:green", marker=".", alpha=0.7,
+                    label="change since step 0 vs B" if i == 0 else None)
+    ax.set_xscale("log")
+    ax.set_xlabel("toy training step (0 drawn at 1)")
+    ax.set_ylabel("cosine")
+    ax.axhline(0.0, color="black", lw=0.5)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{toys[0].get('model')}: W_E diag(ln_f) W_U (rows centred) vs bigram B")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

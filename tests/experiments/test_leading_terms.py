@@ -154,7 +154,7 @@ def test_trace_cosine_matches_numpy_and_handles_zero():
 
 def test_job_measure_matches_independent_numpy_on_a_four_token_corpus():
     """The job's checkpoint row (cosines, ratios) against numpy by hand, after a few SGD steps on 4 tokens."""
-    from claimgraph.experiments.jobs.leading_terms import measure
+    from claimgraph.experiments.dynamics.leading_terms_run import measure
 
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(4, (5, 7), generator=gen)

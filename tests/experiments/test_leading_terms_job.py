@@ -108,6 +108,18 @@ def test_early_checkpoint_follows_the_registered_progress_rule(tiny_run):
         assert r.metrics["cos_output_early"] == early["cos_output"]
 
 
+def test_full_batch_control_equals_the_run_when_the_batch_is_the_training_set(job, tmp_path):
+    """With batch_size = n_train, SGD is gradient descent: the control must reproduce the run's early row."""
+    ctx = RunContext(tmp_path, device="cpu", model_ref=None, data_ref="builtin:tiny", progress=False)
+    ctx.seed = 0
+    r = job.run(ctx, job.Params(**{**TINY, "batch_size": TINY["n_train"], "steps": 40}), 0)
+    ctx.close()
+    for t in ("output", "value", "attention", "position"):
+        assert r.metrics[f"cos_{t}_gd_early"] == pytest.approx(r.metrics[f"cos_{t}_early"], abs=1e-5), t
+        assert r.metrics[f"ratio_{t}_gd_early"] == pytest.approx(r.metrics[f"ratio_{t}_early"], rel=1e-4), t
+    assert r.details["gd_control_early"]["loss_eval"] == pytest.approx(r.metrics["loss_early"], abs=1e-5)
+
+
 def test_run_writes_plots_metrics_and_readable_associations(tiny_run):
     run_dir, params, results, summary = tiny_run
     art = run_dir / "artifacts"
@@ -127,7 +139,6 @@ def test_run_writes_plots_metrics_and_readable_associations(tiny_run):
     json.dumps([r.model_dump(mode="json") for r in results], allow_nan=False)  # the result file stays strict JSON
 
 
-@pytest.mark.slow
 def test_runner_attaches_evidence_to_a_claim(file_store):
     """The job through the real worker subprocess: run folder, verdict, evidence node on the claim."""
     from claimgraph.experiments.api import add_experiment
@@ -137,8 +148,9 @@ def test_runner_attaches_evidence_to_a_claim(file_store):
     claim = "claim:closed-form-weight-characterizations-via-gradient-leading-terms"
     file_store.add_node(Node(id=claim, type="claim", title="Closed-form weight characterizations via gradient "
                                                            "leading terms"))
-    exp = add_experiment(file_store, [claim], "leading_terms", params=TINY, data="builtin:tiny", seeds=[0],
-                         device="cpu")
+    exp = add_experiment(file_store, [claim], "leading_terms", params={**TINY, "toy_check": False},
+                         data="builtin:tiny", seeds=[0], device="cpu")
+    assert exp.attrs["spec"]["model"] == "toy:default"  # the kind's default, not used with toy_check off
     out = run_experiment(file_store, exp.id, progress=False)
     assert out.status == "completed", out.error
     assert out.verdict in ("supported", "refuted", "inconclusive")
@@ -152,3 +164,30 @@ def test_runner_attaches_evidence_to_a_claim(file_store):
     edge = {"supported": EdgeType.supports, "refuted": EdgeType.refutes}.get(out.verdict)
     linked = [e for e in file_store.edges(out.evidence_id, direction="out") if e.dst == claim]
     assert [e.type for e in linked] == ([edge] if edge else [])
+
+
+@pytest.mark.slow
+def test_toy_model_comparison(job, tmp_path):
+    """With a toy reference the job compares the toy's embedding->unembedding path with B at each checkpoint
+    (trains toy:tiny once per test session)."""
+    ctx = RunContext(tmp_path, device="cpu", model_ref="toy:tiny", data_ref="builtin:tiny", progress=False)
+    params = job.Params(**{**TINY, "toy_sequences": 128})
+    ctx.seed = 0
+    r = job.run(ctx, params, 0)
+    ctx.seed = None
+    summary = job.summarize(ctx, params, [r])
+    ctx.close()
+    rows = r.details["toy"]["checkpoints"]
+    assert rows[0]["step"] == 0 and rows[0]["cos_bigram_change"] is None and len(rows) >= 6
+    # a trained toy's direct path leans towards B and not towards the wrong basis B^T
+    assert r.metrics["toy_cos_bigram_final"] > r.metrics["toy_cos_bigram_transposed_final"] + 0.05
+    assert r.metrics["toy_cos_bigram_change_final"] > 0.05
+    assert (tmp_path / "artifacts" / "toy_direct_path.png").read_bytes()[:8] == PNG
+    assert "Toy model toy:tiny" in summary["notes"]
+    from claimgraph.graph.errors import InvalidInput
+
+    ctx = RunContext(tmp_path / "hf", device="cpu", model_ref="hf:/nowhere", data_ref="builtin:tiny",
+                     progress=False)
+    with pytest.raises(InvalidInput, match="toy models only"):
+        job.run(ctx, params, 0)
+    ctx.close()
