@@ -138,7 +138,8 @@ def ce_loss_recovered(model: Any, sae: SparseAutoencoder, tokens: Tensor, hook_n
     dev = model.device
 
     def splice(act: Tensor, name: str) -> Tensor:
-        return sae(act.to(sae.W_enc.dtype)).to(act.dtype)  # [..., d_in]
+        flat = act.reshape(*act.shape[:2], -1)  # [B, T, d_in] (per-head hooks: heads flattened)
+        return sae(flat.to(sae.W_enc.dtype)).to(act.dtype).reshape(act.shape)
 
     def zero(act: Tensor, name: str) -> Tensor:
         return torch.zeros_like(act)

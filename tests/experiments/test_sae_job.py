@@ -1,0 +1,170 @@
+"""The `sae` job kind: Params validation without torch, a shuffled-control run on toy:tiny through a real
+RunContext, SAELens artifacts that reload to the same metrics, and CE-recovered on hand-set SAEs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from claimgraph.experiments.jobs.sae import SaeJob, SaeParams
+from claimgraph.experiments.registry import get_job
+
+SMALL = dict(steps=150, batch_size=128, train_tokens=8192, eval_tokens=4096, log_every=50)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small matmuls: one intra-op thread is much faster than two when the 2 shared cores are busy."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_registered_and_importable_without_torch():
+    assert isinstance(get_job("sae"), SaeJob)
+    code = ("import sys, claimgraph.experiments.jobs.sae as m; m.SaeParams(); "
+            "assert 'torch' not in sys.modules, 'torch imported at module level'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("bad", [
+    {"colour": "red"},
+    {"architecture": "gated"},
+    {"control": "random"},
+    {"hook": "blocks.0.attn.hook_pattern"},
+    {"hook": "blocks.x.mlp.hook_post"},
+    {"steps": 0},
+    {"l1_coefficient": -1.0},
+    {"expansion": 0},
+    {"resample_fractions": [1.5]},
+    {"train_tokens": 100, "batch_size": 256},
+    {"architecture": "topk", "d_sae": 8, "k": 16},
+])
+def test_params_refuse_unknown_fields_and_bad_values(bad):
+    with pytest.raises(ValueError):
+        SaeParams(**bad)
+
+
+def test_params_defaults_and_criterion():
+    p = SaeParams()
+    assert p.hook == "blocks.0.mlp.hook_post" and p.control == "shuffled" and p.architecture == "relu"
+    assert SaeParams(hook="blocks.3.hook_resid_post").hook == "blocks.3.hook_resid_post"
+    crit = SaeJob.default_criterion
+    assert crit.metric == "single_token_frac_diff" and crit.op == ">"
+    assert crit.decide([0.3, 0.32, 0.31]).verdict == "supported"
+    assert crit.decide([0.0, 0.01, -0.01]).verdict == "refuted"
+    assert crit.decide([0.1, 0.12, 0.08]).verdict == "inconclusive"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from claimgraph.experiments.context import RunContext
+
+    run_dir = tmp_path_factory.mktemp("sae_run")
+    ctx = RunContext(run_dir, device="cpu", model_ref="toy:tiny", data_ref="synthetic:tiny", progress=False)
+    job, params = SaeJob(), SaeParams(**SMALL)
+    ctx.seed = 0
+    result = job.run(ctx, params, 0)
+    ctx.seed = None
+    summary = job.summarize(ctx, params, [result])
+    ctx.close()
+    return run_dir, params, result, summary
+
+
+def test_shuffled_control_reports_both_conditions(tiny_run):
+    run_dir, params, result, summary = tiny_run
+    m = result.metrics
+    for cond in ("trained", "shuffled"):
+        for name in ("l0", "mse", "fve", "dead_frac", "dense_frac", "single_token_frac", "ce_recovered",
+                     "ce_clean", "ce_sae", "ce_zero"):
+            assert f"{cond}_{name}" in m, f"{cond}_{name} missing"
+        assert 0.0 <= m[f"{cond}_single_token_frac"] <= 1.0
+        assert m[f"{cond}_l0"] > 0
+    assert m["single_token_frac_diff"] == pytest.approx(m["shuffled_single_token_frac"] - m["trained_single_token_frac"])
+    # the shuffled model is a different (and much worse) language model than the trained one
+    assert m["shuffled_ce_clean"] > m["trained_ce_clean"] + 0.5
+    # the trained SAE reconstructs its activations well enough to matter
+    assert m["trained_fve"] > 0.5 and m["trained_ce_recovered"] > 0.5
+    assert (run_dir / "artifacts" / "single_token_share.png").stat().st_size > 1000
+    assert summary["plot"] == "single_token_share.png"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {r["condition"] for r in rows} == {"trained", "shuffled"}
+    assert [r["step"] for r in rows if r["condition"] == "trained"] == [0, 50, 100, 149]
+    assert all(r["seed"] == 0 for r in rows)
+
+
+def test_saved_sae_reloads_and_reproduces_metrics(tiny_run):
+    from claimgraph.experiments.jobs.sae import EVAL_SEED_OFFSET
+    from claimgraph.experiments.sae import evaluate_sae, load_sae
+    from claimgraph.experiments.substrate.corpus import get_corpus
+    from claimgraph.experiments.substrate.load import activations, load_model
+
+    run_dir, params, result, _ = tiny_run
+    folder = run_dir / "artifacts" / result.details["conditions"]["trained"]["sae_folder"]
+    cfg = json.loads((folder / "cfg.json").read_text())
+    assert cfg["hook_name"] == params.hook and cfg["model_name"] == "toy:tiny" and cfg["architecture"] == "standard"
+    assert cfg["d_in"] == 128 and cfg["d_sae"] == 256 and cfg["context_size"] == 32
+    sae = load_sae(folder)
+    corpus = get_corpus("synthetic:tiny")
+    tokens = corpus.sample(params.eval_tokens // corpus.seq_len, EVAL_SEED_OFFSET)
+    acts = activations(load_model("toy:tiny", progress=False), tokens, params.hook, batch_size=64)
+    rep = evaluate_sae(sae, acts, tokens.reshape(-1))
+    for k, v in rep.metrics.items():
+        assert v == result.metrics[f"trained_{k}"], k
+
+
+def test_same_seed_same_metrics(tiny_run, tmp_path):
+    from claimgraph.experiments.context import RunContext
+
+    _, params, result, _ = tiny_run
+    ctx = RunContext(tmp_path, device="cpu", model_ref="toy:tiny", data_ref="synthetic:tiny", progress=False)
+    again = SaeJob().run(ctx, params.model_copy(update={"control": "none"}), 0)
+    ctx.close()
+    assert again.metrics == {k: v for k, v in result.metrics.items() if k.startswith("trained_")}
+
+
+def test_ce_recovered_identity_and_zero_saes():
+    """Hand-set SAEs with known outcomes: relu(x) - relu(-x) = x reconstructs exactly (recovered 1, CE equal to
+    clean); an all-zero SAE outputs zeros (CE equal to zero-ablation, recovered 0)."""
+    import torch
+
+    from claimgraph.experiments.sae import SaeConfig, ce_loss_recovered
+    from claimgraph.experiments.sae.relu import ReluSAE
+    from claimgraph.experiments.substrate.corpus import get_corpus
+    from claimgraph.experiments.substrate.load import load_model
+
+    model = load_model("toy:tiny", progress=False)
+    tokens = get_corpus("synthetic:tiny").sample(16, seed=5)
+    hook, d = "blocks.0.mlp.hook_post", model.d_mlp
+    sae = ReluSAE(SaeConfig(d_in=d, d_sae=2 * d))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], dim=0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    ce = ce_loss_recovered(model, sae, tokens, hook, batch_size=5)
+    assert ce["ce_sae"] == pytest.approx(ce["ce_clean"], abs=1e-5)
+    assert ce["ce_recovered"] == pytest.approx(1.0, abs=1e-4)
+    assert ce["ce_zero"] > ce["ce_clean"] + 0.1
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.zero_()
+    ce0 = ce_loss_recovered(model, sae, tokens, hook, batch_size=5)
+    assert ce0["ce_sae"] == pytest.approx(ce0["ce_zero"], abs=1e-5)
+    assert ce0["ce_recovered"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_unknown_hook_on_model_is_refused(tmp_path):
+    from claimgraph.experiments.context import RunContext
+    from claimgraph.graph.errors import InvalidInput
+
+    ctx = RunContext(tmp_path, device="cpu", model_ref="toy:tiny", data_ref="synthetic:tiny", progress=False)
+    with pytest.raises(InvalidInput, match="no hook"):
+        SaeJob().run(ctx, SaeParams(hook="blocks.7.mlp.hook_post", **SMALL), 0)
+    ctx.close()
