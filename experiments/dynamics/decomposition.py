@@ -26,7 +26,8 @@ positions of G into L_i, which are pre-caching.
 
 Passes per call for n groups, beyond the plain forward and backward that give grad L and d L / d h_k: one
 forward and backward of blocks k.. in myopic mode, and 2n backward passes of blocks ..k-1 (embeddings and the
-blocks below k) with the graph retained.
+blocks below k) with the graph retained, on the prefix of the sequence up to the last tracked position (one
+extra forward of those blocks when that prefix is shorter than the sequence).
 """
 from __future__ import annotations
 
@@ -84,12 +85,16 @@ def decompose(model: Transformer, tokens: torch.Tensor, targets: torch.Tensor, l
     u_own = torch.autograd.grad(_loss(model.run_from(h_my, layer, "myopic"), targets), h_my)[0]  # [B, T, d]
     u_other = u_full - u_own                                                           # [B, T, d]
 
+    # h_k at positions <= i depends on tokens up to i only (causal), so the per-group passes run on the prefix
+    # that covers every tracked position: same numbers, shorter tensors.
+    t_max = max(max(g) for g in groups) + 1
+    h_low = h if t_max == h.shape[1] else model.resid(tokens[:, :t_max], layer)       # [B, t_max, d]
     rows = []
-    for u in (u_own, u_other):
+    for u in (u_own[:, :t_max], u_other[:, :t_max]):
         for group in groups:
-            mask = torch.zeros(h.shape[1], 1, dtype=h.dtype, device=h.device)
+            mask = torch.zeros(t_max, 1, dtype=h.dtype, device=h.device)
             mask[list(group)] = 1.0
-            g = torch.autograd.grad(h, params, u * mask, retain_graph=True, allow_unused=True)  # cot [B, T, d]
+            g = torch.autograd.grad(h_low, params, u * mask, retain_graph=True, allow_unused=True)
             rows.append(flatten(g, params))
     n = len(groups)
     parts = torch.stack(rows)                                                          # [2n, P]

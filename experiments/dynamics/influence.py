@@ -68,6 +68,8 @@ class ProbeRisk:
 
     def __init__(self, probe_W: torch.Tensor, tokens: torch.Tensor, final_model: Transformer, layer: int,
                  positions: Sequence[int], groups: Sequence[Sequence[int]]):
+        # R depends on h_k at the tracked positions only, hence on the prefix up to the last one (causal)
+        tokens = tokens[:, : max(positions) + 1]
         self.W, self.tokens, self.layer = probe_W, tokens, layer                      # W [n_pos, d, C]
         self.pos = torch.as_tensor(list(positions), device=tokens.device)
         index = {p: j for j, p in enumerate(positions)}
@@ -109,7 +111,8 @@ def flat_params(model: torch.nn.Module) -> torch.Tensor:
 class StepInfluence(NamedTuple):
     influence: torch.Tensor  # [3, n_groups]: direct, precache, shared; positive = moves towards the final feature
     total: torch.Tensor      # [n_groups]: the same for the real updates
-    sum_error: float         # max |sum of part updates - real update| / max |real update| (0 from `finish`)
+    sum_error: float         # max |sum of part updates - Adam's update from its own m| / max |that update|
+                             # (0 from `finish`); the real update differs from it by the parameters' rounding
 
 
 class AdamInfluence:
@@ -156,8 +159,10 @@ class AdamInfluence:
             prev_influence, prev_total = self._score(*self.prev, grad_R)
             influence, total = influence + prev_influence, total + prev_total
         self.prev = (updates, delta)
-        scale = delta.abs().max().clamp_min(1e-30)
-        sum_error = float((updates.sum(0) - delta[None]).abs().max() / scale)
+        m_opt = torch.cat([s["exp_avg"].reshape(-1) for s in state]).double()            # [P] Adam's own m
+        adam_update = m_opt * (-lr / (1 - b1 ** t) / denom)                             # [P]
+        scale = adam_update.abs().max().clamp_min(1e-30)
+        sum_error = float((updates.sum(0) - adam_update[None]).abs().max() / scale)
         return StepInfluence(influence=influence, total=total, sum_error=sum_error)
 
     def finish(self, grad_R: torch.Tensor) -> StepInfluence:

@@ -188,12 +188,6 @@ class Transformer(nn.Module):
             hs.append(block(hs[-1]))
         return hs
 
-    # -- parameters by layer --------------------------------------------------------------------------
-    def params_below(self, k: int) -> list[str]:
-        """Names of the parameters h_k depends on (embeddings and blocks 0..k-1)."""
-        return [n for n, _ in self.named_parameters()
-                if n in ("W_E", "W_pos") or (n.startswith("blocks.") and int(n.split(".")[1]) < k)]
-
     def split_copy(self, split_at: int) -> "Transformer":
         """A split-weight model whose both weight sets start equal to this (unsplit) model's weights."""
         assert self.cfg.split_at is None, "split_copy needs an unsplit model"

@@ -100,7 +100,7 @@ class GradientDecompositionJob(Job):
         "task_accuracy_split": "split model: task accuracy (majority task only)",
         "final_loss_normal": "normal model: training loss at the last step",
         "decomposition_check_error": "max |fast parts - parts from the definitions| / max |grad L| at step 1",
-        "adam_sum_error": "max over steps of |sum of part updates - real Adam update| / max |real update|",
+        "adam_sum_error": "max over steps of |sum of part updates - Adam's update| / max |Adam's update|",
         "replay_max_diff": "max |tracked replay weights - normal run weights| at the end",
     }
     default_model = None     # trains its own small transformer (experiments/dynamics/transformer.py)

@@ -202,7 +202,10 @@ def test_part_updates_sum_to_the_real_adam_update():
         opt.step()
         delta = flat_params(m) - before
         out = tracker.after_step(parts, grad_R, delta)
-        assert out.sum_error < 1e-10, f"step {step}: part updates miss the real update by {out.sum_error}"
+        assert out.sum_error < 1e-10, f"step {step}: part updates miss Adam's update by {out.sum_error}"
+        part_updates = tracker.prev[0]                                  # [3, n_groups, P] this step's updates
+        for g in range(len(groups)):
+            torch.testing.assert_close(part_updates[:, g].sum(0), delta, rtol=1e-9, atol=1e-13)
         torch.testing.assert_close(out.influence.sum(0), out.total, rtol=1e-8, atol=1e-12)
         m_opt = torch.cat([opt.state[p]["exp_avg"].reshape(-1) for p in m.parameters()])
         for g in range(len(groups)):
