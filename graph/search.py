@@ -25,8 +25,9 @@ measures both (docs/benchmarks.md), and numpy is the default because a warm quer
 from __future__ import annotations
 
 import weakref
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from .errors import InvalidInput, StoreError
 from .models import NodeType, SearchResult
@@ -140,17 +141,38 @@ def vector_matrix(store: "Store", model: str) -> tuple[Any, "np.ndarray"]:
     return ids, mat
 
 
-def _semantic_table(store: "Store", qvec: "np.ndarray", model: str) -> Any:
-    """Arrow table (id, cos) of every embedded node against the query vector, computed in numpy."""
+@contextmanager
+def _semantic_source(store: "Store", qvec: "np.ndarray", model: str, backend: Backend) -> Iterator[str]:
+    """SQL of a relation (id, cos): every embedded node's cosine to the unit query vector [384].
+
+    numpy: computed here over the cached matrix and handed to DuckDB as an Arrow table. duckdb: scanned
+    in SQL with array_cosine_similarity (the query vector goes in as a one-row Arrow table: binding it
+    as a 384-element list parameter costs ~60 ms).
+    """
+    import numpy as np
     import pyarrow as pa
 
-    ids, mat = vector_matrix(store, model)
-    cos = mat @ qvec  # [n]
-    return pa.table({"id": ids, "cos": pa.array(cos, pa.float32())})
-
-
-_SEM_DUCKDB = """SELECT n.id, array_cosine_similarity(e.vector, $q::FLOAT[384]) AS cos FROM nodes n
-                 JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = $model"""
+    qvec = np.asarray(qvec, dtype=np.float32).reshape(EMBED_DIM)
+    if backend == "numpy":
+        ids, mat = vector_matrix(store, model)
+        cos = mat @ qvec  # [n]
+        name, tbl = "_search_sem", pa.table({"id": ids, "cos": pa.array(cos, pa.float32())})
+        sql = "SELECT id, cos FROM _search_sem"
+    elif backend == "duckdb":
+        name, tbl = "_search_q", pa.table({"v": pa.FixedSizeListArray.from_arrays(pa.array(qvec), EMBED_DIM)})
+        # cosines first, then the join: joining nodes to the vectors themselves copies every vector (4x slower)
+        sql = f"""SELECT n.id, c.cos FROM (
+                      SELECT e.text_hash, array_cosine_similarity(e.vector, q.v) AS cos FROM embeddings e
+                      CROSS JOIN _search_q q WHERE e.model = '{model.replace("'", "''")}') c
+                  JOIN nodes n ON n.text_hash = c.text_hash"""
+    else:
+        raise InvalidInput(f"unknown search backend {backend!r}; use numpy or duckdb")
+    con = store.con
+    con.register(name, tbl)
+    try:
+        yield sql
+    finally:
+        con.unregister(name)
 
 
 def semantic_search(store: "Store", qvec: "np.ndarray", *, model: str, type: NodeType | str | None = None,
@@ -160,26 +182,14 @@ def semantic_search(store: "Store", qvec: "np.ndarray", *, model: str, type: Nod
 
     tval = _type_value(type)
     qvec = np.asarray(qvec, dtype=np.float32).reshape(EMBED_DIM)
-    params: dict[str, Any] = {"type": tval, "k": k}
-    if backend == "numpy":
-        if tval is None:  # all in numpy: top k without a join
-            ids, mat = vector_matrix(store, model)
-            cos = mat @ qvec  # [n]
-            top = np.argsort(-cos, kind="stable")[:k] if len(cos) <= k else np.argpartition(-cos, k)[:k]
-            pairs = sorted(((ids[int(i)].as_py(), float(cos[i])) for i in top), key=lambda p: (-p[1], p[0]))
-            return pairs
-        store.con.register("_search_sem", _semantic_table(store, qvec, model))
-        sem = "SELECT * FROM _search_sem"
-    elif backend == "duckdb":
-        sem, params = _SEM_DUCKDB, {**params, "q": qvec.tolist(), "model": model}
-    else:
-        raise InvalidInput(f"unknown search backend {backend!r}; use numpy or duckdb")
-    try:
+    if backend == "numpy" and tval is None:  # all in numpy: top k without a join
+        ids, mat = vector_matrix(store, model)
+        cos = mat @ qvec  # [n]
+        top = np.argsort(-cos, kind="stable")[:k] if len(cos) <= k else np.argpartition(-cos, k)[:k]
+        return sorted(((ids[int(i)].as_py(), float(cos[i])) for i in top), key=lambda p: (-p[1], p[0]))
+    with _semantic_source(store, qvec, model, backend) as sem:
         rows = _query(store, f"""WITH sem AS ({sem}) SELECT sem.id, sem.cos FROM sem JOIN nodes n ON n.id = sem.id
-            WHERE $type IS NULL OR n.type = $type ORDER BY sem.cos DESC, sem.id LIMIT $k""", params)
-    finally:
-        if backend == "numpy":
-            store.con.unregister("_search_sem")
+            WHERE $type IS NULL OR n.type = $type ORDER BY sem.cos DESC, sem.id LIMIT $k""", {"type": tval, "k": k})
     return [(r[0], float(r[1])) for r in rows]
 
 
@@ -210,20 +220,15 @@ def search(store: "Store", query: str, *, type: NodeType | str | None = None, k:
         model = embedder.model_name
     use_sem = _has_vectors(store, model)
     params: dict[str, Any] = {"terms": terms, "k1": K1, "b": B, "type": tval, "k": k, "alpha": ALPHA}
-    if use_sem:
-        if embedder is None:
-            from .embed import get_embedder
-            embedder = get_embedder()
-        qvec = embedder.encode([query], progress=False)[0]  # [384], unit norm
-        if backend == "numpy":
-            store.con.register("_search_sem", _semantic_table(store, qvec, model))
-            sem = "SELECT * FROM _search_sem"
+    with ExitStack() as stack:
+        if use_sem:
+            if embedder is None:
+                from .embed import get_embedder
+                embedder = get_embedder()
+            qvec = embedder.encode([query], progress=False)[0]  # [384], unit norm
+            sem = stack.enter_context(_semantic_source(store, qvec, model, backend))
         else:
-            sem = _SEM_DUCKDB
-            params.update(q=[float(x) for x in qvec], model=model)
-    else:
-        sem = "SELECT NULL::VARCHAR AS id, NULL::FLOAT AS cos WHERE false"
-    try:
+            sem = "SELECT NULL::VARCHAR AS id, NULL::FLOAT AS cos WHERE false"
         rows = _query(store, _BM25_SQL + f""",
             sem AS ({sem}),
             joined AS (
@@ -238,9 +243,6 @@ def search(store: "Store", query: str, *, type: NodeType | str | None = None, k:
                         WHEN {'true' if use_sem else 'false'} THEN $alpha * coalesce(cos, 0) + (1 - $alpha) * kw
                         ELSE kw END AS score
             FROM scaled ORDER BY score DESC, id LIMIT $k""", params)
-    finally:
-        if use_sem and backend == "numpy":
-            store.con.unregister("_search_sem")
     return [SearchResult(id=r[0], type=NodeType(r[1]), title=r[2], score=float(r[5]),
                          semantic=None if r[3] is None else float(r[3]),
                          keyword=None if r[4] is None else float(r[4])) for r in rows]

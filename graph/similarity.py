@@ -69,11 +69,12 @@ def computed_neighbors(store: "Store", node_id: str, *, k: int = 8, threshold: f
         WITH me AS (SELECT e.vector FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = $model
                     WHERE n.id = $id),
         linked AS (SELECT dst AS id FROM edges WHERE src = $id UNION SELECT src AS id FROM edges WHERE dst = $id),
-        scored AS (
-            SELECT n.id, array_cosine_similarity(e.vector, me.vector) AS score
-            FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = $model CROSS JOIN me
-            WHERE n.id <> $id AND n.id NOT IN (SELECT id FROM linked))
-        SELECT id, score FROM scored WHERE score >= $threshold ORDER BY score DESC, id LIMIT $k""",
+        scored AS (  -- cosines first, then the join to nodes (joining the vectors themselves copies them)
+            SELECT e.text_hash, array_cosine_similarity(e.vector, (SELECT vector FROM me)) AS score
+            FROM embeddings e WHERE e.model = $model)
+        SELECT n.id, s.score FROM scored s JOIN nodes n ON n.text_hash = s.text_hash
+        WHERE s.score >= $threshold AND n.id <> $id AND n.id NOT IN (SELECT id FROM linked)
+        ORDER BY s.score DESC, n.id LIMIT $k""",
            {"model": model, "id": node_id, "threshold": threshold, "k": k})
     return [(r[0], float(r[1])) for r in rows]
 
@@ -126,11 +127,10 @@ _TITLE_NORM = "trim(regexp_replace(lower({t}.title), '[^a-z0-9]+', ' ', 'g'))"
 DUPLICATE_THRESHOLD = 0.95  # cosine at or above which a same-type pair is a duplicate
 
 
-def _suggestion_rows(store: "Store", where: str, params: dict[str, Any], limit: int | None,
-                     join: str = "") -> list[Suggestion]:
+def _suggestion_rows(store: "Store", where: str, params: dict[str, Any], limit: int | None) -> list[Suggestion]:
     rows = _q(store, f"""
         SELECT s.a, s.b, s.score, s.duplicate, s.state, na.title, nb.title, na.type, nb.type
-        FROM suggestions s {join} JOIN nodes na ON na.id = s.a JOIN nodes nb ON nb.id = s.b
+        FROM suggestions s JOIN nodes na ON na.id = s.a JOIN nodes nb ON nb.id = s.b
         WHERE {where} ORDER BY s.score DESC, s.a, s.b {'LIMIT $limit' if limit is not None else ''}""",
               {**params, **({"limit": limit} if limit is not None else {})})
     return [Suggestion(src=r[0], dst=r[1], score=float(r[2]), duplicate=bool(r[3]), state=r[4], src_title=r[5],
@@ -191,12 +191,17 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
                 SELECT a, b, score, duplicate, 'open', NULL, $model, $now, NULL FROM _sg_new
                 ON CONFLICT (a, b) DO UPDATE SET score = excluded.score, duplicate = excluded.duplicate,
                     model = excluded.model WHERE suggestions.state = 'open'""", {"model": model, "now": _now()})
-            out = _suggestion_rows(store, "true", {}, limit, join="SEMI JOIN _sg_new n ON n.a = s.a AND n.b = s.b")
+            rows = _q(store, f"""
+                SELECT t.a, t.b, t.score, t.duplicate, na.title, nb.title, na.type, nb.type
+                FROM (SELECT * FROM _sg_new ORDER BY score DESC, a, b {'LIMIT $limit' if limit is not None else ''}) t
+                JOIN nodes na ON na.id = t.a JOIN nodes nb ON nb.id = t.b ORDER BY t.score DESC, t.a, t.b""",
+                      {"limit": limit} if limit is not None else None)
             _q(store, "DROP TABLE _sg_new")
         finally:
             con.unregister("_sg_nodes")
             con.unregister("_sg_pairs")
-    return out
+    return [Suggestion(src=r[0], dst=r[1], score=float(r[2]), duplicate=bool(r[3]), state="open", src_title=r[4],
+                       dst_title=r[5], src_type=NodeType(r[6]), dst_type=NodeType(r[7])) for r in rows]
 
 
 def suggestions(store: "Store", *, state: str | None = "open", type: NodeType | str | None = None,

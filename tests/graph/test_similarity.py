@@ -107,6 +107,9 @@ def test_suggest_equals_brute_force_and_flags_planted_duplicate(graph, cos):
     assert [(a, b) for a, b, _, _ in rows] == sorted(want)
     assert {(st, m) for _, _, st, m in rows} == {("open", MODEL_NAME)}
     assert suggestions(graph) == got
+    # small tiles that do not divide the node count give the same answer
+    tiled = suggest(graph, threshold=threshold, block=5, progress=False)
+    assert [(g.src, g.dst) for g in tiled] == [(g.src, g.dst) for g in got]
 
 
 def test_suggest_skips_pairs_with_a_typed_edge(store, vectors, cos):
