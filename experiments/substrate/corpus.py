@@ -164,7 +164,7 @@ class CorpusConfig(BaseModel):
     p_b64: float = Field(0.08, ge=0, le=0.5, description="a segment is a base64 span")
     p_arabic: float = Field(0.08, ge=0, le=0.5, description="a segment is an Arabic span")
     p_paren: float = Field(0.2, ge=0, le=1, description="a sentence is wrapped in ( ... )")
-    p_name_repeat: float = Field(0.5, ge=0, le=1, description="a name NP repeats the last name used")
+    p_name_repeat: float = Field(0.75, ge=0, le=1, description="a name NP repeats the last name used")
     p_initial: float = Field(0.3, ge=0, le=1, description="a new name gets an upper-case initial")
     b64_len: tuple[int, int] = Field((8, 30), description="base64 chars per span (inclusive range)")
     arabic_words: tuple[int, int] = Field((2, 5), description="words per Arabic span (inclusive range)")

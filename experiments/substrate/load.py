@@ -31,7 +31,7 @@ from .hooks import HookedModel, is_weight_matrix
 from .model import ToyConfig, ToyTransformer
 from .train import TrainConfig, train
 
-SUBSTRATE_VERSION = 2  # bump when the corpus generator or model code changes what a cached model means
+SUBSTRATE_VERSION = 3  # bump when the corpus generator or model code changes what a cached model means
 
 TRAINING_RUNS: list[str] = []  # cache keys trained in this process (tests read it to tell a load from a retrain)
 
