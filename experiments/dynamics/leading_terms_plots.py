@@ -18,10 +18,11 @@ def _pyplot():
 
 
 def plot_cosines(path: Path, curves: Sequence[dict], *, terms: Sequence[str], marks: dict[str, int] | None = None,
-                 title: str = "") -> Path:
+                 control: dict | None = None, title: str = "") -> Path:
     """Cosine of each learned tensor with its leading term against SGD step (log scale), one line per term and
     curve; `curves` are lists of checkpoint rows ({"step", "cos_<term>", "loss_eval"}) wrapped as
-    {"label": str, "rows": [...]}. The held-out loss is drawn on a second axis when there is one curve."""
+    {"label": str, "rows": [...]}. The held-out loss is drawn on a second axis when there is one curve; `control`
+    (a checkpoint row of full-batch gradient descent) is drawn as one star per term at its step."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for ci, curve in enumerate(curves):
@@ -33,6 +34,12 @@ def plot_cosines(path: Path, curves: Sequence[dict], *, terms: Sequence[str], ma
             xs, ys = zip(*pts)
             ax.plot(xs, ys, color=COLORS.get(term), alpha=0.9 if len(curves) == 1 else 0.6, marker=".",
                     label=term if ci == 0 else None)
+    if control:
+        for term in terms:
+            if control.get(f"cos_{term}") is not None:
+                ax.scatter([control["step"]], [control[f"cos_{term}"]], marker="*", s=90, color=COLORS.get(term),
+                           edgecolor="black", linewidth=0.5, zorder=4,
+                           label="full-batch GD control" if term == terms[0] else None)
     ax.set_xscale("log")
     ax.set_xlabel("SGD step")
     ax.set_ylabel("cosine(learned, leading term)")

@@ -61,7 +61,8 @@ def run_seed(ctx: Any, p: Any, seed: int) -> tuple[dict[str, float], dict[str, A
 
     marks_at = {k: int(r["step"]) for k, r in at.items() if r and k != "final"}
     plot_cosines(ctx.artifact(f"cosine_seed{seed}.png"), [{"label": f"seed {seed}", "rows": rows}],
-                 terms=list(terms), marks=marks_at, title=f"Leading terms, {seqs.source}, seed {seed}")
+                 terms=list(terms), marks=marks_at, control=gd_row,
+                 title=f"Leading terms, {seqs.source}, seed {seed}")
     plot_loss_increase(ctx.artifact(f"projection_seed{seed}.png"), {k: [v] for k, v in increases.items()},
                        title=f"Projection check, seed {seed}")
     details = {

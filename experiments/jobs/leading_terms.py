@@ -21,7 +21,8 @@ Bring Mechanistic Interpretability". One seed:
 8. lists the top token associations of the most frequent tokens under B, Sigma and Phi;
 9. writes cosine-over-training, projection and toy PNGs.
 The verdict metric is `min_early_cosine`, the smallest of the output, value and attention cosines at "early".
-The computation lives in experiments/dynamics/leading_terms_run.py; torch is imported only inside `run`.
+The computation lives in experiments/dynamics/leading_terms_run.py; torch is imported only inside `run`. It runs
+on the CPU whatever the spec's device: the model is a few V x V matrices and ~20 s per seed at the defaults.
 """
 from __future__ import annotations
 

@@ -177,6 +177,7 @@ def test_toy_model_comparison(job, tmp_path):
     ctx.seed = None
     summary = job.summarize(ctx, params, [r])
     ctx.close()
+    assert set(r.metrics) <= set(job.metrics), f"undeclared metrics: {set(r.metrics) - set(job.metrics)}"
     rows = r.details["toy"]["checkpoints"]
     assert rows[0]["step"] == 0 and rows[0]["cos_bigram_change"] is None and len(rows) >= 6
     # a trained toy's direct path leans towards B and not towards the wrong basis B^T
