@@ -4,7 +4,9 @@ terms, then the projection check, the full-batch control, the toy-model comparis
 from __future__ import annotations
 
 import math
-from typing import Any
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 
@@ -15,8 +17,25 @@ from .leading_terms_model import AttnOnlyOneHot, mean_loss, train_sgd
 CHECKED_TERMS = ("output", "value", "attention")  # the three of the paper's Theorem 4.1, in expected causal order
 
 
+@contextmanager
+def cpu_threads() -> Iterator[None]:
+    """Half the cores (at least one), as the substrate trains: on a shared small machine, threads spin-waiting on
+    busy cores make each step many times slower. CLAIMGRAPH_TRAIN_THREADS overrides."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(os.environ.get("CLAIMGRAPH_TRAIN_THREADS") or (os.cpu_count() or 2) // 2)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def run_seed(ctx: Any, p: Any, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
     """Metrics and details of one seed; `p` is the job's LeadingTermsParams, `ctx` its RunContext."""
+    with cpu_threads():
+        return _run_seed(ctx, p, seed)
+
+
+def _run_seed(ctx: Any, p: Any, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
     seqs = load_sequences(ctx.data_ref, p.n_train + p.n_eval, p.seq_len + 1, seed)
     tokens = seqs.tokens                                                        # [n, seq_len + 1]
     V = len(seqs.vocab)
