@@ -149,7 +149,11 @@ class AdamInfluence:
         state = [self.opt.state[p] for p in self.params]
         t = float(state[0]["step"])
         v = torch.cat([s["exp_avg_sq"].reshape(-1) for s in state]).double()         # [P]
-        g_parts = torch.stack([parts.direct, parts.precache, parts.shared]).double()   # [3, n_groups, P]
+        direct, precache = parts.direct.double(), parts.precache.double()             # [n_groups, P]
+        # the shared part again as the float64 remainder: in float32 it loses the digits that direct and
+        # pre-caching cancel, wherever they are much larger than the full gradient
+        shared = parts.full.double()[None] - direct - precache
+        g_parts = torch.stack([direct, precache, shared])                              # [3, n_groups, P]
         self.m.mul_(b1).add_(g_parts, alpha=1 - b1)
         denom = v.sqrt() / (1 - b2 ** t) ** 0.5 + eps                                   # [P]
         updates = self.m * (-lr / (1 - b1 ** t) / denom)                                # [3, n_groups, P]

@@ -81,7 +81,7 @@ def test_job_runs_end_to_end_and_writes_plots(tmp_path, pairing):
     assert set(job.metrics) == set(m), "metrics and their declared descriptions disagree"
     assert all(math.isfinite(v) for v in m.values()), m
     assert m["decomposition_check_error"] < 1e-4          # parts agree with the definitions (float32)
-    assert m["adam_sum_error"] < 1e-4                     # part updates add up to the real updates
+    assert m["adam_sum_error"] < 1e-5                     # part updates add up to Adam's updates
     assert m["replay_max_diff"] == 0.0                    # the tracked replay is the normal run, bit for bit
     assert m["risk_end"] < 1e-10 < m["risk_start"]
     assert m["influence_sum_ratio"] == pytest.approx(1.0, abs=0.05)
