@@ -1,0 +1,49 @@
+"""Detection scores against independent computations, and the SAE provisioner's cache."""
+from __future__ import annotations
+
+import torch
+from sklearn.metrics import f1_score, roc_auc_score
+
+from claimgraph.experiments.features.select import detection_scores
+
+
+def test_scores_match_sklearn_with_ties():
+    g = torch.Generator().manual_seed(0)
+    m, d = 3000, 7
+    labels = torch.rand(m, generator=g) < 0.2
+    acts = torch.relu(torch.randn(m, d, generator=g))  # half the entries exactly 0: heavy ties
+    acts[:, 0] += 2.0 * labels  # latent 0 detects the label
+    acts[:, 1] = torch.round(acts[:, 1] * 2) / 2  # more ties
+    acts[:, 2] = 0.0  # never fires
+    det = detection_scores(acts, labels, chunk=3)
+    for j in range(d):
+        fires = (acts[:, j] > 0).numpy()
+        assert abs(det.f1[j].item() - f1_score(labels.numpy(), fires, zero_division=0)) < 1e-6
+        assert abs(det.auroc[j].item() - roc_auc_score(labels.numpy(), acts[:, j].numpy())) < 1e-5
+    assert det.best("f1") == 0 and det.best("auroc") == 0
+    assert det.auroc[2].item() == 0.5 and det.f1[2].item() == 0.0
+    assert det.n_pos == int(labels.sum()) and det.n == m
+
+
+def test_degenerate_labels():
+    acts = torch.rand(50, 3)
+    det = detection_scores(acts, torch.zeros(50, dtype=torch.bool))
+    assert torch.all(det.auroc == 0.5) and torch.all(det.f1 == 0)
+
+
+def test_provisioned_sae_is_cached():
+    from claimgraph.experiments.features import provision
+    from claimgraph.experiments.features.provision import SaeRecipe, provision_sae
+    from claimgraph.experiments.substrate.load import load_model, model_corpus
+
+    model = load_model("toy:tiny", progress=False)
+    corpus = model_corpus("toy:tiny")
+    recipe = SaeRecipe(steps=30, train_tokens=2048, batch_size=128)
+    sae, folder = provision_sae(model, "toy:tiny", corpus, "synthetic:tiny", recipe, seed=3)
+    assert (folder / "cfg.json").is_file() and (folder / "sae_weights.safetensors").is_file()
+    mtime = (folder / "sae_weights.safetensors").stat().st_mtime_ns
+    again, folder2 = provision_sae(model, "toy:tiny", corpus, "synthetic:tiny", recipe, seed=3)
+    assert folder2 == folder and (folder / "sae_weights.safetensors").stat().st_mtime_ns == mtime
+    assert torch.equal(again.W_dec.detach(), sae.W_dec.detach())
+    other = provision.sae_key(model, "toy:tiny", "synthetic:tiny", recipe, seed=4)
+    assert other != folder.name
