@@ -18,16 +18,15 @@ query exactly has both parts near their maximum and ranks first; a paraphrase wi
 ranks on its cosine. A node without a stored vector counts semantic 0 (shown as None); when the query has no
 indexed term, the score is the cosine alone; when the store has no vectors, the keyword part alone.
 
-Semantic scan: numpy over an in-process copy of the vector matrix (cached per store and model, checked
-against a cheap fingerprint on every query), or DuckDB's `array_cosine_similarity`; `bench/bench_graph.py`
+Semantic scan: numpy over an in-process copy of the vector matrix (cached per store and model with the
+keyword index's document lengths, checked against a cheap fingerprint on every query), or DuckDB's `array_cosine_similarity`; `bench/bench_graph.py`
 measures both (docs/benchmarks.md), and numpy is the default because a warm query is ~40x faster at 100k.
 """
 from __future__ import annotations
 
 import weakref
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from .errors import InvalidInput, StoreError
 from .models import NodeType, SearchResult
@@ -56,6 +55,11 @@ def _type_value(type: NodeType | str | None) -> str | None:
         raise InvalidInput(f"unknown node type {type!r}; known: {', '.join(t.value for t in NodeType)}") from None
 
 
+def _prefix(type_value: str | None) -> str | None:
+    """`claim:` for claim: ids are `type:slug` (checked on every write), so the type filter needs no join."""
+    return None if type_value is None else type_value + ":"
+
+
 def _query(store: "Store", sql: str, params: dict[str, Any]) -> list[tuple]:
     """Run read SQL with named parameters; duckdb errors become StoreError."""
     import duckdb
@@ -66,12 +70,46 @@ def _query(store: "Store", sql: str, params: dict[str, Any]) -> list[tuple]:
         raise StoreError(f"search query failed: {e}") from None
 
 
+# -- in-process caches ---------------------------------------------------------------------------
+# Per kind, the last store asked for: (weak reference to the store, fingerprint, value). A warm search
+# reuses the vector matrix and the keyword index's document lengths; every call re-checks the fingerprint.
+_CACHE: dict[str, tuple["weakref.ref[Store]", tuple, Any]] = {}
+
+
+def _fingerprint(store: "Store", model: str | None = None) -> tuple:
+    """Changes whenever a node is added, removed or rewritten (and so its terms), or a vector is stored for `model`."""
+    return (model,) + tuple(store.sql("""SELECT (SELECT count(*) FROM nodes), (SELECT max(updated_at) FROM nodes),
+                                         (SELECT count(*) FROM embeddings WHERE model = ?)""", [model])[0])
+
+
+def _cached(store: "Store", kind: str, fingerprint: tuple, fill: Callable[[], Any]) -> Any:
+    hit = _CACHE.get(kind)
+    if hit is not None and hit[0]() is store and hit[1] == fingerprint:
+        return hit[2]
+    _CACHE.pop(kind, None)  # drop the old copy before reading a new one
+    value = fill()
+    _CACHE[kind] = (weakref.ref(store), fingerprint, value)
+    return value
+
+
+def _doc_lengths(store: "Store") -> Any:
+    """Arrow table (node_id, dl): each node's number of index terms, cached in-process.
+
+    Computing it inside the BM25 query means probing every row of node_terms with long id strings, the
+    query's main cost at 100k nodes; a warm search joins this table instead.
+    """
+    nodes_fp = _fingerprint(store)[1:3]  # node count and last write: node_terms changes only with them
+    return _cached(store, "doc_lengths", nodes_fp, lambda: store.con.execute(
+        "SELECT node_id, sum(tf)::INTEGER AS dl FROM node_terms GROUP BY node_id").to_arrow_table())
+
+
 # -- keyword part ---------------------------------------------------------------------------------
 def _query_terms(query: str) -> list[str]:
     return sorted(set(tokens(query)))
 
 
-# Per-node BM25 for the query terms `$terms`, plus the ideal score (see module docstring) in every row.
+# Per-node BM25 for the query terms `$terms`, and the ideal score (see module docstring). Needs the
+# document lengths registered as `_search_dl` (see `_keyword_source`).
 _BM25_SQL = """
 WITH qt AS (SELECT DISTINCT unnest($terms::VARCHAR[]) AS term),
 hits AS (SELECT t.node_id, t.term, t.tf FROM node_terms t JOIN qt USING (term)),
@@ -79,7 +117,7 @@ df AS (SELECT term, count(*) AS df FROM hits GROUP BY term),
 corpus AS (SELECT greatest((SELECT count(*) FROM nodes), 1)::DOUBLE AS n_docs,
                   greatest((SELECT coalesce(sum(tf), 0) FROM node_terms), 1)::DOUBLE AS total),
 idf AS (SELECT term, ln(1 + (c.n_docs - df + 0.5) / (df + 0.5)) AS idf FROM df CROSS JOIN corpus c),
-dl AS (SELECT node_id, sum(tf) AS dl FROM node_terms WHERE node_id IN (SELECT node_id FROM hits) GROUP BY node_id),
+dl AS (SELECT node_id, dl FROM _search_dl),
 bm25 AS (
     SELECT h.node_id AS id,
            sum(idf.idf * h.tf * ($k1 + 1) / (h.tf + $k1 * (1 - $b + $b * dl.dl / (c.total / c.n_docs)))) AS bm25
@@ -89,6 +127,17 @@ ideal AS (SELECT coalesce(sum(idf), 0) AS ideal FROM idf)
 """
 
 
+@contextmanager
+def _keyword_source(store: "Store") -> Iterator[None]:
+    """Registers the document lengths as `_search_dl` for `_BM25_SQL`."""
+    con = store.con
+    con.register("_search_dl", _doc_lengths(store))
+    try:
+        yield
+    finally:
+        con.unregister("_search_dl")
+
+
 def keyword_search(store: "Store", query: str, *, type: NodeType | str | None = None,
                    k: int = 10) -> list[tuple[str, float]]:
     """The `k` best (node id, raw BM25) for `query`, best first; the keyword part of `search` on its own."""
@@ -96,49 +145,24 @@ def keyword_search(store: "Store", query: str, *, type: NodeType | str | None = 
     terms = _query_terms(query)
     if not terms:
         return []
-    rows = _query(store, _BM25_SQL + """
-        SELECT b.id, b.bm25 FROM bm25 b JOIN nodes n ON n.id = b.id
-        WHERE $type IS NULL OR n.type = $type ORDER BY b.bm25 DESC, b.id LIMIT $k""",
-                     {"terms": terms, "k1": K1, "b": B, "type": tval, "k": k})
+    with _keyword_source(store):
+        rows = _query(store, _BM25_SQL + """
+            SELECT id, bm25 FROM bm25 WHERE $prefix IS NULL OR starts_with(id, $prefix)
+            ORDER BY bm25 DESC, id LIMIT $k""", {"terms": terms, "k1": K1, "b": B, "prefix": _prefix(tval), "k": k})
     return [(r[0], float(r[1])) for r in rows]
 
 
 # -- semantic part --------------------------------------------------------------------------------
-@dataclass
-class _VectorCache:
-    """One process-wide copy of a store's vectors for one model (the last one asked for)."""
-
-    store: "weakref.ref[Store]"
-    model: str
-    fingerprint: tuple
-    ids: Any          # pyarrow string array [n]
-    mat: "np.ndarray"  # [n, EMBED_DIM] float32, unit rows
-
-
-_CACHE: _VectorCache | None = None
-
-
-def _fingerprint(store: "Store", model: str) -> tuple:
-    """Changes whenever a node is added, removed or rewritten, or a vector is stored for `model`."""
-    return tuple(store.sql("""SELECT (SELECT count(*) FROM nodes), (SELECT max(updated_at) FROM nodes),
-                                     (SELECT count(*) FROM embeddings WHERE model = ?)""", [model])[0])
-
-
 def vector_matrix(store: "Store", model: str) -> tuple[Any, "np.ndarray"]:
     """(pyarrow array of node ids [n], float32 matrix [n, 384]) of every embedded node, cached in-process."""
-    global _CACHE
-    fp = _fingerprint(store, model)
-    c = _CACHE
-    if c is not None and c.store() is store and c.model == model and c.fingerprint == fp:
-        return c.ids, c.mat
-    _CACHE = None  # drop the old copy before reading a new one
-    tbl = store.con.execute("""SELECT n.id, e.vector FROM nodes n
-        JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = ?""", [model]).to_arrow_table()
-    ids = tbl.column("id").combine_chunks()
-    vec = tbl.column("vector").combine_chunks()
-    mat = vec.values.to_numpy(zero_copy_only=False).reshape(len(ids), EMBED_DIM)  # [n, 384]
-    _CACHE = _VectorCache(weakref.ref(store), model, fp, ids, mat)
-    return ids, mat
+    def fill() -> tuple[Any, "np.ndarray"]:
+        tbl = store.con.execute("""SELECT n.id, e.vector FROM nodes n
+            JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = ?""", [model]).to_arrow_table()
+        ids = tbl.column("id").combine_chunks()
+        vec = tbl.column("vector").combine_chunks()
+        return ids, vec.values.to_numpy(zero_copy_only=False).reshape(len(ids), EMBED_DIM)  # [n, 384]
+
+    return _cached(store, "vectors", _fingerprint(store, model), fill)
 
 
 @contextmanager
@@ -188,8 +212,9 @@ def semantic_search(store: "Store", qvec: "np.ndarray", *, model: str, type: Nod
         top = np.argsort(-cos, kind="stable")[:k] if len(cos) <= k else np.argpartition(-cos, k)[:k]
         return sorted(((ids[int(i)].as_py(), float(cos[i])) for i in top), key=lambda p: (-p[1], p[0]))
     with _semantic_source(store, qvec, model, backend) as sem:
-        rows = _query(store, f"""WITH sem AS ({sem}) SELECT sem.id, sem.cos FROM sem JOIN nodes n ON n.id = sem.id
-            WHERE $type IS NULL OR n.type = $type ORDER BY sem.cos DESC, sem.id LIMIT $k""", {"type": tval, "k": k})
+        rows = _query(store, f"""WITH sem AS ({sem}) SELECT id, cos FROM sem
+            WHERE $prefix IS NULL OR starts_with(id, $prefix) ORDER BY cos DESC, id LIMIT $k""",
+                      {"prefix": _prefix(tval), "k": k})
     return [(r[0], float(r[1])) for r in rows]
 
 
@@ -219,8 +244,9 @@ def search(store: "Store", query: str, *, type: NodeType | str | None = None, k:
     else:
         model = embedder.model_name
     use_sem = _has_vectors(store, model)
-    params: dict[str, Any] = {"terms": terms, "k1": K1, "b": B, "type": tval, "k": k, "alpha": ALPHA}
+    params: dict[str, Any] = {"terms": terms, "k1": K1, "b": B, "prefix": _prefix(tval), "k": k, "alpha": ALPHA}
     with ExitStack() as stack:
+        stack.enter_context(_keyword_source(store))
         if use_sem:
             if embedder is None:
                 from .embed import get_embedder
@@ -231,18 +257,21 @@ def search(store: "Store", query: str, *, type: NodeType | str | None = None, k:
             sem = "SELECT NULL::VARCHAR AS id, NULL::FLOAT AS cos WHERE false"
         rows = _query(store, _BM25_SQL + f""",
             sem AS ({sem}),
-            joined AS (
-                SELECT n.id, n.type, n.title, sem.cos, bm25.bm25 FROM nodes n
-                LEFT JOIN sem ON sem.id = n.id LEFT JOIN bm25 ON bm25.id = n.id
-                WHERE (sem.cos IS NOT NULL OR bm25.bm25 IS NOT NULL) AND ($type IS NULL OR n.type = $type)),
+            joined AS (  -- the type from the id's prefix: ids are `type:slug`, checked on every write
+                SELECT coalesce(sem.id, bm25.id) AS id, sem.cos, bm25.bm25
+                FROM sem FULL OUTER JOIN bm25 ON bm25.id = sem.id
+                WHERE $prefix IS NULL OR starts_with(coalesce(sem.id, bm25.id), $prefix)),
             scaled AS (
                 SELECT *, coalesce(bm25, 0) / nullif(greatest(max(bm25) OVER (), (SELECT ideal FROM ideal)), 0) AS kw
-                FROM joined)
-            SELECT id, type, title, cos, kw,
-                   CASE WHEN kw IS NULL THEN cos
-                        WHEN {'true' if use_sem else 'false'} THEN $alpha * coalesce(cos, 0) + (1 - $alpha) * kw
-                        ELSE kw END AS score
-            FROM scaled ORDER BY score DESC, id LIMIT $k""", params)
+                FROM joined),
+            top AS (
+                SELECT id, cos, kw,
+                       CASE WHEN kw IS NULL THEN cos
+                            WHEN {'true' if use_sem else 'false'} THEN $alpha * coalesce(cos, 0) + (1 - $alpha) * kw
+                            ELSE kw END AS score
+                FROM scaled ORDER BY score DESC, id LIMIT $k)
+            SELECT top.id, n.type, n.title, top.cos, top.kw, top.score FROM top JOIN nodes n ON n.id = top.id
+            ORDER BY top.score DESC, top.id""", params)
     return [SearchResult(id=r[0], type=NodeType(r[1]), title=r[2], score=float(r[5]),
                          semantic=None if r[3] is None else float(r[3]),
                          keyword=None if r[4] is None else float(r[4])) for r in rows]

@@ -155,6 +155,14 @@ def test_vector_cache_sees_new_nodes(graph):
     graph.put_embeddings(vecs, get_embedder().model_name)
     top = search(graph, "Attention heads are interpreted by gardeners", k=1)[0]
     assert top.id == new.id and top.semantic == pytest.approx(1.0, abs=1e-5)
+    # the cached document lengths follow too: BM25 equals the reference over the grown corpus
+    ref, _ = _bm25_reference(NODES + [new], "attention heads gardeners")
+    got = dict(keyword_search(graph, "attention heads gardeners", k=100))
+    assert set(got) == set(ref) and all(got[i] == pytest.approx(ref[i], rel=1e-6) for i in ref)
+    graph.delete_node(IOI)
+    ref, _ = _bm25_reference([n for n in NODES if n.id != IOI] + [new], "indirect object circuit")
+    got = dict(keyword_search(graph, "indirect object circuit", k=100))
+    assert set(got) == set(ref) and all(got[i] == pytest.approx(ref[i], rel=1e-6) for i in ref)
 
 
 def test_keyword_only_store_never_loads_vectors(store):
