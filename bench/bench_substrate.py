@@ -8,20 +8,25 @@ Rows (median of --repeats, on randomly initialised models of the `default` prese
   `run_with_cache` of that one name, same batches;
 - hook overhead: a forward pass with every hook attached read-only vs a plain forward pass;
 - training step: one AdamW step with 1 thread vs torch's default thread count (contention on shared cores).
-Prints a markdown table of times and ratios.
+All rows but the last run on one thread. Prints a markdown table of times and ratios.
 """
 from __future__ import annotations
 
-import argparse
-import platform
-import statistics
-import time
+import os
 
-import torch
+# Before torch loads: OpenMP threads that spin while waiting distort every timing on shared cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from claimgraph.experiments.substrate import ToyTransformer, activations, get_corpus
-from claimgraph.experiments.substrate.load import TOY_PRESETS
-from claimgraph.experiments.substrate.train import lm_loss
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+
+from claimgraph.experiments.substrate import ToyTransformer, activations, get_corpus  # noqa: E402
+from claimgraph.experiments.substrate.load import TOY_PRESETS  # noqa: E402
+from claimgraph.experiments.substrate.train import lm_loss  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:
@@ -39,6 +44,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000, help="sequences for the corpus row")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     corpus = get_corpus("synthetic:default")
     torch.manual_seed(0)
     model = ToyTransformer(TOY_PRESETS["default"].model, corpus.vocab).eval()
@@ -74,16 +81,14 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    default_threads = torch.get_num_threads()
-    t_many = timed(step, args.repeats)
-    torch.set_num_threads(1)
     t_one = timed(step, args.repeats)
     torch.set_num_threads(default_threads)
+    t_many = timed(step, args.repeats)
     rows.append((f"train step, 1 thread vs {default_threads}", f"{t_one * 1e3:.0f} ms", f"{t_many * 1e3:.0f} ms",
                  f"{t_many / t_one:.2f}x"))
 
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}\n")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, load average {os.getloadavg()[0]:.1f}\n")
     print("| what | time / rate | baseline | baseline / this |")
     print("|---|---|---|---|")
     for r in rows:
