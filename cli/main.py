@@ -407,6 +407,8 @@ def run(ctx: typer.Context, experiment: Annotated[str, typer.Argument(metavar="E
         emit_json(outcome)
     else:
         lines = [f"run {outcome.run_id}: {outcome.status}" + (" (cached)" if outcome.cached else "")]
+        if outcome.reused_from:
+            lines.append(f"computation reused from {outcome.reused_from}, decided by this experiment's criterion")
         if outcome.verdict:
             lines.append(f"verdict: {outcome.verdict}" + (f" — {outcome.reason}" if outcome.reason else ""))
         if outcome.evidence_id:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import socket
@@ -27,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .context import write_json_atomic
-from .spec import Decision, JobSpec
+from .spec import Criterion, Decision, JobSpec
 
 RunStatus = Literal["queued", "running", "completed", "failed", "killed", "timed-out"]
 FINAL: frozenset[str] = frozenset({"completed", "failed", "killed", "timed-out"})
@@ -83,6 +84,7 @@ class RunResult(BaseModel):
     effect_size: float | None
     artifacts: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
     wall_s: float
+    reused_from: str | None = Field(None, description="Run folder whose computation this result re-decides")
 
 
 def read_state(run_dir: Path) -> RunState | None:
@@ -146,8 +148,38 @@ def input_fingerprint(spec: JobSpec) -> dict[str, Any]:
 
 
 def config_hash(spec: JobSpec, device: str, inputs: dict[str, Any]) -> str:
-    payload = {"spec": spec.model_dump(mode="json"), "device": device, "inputs": inputs, "code": code_version()}
+    """Hash of what determines the computation: the spec less its criterion and time limit (they decide and
+    bound a run, they do not change what it computes), the device, the inputs and the code version."""
+    payload = {"spec": spec.model_dump(mode="json", exclude={"criterion", "timeout_s"}), "device": device,
+               "inputs": inputs, "code": code_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def conclude(criterion: Criterion, per_seed: list[dict[str, float]]) -> tuple[Decision, dict[str, MetricSummary],
+                                                                              float | None]:
+    """The verdict, per-metric summaries and effect size for per-seed metrics under a registered criterion.
+    The effect size is the mean of an `effect_size` metric when the job reports one, else the criterion
+    metric's mean minus the threshold (in the metric's units)."""
+    decision = criterion.decide([m.get(criterion.metric) for m in per_seed])
+    summaries = metric_summaries(per_seed)
+    if "effect_size" in summaries and summaries["effect_size"].mean is not None:
+        effect = summaries["effect_size"].mean
+    else:
+        effect = decision.mean - criterion.threshold if decision.mean is not None else None
+    return decision, summaries, effect
+
+
+def metric_summaries(per_seed: list[dict[str, float]]) -> dict[str, MetricSummary]:
+    names = sorted({k for m in per_seed for k in m})
+    out = {}
+    for k in names:
+        vals = [m.get(k) for m in per_seed]
+        finite = [float(v) for v in vals if v is not None and math.isfinite(float(v))]
+        mean = sum(finite) / len(finite) if finite else None
+        sd = (math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+              if len(finite) > 1 and mean is not None else None)
+        out[k] = MetricSummary(mean=mean, sd=sd, values=[None if v is None else float(v) for v in vals])
+    return out
 
 
 def _git(*args: str) -> str | None:

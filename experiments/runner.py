@@ -22,8 +22,8 @@ from claimgraph.graph.ids import slugify
 
 from .api import get_spec
 from .context import write_json_atomic
-from .records import (FINAL, RunConfig, RunResult, RunState, code_version, config_hash, input_fingerprint, now_utc,
-                      read_result, read_state, write_state)
+from .records import (FINAL, RunConfig, RunResult, RunState, code_version, conclude, config_hash, input_fingerprint,
+                      now_utc, read_result, read_state, write_state)
 from .spec import JobSpec
 
 STALE_S = float(os.environ.get("CLAIMGRAPH_STALE_S", "60"))  # heartbeat age after which a run on another host is dead
@@ -42,6 +42,7 @@ class RunOutcome(BaseModel):
     run_dir: str
     reason: str | None = None
     error: str | None = None
+    reused_from: str | None = None
 
 
 def resolve_device(spec: str) -> str:
@@ -93,6 +94,7 @@ def evidence_node(config: RunConfig, result: RunResult) -> Node:
         "kind": config.spec.kind, "model": config.spec.model, "data": config.spec.data,
         "seeds": config.spec.seeds, "device": config.device, "config_hash": config.config_hash,
         "run_dir": str(Path(config.run_id)), "artifacts": result.artifacts, "superseded": False,
+        "reused_from": result.reused_from,
     }
     return Node(id=f"evidence:{slugify(config.experiment_id.split(':', 1)[1])}-{config.run_id.lower()}"[:220],
                 type=NodeType.evidence, title=title, text=text, attrs=attrs)
@@ -171,14 +173,50 @@ def reconcile(store: Store) -> list[dict[str, Any]]:
     return changed
 
 
-def _cached(store: Store, chash: str) -> dict[str, Any] | None:
-    for row in store.runs(config_hash=chash, status="completed"):
-        if row["evidence_id"] and store.has_node(row["evidence_id"]):
-            return row
-        if read_result(Path(row["run_dir"])) is not None:
-            attach_result(store, Path(row["run_dir"]))
-            return store.runs(run_id=row["run_id"])[0]
-    return None
+def _reuse(store: Store, cfg: RunConfig, run_dir: Path) -> RunOutcome | None:
+    """Serve a run from a completed one with the same computation (config hash). The same experiment and
+    criterion: that run itself. Another experiment or criterion: a new run record that re-decides the cached
+    per-seed metrics by this experiment's criterion, with its own evidence, and nothing recomputed."""
+    rows = [r for r in store.runs(config_hash=cfg.config_hash, status="completed")
+            if read_result(Path(r["run_dir"])) is not None]
+    for row in rows:
+        prior = RunConfig.model_validate_json((Path(row["run_dir"]) / "config.json").read_text())
+        if row["experiment_id"] == cfg.experiment_id and prior.spec.criterion == cfg.spec.criterion:
+            if not (row["evidence_id"] and store.has_node(row["evidence_id"])):
+                attach_result(store, Path(row["run_dir"]))
+                row = store.runs(run_id=row["run_id"])[0]
+            return RunOutcome(run_id=row["run_id"], experiment_id=cfg.experiment_id, status="completed", cached=True,
+                              verdict=row["verdict"], evidence_id=row["evidence_id"], run_dir=row["run_dir"],
+                              reused_from=read_result(Path(row["run_dir"])).reused_from)
+    if not rows:
+        return None
+    source = Path(rows[0]["run_dir"])
+    original = read_result(source)
+    prior = RunConfig.model_validate_json((source / "config.json").read_text())
+    decision, summaries, effect = conclude(cfg.spec.criterion, [p["metrics"] for p in original.per_seed])
+    if decision.n == 0:
+        raise InvalidInput(f"the cached computation {rows[0]['run_id']} reports no {cfg.spec.criterion.metric!r}; "
+                           f"it reports: {', '.join(sorted(original.metrics))}")
+    notes = (f"Computation reused from run {original.run_id} ({prior.experiment_id}), registered there under "
+             f"{prior.spec.criterion.describe()}; this verdict applies {cfg.spec.criterion.describe()}.")
+    if original.summary.get("notes"):
+        notes += f" Notes of that run: {original.summary['notes']}"
+    result = original.model_copy(update={
+        "run_id": cfg.run_id, "experiment_id": cfg.experiment_id, "decision": decision, "metrics": summaries,
+        "effect_size": effect, "reused_from": str(source), "wall_s": 0.0,
+        "summary": {**original.summary, "notes": notes},
+        "artifacts": {str(source / k): v for k, v in original.artifacts.items()}})
+    run_dir.mkdir(parents=True, exist_ok=False)
+    write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
+    write_json_atomic(run_dir / "result.json", result.model_dump(mode="json"))
+    now = now_utc()
+    write_state(run_dir, RunState(status="completed", started_at=now, ended_at=now))
+    store.put_run(run_id=cfg.run_id, experiment_id=cfg.experiment_id, config_hash=cfg.config_hash,
+                  status="completed", device=cfg.device, run_dir=str(run_dir), started_at=now, ended_at=now)
+    evidence_id = attach_result(store, run_dir)
+    return RunOutcome(run_id=cfg.run_id, experiment_id=cfg.experiment_id, status="completed", cached=True,
+                      verdict=decision.verdict, evidence_id=evidence_id, run_dir=str(run_dir), reason=decision.reason,
+                      reused_from=str(source))
 
 
 def prepare_run(store: Store, experiment_id: str, *, device: str | None = None, seeds: int | None = None
@@ -208,10 +246,9 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
     reconcile(store)
     cfg, run_dir = prepare_run(store, experiment_id, device=device, seeds=seeds)
     if not force:
-        row = _cached(store, cfg.config_hash)
-        if row is not None:
-            return RunOutcome(run_id=row["run_id"], experiment_id=experiment_id, status="completed", cached=True,
-                              verdict=row["verdict"], evidence_id=row["evidence_id"], run_dir=row["run_dir"])
+        served = _reuse(store, cfg, run_dir)
+        if served is not None:
+            return served
     run_dir.mkdir(parents=True, exist_ok=False)
     write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
     write_state(run_dir, RunState(status="queued"))
@@ -220,6 +257,7 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
     store.release()
 
     env = dict(os.environ, CLAIMGRAPH_PROGRESS="1" if progress else "0", PYTHONUNBUFFERED="1")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch threads sleep rather than spin on shared cores
     if cfg.spec.timeout_s:
         env["CLAIMGRAPH_RUN_TIMEOUT_S"] = str(cfg.spec.timeout_s)
     proc = subprocess.Popen([sys.executable, "-m", "claimgraph.experiments.worker", str(run_dir)], env=env)

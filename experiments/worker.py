@@ -6,7 +6,6 @@ Exit codes: 0 completed, 1 failed, 143 killed (SIGTERM/SIGINT).
 """
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
@@ -16,8 +15,7 @@ import traceback
 from pathlib import Path
 
 from .context import RunContext, write_json_atomic
-from .records import (MetricSummary, RunConfig, RunResult, RunState, artifact_hashes, environment, now_utc,
-                      write_state)
+from .records import RunConfig, RunResult, RunState, artifact_hashes, conclude, environment, now_utc, write_state
 
 HEARTBEAT_S = 2.0
 
@@ -35,19 +33,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def _summaries(per_seed: list[dict[str, float]]) -> dict[str, MetricSummary]:
-    names = sorted({k for m in per_seed for k in m})
-    out = {}
-    for k in names:
-        vals = [m.get(k) for m in per_seed]
-        finite = [float(v) for v in vals if v is not None and math.isfinite(float(v))]
-        mean = sum(finite) / len(finite) if finite else None
-        sd = (math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
-              if len(finite) > 1 and mean is not None else None)
-        out[k] = MetricSummary(mean=mean, sd=sd, values=[None if v is None else float(v) for v in vals])
-    return out
 
 
 def run_worker(run_dir: Path, *, progress: bool = True) -> int:
@@ -111,15 +96,10 @@ def run_worker(run_dir: Path, *, progress: bool = True) -> int:
         ctx.seed = None
         summary = job.summarize(ctx, params, results)
         metric = cfg.spec.criterion.metric
-        decision = cfg.spec.criterion.decide([r.metrics.get(metric) for r in results])
+        decision, summaries, effect = conclude(cfg.spec.criterion, [r.metrics for r in results])
         if decision.n == 0:
             raise RuntimeError(f"the job reported no values of the criterion's metric {metric!r}; "
                                f"it reports: {', '.join(sorted(results[0].metrics)) if results else 'nothing'}")
-        summaries = _summaries([r.metrics for r in results])
-        if "effect_size" in summaries and summaries["effect_size"].mean is not None:
-            effect = summaries["effect_size"].mean
-        else:
-            effect = decision.mean - cfg.spec.criterion.threshold if decision.mean is not None else None
         result = RunResult(run_id=cfg.run_id, experiment_id=cfg.experiment_id, kind=cfg.spec.kind,
                            seeds=cfg.spec.seeds, per_seed=[r.model_dump(mode="json") for r in results],
                            metrics=summaries, summary=summary, decision=decision, effect_size=effect,

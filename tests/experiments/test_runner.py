@@ -259,3 +259,27 @@ def test_timeout_ends_timed_out(plugin, db):
     r = cli("run", node.id)
     out = json.loads(r.stdout)
     assert r.exit_code == 1 and out["status"] == "timed-out" and out["evidence_id"] is None
+
+
+def test_same_computation_under_another_criterion_is_re_decided_not_recomputed(plugin, db):
+    with Store(db) as s:
+        s.add_node(Node(id="claim:samples-are-large", type="claim", title="Samples are large"))
+    first = add("--seeds", "3")
+    out = json.loads(cli("run", first).stdout)
+    r = cli("experiment", "add", "--claim", "claim:samples-are-large", "--kind", "gauss", "--seeds", "3",
+            "--criterion", "mean > 2 band=0.1")
+    second = json.loads(r.stdout)["experiment"]["id"]
+    again = json.loads(cli("run", second).stdout)
+    assert again["cached"] and again["reused_from"] == out["run_dir"] and again["run_id"] != out["run_id"]
+    assert again["verdict"] == "refuted" and out["verdict"] == "supported"
+    new_dir = Path(again["run_dir"])
+    assert not (new_dir / "log.txt").exists()  # nothing ran
+    result = json.loads((new_dir / "result.json").read_text())
+    original = json.loads((Path(out["run_dir"]) / "result.json").read_text())
+    assert result["per_seed"] == original["per_seed"] and "reused from run" in result["summary"]["notes"]
+    ev = json.loads(cli("evidence", "claim:samples-are-large").stdout)
+    assert ev["status"] == "refuted" and ev["evidence"][0]["reused_from"] == out["run_dir"]
+    assert json.loads(cli("evidence", "claim:samples-are-positive").stdout)["status"] == "supported"
+    # running the second experiment again is a plain cache hit on its own record
+    third = json.loads(cli("run", second).stdout)
+    assert third["cached"] and third["run_id"] == again["run_id"]
