@@ -8,10 +8,10 @@ is the fraction of live latents whose top-20 activations fall mostly (> 50%) on 
 claimgraph.experiments.sae.metrics); `single_token_frac_diff = shuffled - trained`.
 
 Default hook, blocks.0.mlp.hook_post of toy:default, chosen on the trained model alone (no shuffled runs, no
-look at the single-token metric): zero-ablating layer 0's MLP raises next-token CE from 2.94 to 6.43 nats while
-layer 1's raises it only to 3.00, so layer 0's MLP carries what the model computes and CE-recovered is
-meaningful there; SAEs on it had no dead latents and latents matching planted labels (base64 / Arabic spans,
-number words, first names: F1 0.8-0.95), whereas on layer 1 half the latents died.
+look at the single-token metric): zero-ablating layer 0's MLP raises next-token CE from 2.80 to 5.47 nats, layer
+1's only to 2.87 (substrate version 3), so layer 0's MLP carries most of what the model computes and CE loss
+recovered is meaningful there (at layer 1 it divides by a 0.07-nat gap). SAEs at either layer found latents
+matching planted labels (base64 and Arabic spans, number words: best F1 0.85-0.94).
 
 Torch is imported inside `run` and `summarize` only.
 """

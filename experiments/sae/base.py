@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import Architecture, SaeConfig
@@ -34,7 +35,7 @@ class SparseAutoencoder(nn.Module, ABC):
         W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=generator)  # [d_sae, d_in]
         W_dec = W_dec / W_dec.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec)  # [d_sae, d_in]
-        self.W_enc = nn.Parameter(W_dec.t().clone())  # [d_in, d_sae], starts as the decoder's transpose
+        self.W_enc = nn.Parameter(W_dec.t().contiguous())  # [d_in, d_sae], starts as the decoder's transpose
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))  # [d_sae]
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))  # [d_in]
         self.activation_scale = 1.0  # the input scale folded into these weights (1.0: none)
@@ -49,7 +50,10 @@ class SparseAutoencoder(nn.Module, ABC):
 
     def pre_acts(self, x: Tensor) -> Tensor:
         """Encoder pre-activations [..., d_sae] of inputs [..., d_in]."""
-        return (x - self.b_dec) @ self.W_enc + self.b_enc  # [..., d_sae]
+        # (x - b_dec) @ W_enc + b_enc, written so b_dec's gradient is a vector-matrix product rather than a
+        # full [B, d_in] matmul that autograd would sum over the batch. Rounding: x @ W_enc already errs by
+        # ~eps * |x| * |W_enc|, and b_dec @ W_enc is no larger, so the subtraction adds error of the same order.
+        return F.linear(x, self.W_enc.t(), self.b_enc - self.b_dec @ self.W_enc)  # [..., d_sae]
 
     @abstractmethod
     def activation(self, pre: Tensor) -> Tensor:
@@ -59,7 +63,7 @@ class SparseAutoencoder(nn.Module, ABC):
         return self.activation(self.pre_acts(x))  # [..., d_sae]
 
     def decode(self, f: Tensor) -> Tensor:
-        return f @ self.W_dec + self.b_dec  # [..., d_in]
+        return F.linear(f, self.W_dec.t(), self.b_dec)  # [..., d_in]
 
     def forward(self, x: Tensor, output_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         f = self.encode(x)  # [..., d_sae]
@@ -182,7 +186,7 @@ class SaeTrainer(ABC):
 
     @torch.no_grad()
     def _track_firing(self, f: Tensor, n_tokens: int) -> None:
-        fired = (f > 0).any(dim=0)  # [d_sae]
+        fired = f.amax(dim=0) > 0  # [d_sae]
         self.tokens_since_fired.add_(n_tokens)
         self.tokens_since_fired.masked_fill_(fired, 0)
 

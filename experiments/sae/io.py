@@ -142,6 +142,6 @@ def load_sae(folder: str | Path, *, device: str = "cpu") -> SparseAutoencoder:
                 raise InvalidDocument(f"{name} has shape {tuple(t.shape)}, cfg.json implies {expected[name]}",
                                       path=str(weights_path), field=name)
             param = getattr(sae, name)
-            param.data = t
+            param.data = t.clone()  # own, aligned, contiguous memory: same kernels as when trained
     sae.activation_scale = float(ours.get("activation_scale", 1.0)) if ours else 1.0
     return sae.to(device).eval()

@@ -24,7 +24,7 @@ class ReluTrainer(SaeTrainer):
     def _losses(self, x: Tensor, step: int) -> LossParts:
         x_hat, f = self.sae(x, output_features=True)  # [B, d_in], [B, d_sae]
         recon = (x - x_hat).pow(2).sum(dim=-1).mean()
-        l1 = f.abs().sum(dim=-1).mean()
+        l1 = f.sum(dim=-1).mean()  # f >= 0 after ReLU, so this is ||f||_1
         coeff = self.cfg.l1_coefficient * l1_factor(step, warmup=self.cfg.l1_warmup_steps)
         loss = recon + coeff * l1
         return LossParts(loss=loss, x_hat=x_hat, f=f, terms={"recon": recon.detach(), "l1": l1.detach()})

@@ -1,17 +1,32 @@
 """TopK SAE (Gao et al. 2024): keep the k largest pre-activations per token (then ReLU), unit-norm decoder rows,
-and the AuxK loss that lets dead latents learn to reconstruct the residual error."""
+and the AuxK loss that lets dead latents learn to reconstruct the residual error.
+
+Training decodes sparsely: only the k kept latents' decoder rows are gathered and summed (embedding_bag), so
+the decoder costs B * k * d_in instead of the dense B * d_sae * d_in."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import EPS, LossParts, SaeTrainer, SparseAutoencoder
 
 
+def topk_parts(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k largest entries of each row of `pre` [..., d], after ReLU, and their indices: ([..., k], [..., k])."""
+    vals, idx = pre.topk(k, dim=-1, sorted=False)  # [..., k]
+    return vals.relu(), idx
+
+
 def topk_activation(pre: Tensor, k: int) -> Tensor:
     """Zero all but the k largest entries of each row of `pre` [..., d]; the kept ones go through ReLU."""
-    vals, idx = pre.topk(k, dim=-1, sorted=False)  # [..., k]
-    return torch.zeros_like(pre).scatter(-1, idx, vals.relu())  # [..., d]
+    vals, idx = topk_parts(pre, k)  # [..., k]
+    return torch.zeros_like(pre).scatter(-1, idx, vals)  # [..., d]
+
+
+def sparse_decode(vals: Tensor, idx: Tensor, W_dec: Tensor) -> Tensor:
+    """sum_j vals[b, j] * W_dec[idx[b, j]]: vals/idx [B, k], W_dec [d_sae, d_in] -> [B, d_in] (no bias)."""
+    return F.embedding_bag(idx, W_dec, per_sample_weights=vals.to(W_dec.dtype), mode="sum")  # [B, d_in]
 
 
 def normalized_mse(x_hat: Tensor, x: Tensor) -> Tensor:
@@ -24,6 +39,16 @@ class TopKSAE(SparseAutoencoder):
 
     def activation(self, pre: Tensor) -> Tensor:
         return topk_activation(pre, self.cfg.k)  # [..., d_sae], at most k non-zero per row
+
+    def forward(self, x: Tensor, output_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        lead = x.shape[:-1]
+        pre = self.pre_acts(x.reshape(-1, self.d_in))  # [N, d_sae]
+        vals, idx = topk_parts(pre, self.cfg.k)  # [N, k]
+        x_hat = (sparse_decode(vals, idx, self.W_dec) + self.b_dec).reshape(*lead, self.d_in)  # [..., d_in]
+        if not output_features:
+            return x_hat
+        f = torch.zeros_like(pre).scatter(-1, idx, vals).reshape(*lead, self.d_sae)  # [..., d_sae]
+        return x_hat, f
 
 
 class TopKTrainer(SaeTrainer):
@@ -39,14 +64,16 @@ class TopKTrainer(SaeTrainer):
             return torch.zeros((), device=x.device)
         k_aux = min(self.cfg.k_aux_effective, n_dead)
         masked = pre.masked_fill(~dead, float("-inf"))  # [B, d_sae] only dead latents compete
-        f_aux = topk_activation(masked, k_aux)  # [B, d_sae]
+        vals, idx = topk_parts(masked, k_aux)  # [B, k_aux]
         residual = (x - x_hat).detach()  # [B, d_in]
-        return normalized_mse(f_aux @ self.sae.W_dec, residual)
+        return normalized_mse(sparse_decode(vals, idx, self.sae.W_dec), residual)
 
     def _losses(self, x: Tensor, step: int) -> LossParts:
-        pre = self.sae.pre_acts(x)  # [B, d_sae]
-        f = self.sae.activation(pre)  # [B, d_sae]
-        x_hat = self.sae.decode(f)  # [B, d_in]
+        sae = self.sae
+        pre = sae.pre_acts(x)  # [B, d_sae]
+        vals, idx = topk_parts(pre, self.cfg.k)  # [B, k]
+        x_hat = sparse_decode(vals, idx, sae.W_dec) + sae.b_dec  # [B, d_in]
+        f = torch.zeros_like(pre).scatter(-1, idx, vals.detach())  # [B, d_sae], for logs and firing counts
         recon = normalized_mse(x_hat, x)
         aux = self.aux_loss(x, x_hat, pre)
         loss = recon + self.cfg.aux_coefficient * aux

@@ -153,6 +153,10 @@ def test_topk_l0_is_exactly_k():
     trainer = make_trainer(cfg, torch.randn(100, 16))
     f = trainer.sae.encode(torch.randn(500, 16) * trainer.scale)  # [500, 64]
     assert ((f != 0).sum(dim=-1) == 4).all()
+    x = torch.randn(7, 3, 16)
+    x_hat, f2 = trainer.sae(x, output_features=True)  # sparse decode
+    assert f2.shape == (7, 3, 64) and torch.equal(f2, trainer.sae.encode(x))
+    assert torch.allclose(x_hat, trainer.sae.decode(f2), atol=1e-5), "sparse decode differs from the dense one"
     pre = torch.tensor([[3.0, -1.0, 2.0, -5.0, 0.5]])
     assert torch.equal(topk_activation(pre, 2), torch.tensor([[3.0, 0.0, 2.0, 0.0, 0.0]]))
     assert torch.equal(topk_activation(-pre.abs(), 2), torch.zeros(1, 5)), "negative kept values must be zeroed"
@@ -237,6 +241,10 @@ def test_folding_matches_training_space(planted_data):
     x_hat, f = folded(x[:100], output_features=True)
     assert torch.allclose(f, f_s, atol=1e-4)
     assert torch.allclose(x_hat, x_hat_s / s, atol=1e-4)
+    folded.fold_activation_scale(1 / s)  # unfold: back to the training space
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert torch.allclose(getattr(folded, name), getattr(trainer.sae, name), rtol=1e-5, atol=1e-6), name
+    assert folded.activation_scale == pytest.approx(1.0)
 
 
 def test_plain_saelens_folder_loads(tmp_path):
