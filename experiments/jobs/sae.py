@@ -144,7 +144,10 @@ class SaeJob(Job):
         if params.control == "shuffled":
             conditions["shuffled"] = shuffled_copy(model, seed)
         metrics: dict[str, float] = {}
-        details: dict[str, Any] = {"hook": params.hook, "conditions": {}}
+        cache = getattr(model, "cache_path", None)
+        details: dict[str, Any] = {"hook": params.hook, "conditions": {},
+                                   "model": {"ref": ctx.model_ref, "step": getattr(model, "step", None),
+                                             "cache_key": cache.name if cache is not None else None}}
         for cond, m in conditions.items():
             cm, cd = self._condition(ctx, params, seed, cond, m, train_tokens, eval_tokens, corpus)
             metrics.update({f"{cond}_{k}": v for k, v in cm.items()})

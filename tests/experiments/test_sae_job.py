@@ -96,6 +96,7 @@ def test_shuffled_control_reports_both_conditions(tiny_run):
     assert {r["condition"] for r in rows} == {"trained", "shuffled"}
     assert [r["step"] for r in rows if r["condition"] == "trained"] == [0, 50, 100, 149]
     assert all(r["seed"] == 0 for r in rows)
+    assert result.details["model"]["ref"] == "toy:tiny" and result.details["model"]["cache_key"]
 
 
 def test_saved_sae_reloads_and_reproduces_metrics(tiny_run):
