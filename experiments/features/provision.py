@@ -31,7 +31,8 @@ class SaeRecipe(BaseModel):
 
     hook: str = "blocks.0.mlp.hook_post"  # activation site (TransformerLens name)
     architecture: Literal["relu", "topk"] = "relu"  # relu: Towards Monosemanticity L1; topk: Gao et al.
-    expansion: int = Field(2, ge=1)  # d_sae = expansion * width of the hook
+    expansion: int = Field(2, ge=1)  # d_sae = expansion * width of the hook (ignored when d_sae is set)
+    d_sae: int | None = Field(None, ge=1)  # explicit dictionary size
     k: int = Field(16, ge=1)  # latents kept per token (topk)
     l1_coefficient: float = Field(1.0, ge=0.0)  # L1 weight (relu), on activations normalised to mean ||x||^2 = d
     steps: int = Field(1000, ge=1)  # optimiser steps
@@ -46,7 +47,7 @@ class SaeRecipe(BaseModel):
         from claimgraph.experiments.sae import SaeConfig
 
         return SaeConfig(
-            architecture=self.architecture, d_in=d_in, d_sae=self.expansion * d_in, k=self.k,
+            architecture=self.architecture, d_in=d_in, d_sae=self.d_sae or self.expansion * d_in, k=self.k,
             l1_coefficient=self.l1_coefficient, l1_warmup_steps=self.steps // 10,
             resample_steps=(tuple(sorted({int(f * self.steps) for f in self.resample_fractions}))
                             if self.architecture == "relu" else ()),

@@ -160,7 +160,8 @@ class SaeJob(Job):
     def _condition(self, ctx: Any, params: SaeParams, seed: int, cond: str, model: Any, train_tokens: Any,
                    eval_tokens: Any, corpus: Any) -> tuple[dict[str, float], dict[str, Any]]:
         """Train and evaluate one SAE on `model` (trained or shuffled); save it; return metrics and details."""
-        from claimgraph.experiments.sae import SaeConfig, ce_loss_recovered, evaluate_sae, save_sae, train_sae
+        from claimgraph.experiments.features.provision import SaeRecipe
+        from claimgraph.experiments.sae import ce_loss_recovered, evaluate_sae, save_sae, train_sae
         from claimgraph.experiments.substrate.load import activations
 
         acts = activations(model, train_tokens, params.hook, batch_size=params.model_batch_size,
@@ -172,15 +173,10 @@ class SaeJob(Job):
         if params.architecture == "topk" and params.k > d_sae:
             raise InvalidInput(f"k={params.k} exceeds d_sae={d_sae}; lower k or raise expansion")
         model_name = ctx.model_ref if cond == "trained" else f"{ctx.model_ref} (weights shuffled, seed {seed})"
-        cfg = SaeConfig(
-            architecture=params.architecture, d_in=d_in, d_sae=d_sae, k=params.k,
-            l1_coefficient=params.l1_coefficient, l1_warmup_steps=params.steps // 10,
-            resample_steps=(tuple(sorted({int(f * params.steps) for f in params.resample_fractions}))
-                            if params.architecture == "relu" else ()),
-            dead_window_tokens=max(1, params.batch_size * params.steps // 8),
-            steps=params.steps, batch_size=params.batch_size, lr=params.lr,
-            lr_warmup_steps=params.steps // 20, seed=seed,
-            model_name=model_name, hook_name=params.hook, dataset_path=ctx.data_ref, context_size=corpus.seq_len)
+        recipe = SaeRecipe(**params.model_dump(include=set(SaeRecipe.model_fields)))
+        cfg = recipe.config(d_in, seed, model_name=model_name, dataset_path=ctx.data_ref,
+                            context_size=corpus.seq_len)
+        assert cfg.d_sae == d_sae, f"recipe gives d_sae={cfg.d_sae}, expected {d_sae}"
 
         def log_row(step: int, row: dict[str, float]) -> None:
             ctx.log_metrics(step, {k: v for k, v in row.items() if k != "step"}, condition=cond)

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The main job: install into ./.venv, then go from the bundled paper documents to claims with evidence.
+#   1. ingest data/papers (a claim page, two novelty reports, a summary, hand-written YAML and JSON)
+#   2. print the claim table and the similarity suggestions
+#   3. register an experiment for each testable claim or finding, each with its criterion fixed now
+#   4. run them (CPU, toy models trained here on the synthetic corpus; cached after the first time)
+#   5. print each tested claim's evidence and status, and the claim page of the seed claim
+# Re-running is cheap: ingest is a no-op, experiments already registered are found, runs come from the cache.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ROOT"
+mkdir -p out
+export CLAIMGRAPH_DB="${CLAIMGRAPH_DB:-$ROOT/out/claimgraph.duckdb}"
+export CLAIMGRAPH_CACHE="${CLAIMGRAPH_CACHE:-$ROOT/out/cache}"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+START=$SECONDS
+step() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+
+step "1. ingest the bundled documents"
+claimgraph init
+claimgraph ingest data/papers
+
+step "2. claims, and entries that look related but have no typed edge"
+claimgraph list --type claim
+claimgraph suggest --limit 12
+
+# Claims and findings from data/papers that experiments test
+CP=claim:learned-features-reflect-the-functionality-of-the-model-and-not-just-the-data-distribution-as-evidenced-by-interpretable-downstream-effects-not-used-in-dictionary-learning
+F_SHUFFLED=finding:dictionary-learning-on-model-with-randomly-shuffled-weights-produces-mainly-single-token-and-poorly-interpretable-features
+F_BASE64=finding:causal-validation-of-base64-feature-function-via-pinned-feature-sampling
+F_ARABIC=finding:causal-validation-that-the-arabic-feature-has-the-predicted-downstream-effect-on-generation
+C_THRESHOLDS=claim:interpretable-features-in-large-language-models-appear-once-specific-thresholds-of-training-time-layer-depth-and-model-scale-are-crossed
+F_THRESHOLDS=finding:results-show-clear-thresholds-in-time-and-scale-at-which-features-emerge-across-several-domains
+C_REEMERGE=claim:features-first-seen-in-early-layers-can-unexpectedly-appear-again-in-later-layers-which-challenges-the-usual-picture-of-representational-dynamics
+C_DECOMP=claim:decomposition-of-gradient-signal-into-direct-learning-pre-caching-and-circuit-sharing
+C_INFLUENCE=claim:method-to-estimate-influence-of-gradient-components-on-feature-development
+C_INTERVENE=claim:framework-connecting-interventions-to-gradient-influence-ratios
+C_CLOSED=claim:closed-form-weight-characterizations-via-gradient-leading-terms
+C_BASES=claim:three-basis-functions-for-semantic-associations
+C_VALIDATION=claim:empirical-validation-on-self-attention-models-and-practical-llms
+
+add() { claimgraph experiment add "$@" >/dev/null; }
+
+step "3. register experiments (criteria fixed before any run)"
+# Towards Monosemanticity, via the claim page: SAEs on a weight-shuffled model give mostly single-token features
+add --id experiment:sae-shuffled-weights-control --claim "$CP" --claim "$F_SHUFFLED" --kind sae \
+    --title "SAE on the trained vs a weight-shuffled toy model: single-token feature fraction"
+# the base64 and Arabic-script features: logit weights, ablation and pinned sampling each test the finding
+for cat in base64 arabic; do
+  target=$F_BASE64; [ "$cat" = arabic ] && target=$F_ARABIC
+  for kind in logit_weights ablation pinned_sampling; do
+    add --id "experiment:${kind//_/-}-$cat-feature" --claim "$target" --kind "$kind" --param "category=$cat" \
+        --title "$kind of the $cat-span feature"
+  done
+done
+# The Birth of Knowledge (summary): emergence across time, layers and scale, and re-emergence in later layers
+add --id experiment:emergence-thresholds --claim "$C_THRESHOLDS" --claim "$F_THRESHOLDS" --kind emergence \
+    --title "Emergence of planted categories across checkpoints, layers and model sizes"
+add --id experiment:emergence-reemergence --claim "$C_REEMERGE" --kind emergence \
+    --criterion "reemergence_fraction > 0.1 band=0.05" \
+    --title "Re-emergence of planted categories in later layers"
+# Seemingly useless features (novelty report 000): one computation, three claims, three registered criteria
+add --id experiment:gradient-decomposition-myopic --claim "$C_INTERVENE" --kind gradient_decomposition \
+    --title "Myopic training lowers the useless feature's probe correlation"
+add --id experiment:gradient-decomposition-shares --claim "$C_DECOMP" --kind gradient_decomposition \
+    --criterion "precache_plus_shared_share > 0.5 band=0.1" \
+    --title "Pre-caching plus circuit sharing build the useless feature"
+add --id experiment:gradient-decomposition-direct --claim "$C_INFLUENCE" --kind gradient_decomposition \
+    --criterion "direct_influence_share < 0.1 band=0.05" \
+    --title "The useless feature receives near-zero direct influence"
+# Gradient leading terms (novelty report 001): one computation, three claims
+add --id experiment:leading-terms-early-cosine --claim "$C_CLOSED" --kind leading_terms \
+    --title "Early SGD weights against their closed-form leading terms"
+add --id experiment:leading-terms-projection --claim "$C_BASES" --kind leading_terms \
+    --criterion "ordering_holds > 0.5" \
+    --title "Projecting out each basis term: output > value > attention"
+add --id experiment:leading-terms-toy-model --claim "$C_VALIDATION" --kind leading_terms \
+    --criterion "toy_cos_bigram_final > 0.9 band=0.05" \
+    --title "The standard toy transformer's direct path against the bigram basis"
+claimgraph experiment list
+
+step "4. run them (the first run trains the toy models: several minutes on 2 cores)"
+for exp in $(claimgraph --json experiment list | python -c "import json,sys; print(' '.join(e['id'] for e in json.load(sys.stdin)['experiments']))"); do
+  claimgraph run "$exp"
+done
+
+step "5. evidence and status"
+for target in "$CP" "$F_SHUFFLED" "$F_BASE64" "$F_ARABIC" "$C_THRESHOLDS" "$C_REEMERGE" "$C_DECOMP" "$C_INFLUENCE" \
+              "$C_INTERVENE" "$C_CLOSED" "$C_BASES" "$C_VALIDATION"; do
+  claimgraph evidence "$target"
+done
+claimgraph list --type claim
+claimgraph show "$CP"
+step "done in $((SECONDS - START)) s; store: $CLAIMGRAPH_DB, run folders beside it"
