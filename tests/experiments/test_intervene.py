@@ -122,7 +122,8 @@ def test_sampling_is_reproducible_and_hooks_are_removed(model, sae):
     assert torch.equal(a[:, :6], prompts)
     where = torch.zeros(14, dtype=torch.bool)
     where[5:] = True
-    pinned = sample(model, prompts, 8, seed=11, batch_size=2, fwd_hooks=[(HOOK, clamp_hook(sae, [0], 25.0, positions=where))])
+    pinned = sample(model, prompts, 8, seed=11, batch_size=2,
+                    fwd_hooks=[(HOOK, clamp_hook(sae, [0], 25.0, positions=where))])
     assert torch.equal(pinned, sample(model, prompts, 8, seed=11, batch_size=5,
                                       fwd_hooks=[(HOOK, clamp_hook(sae, [0], 25.0, positions=where))]))
     assert not torch.equal(pinned, a)
