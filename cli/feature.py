@@ -22,9 +22,11 @@ def context_text(ctx: Any, max_act: float):
     underlined between brackets."""
     from rich.text import Text
 
+    from claimgraph.experiments.features.pages_html import visible
+
     t = Text(f"{ctx.act:8.3f}  ", style="dim")
     for i, (tok, act) in enumerate(zip(ctx.tokens, ctx.acts)):
-        shown = tok.replace("\n", "\u21b5")
+        shown = visible(tok)
         if i == ctx.focus:
             t.append(f"[{shown}]", style=(_shade(act, max_act) + " bold underline").strip())
         else:
@@ -40,6 +42,8 @@ def render_feature(page: Any, json_out: bool) -> None:
         return
     from rich.text import Text
 
+    from claimgraph.experiments.features.pages_html import visible
+
     con = _console()
     s = page.sample
     con.print(Text(f"Feature {page.feature}", style="bold"))
@@ -48,7 +52,7 @@ def render_feature(page: Any, json_out: bool) -> None:
     con.print(Text(f"density {page.density:.3%} ({page.n_firing} of {s.n_tokens} tokens of {s.data}, sample seed "
                    f"{s.seed}) · max {page.max_act:.3f} · mean of non-zero {page.mean_act:.3f}"))
     n = max(len(page.logits.top), len(page.logits.bottom))
-    pad = lambda xs, i: (xs[i].token, f"{xs[i].value:+.3f}") if i < len(xs) else ("", "")  # noqa: E731
+    pad = lambda xs, i: (visible(xs[i].token), f"{xs[i].value:+.3f}") if i < len(xs) else ("", "")  # noqa: E731
     table("logit effects", ["negative", "", "positive", " "],
           [(*pad(page.logits.bottom, i), *pad(page.logits.top, i)) for i in range(n)])
     if page.labels:
@@ -66,7 +70,7 @@ def render_feature(page: Any, json_out: bool) -> None:
         for c in b.examples:
             con.print(context_text(c, page.max_act), soft_wrap=True)
     if page.related:
-        table("related runs", ["kind", "verdict", "criterion", "run"],
-              [(r.kind, r.verdict, r.reason, r.run_id) for r in page.related], wrap=("criterion",))
+        table("related runs", ["kind", "verdict", "decision", "run"],
+              [(r.kind, r.verdict, r.reason, r.run_id) for r in page.related], wrap=("decision",))
     if page.html:
         con.print(Text(f"page: {page.html}"), soft_wrap=True)

@@ -14,11 +14,14 @@ job's eval seeds seed + 1_000_003) the page shows:
 - planted labels of the synthetic corpus the latent detects best (F1 / AUROC of `select.detection_scores`);
 - related runs (logit_weights, ablation, pinned_sampling on the same SAE and feature): metrics and verdicts.
 
+`page_for_run(store, run, feature)` is what `claimgraph feature RUN FEATURE` calls; `cli/feature.py` renders.
+
 Nothing here imports torch at module level: the CLI imports the page model without it.
 """
 from __future__ import annotations
 
 import math
+import operator
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -26,12 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from claimgraph.graph.errors import InvalidDocument, InvalidInput, NotFound
 
-from .pages_runs import (FEATURE_KINDS, RelatedRun, RelatedSeed, SaeRef, _load_run, _read_json, locate_sae,
+from .pages_runs import (FEATURE_KINDS, RelatedRun, RelatedSeed, SaeRef, _read_json, load_run, locate_sae,
                          related_run_dirs, related_runs, resolve_run)
 
 __all__ = ["PageConfig", "FeaturePage", "Context", "Band", "Histogram", "LogitEntry", "LogitTable", "LabelScore",
-           "RelatedRun", "RelatedSeed", "SampleInfo", "SaeRef", "FEATURE_KINDS", "feature_page", "write_feature_html",
-           "resolve_run", "related_run_dirs", "related_runs", "locate_sae", "feature_acts", "page_name"]
+           "RelatedRun", "RelatedSeed", "SampleInfo", "SaeRef", "FEATURE_KINDS", "feature_page", "page_for_run",
+           "write_feature_html", "resolve_run", "related_run_dirs", "related_runs", "locate_sae", "load_run",
+           "feature_acts", "page_name"]
 
 
 class PageConfig(BaseModel):
@@ -290,9 +294,10 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
 
     cfg_page = config or PageConfig()
     run_dir = Path(run_dir)
-    if isinstance(feature, bool) or not isinstance(feature, int):
+    if isinstance(feature, bool) or not hasattr(feature, "__index__"):
         raise InvalidInput(f"feature must be an integer latent index, got {feature!r}")
-    cfg, result = _load_run(run_dir)
+    feature = operator.index(feature)
+    cfg, result = load_run(run_dir)
     ref = locate_sae(run_dir, result, seed=seed, condition=condition)
     dev = resolve_device(device)
     sae = load_sae(ref.folder, device=dev)
@@ -328,7 +333,7 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
         feature=feature, run_id=cfg.run_id, run_dir=str(run_dir), kind=cfg.spec.kind, seed=ref.seed,
         condition=ref.condition, model=model_ref, hook=hook, sae_folder=str(ref.folder),
         sae_key=ref.key or _provisioned_key(ref.folder), d_sae=sae.d_sae, architecture=sae.cfg.architecture,
-        sample=SampleInfo(data=data_ref or f"{corpus.name}", seed=cfg_page.sample_seed, n_seqs=n_seqs,
+        sample=SampleInfo(data=data_ref or f"synthetic:{corpus.name}", seed=cfg_page.sample_seed, n_seqs=n_seqs,
                           seq_len=corpus.seq_len),
         density=float((acts > 0).double().mean()), n_firing=len(nonzero),
         max_act=float(acts.max()), mean_act=float(nonzero.double().mean()) if len(nonzero) else 0.0,
@@ -344,6 +349,17 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
         path = write_feature_html(page, Path(out_dir) if out_dir else run_dir / "features")
         page.html = str(path)
     return page
+
+
+def page_for_run(store: Any, run: str | Path, feature: int, *, seed: int | None = None,
+                 condition: str | None = None, device: str = "cpu", config: PageConfig | None = None) -> FeaturePage:
+    """`claimgraph feature RUN FEATURE`: the page of `feature` for a run id (or run folder), with the store's
+    completed feature-job runs as related candidates; the store is released before the page is computed."""
+    run_dir = resolve_run(store, run)
+    candidates = related_run_dirs(store)
+    store.release()
+    return feature_page(run_dir, feature, seed=seed, condition=condition, related=candidates, config=config,
+                        device=device)
 
 
 def _provisioned_key(folder: Path) -> str | None:

@@ -34,8 +34,13 @@ def _tok_style(act: float, max_act: float) -> str:
     return f"background: rgba(255, 128, 0, {alpha:.3f})"
 
 
+def visible(token: str) -> str:
+    """A token as shown: spaces as a middle dot, newlines and tabs as arrows, so no token looks empty."""
+    return token.replace(" ", "\u00b7").replace("\n", "\u21b5").replace("\t", "\u21e5") or "\u2205"
+
+
 def _show(token: str) -> str:
-    return escape(token.replace("\n", "\u21b5").replace("\t", "\u21e5")) or "&nbsp;"
+    return escape(visible(token))
 
 
 def _context(ctx: Any, max_act: float) -> str:

@@ -68,7 +68,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _load_run(run_dir: Path):
+def load_run(run_dir: Path):
+    """(RunConfig, RunResult) of a completed run folder; NotFound / InvalidInput otherwise."""
     from claimgraph.experiments.records import RunConfig, read_result, read_state
 
     cfg_path = run_dir / "config.json"
@@ -180,7 +181,7 @@ def related_runs(dirs: Iterable[Path], sae: SaeRef, feature: int) -> list[Relate
         if d.resolve() in seen or not (d / "result.json").is_file():
             continue
         seen.add(d.resolve())
-        cfg, result = _load_run(d)
+        cfg, result = load_run(d)
         matched = []
         for r in result.per_seed:
             det = r.get("details") or {}

@@ -188,13 +188,56 @@ def test_html_and_pngs(page, sae_run):
     top = page.top_contexts[0]
     from html import escape
 
+    from claimgraph.experiments.features.pages_html import visible
+
     assert f'class="tok max" data-act="{top.act:.6g}"' in html
-    assert f'>{escape(top.tokens[top.focus])}</span>' in html
+    assert f'>{escape(visible(top.tokens[top.focus]))}</span>' in html
     assert html.count('class="tok max"') == len(page.top_contexts) + sum(len(b.examples) for b in page.bands)
     for e in page.logits.top + page.logits.bottom:
-        assert f"<td>{escape(e.token)}</td><td class=\"num\">{e.value:+.3f}</td>" in html
+        assert f"<td>{escape(visible(e.token))}</td><td class=\"num\">{e.value:+.3f}</td>" in html
     assert "Negative logits" in html and "Positive logits" in html and f"{page.density:.3%}" in html
+    # every context row, parsed back: its tokens, their activations and shading, the one highlighted token
+    rows = _context_rows(html)
+    shown = page.top_contexts + [c for b in page.bands for c in b.examples]
+    assert len(rows) == len(shown)
+    for row, c in zip(rows, shown):
+        assert [t for t, _, _, _ in row] == [visible(t) for t in c.tokens]
+        np.testing.assert_allclose([a for _, a, _, _ in row], c.acts, rtol=1e-5, atol=1e-6)
+        assert [i for i, (_, _, _, is_max) in enumerate(row) if is_max] == [c.focus]
+        alphas = [alpha for _, _, alpha, _ in row]
+        assert alphas == pytest.approx([min(1.0, max(a, 0.0) / page.max_act) for a in c.acts], abs=1e-3)
     assert "<script" not in html
+
+
+def _context_rows(html: str) -> list[list[tuple[str, float, float, bool]]]:
+    """(shown token, data-act, background alpha, highlighted?) of each token span, per context row."""
+    import re
+    from html.parser import HTMLParser
+
+    rows: list[list] = []
+
+    class P(HTMLParser):
+        tok: dict | None = None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "div" and a.get("class") == "ctx":
+                rows.append([])
+            elif tag == "span" and a.get("class", "").startswith("tok"):
+                alpha = float(re.search(r"rgba\(255, 128, 0, ([0-9.]+)\)", a["style"]).group(1))
+                self.tok = dict(act=float(a["data-act"]), alpha=alpha, is_max="max" in a["class"].split(), text="")
+
+        def handle_data(self, data):
+            if self.tok is not None:
+                self.tok["text"] += data
+
+        def handle_endtag(self, tag):
+            if tag == "span" and self.tok is not None:
+                rows[-1].append((self.tok["text"], self.tok["act"], self.tok["alpha"], self.tok["is_max"]))
+                self.tok = None
+
+    P().feed(html)
+    return rows
 
 
 def test_shuffled_condition_uses_the_shuffled_model(sae_run, recomputed):
@@ -285,6 +328,7 @@ def test_related_runs_name_the_same_sae_and_feature(sae_run, page, tmp_path):
 
 def test_json_round_trip_and_terminal_view(page, capsys):
     from claimgraph.cli.feature import render_feature
+    from claimgraph.experiments.features.pages_html import visible
 
     render_feature(page, json_out=True)
     out = capsys.readouterr().out
@@ -293,8 +337,8 @@ def test_json_round_trip_and_terminal_view(page, capsys):
     render_feature(page, json_out=False)
     text = capsys.readouterr().out
     top = page.top_contexts[0]
-    assert f"Feature {page.feature}" in text and f"[{top.tokens[top.focus]}]" in text
-    assert f"{top.act:8.3f}" in text and page.logits.top[0].token in text and f"page: {page.html}" in text
+    assert f"Feature {page.feature}" in text and f"[{visible(top.tokens[top.focus])}]" in text
+    assert f"{top.act:8.3f}" in text and visible(page.logits.top[0].token) in text and f"page: {page.html}" in text
 
 
 def test_modules_import_without_torch():
@@ -303,3 +347,41 @@ def test_modules_import_without_torch():
             "assert 'torch' not in sys.modules, 'torch imported at module level'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
+
+
+def test_helpers_on_hand_set_activations():
+    """Known activations: maxima planted at the sequence edges, a never-firing sequence, values 1..100 for the
+    quantile bands, and a dead feature."""
+    from claimgraph.experiments.features.pages import histogram, quantile_bands, top_contexts
+
+    N, T = 4, 10
+    tokens = torch.arange(N * T).view(N, T)
+    decode = lambda ids: [f"t{int(i)}" for i in ids]  # noqa: E731
+    acts = torch.zeros(N, T)
+    acts[0, 0], acts[0, 5] = 3.0, 1.0  # max at the first position
+    acts[1, T - 1] = 5.0  # max at the last position
+    acts[3, 4] = 2.0  # sequence 2 never fires
+    ctx = top_contexts(tokens, acts, 10, before=2, after=1, decode=decode)
+    assert [(c.seq, c.pos, c.act) for c in ctx] == [(1, 9, 5.0), (0, 0, 3.0), (3, 4, 2.0)]
+    assert ctx[0].start == 7 and ctx[0].tokens == ["t17", "t18", "t19"] and ctx[0].focus == 2
+    assert ctx[1].start == 0 and ctx[1].tokens == ["t0", "t1"] and ctx[1].acts == [3.0, 0.0] and ctx[1].focus == 0
+    assert ctx[2].tokens == ["t32", "t33", "t34", "t35"] and ctx[2].acts == [0.0, 0.0, 2.0, 0.0]
+    assert [c.seq for c in top_contexts(tokens, acts, 2, before=2, after=1, decode=decode)] == [1, 0]
+
+    vals = torch.arange(1, 101, dtype=torch.float32).view(10, 10)  # every token fires, values 1..100
+    bands = quantile_bands(torch.zeros(10, 10, dtype=torch.long), vals, 4, 3, before=0, after=0,
+                           decode=decode, seed=0)
+    assert [(b.q_lo, b.q_hi) for b in bands] == [(0.75, 1.0), (0.5, 0.75), (0.25, 0.5), (0.0, 0.25)]
+    assert [(b.act_lo, b.act_hi) for b in bands] == [(75.25, 100.0), (50.5, 75.25), (25.75, 50.5), (1.0, 25.75)]
+    assert [b.n_tokens for b in bands] == [25, 25, 25, 25]
+    for b in bands:
+        assert len(b.examples) == 3 and all(b.act_lo <= c.act <= b.act_hi for c in b.examples)
+        assert [c.act for c in b.examples] == sorted((c.act for c in b.examples), reverse=True)
+        assert all(c.act == vals.view(-1)[c.seq * 10 + c.pos] for c in b.examples)
+
+    h = histogram(torch.tensor([0.5, 1.0, 1.0, 2.0]), 4)
+    assert h.edges == [0.0, 0.5, 1.0, 1.5, 2.0] and h.counts == [0, 1, 2, 1]  # right edges belong to the next bin
+    dead = torch.zeros(N, T)
+    assert top_contexts(tokens, dead, 5, before=2, after=1, decode=decode) == []
+    assert quantile_bands(tokens, dead, 4, 3, before=2, after=1, decode=decode, seed=0) == []
+    assert histogram(dead[dead > 0], 10).counts == [0]
