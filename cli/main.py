@@ -463,6 +463,24 @@ def evidence(ctx: typer.Context, claim: Annotated[str, typer.Argument(metavar="C
           wrap=("criterion",))
 
 
+@app.command()
+def feature(ctx: typer.Context,
+            run: Annotated[str, typer.Argument(metavar="RUN", help="Run id (see `claimgraph runs`) or run folder.")],
+            feature: Annotated[int, typer.Argument(metavar="FEATURE", help="Latent index in the run's SAE.")],
+            seed: Annotated[Optional[int], typer.Option(help="Seed whose SAE (default: the run's first).")] = None,
+            condition: Annotated[Optional[str], typer.Option(help="sae runs: trained | shuffled (default trained).")] = None,
+            device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu"):
+    """A feature's page: top activating contexts, density, logit table, related runs; HTML in the run folder.
+    Example: claimgraph feature 20261121T061739-7838174d 186"""
+    from claimgraph.experiments.features.pages import page_for_run
+
+    from .feature import render_feature
+
+    with _store(ctx) as s:
+        page = page_for_run(s, run, feature, seed=seed, condition=condition, device=device)
+    render_feature(page, _opts(ctx).json)
+
+
 def _criterion_text(c: dict | None) -> str:
     if not c:
         return ""
