@@ -58,6 +58,9 @@ class PinnedSamplingJob(Job):
         "category_share_baseline": "the same share without intervention",
         "control_category_share": "the same share with the control latent pinned at its max",
         "control_share_diff": "control_category_share - category_share_baseline",
+        "category_run_frac_pinned": "share of the sampled category tokens that follow a category token or the span "
+                                    "opener (a run, as in a span, rather than an isolated token) (pinned)",
+        "category_run_frac_baseline": "the same share without intervention",
         "span_open_frac_pinned": "fraction of continuations that open a span of the category (pinned)",
         "span_open_frac_baseline": "fraction of continuations that open a span of the category (baseline)",
         "pin_value": "value the feature was pinned to",
@@ -102,8 +105,12 @@ class PinnedSamplingJob(Job):
             new = seqs[:, P:]                                                          # [n, n_new]
             in_cat = cat[new]                                                          # [n, n_new]
             opened = (new == opener).any(1) if opener is not None else torch.zeros(len(new), dtype=torch.bool)
+            prev = seqs[:, P - 1:-1]                                                   # [n, n_new] token before each
+            follows = cat[prev] if opener is None else cat[prev] | (prev == opener)    # [n, n_new]
+            in_run = in_cat & follows                                                  # [n, n_new]
             out[cond] = {"share": float(in_cat.float().mean()), "by_position": in_cat.float().mean(0).tolist(),
                          "span_open_frac": float(opened.float().mean()),
+                         "run_frac": float(in_run.sum()) / max(int(in_cat.sum()), 1),
                          "examples": [{"prompt": " ".join(t.decode(s[:P])), "continuation": " ".join(t.decode(s[P:]))}
                                       for s in seqs[:params.show]]}
             ctx.log(f"{cond}: {out[cond]['share']:.3f} of sampled tokens are {t.predict}")
@@ -113,6 +120,8 @@ class PinnedSamplingJob(Job):
             "category_share_baseline": out["baseline"]["share"],
             "control_category_share": out["control"]["share"],
             "control_share_diff": out["control"]["share"] - out["baseline"]["share"],
+            "category_run_frac_pinned": out["pinned"]["run_frac"],
+            "category_run_frac_baseline": out["baseline"]["run_frac"],
             "span_open_frac_pinned": out["pinned"]["span_open_frac"],
             "span_open_frac_baseline": out["baseline"]["span_open_frac"],
             "pin_value": pin,
@@ -138,7 +147,12 @@ class PinnedSamplingJob(Job):
                  f"activation while sampling {params.n_new} tokens after {params.n_prompts} plain prompts: the share "
                  f"of {d0['predict']} tokens goes from {per_seed('category_share_baseline')} to "
                  f"{per_seed('category_share_pinned')} per seed (control latent pinned: "
-                 f"{per_seed('control_category_share')}). The pin acts through the SAE's decoder row at one layer "
+                 f"{per_seed('control_category_share')}). Of the {d0['predict']} tokens sampled with the pin, "
+                 f"{per_seed('category_run_frac_pinned')} continue a run of the category (baseline "
+                 f"{per_seed('category_run_frac_baseline')}); the rest stand alone"
+                 f"{' (in this corpus the capitals A-Z are also name initials)' if d0['predict'] == 'base64' else ''}"
+                 ". The pinned value (the maximum seen on the selection tokens) differs between seeds: "
+                 f"{per_seed('pin_value')}. The pin acts through the SAE's decoder row at one layer "
                  "while the error term and other latents keep saying the text is a plain sentence; pinning at "
                  "several times the maximum, at a later layer, or with a model trained longer could change it.")
         return {"notes": notes, "category_share_diff": [r.metrics["category_share_diff"] for r in results]}

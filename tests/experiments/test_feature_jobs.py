@@ -278,6 +278,7 @@ def test_pinned_sampling_reports_shares(runs):
         assert c["share"] == pytest.approx(sum(c["by_position"]) / 12, abs=1e-6)
         assert len(c["examples"]) == 6 and len(c["examples"][0]["continuation"].split(" ")) >= 12
     assert m["category_share_diff"] == pytest.approx(m["category_share_pinned"] - m["category_share_baseline"])
+    assert 0.0 <= m["category_run_frac_pinned"] <= 1.0 and 0.0 <= m["category_run_frac_baseline"] <= 1.0
     assert m["pin_value"] == pytest.approx(d["selection"]["max_act"]) and m["pin_value"] > 0
 
 
