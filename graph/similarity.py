@@ -82,7 +82,7 @@ def computed_neighbors(store: "Store", node_id: str, *, k: int = 8, threshold: f
 # -- the matrix routine ---------------------------------------------------------------------------
 def similar_pairs(X: "np.ndarray", threshold: float, *, block: int = 4096,
                   progress: bool | None = None) -> tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
-    """Every pair i < j of rows of X [n, d] with X[i] . X[j] >= threshold, as (i int64 [m], j int64 [m], score float32 [m]).
+    """Every pair i < j of rows of X [n, d] with X[i] . X[j] >= threshold: (i [m] int64, j [m] int64, score [m] float32).
 
     Blocked products over the upper triangle of X X^T: at most a [block, block] tile is in memory, never
     [n, n]. Rows should be unit vectors for the dot product to be a cosine. A progress bar shows on stderr
@@ -99,7 +99,8 @@ def similar_pairs(X: "np.ndarray", threshold: float, *, block: int = 4096,
     starts = range(0, n, block)
     tiles = len(starts) * (len(starts) + 1) // 2
     show = (tiles > 16 and sys.stderr.isatty()) if progress is None else progress
-    upper = np.triu(np.ones((min(block, n), min(block, n)), dtype=bool), k=1)  # strict upper triangle of a diagonal tile
+    tile = min(block, n)
+    upper = np.triu(np.ones((tile, tile), dtype=bool), k=1)  # [tile, tile] strict upper triangle of a diagonal tile
     out_i, out_j, out_s = [], [], []
     with tqdm(total=tiles, desc="similar pairs", unit="tile", disable=not show, file=sys.stderr) as bar:
         for i0 in starts:
@@ -109,8 +110,9 @@ def similar_pairs(X: "np.ndarray", threshold: float, *, block: int = 4096,
                 hit = s >= threshold  # [bi, bj]
                 if j0 == i0:
                     hit &= upper[:hit.shape[0], :hit.shape[1]]
-                r, c = np.nonzero(hit)
-                if len(r):
+                flat = np.flatnonzero(hit)  # [m]; 2-D np.nonzero costs ~25 ms per tile even with no hit
+                if len(flat):
+                    r, c = np.divmod(flat, hit.shape[1])  # [m], [m]
                     out_i.append(r + i0)
                     out_j.append(c + j0)
                     out_s.append(s[r, c])
@@ -182,7 +184,8 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
                     FROM _sg_pairs p JOIN _sg_nodes x ON x.idx = p.i JOIN _sg_nodes y ON y.idx = p.j),
                 linked AS (SELECT DISTINCT least(src, dst) AS a, greatest(src, dst) AS b FROM edges),
                 decided AS (SELECT a, b FROM suggestions WHERE state <> 'open')
-                SELECT * FROM p ANTI JOIN linked USING (a, b) ANTI JOIN decided USING (a, b)""",
+                SELECT * FROM p ANTI JOIN linked USING (a, b) ANTI JOIN decided USING (a, b)
+                ORDER BY a, b  -- key order: inserting into the primary key index in order is ~3x faster""",
                {"dup": duplicate_threshold})
             _q(store, f"""DELETE FROM suggestions s WHERE state = 'open' AND {scope}
                 AND NOT EXISTS (SELECT 1 FROM _sg_new n WHERE n.a = s.a AND n.b = s.b)""",
@@ -233,8 +236,9 @@ def _pair_row(store: "Store", src: str, dst: str, model: str) -> tuple[str, str,
         return a, b, float(row[0][0]), bool(row[0][1]), row[0][2]
     got = _q(store, f"""SELECT array_cosine_similarity(ea.vector, eb.vector),
                na.type = nb.type AND {_TITLE_NORM.format(t="na")} = {_TITLE_NORM.format(t="nb")}
-        FROM nodes na, nodes nb, embeddings ea, embeddings eb WHERE na.id = $a AND nb.id = $b AND ea.text_hash = na.text_hash AND eb.text_hash = nb.text_hash
-        AND ea.model = $model AND eb.model = $model""", {"a": a, "b": b, "model": model})
+        FROM nodes na, nodes nb, embeddings ea, embeddings eb
+        WHERE na.id = $a AND nb.id = $b AND ea.text_hash = na.text_hash AND eb.text_hash = nb.text_hash
+          AND ea.model = $model AND eb.model = $model""", {"a": a, "b": b, "model": model})
     if not got:
         raise NotFound(f"no suggestion for {a} and {b}, and no stored vectors to score them; run "
                        "`claimgraph suggest` first, or link them directly with `claimgraph link`")
