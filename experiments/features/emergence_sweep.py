@@ -1,0 +1,143 @@
+"""The emergence sweep: one SAE per (model size, checkpoint, depth), provisioned through the shared SAE cache,
+and for every category the latent that detects it best on held-out tokens.
+
+Depth is read from the residual stream: depth 0 is the embedding output `blocks.0.hook_resid_pre` and depth
+d >= 1 is `blocks.{d-1}.hook_resid_post`. The residual stream is the one space every layer reads from and
+writes to, so "can a latent read category c at depth d" asks what the model has built up to that depth, with
+attention and MLP contributions included and the same width at every depth (SAE width is then the same
+across depths of one model). MLP hidden activations (`mlp.hook_post`) would miss everything attention
+computes and live in a different basis per layer. Including the embedding gives a 2-layer model three depths,
+the fewest in which a category can be present, lost and present again.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from claimgraph.graph.errors import InvalidInput
+
+from .emergence import ScoreTable, SizeScores
+from .provision import SaeRecipe, provision_sae
+from .select import detection_scores, latent_acts
+
+EVAL_SEED_OFFSET = 1_000_003  # eval sequences: seed + this, apart from the SAE's training sequences (as in `sae`)
+
+
+def depth_hooks(model: Any) -> list[str]:
+    """The residual-stream hook at each depth: the embedding output, then each block's output."""
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(model.n_layers)]
+
+
+def pick_checkpoints(steps: Sequence[int], n: int) -> list[int]:
+    """n of the saved steps, evenly spaced by position (the saved steps are log-spaced, so these are too),
+    the first and the last always included; all of them when there are at most n."""
+    steps = sorted(steps)
+    if len(steps) <= n:
+        return list(steps)
+    assert n >= 2, f"need at least 2 checkpoints to pick, got n={n}"
+    idx = sorted({round(i * (len(steps) - 1) / (n - 1)) for i in range(n)})
+    return [steps[i] for i in idx]
+
+
+def category_labels(corpus: Any, tokens: Tensor, categories: Sequence[str]) -> Tensor:
+    """BoolTensor[N * T, C]: position-level membership of each category (keys of corpus.span_labels)."""
+    labels = corpus.span_labels(tokens)
+    missing = [c for c in categories if c not in labels]
+    if missing:
+        raise InvalidInput(f"unknown categories {missing}; the corpus labels: {', '.join(labels)}")
+    return torch.stack([labels[c].reshape(-1) for c in categories], dim=1)  # [N * T, C]
+
+
+def best_latents(acts: Tensor, labels: Tensor, by: str = "f1", *, chunk: int = 64) -> dict[str, Tensor]:
+    """For each label column of labels [M, C] (bool), the latent of acts [M, d_sae] with the best `by` score,
+    with its f1, precision, recall and auroc and the label's positive count; tensors [C].
+
+    The scores are select.detection_scores' (fires = activation > 0; AUROC from average ranks, ties half;
+    F1 0 and AUROC 0.5 without positives or negatives), computed for all labels at once: the ranks of a
+    latent's activations do not depend on the label, so they are computed once and summed over each label's
+    positives with one matrix product."""
+    assert acts.ndim == 2 and labels.ndim == 2 and acts.shape[0] == labels.shape[0], \
+        f"acts [M, d] and labels [M, C] expected, got {tuple(acts.shape)} and {tuple(labels.shape)}"
+    assert by in ("f1", "auroc"), f"by must be 'f1' or 'auroc', got {by!r}"
+    acts = acts.float().cpu()
+    y = labels.bool().cpu().float()                                            # [M, C]
+    m, d = acts.shape
+    n_pos = y.sum(0)                                                           # [C]
+    n_neg = m - n_pos                                                          # [C]
+    fires = (acts > 0).float()                                                 # [M, d]
+    tp = fires.t() @ y                                                         # [d, C]
+    predicted = fires.sum(0)[:, None]                                          # [d, 1]
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))       # [d, C]
+    recall = tp / n_pos.clamp_min(1)                                           # [d, C]
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12),
+                     torch.zeros_like(tp))                                     # [d, C]
+    rank_pos = torch.empty(d, y.shape[1], dtype=torch.float64)                 # [d, C]
+    for j in range(0, d, chunk):  # chunks of latents bound the memory of the rank matrices
+        cols = acts[:, j:j + chunk].t().contiguous()                           # [c, M]
+        ordered = cols.sort(dim=1).values                                      # [c, M]
+        below = torch.searchsorted(ordered, cols, right=False).double()        # [c, M] values strictly smaller
+        upto = torch.searchsorted(ordered, cols, right=True).double()          # [c, M] values <= this one
+        rank_pos[j:j + chunk] = ((below + upto + 1) / 2) @ y.double()          # [c, C] sum of positives' ranks
+    npos, nneg = n_pos.double(), n_neg.double()
+    auroc = ((rank_pos - npos * (npos + 1) / 2) / (npos * nneg).clamp_min(1)).float()              # [d, C]
+    auroc = torch.where((n_pos > 0) & (n_neg > 0), auroc, torch.full_like(auroc, 0.5))
+    table = {"f1": f1, "precision": precision, "recall": recall, "auroc": auroc}
+    best = table[by].argmax(0)                                                 # [C]
+    out = {k: v.gather(0, best[None]).squeeze(0) for k, v in table.items()}   # [C] each
+    return {"latent": best, **out, "n_pos": n_pos.long()}
+
+
+def sweep_size(model_ref: str, checkpoints: Sequence[int | str | None], corpus: Any, data_ref: str,
+               recipe: SaeRecipe, categories: Sequence[str], seed: int, *, eval_tokens: Tensor, device: str = "cpu",
+               score: str = "f1", batch_size: int = 64, log: Callable[[str], None] | None = None,
+               on_cell: Callable[[dict[str, Any]], None] | None = None) -> tuple[SizeScores, list[dict[str, Any]]]:
+    """Scores of one model size over its checkpoints (None: the model as referenced) and every depth, with one
+    table row per (checkpoint, depth, category). `recipe.hook` is replaced by each depth's hook."""
+    from claimgraph.experiments.substrate.load import load_model
+
+    labels = category_labels(corpus, eval_tokens, categories)                   # [N * T, C]
+    grid: list[list[list[float]]] = []
+    rows: list[dict[str, Any]] = []
+    hooks: list[str] = []
+    labels_ckpt: list[str] = []
+    n_params = 0
+    for ckpt in checkpoints:
+        model = load_model(model_ref, device=device, checkpoint=ckpt, progress=False)
+        n_params = sum(p.numel() for p in model.parameters())
+        if corpus.seq_len > model.n_ctx:
+            raise InvalidInput(f"{data_ref} has sequences of {corpus.seq_len} tokens but {model_ref} takes at most "
+                               f"{model.n_ctx}; use a corpus preset with shorter sequences")
+        if len(corpus.vocab) > model.d_vocab:
+            raise InvalidInput(f"{data_ref} has {len(corpus.vocab)} token ids but {model_ref} embeds only "
+                               f"{model.d_vocab}; the category labels come from the synthetic corpus, so the model "
+                               "needs a vocabulary at least that large")
+        hooks = depth_hooks(model)
+        step = getattr(model, "step", None)
+        label = str(step if step is not None else (ckpt if ckpt is not None else "final"))
+        labels_ckpt.append(label)
+        sae_ref = f"{model_ref}@{label}" if ckpt is not None or step is not None else model_ref
+        row_scores = []
+        for depth, hook in enumerate(hooks):
+            sae, folder = provision_sae(model, sae_ref, corpus, data_ref, recipe.model_copy(update={"hook": hook}),
+                                        seed, log=log, batch_size=batch_size)
+            acts = latent_acts(model, sae, eval_tokens, hook, batch_size=batch_size)  # [N * T, d_sae]
+            best = best_latents(acts, labels, by=score)
+            row_scores.append([float(v) for v in best[score]])
+            for c, cat in enumerate(categories):
+                row = {"model": model_ref, "n_params": n_params, "checkpoint": label, "depth": depth, "hook": hook,
+                       "category": cat, "score": float(best[score][c]), "latent": int(best["latent"][c]),
+                       "f1": float(best["f1"][c]), "precision": float(best["precision"][c]),
+                       "recall": float(best["recall"][c]), "auroc": float(best["auroc"][c]),
+                       "n_pos": int(best["n_pos"][c]), "d_sae": int(acts.shape[1]), "sae": folder.name}
+                rows.append(row)
+                if on_cell is not None:
+                    on_cell(row)
+        grid.append(row_scores)
+    return SizeScores(model=model_ref, n_params=n_params, checkpoints=labels_ckpt, hooks=hooks, score=grid), rows
+
+
+def assemble(sizes: list[SizeScores], categories: Sequence[str], score: str) -> ScoreTable:
+    """The score table with sizes in ascending parameter count."""
+    return ScoreTable(score_name=score, categories=list(categories), sizes=sorted(sizes, key=lambda s: s.n_params))
