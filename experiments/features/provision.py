@@ -65,7 +65,9 @@ def _sae_code_version() -> str:
 
 
 def _model_identity(model: Any, model_ref: str) -> dict[str, Any]:
-    ident: dict[str, Any] = {"ref": model_ref, "step": getattr(model, "step", None)}
+    cache = getattr(model, "cache_path", None)  # a toy model's training cache key: retrained model, new SAE
+    ident: dict[str, Any] = {"ref": model_ref, "step": getattr(model, "step", None),
+                             "trained": Path(cache).name if cache else None}
     path = Path(model_ref.partition(":")[2].split("@")[0])
     if model_ref.startswith("hf:") and path.is_dir():
         ident["files"] = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in path.iterdir() if p.is_file())
