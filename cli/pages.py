@@ -69,9 +69,10 @@ def render_page(page: NodePage) -> None:
         out.append((f"provenance: {src} at {prov.at:%Y-%m-%d %H:%M} UTC", "dim"))
 
     groups: OrderedDict[NodeType, OrderedDict[str, list]] = OrderedDict()
+    in_evidence = {e.id for e in page.evidence}
     for nb in page.neighbors:
-        if nb.edge == EdgeType.extracted_from and nb.direction == "out":
-            continue  # shown as the source paper
+        if (nb.edge == EdgeType.extracted_from and nb.direction == "out") or nb.id in in_evidence:
+            continue  # shown as the source paper, or in the evidence section
         groups.setdefault(nb.type, OrderedDict()).setdefault(nb.id, []).append(nb)
     if groups:
         out += ["", ("Neighborhood — ranked by edge-count", "bold underline")]
