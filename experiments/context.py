@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
@@ -21,6 +22,26 @@ def cache_dir() -> Path:
     p = Path(root)
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def train_threads() -> int:
+    """Threads for training on CPU: half the cores (at least one), or CLAIMGRAPH_TRAIN_THREADS. On a shared
+    small machine, threads spin-waiting on busy cores make each step many times slower."""
+    return max(1, int(os.environ.get("CLAIMGRAPH_TRAIN_THREADS") or (os.cpu_count() or 2) // 2))
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's CPU thread count set to n for the block (None: unchanged)."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from claimgraph.experiments.context import torch_threads
+
 from .decomposition import decompose, decompose_literal, full_gradient
 from .decomposition_data import corpus_source, majority_source
 from .influence import PARTS, AdamInfluence, ProbeRisk, fit_ridge, flat_params, probe_correlation
@@ -128,13 +130,8 @@ def run_seed(params: Any, seed: int, ctx: Any, device: str = "cpu", data_ref: st
              ) -> tuple[dict[str, float], dict[str, Any]]:
     """One seed: returns (scalar metrics, details) and writes the seed's plots. `data_ref` None is the
     majority task, `synthetic:<preset>` a substrate corpus."""
-    threads = torch.get_num_threads()
-    if params.threads is not None and device == "cpu":
-        torch.set_num_threads(params.threads)
-    try:
+    with torch_threads(params.threads if device == "cpu" else None):
         return _run_seed(params, seed, ctx, device, data_ref)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_seed(params: Any, seed: int, ctx: Any, device: str, data_ref: str | None

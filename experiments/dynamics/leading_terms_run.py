@@ -4,11 +4,11 @@ terms, then the projection check, the full-batch control, the toy-model comparis
 from __future__ import annotations
 
 import math
-import os
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
+
+from claimgraph.experiments.context import torch_threads, train_threads
 
 from .leading_terms import basis_associations, coefficients, corpus_bases, norm_ratio, project_out, trace_cosine
 from .leading_terms_corpus import load_sequences
@@ -17,21 +17,11 @@ from .leading_terms_model import AttnOnlyOneHot, mean_loss, train_sgd
 CHECKED_TERMS = ("output", "value", "attention")  # the three of the paper's Theorem 4.1, in expected causal order
 
 
-@contextmanager
-def cpu_threads() -> Iterator[None]:
-    """Half the cores (at least one), as the substrate trains: on a shared small machine, threads spin-waiting on
-    busy cores make each step many times slower. CLAIMGRAPH_TRAIN_THREADS overrides."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(os.environ.get("CLAIMGRAPH_TRAIN_THREADS") or (os.cpu_count() or 2) // 2)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def run_seed(ctx: Any, p: Any, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
     """Metrics and details of one seed; `p` is the job's LeadingTermsParams, `ctx` its RunContext."""
-    with cpu_threads():
+    with torch_threads(train_threads()):
         return _run_seed(ctx, p, seed)
 
 

@@ -20,7 +20,7 @@ from claimgraph.graph.errors import InvalidInput
 
 from .emergence import ScoreTable, SizeScores
 from .provision import SaeRecipe, provision_sae
-from .select import detection_scores, latent_acts
+from .select import latent_acts
 
 EVAL_SEED_OFFSET = 1_000_003  # eval sequences: seed + this, apart from the SAE's training sequences (as in `sae`)
 

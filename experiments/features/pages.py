@@ -27,7 +27,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from claimgraph.graph.errors import InvalidDocument, InvalidInput, NotFound
+from claimgraph.graph.errors import InvalidDocument, InvalidInput
 
 from .pages_runs import (FEATURE_KINDS, RelatedRun, RelatedSeed, SaeRef, _read_json, load_run, locate_sae,
                          related_run_dirs, related_runs, resolve_run)

@@ -14,10 +14,9 @@ are independent samples. Torch is imported inside functions: job modules import 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import Field
 
@@ -147,18 +146,6 @@ def control_latent(stats: LatentStats, feature: int, seed: int) -> int:
     return int(torch.where(ok, ratio, torch.full_like(ratio, float("inf"))).argmin())
 
 
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """torch's CPU thread count set to n for the block (None: unchanged)."""
-    import torch
-
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @dataclass

@@ -73,7 +73,8 @@ class AblationJob(Job):
     }
 
     def run(self, ctx: Any, params: AblationParams, seed: int) -> SeedResult:
-        from claimgraph.experiments.features.target import prepare, torch_threads
+        from claimgraph.experiments.context import torch_threads
+        from claimgraph.experiments.features.target import prepare
 
         with torch_threads(params.threads):
             target = prepare(ctx, params, seed, job=self.kind)

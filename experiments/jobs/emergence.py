@@ -128,15 +128,10 @@ class EmergenceJob(Job):
     }
 
     def run(self, ctx: Any, params: EmergenceParams, seed: int) -> SeedResult:
-        import torch
+        from claimgraph.experiments.context import torch_threads
 
-        old_threads = torch.get_num_threads()
-        if params.threads is not None:
-            torch.set_num_threads(params.threads)
-        try:
+        with torch_threads(params.threads):
             return self._run(ctx, params, seed)
-        finally:
-            torch.set_num_threads(old_threads)
 
     def _models(self, ctx: Any, params: EmergenceParams) -> list[str]:
         if ctx.model_ref is None and not params.sizes:

@@ -146,7 +146,7 @@ def summary_notes(results: list[SeedResult], n_order: int, registered: Criterion
 
     parts = [f"Early checkpoint (step ~{mean('step_early')}, {len(results)} seeds): cosine with the leading term "
              + ", ".join(f"{t} {mean(f'cos_{t}_early')} (norm ratio {mean(f'ratio_{t}_early')})" for t in CHECKED_TERMS)
-             + f"; at the end: " + ", ".join(f"{t} {mean(f'cos_{t}_final')}" for t in CHECKED_TERMS) + "."]
+             + "; at the end: " + ", ".join(f"{t} {mean(f'cos_{t}_final')}" for t in CHECKED_TERMS) + "."]
     parts.append("Held-out loss increase on projecting each leading term out of the final weights: "
                  + ", ".join(f"{t} {mean(f'loss_increase_{t}')}" for t in CHECKED_TERMS)
                  + f"; ordering output > value > attention in {n_order} of {len(results)} seeds.")

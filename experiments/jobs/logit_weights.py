@@ -65,7 +65,8 @@ class LogitWeightsJob(Job):
     }
 
     def run(self, ctx: Any, params: LogitWeightsParams, seed: int) -> SeedResult:
-        from claimgraph.experiments.features.target import prepare, torch_threads
+        from claimgraph.experiments.context import torch_threads
+        from claimgraph.experiments.features.target import prepare
 
         with torch_threads(params.threads):
             target = prepare(ctx, params, seed, job=self.kind)

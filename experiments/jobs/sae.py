@@ -106,15 +106,10 @@ class SaeJob(Job):
     }
 
     def run(self, ctx: Any, params: SaeParams, seed: int) -> SeedResult:
-        import torch
+        from claimgraph.experiments.context import torch_threads
 
-        old_threads = torch.get_num_threads()
-        if params.threads is not None:
-            torch.set_num_threads(params.threads)
-        try:
+        with torch_threads(params.threads):
             return self._run(ctx, params, seed)
-        finally:
-            torch.set_num_threads(old_threads)
 
     def _run(self, ctx: Any, params: SaeParams, seed: int) -> SeedResult:
         from claimgraph.experiments.substrate.corpus import get_corpus

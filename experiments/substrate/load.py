@@ -23,7 +23,7 @@ from typing import Iterator
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from claimgraph.experiments.context import cache_dir, write_json_atomic
+from claimgraph.experiments.context import cache_dir, torch_threads, train_threads, write_json_atomic
 from claimgraph.graph.errors import InvalidInput, NotFound
 
 from .corpus import CORPUS_PRESETS, SyntheticCorpus, get_corpus
@@ -138,17 +138,6 @@ def _file_lock(path: Path) -> Iterator[None]:
                 pass
 
 
-@contextmanager
-def _train_threads() -> Iterator[None]:
-    """Train with half the cores (at least one): on a shared small machine, threads that spin-wait on busy
-    cores make training many times slower. CLAIMGRAPH_TRAIN_THREADS overrides."""
-    old = torch.get_num_threads()
-    want = int(os.environ.get("CLAIMGRAPH_TRAIN_THREADS") or max(1, (os.cpu_count() or 2) // 2))
-    torch.set_num_threads(max(1, want))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def ensure_trained(name: str, preset: ToyPreset, *, progress: bool = True) -> Path:
@@ -170,7 +159,7 @@ def ensure_trained(name: str, preset: ToyPreset, *, progress: bool = True) -> Pa
             model = ToyTransformer(preset.model, corpus.vocab)
             if progress:
                 print(f"training toy:{name} (first use; cached at {final})", file=sys.stderr, flush=True)
-            with _train_threads():
+            with torch_threads(train_threads()):
                 summary = train(model, corpus, preset.train, seed=preset.seed, out_dir=tmp, progress=progress)
             TRAINING_RUNS.append(key)
             write_json_atomic(tmp / "config.json", {

@@ -23,17 +23,6 @@ TINY = {"sizes": [], "n_checkpoints": 4, "expansion": 2, "k": 8, "steps": 100, "
                                                                   "cat:digit", "paren_span"]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The job computes with one thread; the independent recomputation must too, to be bit-comparable."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def cli(*args: str):
     return CliRunner().invoke(app, ["--json", *args])
 

@@ -24,16 +24,6 @@ SMALL = {"logit_weights": {"n_random": 100, "scale_tokens": 2048},
 CLAIM = "claim:features-have-interpretable-downstream-effects"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_registered_and_importable_without_torch():
     for kind in KINDS:
         job = get_job(kind)

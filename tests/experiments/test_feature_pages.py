@@ -24,15 +24,6 @@ PAGE = PageConfig(n_tokens=2048, top_k=8, n_bands=4, per_band=3, bins=20, n_logi
 CLAIM = "claim:features-are-interpretable"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small matmuls: one intra-op thread is much faster than two when the 2 shared cores are busy."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _cli(db: Path, *args: str):
     return CliRunner().invoke(app, ["--db", str(db), "--json", *args])
 

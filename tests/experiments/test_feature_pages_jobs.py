@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from claimgraph.cli.main import app
@@ -24,14 +23,6 @@ SMALL = {"logit_weights": {"n_random": 50, "scale_tokens": 2048},
          "pinned_sampling": {"n_prompts": 16, "prompt_len": 12, "n_new": 8}}
 PAGE = PageConfig(n_tokens=2048, top_k=6, n_bands=3, per_band=2, bins=20, n_logits=6)
 CLAIM = "claim:features-have-interpretable-downstream-effects"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _cli(db: Path, *args: str):

@@ -31,15 +31,6 @@ TASK = MajorityConfig(n_vocab=3, n_in=6, n_out=4)
 POSITIONS = TASK.useless_positions()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tiny tensors run fastest on one thread (and leave the other core to the rest of the team)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(split_at: int | None = None, seed: int = 0, n_layers: int = 2) -> Transformer:
     """A float64 model with a large init, so cross-position gradients are far from zero."""
     torch.manual_seed(seed)

@@ -15,15 +15,6 @@ from claimgraph.experiments.dynamics.leading_terms_model import AttnOnlyOneHot, 
 from claimgraph.graph.errors import InvalidInput
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machine's 2 cores are shared: one thread avoids oversubscription (results do not depend on it)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def split(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens[:, :-1], tokens[:, 1:]
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from pydantic import ValidationError
 
 from claimgraph.experiments.context import RunContext
@@ -18,15 +17,6 @@ from claimgraph.experiments.registry import get_job
 TINY = dict(seq_len=12, n_train=96, n_eval=32, lr=2.0, steps=80, batch_size=16, n_checkpoints=12,
             n_frequent=4, top_k=3)
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machine's 2 cores are shared: one thread avoids oversubscription (results do not depend on it)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,6 @@ from claimgraph.experiments.sae.topk import topk_activation
 from claimgraph.graph.errors import InvalidDocument, NotFound
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matmuls: one intra-op thread is ~10x faster than two when the 2 shared cores are busy."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def planted(n: int, d: int, m: int, p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x = sum of a few of m known unit directions D [m, d] with positive coefficients in [0.5, 1.5]."""
     g = torch.Generator().manual_seed(seed)

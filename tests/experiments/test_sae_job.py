@@ -14,17 +14,6 @@ from claimgraph.experiments.registry import get_job
 SMALL = dict(steps=150, batch_size=128, train_tokens=8192, eval_tokens=4096, log_every=50)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small matmuls: one intra-op thread is much faster than two when the 2 shared cores are busy."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_registered_and_importable_without_torch():
     assert isinstance(get_job("sae"), SaeJob)
     code = ("import sys, claimgraph.experiments.jobs.sae as m; m.SaeParams(); "
