@@ -1,15 +1,17 @@
 """From files to the store: read, detect, parse every document first, then apply each in its own transaction."""
 from __future__ import annotations
 
+import heapq
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from claimgraph.graph.errors import InvalidDocument, InvalidInput
 from claimgraph.graph.ids import normalize_title, sha256_hex
 from claimgraph.graph.models import ApplyReport, DocumentRef, GraphDelta, Node, NodeType
-from claimgraph.graph.store import Store
+from claimgraph.graph.store import Store, text_hash
 
 from .claim_page import parse_claim_page
 from .detect import FORMATS, detect_format
@@ -97,21 +99,23 @@ def ingest_paths(store: Store, paths: list[str | Path], *, format: str = "auto",
 
         embedder = get_embedder()
     remapped: dict[str, str] = {}  # paper ids of applied documents -> the stored paper they were merged into
+    vectors: dict[str, Any] = {}
+    if embedder is not None:
+        # one encoder pass over every new text of the batch (large batches, and the store is let go meanwhile)
+        from claimgraph.graph.embed import vectors_for
+
+        changed = [d for d in docs if (p := store.document(d.ref.path)) is None or p.content_hash != d.ref.content_hash]
+        vectors = vectors_for(store, [n for d in changed for n in d.delta.nodes], embedder=embedder,
+                              progress=progress)
     reports = []
     for i in order:
         doc = docs[i]
         delta = _rename(doc.delta, {**remapped, **{k: remapped.get(v, v) for k, v in aliases[i].items()}})
-        prior = store.document(doc.ref.path)
-        unchanged = prior is not None and prior.content_hash == doc.ref.content_hash
         for before, after in zip(delta.nodes, store.resolve_papers(delta).nodes):
             if before.id != after.id:
                 remapped[before.id] = after.id
-        vectors = None
-        if embedder is not None and not unchanged:
-            from claimgraph.graph.embed import vectors_for
-
-            vectors = vectors_for(store, delta.nodes, embedder=embedder, progress=progress)
-        reports.append(store.apply(delta, doc.ref, vectors=vectors,
+        mine = {h: vectors[h] for h in {text_hash(n) for n in delta.nodes} if h in vectors}
+        reports.append(store.apply(delta, doc.ref, vectors=mine,
                                    model=embedder.model_name if embedder is not None else None))
     return reports
 
@@ -164,15 +168,25 @@ def _plan(store: Store, docs: list[ParsedDocument]) -> tuple[list[int], list[dic
             raise InvalidDocument(f"refers to {ref}, which is neither defined in this document, nor in the other "
                                   "documents given, nor in the store; define it, or ingest the document that "
                                   "does first", path=d.ref.path, line=line)
+    # Kahn's algorithm, taking the earliest given document among those ready
+    waiting = [len(deps[i] - {i}) for i in range(len(docs))]
+    users: list[list[int]] = [[] for _ in docs]
+    for i, ds in enumerate(deps):
+        for j in ds - {i}:
+            users[j].append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
     order: list[int] = []
-    done: set[int] = set()
-    while len(order) < len(docs):
-        ready = [i for i in range(len(docs)) if i not in done and deps[i] - {i} <= done]
-        if not ready:
-            stuck = [docs[i].ref.path for i in range(len(docs)) if i not in done]
-            raise InvalidDocument("these documents refer to each other's nodes in a cycle, so none can be applied "
-                                  "first: " + ", ".join(stuck) + "; move the cross-references into one of them",
-                                  path=stuck[0])
-        order.append(ready[0])
-        done.add(ready[0])
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) < len(docs):
+        stuck = [docs[i].ref.path for i in range(len(docs)) if waiting[i] > 0]
+        raise InvalidDocument("these documents refer to each other's nodes in a cycle, so none can be applied "
+                              "first: " + ", ".join(stuck) + "; move the cross-references into one of them",
+                              path=stuck[0])
     return order, aliases
