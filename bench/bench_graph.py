@@ -35,9 +35,11 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from contextlib import ExitStack, contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Iterator  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -276,8 +278,37 @@ def _delta(doc: dict):
     return GraphDelta(nodes=nodes, edges=edges)
 
 
-def ingest(store: Store, folder: Path) -> tuple[float, str]:
-    """Ingest every document of `folder`; (seconds, which path was used)."""
+@contextmanager
+def timing(owner: object, name: str, spent: dict[str, float], key: str) -> Iterator[None]:
+    """Add the seconds spent in `owner.name` during the block to `spent[key]` (a timing wrapper only)."""
+    orig = getattr(owner, name)
+
+    def timed(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return orig(*a, **kw)
+        finally:
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
+
+    setattr(owner, name, timed)
+    try:
+        yield
+    finally:
+        setattr(owner, name, orig)
+
+
+def ingest(store: Store, folder: Path, spent: dict[str, float]) -> tuple[float, str]:
+    """Ingest every document of `folder`; (seconds, which path was used). `spent` gets the time inside
+    the encoder, Store.apply and Store.release (which closes the file: DuckDB checkpoints on close)."""
+    from claimgraph.graph.embed import Embedder
+
+    with ExitStack() as stack:
+        for owner, name in ((Embedder, "encode"), (Store, "apply"), (Store, "release")):
+            stack.enter_context(timing(owner, name, spent, name))
+        return _ingest(store, folder)
+
+
+def _ingest(store: Store, folder: Path) -> tuple[float, str]:
     try:
         from claimgraph.ingest import ingest_paths
     except ImportError:
@@ -339,7 +370,9 @@ def bench_size(n: int, work: Path, *, block: int, threshold: float, seed: int,
 
     db = work / f"bench_{n}.duckdb"
     with Store(db) as store:
-        res["ingest_s"], res["ingest_path"] = ingest(store, folder)
+        spent: dict[str, float] = {}
+        res["ingest_s"], res["ingest_path"] = ingest(store, folder, spent)
+        res["ingest_parts"] = spent
         stored = sum(store.count_nodes().values())
         res["stored_nodes"] = stored
         res["ingest_rate"] = stored / res["ingest_s"]
@@ -451,6 +484,9 @@ def render(results: list[dict], mach: dict, started: str, load_end: tuple) -> st
         ("raw encoder, sentences/s (batch 64; texts timed)", [f"{r['encoder_rate']:.0f} ({r['encoder_texts']})" for r in results]),
         ("ingest, nodes/s (parse + encode + apply)", [f"{r['ingest_rate']:.0f}" for r in results]),
         ("**ingest / encoder**", [f"**{r['ingest_rate'] / r['encoder_rate']:.2f}**" for r in results]),
+        ("  ingest seconds: total / in encoder / in Store.apply / in Store.release",
+         [f"{r['ingest_s']:.1f} / {r['ingest_parts'].get('encode', 0):.1f} / {r['ingest_parts'].get('apply', 0):.1f}"
+          f" / {r['ingest_parts'].get('release', 0):.1f}" for r in results]),
         ("search total, ms (median / p95; numpy scan)", [ms(r["search_total_ms"]) for r in results]),
         ("  - query encode, ms", [ms(r["search_encode_ms"]) for r in results]),
         ("  - semantic part (numpy, cached matrix), ms", [ms(r["search_semantic_ms"]) for r in results]),
