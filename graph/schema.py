@@ -7,6 +7,7 @@ To change the schema, append a migration; never edit one that has shipped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 EMBED_DIM = 384  # all-MiniLM-L6-v2
 
@@ -16,6 +17,18 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    backfill: Callable[[Any], None] | None = None  # run after the statements, in the same transaction
+
+
+def _backfill_paper_keys(con: Any) -> None:
+    import json
+
+    from .store import paper_keys
+
+    rows = con.execute("SELECT id, title, attrs FROM nodes WHERE type = 'paper' ORDER BY created_at, id").fetchall()
+    for pid, title, attrs in rows:
+        for key in paper_keys(title, json.loads(attrs) if isinstance(attrs, str) else attrs):
+            con.execute("INSERT INTO paper_keys VALUES (?, ?) ON CONFLICT DO NOTHING", [key, pid])
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -126,6 +139,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX runs_experiment ON runs(experiment_id)",
         "CREATE INDEX runs_config ON runs(config_hash)",
     )),
+    Migration(3, "paper identity keys (DOI, arXiv id, normalised title) indexed for ingest", (
+        """CREATE TABLE paper_keys (
+            key      VARCHAR PRIMARY KEY,       -- doi:<doi> | arxiv:<id> | title:<normalised title>
+            paper_id VARCHAR NOT NULL           -- the first paper stored under that key
+        )""",
+        "CREATE INDEX paper_keys_paper ON paper_keys(paper_id)",
+    ), backfill=_backfill_paper_keys),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

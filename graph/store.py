@@ -159,6 +159,8 @@ class Store:
                 if m.version > current:
                     for stmt in m.statements:
                         con.execute(stmt)
+                    if m.backfill is not None:
+                        m.backfill(con)
                     con.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
                                 [m.version, m.description, _naive_utc(datetime.now(timezone.utc))])
             con.execute("COMMIT")
@@ -292,6 +294,7 @@ class Store:
                   "DELETE FROM node_terms WHERE node_id IN (SELECT unnest($1))",
                   "DELETE FROM node_sources WHERE node_id IN (SELECT unnest($1))",
                   "DELETE FROM suggestions WHERE a IN (SELECT unnest($1)) OR b IN (SELECT unnest($1))",
+                  "DELETE FROM paper_keys WHERE paper_id IN (SELECT unnest($1))",
                   "DELETE FROM nodes WHERE id IN (SELECT unnest($1))"):
             c.execute(q, [ids])
 
@@ -340,10 +343,22 @@ class Store:
                     made_by = excluded.made_by, updated_at = excluded.updated_at""", {"now": now})
             self.con.unregister("_stage_nodes")
             self._index_terms(final)
+            self._index_paper_keys([n for n in final if n.type == NodeType.paper])
         if path is not None:
             self.con.execute("INSERT INTO node_sources SELECT unnest($1), $2 ON CONFLICT DO NOTHING",
                              [[n.id for n in nodes], path])
         return added, updated
+
+    def _index_paper_keys(self, papers: list[Node]) -> None:
+        """Keep paper_keys in step with the papers' DOI, arXiv id and normalised title (first paper keeps a key)."""
+        if not papers:
+            return
+        ids = [p.id for p in papers]
+        self.con.execute("DELETE FROM paper_keys WHERE paper_id IN (SELECT unnest(?))", [ids])
+        keys = [(k, p.id) for p in papers for k in paper_keys(p.title, p.attrs)]
+        if keys:
+            self.con.execute("INSERT INTO paper_keys SELECT unnest($1), unnest($2) ON CONFLICT DO NOTHING",
+                             [[k for k, _ in keys], [i for _, i in keys]])
 
     def _index_terms(self, nodes: list[Node]) -> None:
         import pyarrow as pa
@@ -493,18 +508,15 @@ class Store:
         papers = [n for n in delta.nodes if n.type == NodeType.paper]
         if not papers:
             return delta
-        rows = self.con.execute("SELECT id, attrs FROM nodes WHERE type = 'paper'").fetchall()
-        by_key: dict[str, str] = {}
-        for pid, attrs in rows:
-            a = json.loads(attrs) if isinstance(attrs, str) else attrs
-            for key in _paper_keys(a):
-                by_key.setdefault(key, pid)
+        wanted = {p.id: paper_keys(p.title, p.attrs) for p in papers}
+        flat = sorted({k for ks in wanted.values() for k in ks})
+        by_key = dict(self.con.execute("SELECT key, paper_id FROM paper_keys WHERE key IN (SELECT unnest(?))",
+                                       [flat]).fetchall()) if flat else {}
         remap: dict[str, str] = {}
-        for p in papers:
-            for key in _paper_keys({**p.attrs, "title_norm": p.attrs.get("title_norm") or
-                                   (normalize_title(p.title) if p.attrs.get("title_known", True) else None)}):
-                if key in by_key and by_key[key] != p.id:
-                    remap[p.id] = by_key[key]
+        for pid, keys in wanted.items():
+            for key in keys:
+                if key in by_key and by_key[key] != pid:
+                    remap[pid] = by_key[key]
                     break
         if not remap:
             return delta
@@ -712,14 +724,17 @@ def _similar_key(s: StatedSimilarity) -> str:
     return s.other_id or f"untyped:{slugify(s.other_title)}"
 
 
-def _paper_keys(attrs: dict[str, Any]) -> list[str]:
+def paper_keys(title: str, attrs: dict[str, Any]) -> list[str]:
+    """Identity keys of a paper: its DOI, arXiv id and (when the title is known) normalised title."""
     keys = []
     if attrs.get("doi"):
         keys.append("doi:" + normalize_doi(attrs["doi"]))
     if attrs.get("arxiv"):
         keys.append("arxiv:" + normalize_arxiv(attrs["arxiv"]))
-    if attrs.get("title_norm") and attrs.get("title_known", True):
-        keys.append("title:" + attrs["title_norm"])
+    if attrs.get("title_known", True):
+        norm = attrs.get("title_norm") or normalize_title(title)
+        if norm:
+            keys.append("title:" + norm)
     return keys
 
 

@@ -276,3 +276,24 @@ def test_two_writers_at_once_lose_nothing(db_path):
         assert s.count_nodes() == {"claim": 2 * n, "finding": 2 * n}
         assert s.count_edges() == {"supports": 2 * n}
         assert len(s.documents()) == 2 * n
+
+
+def test_migration_3_backfills_paper_keys(db_path):
+    """A store written before paper_keys existed: opening it indexes its papers, and ingest then matches them."""
+    from claimgraph.graph.schema import VERSION_TABLE
+
+    con = duckdb.connect(str(db_path))
+    con.execute(VERSION_TABLE)
+    for m in MIGRATIONS[:2]:
+        for stmt in m.statements:
+            con.execute(stmt)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.description])
+    con.execute("""INSERT INTO nodes VALUES ('paper:old-one', 'paper', 'An Old Paper', '', '{"doi": "10.5/old"}',
+                   'h', NULL, NULL, 'manual', now(), now())""")
+    con.close()
+    with Store(db_path) as s:
+        assert sorted(r[0] for r in s.sql("SELECT key FROM paper_keys")) == ["doi:10.5/old", "title:an old paper"]
+        again = Node(id=paper_id(title="AN OLD PAPER."), type="paper", title="AN OLD PAPER.")
+        assert s.resolve_papers(GraphDelta(nodes=[again])).nodes[0].id == "paper:old-one"
+        s.delete_node("paper:old-one")
+        assert s.sql("SELECT count(*) FROM paper_keys") == [(0,)]
