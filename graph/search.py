@@ -19,7 +19,8 @@ ranks on its cosine. A node without a stored vector counts semantic 0 (shown as 
 indexed term, the score is the cosine alone; when the store has no vectors, the keyword part alone.
 
 Semantic scan: numpy over an in-process copy of the vector matrix (cached per store and model with the
-keyword index's document lengths, checked against a cheap fingerprint on every query), or DuckDB's `array_cosine_similarity`; `bench/bench_graph.py`
+keyword index's document lengths, checked against a cheap fingerprint on every query), or DuckDB's
+`array_cosine_similarity`; `bench/bench_graph.py`
 measures both (docs/benchmarks.md), and numpy is the default because a warm query is ~40x faster at 100k.
 """
 from __future__ import annotations
