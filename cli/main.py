@@ -73,15 +73,9 @@ def _store(ctx: typer.Context, *, create: bool = False) -> Iterator["Store"]:  #
 
 
 def _node_type(value: Optional[str]):
-    if value is None:
-        return None
-    from claimgraph.graph.errors import InvalidInput
-    from claimgraph.graph.models import NodeType
+    from claimgraph.graph.models import parse_node_type
 
-    try:
-        return NodeType(value)
-    except ValueError:
-        raise InvalidInput(f"unknown node type {value!r}; known: {', '.join(t.value for t in NodeType)}") from None
+    return parse_node_type(value)
 
 
 # ---- graph ----------------------------------------------------------------------------------------

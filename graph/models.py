@@ -23,6 +23,24 @@ class NodeType(str, Enum):
     evidence = "evidence"
 
 
+def parse_node_type(value: NodeType | str | None) -> NodeType | None:
+    """A node type from user input (None passes through); an unknown name is InvalidInput listing the known ones."""
+    if value is None:
+        return None
+    try:
+        return NodeType(value)
+    except ValueError:
+        from .errors import InvalidInput
+
+        raise InvalidInput(f"unknown node type {value!r}; known: {', '.join(t.value for t in NodeType)}") from None
+
+
+def node_type_value(value: NodeType | str | None) -> str | None:
+    """`parse_node_type` as the stored string (the form SQL filters take)."""
+    t = parse_node_type(value)
+    return None if t is None else t.value
+
+
 class EdgeType(str, Enum):
     extracted_from = "extracted_from"      # claim/finding/method/question -> the paper it comes from
     supports = "supports"                  # finding/evidence/method -> claim it supports

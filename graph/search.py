@@ -30,7 +30,7 @@ from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from .errors import InvalidInput, StoreError
-from .models import NodeType, SearchResult
+from .models import NodeType, SearchResult, node_type_value
 from .schema import EMBED_DIM
 from .text import tokens
 
@@ -45,15 +45,6 @@ K1 = 1.2      # BM25 term-frequency saturation (standard)
 B = 0.75      # BM25 length normalisation (standard)
 
 Backend = Literal["numpy", "duckdb"]
-
-
-def _type_value(type: NodeType | str | None) -> str | None:
-    if type is None:
-        return None
-    try:
-        return NodeType(type).value
-    except ValueError:
-        raise InvalidInput(f"unknown node type {type!r}; known: {', '.join(t.value for t in NodeType)}") from None
 
 
 def _prefix(type_value: str | None) -> str | None:
@@ -142,7 +133,7 @@ def _keyword_source(store: "Store") -> Iterator[None]:
 def keyword_search(store: "Store", query: str, *, type: NodeType | str | None = None,
                    k: int = 10) -> list[tuple[str, float]]:
     """The `k` best (node id, raw BM25) for `query`, best first; the keyword part of `search` on its own."""
-    tval = _type_value(type)
+    tval = node_type_value(type)
     terms = _query_terms(query)
     if not terms:
         return []
@@ -205,7 +196,7 @@ def semantic_search(store: "Store", qvec: "np.ndarray", *, model: str, type: Nod
     """The `k` (node id, cosine) most similar to a unit query vector [384], best first; no encoder."""
     import numpy as np
 
-    tval = _type_value(type)
+    tval = node_type_value(type)
     qvec = np.asarray(qvec, dtype=np.float32).reshape(EMBED_DIM)
     if backend == "numpy" and tval is None:  # all in numpy: top k without a join
         ids, mat = vector_matrix(store, model)
@@ -237,7 +228,7 @@ def search(store: "Store", query: str, *, type: NodeType | str | None = None, k:
         raise InvalidInput(f"k must be at least 1, got {k}")
     if backend not in ("numpy", "duckdb"):
         raise InvalidInput(f"unknown search backend {backend!r}; use numpy or duckdb")
-    tval = _type_value(type)
+    tval = node_type_value(type)
     terms = _query_terms(query)
     if embedder is None:
         from .embed import MODEL_NAME

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .embed import MODEL_NAME
 from .errors import InvalidInput, NotFound, StoreError
-from .models import Edge, EdgeType, MadeBy, NodeType, Suggestion
+from .models import Edge, EdgeType, MadeBy, NodeType, Suggestion, node_type_value
 from .schema import EMBED_DIM
 
 if TYPE_CHECKING:
@@ -44,15 +44,6 @@ def _q(store: "Store", sql: str, params: dict[str, Any] | list[Any] | None = Non
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _type_value(type: NodeType | str | None) -> str | None:
-    if type is None:
-        return None
-    try:
-        return NodeType(type).value
-    except ValueError:
-        raise InvalidInput(f"unknown node type {type!r}; known: {', '.join(t.value for t in NodeType)}") from None
 
 
 # -- neighbours of one node -----------------------------------------------------------------------
@@ -154,7 +145,7 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
         raise InvalidInput(f"threshold is a cosine, between -1 and 1; got {threshold}")
     if limit is not None and limit < 0:
         raise InvalidInput(f"limit must be at least 0, got {limit}")
-    tval = _type_value(type)
+    tval = node_type_value(type)
     where, params = ["e.model = $model"], {"model": model}
     if tval is not None:
         where.append("n.type = $type")
@@ -215,7 +206,7 @@ def suggestions(store: "Store", *, state: str | None = "open", type: NodeType | 
         if state not in ("open", "accepted", "rejected"):
             raise InvalidInput(f"unknown suggestion state {state!r}; use open, accepted or rejected")
         where.append("s.state = $state"); params["state"] = state
-    tval = _type_value(type)
+    tval = node_type_value(type)
     if tval is not None:
         where.append("na.type = $type AND nb.type = $type"); params["type"] = tval
     return _suggestion_rows(store, " AND ".join(where), params, limit)
