@@ -27,18 +27,10 @@ from claimgraph.experiments.context import torch_threads
 
 from .decomposition import decompose, decompose_literal, full_gradient
 from .decomposition_data import corpus_source, majority_source
-from .influence import PARTS, AdamInfluence, ProbeRisk, fit_ridge, flat_params, probe_correlation
+from .influence import PARTS, AdamInfluence, ProbeRisk, fit_ridge, flat_params, probe_correlation, set_flat_grads
 from .transformer import AttnMode, Transformer, TransformerConfig, token_losses
 
 CURVE_POINTS = 100  # points kept per curve in the result details
-
-
-def _set_grads(model: torch.nn.Module, flat: torch.Tensor) -> None:
-    offset = 0
-    for p in model.parameters():
-        p.grad = flat[offset: offset + p.numel()].view_as(p).clone()
-        offset += p.numel()
-    assert offset == flat.numel(), f"flat gradient has {flat.numel()} entries, model {offset}"
 
 
 def _adam(model: torch.nn.Module, params: Any) -> torch.optim.Adam:
@@ -61,7 +53,7 @@ def train(model: Transformer, data: torch.Tensor, params: Any, ctx: Any, *, cond
         opt.zero_grad(set_to_none=True)
         if cut_layer is not None:
             loss, full, _, _ = full_gradient(model, tok, tgt, cut_layer)
-            _set_grads(model, full)
+            set_flat_grads(model, full)
         else:
             loss_t = token_losses(model(tok, mode), tgt).mean()
             loss_t.backward()
@@ -94,7 +86,7 @@ def track(model: Transformer, data: torch.Tensor, params: Any, ctx: Any, risk: P
                               for n in ("full",) + PARTS)
         before = flat_params(model)
         opt.zero_grad(set_to_none=True)
-        _set_grads(model, parts.full)
+        set_flat_grads(model, parts.full)
         opt.step()
         step = tracker.after_step(parts, grad_R, flat_params(model) - before)
         cum += step.influence

@@ -108,6 +108,15 @@ def flat_params(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
+def set_flat_grads(model: torch.nn.Module, flat: torch.Tensor) -> None:
+    """Give each parameter its slice of a flat gradient (the layout of `flat_params`), for an optimiser step."""
+    offset = 0
+    for p in model.parameters():
+        p.grad = flat[offset: offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+    assert offset == flat.numel(), f"flat gradient has {flat.numel()} entries, model {offset}"
+
+
 class StepInfluence(NamedTuple):
     influence: torch.Tensor  # [3, n_groups]: direct, precache, shared; positive = moves towards the final feature
     total: torch.Tensor      # [n_groups]: the same for the real updates

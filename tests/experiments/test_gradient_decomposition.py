@@ -19,6 +19,7 @@ from claimgraph.experiments.dynamics.influence import (  # noqa: E402
     fit_ridge,
     flat_params,
     pearson,
+    set_flat_grads,
 )
 from claimgraph.experiments.dynamics.majority import MajorityConfig, sample  # noqa: E402
 from claimgraph.experiments.dynamics.transformer import (  # noqa: E402
@@ -186,10 +187,7 @@ def test_part_updates_sum_to_the_real_adam_update():
         parts = decompose(m, b.tokens[:, :-1], b.tokens[:, 1:], 1, groups)
         before = flat_params(m)
         opt.zero_grad()
-        offset = 0
-        for p in m.parameters():
-            p.grad = parts.full[offset: offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
+        set_flat_grads(m, parts.full)
         opt.step()
         delta = flat_params(m) - before
         out = tracker.after_step(parts, grad_R, delta)
@@ -219,10 +217,7 @@ def test_influence_integrates_to_the_change_of_the_risk():
         parts = decompose(m, b.tokens[:, :-1], b.tokens[:, 1:], 1, [POSITIONS])
         before = flat_params(m)
         opt.zero_grad()
-        offset = 0
-        for p in m.parameters():
-            p.grad = parts.full[offset: offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
+        set_flat_grads(m, parts.full)
         opt.step()
         total += float(tracker.after_step(parts, grad_R, flat_params(m) - before).influence.sum())
     total += float(tracker.finish(risk.gradients(m)[1]).influence.sum())
