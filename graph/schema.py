@@ -146,6 +146,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX paper_keys_paper ON paper_keys(paper_id)",
     ), backfill=_backfill_paper_keys),
+    # The primary key (src, type, dst) serves only whole-key lookups; a document's edges are found by source.
+    Migration(4, "edges indexed by source node", (
+        "CREATE INDEX edges_src ON edges(src)",
+    )),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

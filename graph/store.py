@@ -333,14 +333,19 @@ class Store:
                 "source": [n.provenance.source if n.provenance else path for n in final],
                 "source_hash": [n.provenance.source_hash if n.provenance else None for n in final],
                 "made_by": [(n.provenance.made_by if n.provenance else MadeBy.parsed).value for n in final],
+                "new": [n.id not in existing for n in final],
             })
             self._arrow("_stage_nodes", tbl)
+            # `existing` says which rows are new: a plain INSERT and an UPDATE cost a fraction of ON CONFLICT
+            # (which checks every row against the key index under its own machinery).
             self.con.execute("""
                 INSERT INTO nodes SELECT id, type, title, text, attrs::JSON, text_hash, source, source_hash, made_by,
-                                         $now, $now FROM _stage_nodes
-                ON CONFLICT (id) DO UPDATE SET title = excluded.title, text = excluded.text, attrs = excluded.attrs,
-                    text_hash = excluded.text_hash, source = excluded.source, source_hash = excluded.source_hash,
-                    made_by = excluded.made_by, updated_at = excluded.updated_at""", {"now": now})
+                                         $now, $now FROM _stage_nodes WHERE new""", {"now": now})
+            if len(final) > sum(added.values()):
+                self.con.execute("""
+                    UPDATE nodes SET title = s.title, text = s.text, attrs = s.attrs::JSON, text_hash = s.text_hash,
+                        source = s.source, source_hash = s.source_hash, made_by = s.made_by, updated_at = $now
+                    FROM _stage_nodes s WHERE NOT s.new AND nodes.id = s.id""", {"now": now})
             self.con.unregister("_stage_nodes")
             self._index_terms(final)
             self._index_paper_keys([n for n in final if n.type == NodeType.paper])
@@ -443,10 +448,10 @@ class Store:
         now = _naive_utc(datetime.now(timezone.utc))
         uniq = {e.key: e for e in edges}
         keys = list(uniq)
+        # By source (indexed, migration 4), then the exact keys here: a tuple IN scans the whole table.
         have = {(s, t, d): json.loads(a) if isinstance(a, str) else a for s, t, d, a in self.con.execute(
-            "SELECT src, type, dst, attrs FROM edges WHERE (src, type, dst) IN "
-            "(SELECT (unnest($1), unnest($2), unnest($3)))",
-            [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]]).fetchall()}
+            "SELECT src, type, dst, attrs FROM edges WHERE src IN (SELECT unnest($1))",
+            [sorted({k[0] for k in keys})]).fetchall() if (s, t, d) in uniq}
         added = Counter()
         write = []
         for k, e in uniq.items():
@@ -463,13 +468,18 @@ class Store:
                 "source": [e.provenance.source if e.provenance else path for e, _ in write],
                 "source_hash": [e.provenance.source_hash if e.provenance else None for e, _ in write],
                 "made_by": [(e.provenance.made_by if e.provenance else MadeBy.parsed).value for e, _ in write],
+                "new": [e.key not in have for e, _ in write],
             })
             self._arrow("_stage_edges", tbl)
+            # `have` says which rows are new: a plain INSERT and an UPDATE instead of ON CONFLICT (see nodes)
             self.con.execute("""
                 INSERT INTO edges SELECT src, type, dst, attrs::JSON, source, source_hash, made_by, $now, $now
-                FROM _stage_edges
-                ON CONFLICT (src, type, dst) DO UPDATE SET attrs = excluded.attrs, updated_at = excluded.updated_at""",
-                             {"now": now})
+                FROM _stage_edges WHERE new""", {"now": now})
+            if len(write) > sum(added.values()):
+                self.con.execute("""
+                    UPDATE edges SET attrs = s.attrs::JSON, updated_at = $now FROM _stage_edges s
+                    WHERE NOT s.new AND edges.src = s.src AND edges.type = s.type AND edges.dst = s.dst""",
+                                 {"now": now})
             self.con.unregister("_stage_edges")
         if path is not None:
             self.con.execute("INSERT INTO edge_sources SELECT unnest($1), unnest($2), unnest($3), $4 ON CONFLICT DO NOTHING",

@@ -145,12 +145,13 @@ def _plan(store: Store, docs: list[ParsedDocument]) -> tuple[list[int], list[dic
                 by_title.setdefault(n.attrs.get("title_norm") or normalize_title(n.title), (i, n.id))
     deps: list[set[int]] = [set() for _ in docs]
     aliases: list[dict[str, str]] = [{} for _ in docs]
+    stored_refs = set(store.get_nodes({r for d in docs for r in d.external_refs if r not in defined}))
     for i, d in enumerate(docs):
         for ref, line in d.external_refs.items():
             if ref in defined:
                 deps[i].add(defined[ref])
                 continue
-            if store.has_node(ref):
+            if ref in stored_refs:
                 continue
             ref_title = d.external_papers.get(ref)
             if ref_title is not None:

@@ -74,6 +74,26 @@ def test_changed_document_updates_in_place_and_drops_what_it_no_longer_says(stor
         == MadeBy.manual
 
 
+def test_changed_document_mixing_new_and_changed_rows_writes_each_once(store):
+    """One apply that adds some nodes and edges and changes others: the new ones are inserted, the changed
+    ones updated in place (attrs merged), and nothing is duplicated."""
+    store.apply(small_delta(), doc())
+    d2 = small_delta("A revised description.")
+    q = Node(id=make_id("question", "Are features real"), type="question", title="Are features real")
+    d2.nodes.append(q)
+    d2.edges = [e.model_copy(update={"attrs": {"quote": "as stated"}}) if e.type.value == "supports" else e
+                for e in d2.edges] + [Edge(src=d2.nodes[1].id, type="addresses", dst=q.id)]
+    r = store.apply(d2, doc(h="h2"))
+    assert r.nodes_added == {"question": 1} and r.nodes_updated == {"claim": 1}
+    assert r.edges_added == {"addresses": 1}
+    edge = store.get_edge("finding:shuffled-models-give-single-token-features", "supports",
+                          "claim:features-are-model-properties")
+    assert edge.attrs == {"stated": True, "quote": "as stated"}
+    assert store.get_node("claim:features-are-model-properties").text == "A revised description."
+    assert store.count_nodes() == {"claim": 1, "finding": 1, "paper": 1, "question": 1}
+    assert store.count_edges() == {"addresses": 1, "extracted_from": 1, "supports": 1}
+
+
 def test_node_shared_by_two_documents_survives_one_dropping_it(store):
     store.apply(small_delta(), doc("/a"))
     store.apply(small_delta(), doc("/b"))
