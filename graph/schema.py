@@ -20,7 +20,8 @@ class Migration:
     backfill: Callable[[Any], None] | None = None  # run after the statements, in the same transaction
 
 
-def _backfill_paper_keys(con: Any) -> None:
+def assign_paper_keys(con: Any, only: set[str] | None = None) -> None:
+    """Give each paper identity key (all, or those in `only`) to the first stored paper that carries it."""
     import json
 
     from .store import paper_keys
@@ -28,7 +29,8 @@ def _backfill_paper_keys(con: Any) -> None:
     rows = con.execute("SELECT id, title, attrs FROM nodes WHERE type = 'paper' ORDER BY created_at, id").fetchall()
     for pid, title, attrs in rows:
         for key in paper_keys(title, json.loads(attrs) if isinstance(attrs, str) else attrs):
-            con.execute("INSERT INTO paper_keys VALUES (?, ?) ON CONFLICT DO NOTHING", [key, pid])
+            if only is None or key in only:
+                con.execute("INSERT INTO paper_keys VALUES (?, ?) ON CONFLICT DO NOTHING", [key, pid])
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -145,7 +147,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             paper_id VARCHAR NOT NULL           -- the first paper stored under that key
         )""",
         "CREATE INDEX paper_keys_paper ON paper_keys(paper_id)",
-    ), backfill=_backfill_paper_keys),
+    ), backfill=assign_paper_keys),
     # The primary key (src, type, dst) serves only whole-key lookups; a document's edges are found by source.
     Migration(4, "edges indexed by source node", (
         "CREATE INDEX edges_src ON edges(src)",

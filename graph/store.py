@@ -28,7 +28,7 @@ from .errors import ClaimgraphError, InvalidDocument, InvalidInput, NotFound, St
 from .ids import normalize_arxiv, normalize_doi, normalize_title, parse_id, sha256_hex, slugify
 from .models import (ATTRS_MODELS, EDGE_RULES, ApplyReport, DocumentRef, Edge, EdgeType, GraphDelta, MadeBy,
                      Node, NodeType, Provenance, StatedSimilarity)
-from .schema import EMBED_DIM, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
+from .schema import EMBED_DIM, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE, assign_paper_keys
 from .text import term_counts
 
 DEFAULT_BUSY_TIMEOUT = float(os.environ.get("CLAIMGRAPH_BUSY_TIMEOUT", "10"))
@@ -288,6 +288,7 @@ class Store:
         if not ids:
             return
         c = self.con
+        held = self._paper_keys_held(ids)
         for q in ("DELETE FROM edges WHERE src IN (SELECT unnest($1)) OR dst IN (SELECT unnest($1))",
                   "DELETE FROM edge_sources WHERE src IN (SELECT unnest($1)) OR dst IN (SELECT unnest($1))",
                   "DELETE FROM stated_similarity WHERE node_id IN (SELECT unnest($1)) OR other_id IN (SELECT unnest($1))",
@@ -297,6 +298,7 @@ class Store:
                   "DELETE FROM paper_keys WHERE paper_id IN (SELECT unnest($1))",
                   "DELETE FROM nodes WHERE id IN (SELECT unnest($1))"):
             c.execute(q, [ids])
+        self._reassign_paper_keys(held)
 
     def _upsert_nodes(self, nodes: list[Node], *, path: str | None) -> tuple[Counter, Counter]:
         """Insert new nodes, update changed ones (attrs merged, empty text keeps the old). Returns (added, updated) by type."""
@@ -359,11 +361,23 @@ class Store:
         if not papers:
             return
         ids = [p.id for p in papers]
+        held = self._paper_keys_held(ids)
         self.con.execute("DELETE FROM paper_keys WHERE paper_id IN (SELECT unnest(?))", [ids])
         keys = [(k, p.id) for p in papers for k in paper_keys(p.title, p.attrs)]
         if keys:
             self.con.execute("INSERT INTO paper_keys SELECT unnest($1), unnest($2) ON CONFLICT DO NOTHING",
                              [[k for k, _ in keys], [i for _, i in keys]])
+        self._reassign_paper_keys(held - {k for k, _ in keys})
+
+    def _paper_keys_held(self, paper_ids: list[str]) -> set[str]:
+        return {r[0] for r in self.con.execute("SELECT key FROM paper_keys WHERE paper_id IN (SELECT unnest(?))",
+                                               [paper_ids]).fetchall()}
+
+    def _reassign_paper_keys(self, freed: set[str]) -> None:
+        """Keys a paper gave up (deleted, or its DOI/arXiv id/title changed) go to the next stored paper that
+        carries them (two papers can: `add_node` does not merge papers), so ingest still finds that one."""
+        if freed:
+            assign_paper_keys(self.con, only=freed)
 
     def _index_terms(self, nodes: list[Node]) -> None:
         import pyarrow as pa

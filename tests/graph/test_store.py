@@ -317,3 +317,21 @@ def test_migration_3_backfills_paper_keys(db_path):
         assert s.resolve_papers(GraphDelta(nodes=[again])).nodes[0].id == "paper:old-one"
         s.delete_node("paper:old-one")
         assert s.sql("SELECT count(*) FROM paper_keys") == [(0,)]
+
+
+def test_a_paper_key_given_up_passes_to_the_next_paper_that_carries_it(store):
+    """Two stored papers with one DOI (add_node does not merge papers): when the first is deleted, or its DOI
+    changes, ingest still resolves that DOI to the other one instead of adding a third paper."""
+    first = Node(id="paper:first", type="paper", title="First", attrs={"doi": "10.1/shared"})
+    second = Node(id="paper:second", type="paper", title="Second", attrs={"doi": "10.1/shared"})
+    third = Node(id="paper:third", type="paper", title="Third", attrs={"doi": "10.1/other"})
+    for n in (first, second, third):
+        store.add_node(n)
+    probe = lambda doi: store.resolve_papers(GraphDelta(nodes=[  # noqa: E731
+        Node(id="paper:probe", type="paper", title="Probe", attrs={"doi": doi})])).nodes[0].id
+    assert probe("10.1/shared") == "paper:first"
+    store.add_node(first.model_copy(update={"attrs": {"doi": "10.1/changed"}}))
+    assert probe("10.1/shared") == "paper:second" and probe("10.1/changed") == "paper:first"
+    store.add_node(third.model_copy(update={"attrs": {"doi": "10.1/changed"}}))
+    store.delete_node("paper:first")
+    assert probe("10.1/changed") == "paper:third"
