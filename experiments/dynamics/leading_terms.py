@@ -58,6 +58,13 @@ class Bases:
                 "position": self.position}
 
 
+def bigram_mapping(x: torch.Tensor, y: torch.Tensor, d_vocab: int) -> torch.Tensor:
+    """B = mean over positions of x^T (onehot(y) - 1/|V|), float64 [V, V], from token ids x -> next y (any shape)."""
+    V = d_vocab
+    pair = torch.bincount((x.long() * V + y.long()).reshape(-1), minlength=V * V).view(V, V).to(torch.float64)
+    return (pair - pair.sum(1, keepdim=True) / V) / x.numel()                          # pair[i, j] = count(x=i, y=j)
+
+
 def corpus_bases(inputs: torch.Tensor, targets: torch.Tensor, d_vocab: int, *, chunk: int = 128) -> Bases:
     """B, Phi, Sigma, Q, q from token ids inputs/targets [N, T] (targets[:, t] follows inputs[:, t]).
     Everything is batched over sequences in chunks of `chunk`; nothing loops over tokens."""
@@ -69,8 +76,7 @@ def corpus_bases(inputs: torch.Tensor, targets: torch.Tensor, d_vocab: int, *, c
     assert int(x.max()) < V and int(y.max()) < V, f"token id >= d_vocab={V}"
     dt = torch.float64
 
-    pair = torch.bincount((x * V + y).reshape(-1), minlength=V * V).view(V, V).to(dt)   # [V, V] count(x=i, y=j)
-    B = (pair - pair.sum(1, keepdim=True) / V) / n_pos                                  # [V, V]
+    B = bigram_mapping(x, y, V)                                                          # [V, V]
 
     inv = 1.0 / torch.arange(1, T + 1, dtype=dt)                                         # [T]  1/(t+1)
     C = torch.zeros(V, V, dtype=dt)                                                      # sum [y_t=a] (AX)_t[b]

@@ -22,10 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# names of the learned tensors, in the order their leading terms appear (eta^1, eta^2, eta^4, eta^4)
-TERM_NAMES = ("output", "value", "attention", "position")
-
-
 class AttnOnlyOneHot(nn.Module):
     """One attention layer on one-hot tokens with residual and output map; zero initialisation."""
 

@@ -9,14 +9,11 @@ from typing import Any
 import torch
 
 from claimgraph.experiments.context import torch_threads, train_threads
+from claimgraph.experiments.jobs.leading_terms import CHECKED_TERMS
 
 from .leading_terms import basis_associations, coefficients, corpus_bases, norm_ratio, project_out, trace_cosine
 from .leading_terms_corpus import load_sequences
 from .leading_terms_model import AttnOnlyOneHot, mean_loss, train_sgd
-
-CHECKED_TERMS = ("output", "value", "attention")  # the three of the paper's Theorem 4.1, in expected causal order
-
-
 
 
 def run_seed(ctx: Any, p: Any, seed: int) -> tuple[dict[str, float], dict[str, Any]]:

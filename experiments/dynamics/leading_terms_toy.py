@@ -18,7 +18,7 @@ import torch
 
 from claimgraph.graph.errors import InvalidInput
 
-from .leading_terms import trace_cosine
+from .leading_terms import bigram_mapping, trace_cosine
 
 
 def direct_path(model: Any) -> torch.Tensor:
@@ -43,10 +43,7 @@ def toy_bigram(model_ref: str, n: int, seed: int) -> torch.Tensor:
         raise InvalidInput(f"leading_terms compares toy models only (their corpus is known); {model_ref!r} is not "
                            f"one. Drop the model reference or use toy:<preset>")
     tokens = corpus.sample(n, seed)                                               # [n, seq_len]
-    x, y = tokens[:, :-1].reshape(-1), tokens[:, 1:].reshape(-1)
-    V = len(corpus.vocab)
-    pair = torch.bincount(x * V + y, minlength=V * V).view(V, V).double()          # [V, V]
-    return (pair - pair.sum(1, keepdim=True) / V) / x.numel()
+    return bigram_mapping(tokens[:, :-1], tokens[:, 1:], len(corpus.vocab))
 
 
 def toy_direct_path_check(model_ref: str, *, n: int, seed: int,
