@@ -16,13 +16,11 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from claimgraph.experiments.jobs.sae import EVAL_SEED_OFFSET  # noqa: F401  (eval sequences: as in `sae`)
 from claimgraph.graph.errors import InvalidInput
 
 from .emergence import ScoreTable, SizeScores
 from .provision import SaeRecipe, provision_sae
 from .select import latent_acts
-
 
 
 def depth_hooks(model: Any) -> list[str]:

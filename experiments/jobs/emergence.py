@@ -155,7 +155,8 @@ class EmergenceJob(Job):
 
         from claimgraph.experiments.context import write_json_atomic
         from claimgraph.experiments.features.emergence import analyse
-        from claimgraph.experiments.features.emergence_sweep import EVAL_SEED_OFFSET, assemble, sweep_size
+        from claimgraph.experiments.features.emergence_sweep import assemble, sweep_size
+        from claimgraph.experiments.jobs.sae import EVAL_SEED_OFFSET
         from claimgraph.experiments.substrate.corpus import get_corpus
         from claimgraph.experiments.substrate.load import model_corpus, resolve_device
 
