@@ -107,7 +107,7 @@ WITH qt AS (SELECT DISTINCT unnest($terms::VARCHAR[]) AS term),
 hits AS (SELECT t.node_id, t.term, t.tf FROM node_terms t JOIN qt USING (term)),
 df AS (SELECT term, count(*) AS df FROM hits GROUP BY term),
 corpus AS (SELECT greatest((SELECT count(*) FROM nodes), 1)::DOUBLE AS n_docs,
-                  greatest((SELECT coalesce(sum(tf), 0) FROM node_terms), 1)::DOUBLE AS total),
+                  greatest((SELECT coalesce(sum(dl), 0) FROM _search_dl), 1)::DOUBLE AS total),  -- = sum(tf)
 idf AS (SELECT term, ln(1 + (c.n_docs - df + 0.5) / (df + 0.5)) AS idf FROM df CROSS JOIN corpus c),
 dl AS (SELECT node_id, dl FROM _search_dl),
 bm25 AS (
