@@ -4,8 +4,7 @@
 
 For each size, in one process: synthetic interpretability papers (claim / finding / method / question
 sentences of ~15-30 words, with near-duplicates planted across papers) are written as structured JSON
-documents and ingested into a fresh file store with `claimgraph.ingest.ingest_paths` (or, where that
-package is absent, with what it calls: Store.apply + embed.vectors_for per document). Then:
+documents and ingested into a fresh file store with `claimgraph.ingest.ingest_paths`. Then:
 
 - ingest nodes/s vs the raw encoder's sentences/s on the same texts (batch 64, one call);
 - search latency over ~50 warm queries (encoder loaded, vector cache filled): total, encode, semantic
@@ -36,7 +35,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from contextlib import ExitStack, contextmanager  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Iterator  # noqa: E402
@@ -199,7 +198,6 @@ class Corpus:
     planted: list[tuple[str, str]]     # near-duplicate pairs (ids)
     queries: list[str]                 # search queries: exact titles and unseen sentences
     n_nodes: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def make_corpus(n_nodes: int, seed: int = 0) -> Corpus:
@@ -257,27 +255,6 @@ def write_docs(corpus: Corpus, folder: Path) -> None:
 
 
 # -- measurements -----------------------------------------------------------------------------------
-def _delta(doc: dict):
-    """The GraphDelta a structured document describes (for the fallback path when ingest is absent)."""
-    from claimgraph.graph import Edge, GraphDelta, Node, paper_id
-
-    nodes, edges = [], []
-    for p in doc["papers"]:
-        pid = paper_id(title=p["title"])
-        nodes.append(Node(id=pid, type="paper", title=p["title"],
-                          attrs={"year": p["year"], "authors": p["authors"], "et_al": True,
-                                 "title_norm": normalize_title(p["title"])}))
-        for key, kind in (("claims", "claim"), ("findings", "finding"), ("methods", "method"),
-                          ("questions", "question")):
-            for item in p.get(key, []):
-                nid = make_id(kind, item["title"])
-                nodes.append(Node(id=nid, type=kind, title=item["title"]))
-                edges.append(Edge(src=nid, type="extracted_from", dst=pid))
-                edges += [Edge(src=nid, type="supports", dst=make_id("claim", ref.split(":", 1)[1]))
-                          for ref in item.get("supports", [])]
-    return GraphDelta(nodes=nodes, edges=edges)
-
-
 @contextmanager
 def timing(owner: object, name: str, spent: dict[str, float], key: str) -> Iterator[None]:
     """Add the seconds spent in `owner.name` during the block to `spent[key]` (a timing wrapper only)."""
@@ -297,8 +274,8 @@ def timing(owner: object, name: str, spent: dict[str, float], key: str) -> Itera
         setattr(owner, name, orig)
 
 
-def ingest(store: Store, folder: Path, spent: dict[str, float]) -> tuple[float, str]:
-    """Ingest every document of `folder`; (seconds, which path was used). `spent` gets the time inside
+def ingest(store: Store, folder: Path, spent: dict[str, float]) -> float:
+    """Seconds to ingest every document of `folder` with ingest_paths. `spent` gets the time inside
     the encoder, Store.apply and Store.release (which closes the file: DuckDB checkpoints on close)."""
     from claimgraph.graph.embed import Embedder
 
@@ -308,27 +285,12 @@ def ingest(store: Store, folder: Path, spent: dict[str, float]) -> tuple[float, 
         return _ingest(store, folder)
 
 
-def _ingest(store: Store, folder: Path) -> tuple[float, str]:
-    try:
-        from claimgraph.ingest import ingest_paths
-    except ImportError:
-        ingest_paths = None
-    t = time.perf_counter()
-    if ingest_paths is not None:
-        ingest_paths(store, [folder], progress=False)
-        return time.perf_counter() - t, "claimgraph.ingest.ingest_paths"
-    from claimgraph.graph import DocumentRef
-    from claimgraph.graph.embed import vectors_for
-    from claimgraph.graph.ids import sha256_hex
+def _ingest(store: Store, folder: Path) -> float:
+    from claimgraph.ingest import ingest_paths
 
-    emb = get_embedder()
-    for f in sorted(folder.glob("*.json")):
-        text = f.read_text()
-        delta = _delta(json.loads(text))
-        vectors = vectors_for(store, delta.nodes, embedder=emb, progress=False)
-        store.apply(delta, DocumentRef(path=str(f), content_hash=sha256_hex(text), format="structured"),
-                    vectors=vectors, model=emb.model_name)
-    return time.perf_counter() - t, "Store.apply + embed.vectors_for (claimgraph.ingest absent)"
+    t = time.perf_counter()
+    ingest_paths(store, [folder], progress=False)
+    return time.perf_counter() - t
 
 
 def floor_products(X: np.ndarray, block: int) -> float:
@@ -371,7 +333,7 @@ def bench_size(n: int, work: Path, *, block: int, threshold: float, seed: int,
     db = work / f"bench_{n}.duckdb"
     with Store(db) as store:
         spent: dict[str, float] = {}
-        res["ingest_s"], res["ingest_path"] = ingest(store, folder, spent)
+        res["ingest_s"] = ingest(store, folder, spent)
         res["ingest_parts"] = spent
         stored = sum(store.count_nodes().values())
         res["stored_nodes"] = stored
@@ -507,7 +469,7 @@ def render(results: list[dict], mach: dict, started: str, load_end: tuple) -> st
            f"`python bench/bench_graph.py --sizes {' '.join(str(r['size']) for r in results)}` — started {started}, "
            f"one process, synthetic interpretability corpus (papers of ~20 claim/finding/method/question sentences, "
            f"1% of claims near-duplicated into later papers), ingested as structured JSON documents through "
-           f"`{results[0]['ingest_path']}` into a DuckDB file.", "",
+           f"`claimgraph.ingest.ingest_paths` into a DuckDB file.", "",
            f"Machine: {mach['cores']} cores ({mach['cpu']}), shared with other jobs (load average "
            f"{mach['load'][0]:.1f} at start, {load_end[0]:.1f} at end); torch {mach['torch']} "
            f"({mach['torch_threads']} threads, OMP_WAIT_POLICY={mach['omp_wait_policy']}), duckdb {mach['duckdb']}, "
