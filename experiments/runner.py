@@ -177,25 +177,26 @@ def _reuse(store: Store, cfg: RunConfig, run_dir: Path) -> RunOutcome | None:
     """Serve a run from a completed one with the same computation (config hash). The same experiment and
     criterion: that run itself. Another experiment or criterion: a new run record that re-decides the cached
     per-seed metrics by this experiment's criterion, with its own evidence, and nothing recomputed."""
-    rows = [r for r in store.runs(config_hash=cfg.config_hash, status="completed")
-            if read_result(Path(r["run_dir"])) is not None]
-    for row in rows:
-        prior = RunConfig.model_validate_json((Path(row["run_dir"]) / "config.json").read_text())
-        if row["experiment_id"] == cfg.experiment_id and prior.spec.criterion == cfg.spec.criterion:
+    done = [(r, res) for r in store.runs(config_hash=cfg.config_hash, status="completed")
+            if (res := read_result(Path(r["run_dir"]))) is not None]
+    configs = {r["run_id"]: RunConfig.model_validate_json((Path(r["run_dir"]) / "config.json").read_text())
+               for r, _ in done}
+    for row, res in done:
+        if row["experiment_id"] == cfg.experiment_id and configs[row["run_id"]].spec.criterion == cfg.spec.criterion:
             if not (row["evidence_id"] and store.has_node(row["evidence_id"])):
                 attach_result(store, Path(row["run_dir"]))
                 row = store.runs(run_id=row["run_id"])[0]
             return RunOutcome(run_id=row["run_id"], experiment_id=cfg.experiment_id, status="completed", cached=True,
                               verdict=row["verdict"], evidence_id=row["evidence_id"], run_dir=row["run_dir"],
-                              reused_from=read_result(Path(row["run_dir"])).reused_from)
-    if not rows:
+                              reused_from=res.reused_from)
+    if not done:
         return None
-    source = Path(rows[0]["run_dir"])
-    original = read_result(source)
-    prior = RunConfig.model_validate_json((source / "config.json").read_text())
+    # re-decide from a run that computed (not from one that itself re-decided), so notes do not nest
+    row, original = next(((r, res) for r, res in done if res.reused_from is None), done[0])
+    source, prior = Path(row["run_dir"]), configs[row["run_id"]]
     decision, summaries, effect = conclude(cfg.spec.criterion, [p["metrics"] for p in original.per_seed])
     if decision.n == 0:
-        raise InvalidInput(f"the cached computation {rows[0]['run_id']} reports no {cfg.spec.criterion.metric!r}; "
+        raise InvalidInput(f"the cached computation {row['run_id']} reports no {cfg.spec.criterion.metric!r}; "
                            f"it reports: {', '.join(sorted(original.metrics))}")
     notes = (f"Computation reused from run {original.run_id} ({prior.experiment_id}), registered there under "
              f"{prior.spec.criterion.describe()}; this verdict applies {cfg.spec.criterion.describe()}.")

@@ -283,3 +283,10 @@ def test_same_computation_under_another_criterion_is_re_decided_not_recomputed(p
     # running the second experiment again is a plain cache hit on its own record
     third = json.loads(cli("run", second).stdout)
     assert third["cached"] and third["run_id"] == again["run_id"]
+    # a third criterion re-decides from the run that computed, not from the re-decided one
+    r = cli("experiment", "add", "--claim", "claim:samples-are-large", "--kind", "gauss", "--seeds", "3",
+            "--criterion", "mean > 0.5 band=0.1")
+    fourth = json.loads(cli("run", json.loads(r.stdout)["experiment"]["id"]).stdout)
+    assert fourth["cached"] and fourth["reused_from"] == out["run_dir"]
+    notes = json.loads((Path(fourth["run_dir"]) / "result.json").read_text())["summary"]["notes"]
+    assert notes.count("reused from run") == 1
