@@ -14,7 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from claimgraph.graph.errors import ClaimgraphError
+from claimgraph.graph.errors import ClaimgraphError, InvalidInput
 
 from . import render
 from .render import emit_json, fmt_counts, fmt_score, note, table
@@ -348,18 +348,24 @@ def experiment_add(ctx: typer.Context,
                        help="'metric > threshold [band=X] [conf=Y]'; default: the kind's.")] = None,
                    model: Annotated[Optional[str], typer.Option(help="toy:<preset> or hf:<local dir>[@revision]")] = None,
                    data: Annotated[Optional[str], typer.Option(help="synthetic:<preset> or text:<file>")] = None,
-                   seeds: Annotated[Optional[int], typer.Option(help="Number of seeds (0..N-1).")] = None,
+                   seeds: Annotated[Optional[str], typer.Option(
+                       help="N (seeds 0..N-1), A-B (A..B, e.g. fresh seeds for a replication) or A,B,C.")] = None,
                    device: Annotated[Optional[str], typer.Option(help="cpu | cuda | auto")] = None,
                    title: Annotated[Optional[str], typer.Option(help="Title of the experiment node.")] = None,
                    exp_id: Annotated[Optional[str], typer.Option("--id", help="Experiment id (experiment:slug).")] = None):
     """Register an experiment testing a claim; its spec and criterion are fixed now, before any run.
     Example: claimgraph experiment add --claim claim:x --kind sae --param control=shuffled"""
     from claimgraph.experiments.api import add_experiment, parse_param
+    from claimgraph.experiments.spec import parse_seeds
 
     params = dict(parse_param(p) for p in param or [])
+    try:
+        seed_list = parse_seeds(seeds) if seeds is not None else None
+    except ValueError as e:
+        raise InvalidInput(str(e)) from None
     with _store(ctx) as s:
         node = add_experiment(s, claim, kind, title=title, experiment_id=exp_id, params=params, criterion=criterion,
-                              model=model, data=data, seeds=list(range(seeds)) if seeds else None, device=device)
+                              model=model, data=data, seeds=seed_list, device=device)
     if _opts(ctx).json:
         emit_json({"experiment": node})
     else:
@@ -387,7 +393,8 @@ def experiment_list(ctx: typer.Context):
 @app.command()
 def run(ctx: typer.Context, experiment: Annotated[str, typer.Argument(metavar="EXP")],
         device: Annotated[Optional[str], typer.Option(help="cpu | cuda | auto (default: the spec's)")] = None,
-        seeds: Annotated[Optional[int], typer.Option(help="Run seeds 0..N-1 instead of the spec's.")] = None,
+        seeds: Annotated[Optional[str], typer.Option(
+            help="Run these seeds instead of the spec's: N (0..N-1), A-B or A,B,C.")] = None,
         force: Annotated[bool, typer.Option("--force", help="Recompute even if an identical run completed.")] = False):
     """Run an experiment in its own process and attach its evidence; an identical completed run is reused.
     Example: claimgraph run experiment:sae-learned-features-reflect-... --seeds 3"""

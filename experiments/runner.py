@@ -24,7 +24,7 @@ from .api import get_spec
 from .context import write_json_atomic
 from .records import (FINAL, RunConfig, RunResult, RunState, code_version, conclude, config_hash, input_fingerprint,
                       now_utc, read_result, read_state, write_state)
-from .spec import JobSpec
+from .spec import JobSpec, parse_seeds
 
 STALE_S = float(os.environ.get("CLAIMGRAPH_STALE_S", "60"))  # heartbeat age after which a run on another host is dead
 KILL_GRACE_S = 10.0
@@ -220,14 +220,19 @@ def _reuse(store: Store, cfg: RunConfig, run_dir: Path) -> RunOutcome | None:
                       reused_from=str(source))
 
 
-def prepare_run(store: Store, experiment_id: str, *, device: str | None = None, seeds: int | None = None
-                ) -> tuple[RunConfig, Path]:
-    """Resolve the spec into a RunConfig (without creating anything)."""
+def prepare_run(store: Store, experiment_id: str, *, device: str | None = None,
+                seeds: int | str | list[int] | None = None) -> tuple[RunConfig, Path]:
+    """Resolve the spec into a RunConfig (without creating anything). `seeds` overrides the spec's: a count N
+    (0..N-1), a string for `parse_seeds` ("3-10"), or a list."""
     _, spec, targets = get_spec(store, experiment_id)
     if seeds is not None:
-        if seeds < 1:
-            raise InvalidInput("--seeds must be at least 1")
-        spec = spec.model_copy(update={"seeds": list(range(seeds))})
+        try:
+            chosen = list(seeds) if isinstance(seeds, list) else parse_seeds(seeds)
+        except ValueError as e:
+            raise InvalidInput(str(e)) from None
+        if not chosen:
+            raise InvalidInput("--seeds names no seed")
+        spec = spec.model_copy(update={"seeds": chosen})
     spec = JobSpec.model_validate(spec.model_dump())
     dev = resolve_device(device or spec.device)
     inputs = input_fingerprint(spec)
@@ -239,7 +244,8 @@ def prepare_run(store: Store, experiment_id: str, *, device: str | None = None, 
     return cfg, run_dir
 
 
-def run_experiment(store: Store, experiment_id: str, *, device: str | None = None, seeds: int | None = None,
+def run_experiment(store: Store, experiment_id: str, *, device: str | None = None,
+                   seeds: int | str | list[int] | None = None,
                    force: bool = False, progress: bool = True,
                    on_start: Callable[[str, Path], None] | None = None) -> RunOutcome:
     """Run an experiment (or serve it from cache) and attach its evidence. The database is not held while

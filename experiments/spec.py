@@ -14,6 +14,33 @@ Op = Literal[">", ">=", "<", "<="]
 Verdict = Literal["supported", "refuted", "inconclusive"]
 
 
+def parse_seeds(text: str | int) -> list[int]:
+    """Seeds from the command line: "N" is 0..N-1, "A-B" is A..B inclusive, "A,B,C" a list; parts may mix
+    ("0-2,7"). A replication on fresh seeds is "3-10". ValueError names what is wrong."""
+    if isinstance(text, int):
+        text = str(text)
+    text = text.strip()
+    if text.isdigit():
+        n = int(text)
+        if n < 1:
+            raise ValueError(f"--seeds {text}: a count of seeds must be at least 1 (or give a range such as 3-10)")
+        return list(range(n))
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, dash, hi = part.partition("-")
+        if part.isdigit():
+            seeds.append(int(part))
+        elif dash and lo.strip().isdigit() and hi.strip().isdigit() and int(lo) <= int(hi):
+            seeds.extend(range(int(lo), int(hi) + 1))
+        else:
+            raise ValueError(f"--seeds {text!r}: {part!r} is not a seed or a range A-B with A <= B "
+                             "(use N for seeds 0..N-1, A-B for a range, A,B,C for a list)")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r} names a seed twice")
+    return seeds
+
+
 class Criterion(BaseModel):
     """A decision rule registered before the run: `metric op threshold`, with an inconclusive band.
 

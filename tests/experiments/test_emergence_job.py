@@ -37,7 +37,7 @@ def tiny_run(tmp_path_factory):
         s.add_node(Node(id=CLAIM, type="claim", title="Large language models exhibit emergent features that "
                         "emerge at specific thresholds of time, space, and scale."))
     args = ["experiment", "add", "--claim", CLAIM, "--kind", "emergence", "--model", "toy:tiny",
-            "--data", "synthetic:tiny", "--seeds", "0", "--device", "cpu",
+            "--data", "synthetic:tiny", "--device", "cpu",
             "--criterion", "time_threshold_fraction > 0.5 band=0.1"]
     for k, v in TINY.items():
         args += ["--param", f"{k}={json.dumps(v)}"]

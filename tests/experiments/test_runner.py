@@ -190,6 +190,18 @@ def test_more_seeds_on_the_command_line(plugin, db):
     assert result["seeds"] == [0, 1, 2, 3]
 
 
+def test_fresh_seed_range_for_a_replication(plugin, db):
+    exp = add("--seeds", "3-5", "--id", "experiment:replication")
+    spec = json.loads(cli("experiment", "list").stdout)["experiments"]
+    assert [e["seeds"] for e in spec if e["id"] == exp] == [[3, 4, 5]]
+    out = json.loads(cli("run", exp).stdout)
+    assert json.loads((Path(out["run_dir"]) / "result.json").read_text())["seeds"] == [3, 4, 5]
+    r = cli("experiment", "add", "--claim", "claim:samples-are-positive", "--kind", "gauss", "--seeds", "5-3")
+    assert r.exit_code == 2 and "'5-3' is not a seed or a range" in r.stderr
+    r = cli("run", exp, "--seeds", "0")
+    assert r.exit_code == 2 and "at least 1" in r.stderr
+
+
 def test_failing_job_ends_failed_and_attaches_nothing(plugin, db):
     exp = add("--param", "fail=true")
     r = cli("run", exp)

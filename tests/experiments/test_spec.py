@@ -6,7 +6,7 @@ import math
 import pytest
 from scipy import stats
 
-from claimgraph.experiments.spec import Criterion, JobSpec
+from claimgraph.experiments.spec import Criterion, JobSpec, parse_seeds
 
 
 def test_parse_round_trip():
@@ -55,3 +55,17 @@ def test_spec_refuses_unknown_fields_and_duplicate_seeds():
     with pytest.raises(ValueError, match="distinct"):
         JobSpec(kind="k", criterion=crit, seeds=[1, 1])
     assert not math.isnan(JobSpec(kind="k", criterion=crit).timeout_s)
+
+
+@pytest.mark.parametrize("text,seeds", [("3", [0, 1, 2]), (4, [0, 1, 2, 3]), ("3-5", [3, 4, 5]), ("7-7", [7]),
+                                        ("0,4,9", [0, 4, 9]), ("0-1, 5", [0, 1, 5])])
+def test_parse_seeds(text, seeds):
+    assert parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("text,message", [("0", "at least 1"), ("5-3", "not a seed or a range"),
+                                          ("a", "not a seed or a range"), ("1,1", "names a seed twice"),
+                                          ("-2", "not a seed or a range")])
+def test_parse_seeds_refuses(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_seeds(text)
