@@ -53,6 +53,19 @@ for cat in base64 arabic; do
         --title "$kind of the $cat-span feature"
   done
 done
+# Pre-registered follow-up (docs/preregistration/2026-11-21-feature-identification.md), same criteria:
+# A. the same setting on 8 fresh seeds; B. the paper's one-layer setting on 8 seeds
+for cat in base64 arabic; do
+  target=$F_BASE64; [ "$cat" = arabic ] && target=$F_ARABIC
+  for kind in logit_weights ablation pinned_sampling; do
+    add --id "experiment:${kind//_/-}-$cat-feature-replication" --claim "$target" --kind "$kind" \
+        --param "category=$cat" --model toy:default --seeds 3-10 \
+        --title "$kind of the $cat-span feature: replication on fresh seeds 3-10"
+    add --id "experiment:${kind//_/-}-$cat-feature-one-layer" --claim "$target" --kind "$kind" \
+        --param "category=$cat" --model toy:one-layer --seeds 8 \
+        --title "$kind of the $cat-span feature in a one-layer model (the paper's setting)"
+  done
+done
 # The Birth of Knowledge (summary): emergence across time, layers and scale, and re-emergence in later layers
 add --id experiment:emergence-thresholds --claim "$C_THRESHOLDS" --claim "$F_THRESHOLDS" --kind emergence \
     --title "Emergence of planted categories across checkpoints, layers and model sizes"

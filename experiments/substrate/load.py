@@ -60,6 +60,10 @@ TOY_PRESETS: dict[str, ToyPreset] = {
                          train=TrainConfig(steps=1000)),
     "medium": ToyPreset(model=ToyConfig(n_layers=3, d_model=96, n_heads=4, d_mlp=384, n_ctx=64, d_vocab=_V),
                         train=TrainConfig(steps=1000)),
+    # Towards Monosemanticity's setting: one block, so its MLP output reaches the unembedding directly;
+    # otherwise `default` (docs/preregistration/2026-11-21-feature-identification.md)
+    "one-layer": ToyPreset(model=ToyConfig(n_layers=1, d_model=64, n_heads=4, d_mlp=256, n_ctx=64, d_vocab=_V),
+                           train=TrainConfig(steps=1000)),
 }
 
 
