@@ -20,7 +20,7 @@ from claimgraph.graph.errors import InvalidInput
 
 from .emergence import ScoreTable, SizeScores
 from .provision import SaeRecipe, provision_sae
-from .select import latent_acts
+from .select import detection_table, latent_acts
 
 
 def depth_hooks(model: Any) -> list[str]:
@@ -49,42 +49,14 @@ def category_labels(corpus: Any, tokens: Tensor, categories: Sequence[str]) -> T
 
 
 def best_latents(acts: Tensor, labels: Tensor, by: str = "f1", *, chunk: int = 64) -> dict[str, Tensor]:
-    """For each label column of labels [M, C] (bool), the latent of acts [M, d_sae] with the best `by` score,
-    with its f1, precision, recall and auroc and the label's positive count; tensors [C].
-
-    The scores are select.detection_scores' (fires = activation > 0; AUROC from average ranks, ties half;
-    F1 0 and AUROC 0.5 without positives or negatives), computed for all labels at once: the ranks of a
-    latent's activations do not depend on the label, so they are computed once and summed over each label's
-    positives with one matrix product."""
-    assert acts.ndim == 2 and labels.ndim == 2 and acts.shape[0] == labels.shape[0], \
-        f"acts [M, d] and labels [M, C] expected, got {tuple(acts.shape)} and {tuple(labels.shape)}"
+    """For each label column of labels [M, C] (bool), the latent of acts [M, d_sae] with the best `by` score
+    (select.detection_table), with its f1, precision, recall and auroc and the label's positive count;
+    tensors [C]."""
     assert by in ("f1", "auroc"), f"by must be 'f1' or 'auroc', got {by!r}"
-    acts = acts.float().cpu()
-    y = labels.bool().cpu().float()                                            # [M, C]
-    m, d = acts.shape
-    n_pos = y.sum(0)                                                           # [C]
-    n_neg = m - n_pos                                                          # [C]
-    fires = (acts > 0).float()                                                 # [M, d]
-    tp = fires.t() @ y                                                         # [d, C]
-    predicted = fires.sum(0)[:, None]                                          # [d, 1]
-    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))       # [d, C]
-    recall = tp / n_pos.clamp_min(1)                                           # [d, C]
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12),
-                     torch.zeros_like(tp))                                     # [d, C]
-    rank_pos = torch.empty(d, y.shape[1], dtype=torch.float64)                 # [d, C]
-    for j in range(0, d, chunk):  # chunks of latents bound the memory of the rank matrices
-        cols = acts[:, j:j + chunk].t().contiguous()                           # [c, M]
-        ordered = cols.sort(dim=1).values                                      # [c, M]
-        below = torch.searchsorted(ordered, cols, right=False).double()        # [c, M] values strictly smaller
-        upto = torch.searchsorted(ordered, cols, right=True).double()          # [c, M] values <= this one
-        rank_pos[j:j + chunk] = ((below + upto + 1) / 2) @ y.double()          # [c, C] sum of positives' ranks
-    npos, nneg = n_pos.double(), n_neg.double()
-    auroc = ((rank_pos - npos * (npos + 1) / 2) / (npos * nneg).clamp_min(1)).float()              # [d, C]
-    auroc = torch.where((n_pos > 0) & (n_neg > 0), auroc, torch.full_like(auroc, 0.5))
-    table = {"f1": f1, "precision": precision, "recall": recall, "auroc": auroc}
-    best = table[by].argmax(0)                                                 # [C]
-    out = {k: v.gather(0, best[None]).squeeze(0) for k, v in table.items()}   # [C] each
-    return {"latent": best, **out, "n_pos": n_pos.long()}
+    t = detection_table(acts, labels, chunk=chunk)
+    best = getattr(t, by).argmax(0)                                            # [C]
+    out = {k: getattr(t, k).gather(0, best[None]).squeeze(0) for k in ("f1", "precision", "recall", "auroc")}
+    return {"latent": best, **out, "n_pos": t.n_pos}
 
 
 def sweep_size(model_ref: str, checkpoints: Sequence[int | str | None], corpus: Any, data_ref: str,
@@ -93,7 +65,7 @@ def sweep_size(model_ref: str, checkpoints: Sequence[int | str | None], corpus: 
                on_cell: Callable[[dict[str, Any]], None] | None = None) -> tuple[SizeScores, list[dict[str, Any]]]:
     """Scores of one model size over its checkpoints (None: the model as referenced) and every depth, with one
     table row per (checkpoint, depth, category). `recipe.hook` is replaced by each depth's hook."""
-    from claimgraph.experiments.substrate.load import load_model
+    from claimgraph.experiments.substrate.load import check_fit, load_model
 
     labels = category_labels(corpus, eval_tokens, categories)                   # [N * T, C]
     grid: list[list[list[float]]] = []
@@ -104,13 +76,7 @@ def sweep_size(model_ref: str, checkpoints: Sequence[int | str | None], corpus: 
     for ckpt in checkpoints:
         model = load_model(model_ref, device=device, checkpoint=ckpt, progress=False)
         n_params = sum(p.numel() for p in model.parameters())
-        if corpus.seq_len > model.n_ctx:
-            raise InvalidInput(f"{data_ref} has sequences of {corpus.seq_len} tokens but {model_ref} takes at most "
-                               f"{model.n_ctx}; use a corpus preset with shorter sequences")
-        if len(corpus.vocab) > model.d_vocab:
-            raise InvalidInput(f"{data_ref} has {len(corpus.vocab)} token ids but {model_ref} embeds only "
-                               f"{model.d_vocab}; the category labels come from the synthetic corpus, so the model "
-                               "needs a vocabulary at least that large")
+        check_fit(model, model_ref, corpus, data_ref)
         hooks = depth_hooks(model)
         step = getattr(model, "step", None)
         label = str(step if step is not None else (ckpt if ckpt is not None else "final"))

@@ -158,20 +158,10 @@ class FeaturePage(BaseModel):
 # ----------------------------------------------------------------------------------------------- compute
 
 def feature_acts(model: Any, sae: Any, tokens: Any, hook: str, feature: int, *, batch_size: int = 64):
-    """The feature's activations [N, T] (float32, CPU) on tokens [N, T]; encodes batch by batch and keeps one
-    column, so memory stays O(N * T) whatever the SAE's width."""
-    import torch
+    """The feature's activations [N, T] (float32, CPU) on tokens [N, T]."""
+    from .select import latent_acts
 
-    from claimgraph.experiments.substrate.load import activations
-
-    dev = next(sae.parameters()).device
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(tokens), batch_size):
-            batch = tokens[i:i + batch_size]                                               # [b, T]
-            x = activations(model, batch, hook, batch_size=batch_size).to(dev)             # [b * T, d_in]
-            out.append(sae.encode(x)[:, feature].float().cpu().view(batch.shape))          # [b, T]
-    return torch.cat(out)                                                                  # [N, T]
+    return latent_acts(model, sae, tokens, hook, batch_size=batch_size, latents=[feature]).view(tokens.shape)
 
 
 def _context(tokens: Any, acts: Any, seq: int, pos: int, before: int, after: int, decode) -> Context:
@@ -238,17 +228,15 @@ def label_scores(corpus: Any, tokens: Any, acts: Any, n: int) -> list[LabelScore
     """The planted labels (span labels and token categories) that `feature > 0` detects best, by F1."""
     import torch
 
-    from .select import detection_scores
+    from .select import detection_table
 
     labels = corpus.span_labels(tokens)                                                    # name -> [N, T]
     names = sorted(labels)
     y = torch.stack([labels[k].reshape(-1) for k in names], 1)                             # [N * T, L]
-    a = acts.reshape(-1, 1)                                                                # [N * T, 1]
-    rows = []
-    for j, name in enumerate(names):
-        det = detection_scores(a, y[:, j])
-        rows.append(LabelScore(label=name, f1=float(det.f1[0]), precision=float(det.precision[0]),
-                               recall=float(det.recall[0]), auroc=float(det.auroc[0]), n_pos=det.n_pos))
+    t = detection_table(acts.reshape(-1, 1), y)                                            # [1, L] each
+    rows = [LabelScore(label=name, f1=float(t.f1[0, j]), precision=float(t.precision[0, j]),
+                       recall=float(t.recall[0, j]), auroc=float(t.auroc[0, j]), n_pos=int(t.n_pos[j]))
+            for j, name in enumerate(names)]
     rows.sort(key=lambda r: (-r.f1, -r.auroc, r.label))
     return rows[:n]
 
@@ -287,8 +275,8 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
     job), computed on a held-out corpus sample. With `write`, the HTML and PNGs go to `out_dir` (default
     `<run_dir>/features/`) and `page.html` holds the HTML's path."""
     from claimgraph.experiments.sae import load_sae
-    from claimgraph.experiments.substrate.corpus import get_corpus
-    from claimgraph.experiments.substrate.load import load_model, model_corpus, resolve_device, shuffled_copy
+    from claimgraph.experiments.substrate.load import (check_fit, corpus_for, load_model, resolve_device,
+                                                        shuffled_copy)
 
     from .logits import residual_scale
 
@@ -313,13 +301,8 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
     model = load_model(model_ref, device=dev, progress=False)
     if ref.condition == "shuffled":  # the sae job's control SAE was trained on this weight-shuffled copy
         model = shuffled_copy(model, ref.seed)
-    corpus = get_corpus(data_ref) if data_ref else model_corpus(model_ref)
-    if corpus is None:
-        raise InvalidInput(f"run {cfg.run_id} names no data and {model_ref} has no corpus of its own")
-    if getattr(corpus, "vocab", None) is not None and model.d_vocab < len(corpus.vocab):
-        raise InvalidInput(f"{model_ref} has {model.d_vocab} token ids but {data_ref} uses {len(corpus.vocab)}")
-    if hook not in model.hook_names():
-        raise InvalidInput(f"{model_ref} has no hook {hook!r} (named by the SAE at {ref.folder})")
+    corpus, data_ref = corpus_for(model_ref, data_ref)
+    check_fit(model, model_ref, corpus, data_ref, hook=hook, hook_from=f"the SAE at {ref.folder}")
 
     n_seqs = max(1, math.ceil(cfg_page.n_tokens / corpus.seq_len))
     tokens = corpus.sample(n_seqs, cfg_page.sample_seed)                                   # [N, T]

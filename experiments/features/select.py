@@ -31,38 +31,66 @@ class Detection:
         return int(getattr(self, by).argmax())
 
 
+@dataclass
+class DetectionTable:
+    """Detection scores of every latent for several labels at once: tensors [d_sae, C], n_pos [C], on CPU."""
+
+    f1: Tensor
+    precision: Tensor
+    recall: Tensor
+    auroc: Tensor
+    n_pos: Tensor
+    n: int
+
+    def column(self, c: int) -> Detection:
+        """The scores of label c."""
+        return Detection(f1=self.f1[:, c], precision=self.precision[:, c], recall=self.recall[:, c],
+                         auroc=self.auroc[:, c], n_pos=int(self.n_pos[c]), n=self.n)
+
+
+def detection_table(acts: Tensor, labels: Tensor, *, chunk: int = 64) -> DetectionTable:
+    """Scores of every latent (columns of acts [M, d_sae]) as a detector of each label column of labels [M, C]
+    (bool). The ranks of a latent's activations do not depend on the label, so they are computed once (in
+    chunks of latents, which bound the memory of the rank matrices) and summed over each label's positives
+    with one matrix product."""
+    assert acts.ndim == 2 and labels.ndim == 2 and acts.shape[0] == labels.shape[0], \
+        f"acts [M, d] and labels [M, C] expected, got {tuple(acts.shape)} and {tuple(labels.shape)}"
+    acts = acts.float().cpu()
+    y = labels.bool().cpu().float()                                            # [M, C]
+    m, d = acts.shape
+    n_pos = y.sum(0)                                                           # [C]
+    n_neg = m - n_pos                                                          # [C]
+    fires = (acts > 0).float()                                                 # [M, d]
+    tp = fires.t() @ y                                                         # [d, C]
+    predicted = fires.sum(0)[:, None]                                          # [d, 1]
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))       # [d, C]
+    recall = tp / n_pos.clamp_min(1)                                           # [d, C]
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12),
+                     torch.zeros_like(tp))                                     # [d, C]
+    rank_pos = torch.empty(d, y.shape[1], dtype=torch.float64)                 # [d, C]
+    for j in range(0, d, chunk):
+        cols = acts[:, j:j + chunk].t().contiguous()                           # [c, M]
+        ordered = cols.sort(dim=1).values                                      # [c, M]
+        below = torch.searchsorted(ordered, cols, right=False).double()        # [c, M] values strictly smaller
+        upto = torch.searchsorted(ordered, cols, right=True).double()          # [c, M] values <= this one
+        rank_pos[j:j + chunk] = ((below + upto + 1) / 2) @ y.double()          # [c, C] sum of positives' ranks
+    npos, nneg = n_pos.double(), n_neg.double()
+    auroc = ((rank_pos - npos * (npos + 1) / 2) / (npos * nneg).clamp_min(1)).float()              # [d, C]
+    auroc = torch.where((n_pos > 0) & (n_neg > 0), auroc, torch.full_like(auroc, 0.5))
+    return DetectionTable(f1=f1, precision=precision, recall=recall, auroc=auroc, n_pos=n_pos.long(), n=m)
+
+
 def detection_scores(acts: Tensor, labels: Tensor, *, chunk: int = 64) -> Detection:
     """Scores of every latent (columns of acts [M, d_sae]) as a detector of labels [M] (bool)."""
     assert acts.ndim == 2 and labels.shape == acts.shape[:1], \
         f"acts [M, d] and labels [M] expected, got {tuple(acts.shape)} and {tuple(labels.shape)}"
-    acts = acts.float().cpu()
-    y = labels.bool().cpu()
-    m, d = acts.shape
-    n_pos = int(y.sum())
-    n_neg = m - n_pos
-    fires = (acts > 0).float()                                                 # [M, d]
-    tp = y.float() @ fires                                                     # [d]
-    predicted = fires.sum(0)                                                   # [d]
-    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
-    recall = tp / max(n_pos, 1)
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12),
-                     torch.zeros_like(tp))
-    auroc = torch.full((d,), 0.5)
-    if n_pos and n_neg:
-        yf = y.float()
-        for j in range(0, d, chunk):  # chunks of latents bound the memory of the rank matrices
-            cols = acts[:, j:j + chunk].t().contiguous()                       # [c, M]
-            ordered = cols.sort(dim=1).values                                  # [c, M]
-            below = torch.searchsorted(ordered, cols, right=False).float()     # [c, M] values strictly smaller
-            upto = torch.searchsorted(ordered, cols, right=True).float()       # [c, M] values <= this one
-            rank = (below + upto + 1) / 2                                      # [c, M] average 1-based rank
-            rank_pos = (rank * yf).sum(1, dtype=torch.float64)                 # [c]
-            auroc[j:j + chunk] = ((rank_pos - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).float()
-    return Detection(f1=f1, precision=precision, recall=recall, auroc=auroc, n_pos=n_pos, n=m)
+    return detection_table(acts, labels[:, None], chunk=chunk).column(0)
 
 
-def latent_acts(model, sae, tokens: Tensor, hook: str, *, batch_size: int = 64) -> Tensor:
-    """SAE latent activations for tokens [N, T] at `hook`, flattened to [N * T, d_sae] float32 on CPU."""
+def latent_acts(model, sae, tokens: Tensor, hook: str, *, batch_size: int = 64,
+                latents: list[int] | None = None) -> Tensor:
+    """SAE latent activations for tokens [N, T] at `hook`, flattened to [N * T, d_sae] float32 on CPU; with
+    `latents`, only those columns ([N * T, len(latents)]), so memory does not grow with the SAE's width."""
     from claimgraph.experiments.substrate.load import activations
 
     out = []
@@ -70,5 +98,6 @@ def latent_acts(model, sae, tokens: Tensor, hook: str, *, batch_size: int = 64) 
     for i in range(0, len(tokens), batch_size):
         acts = activations(model, tokens[i:i + batch_size], hook, batch_size=batch_size)  # [b * T, d_in]
         with torch.no_grad():
-            out.append(sae.encode(acts.to(dev)).float().cpu())                           # [b * T, d_sae]
+            z = sae.encode(acts.to(dev))                                                  # [b * T, d_sae]
+            out.append((z if latents is None else z[:, latents]).float().cpu())          # [b * T, d_sae | k]
     return torch.cat(out)

@@ -186,8 +186,7 @@ class Target:
 
 def prepare(ctx: Any, params: FeatureParams, seed: int, *, job: str) -> Target:
     """Load the model and corpus named in ctx, provision the SAE, and choose (or score) the feature."""
-    from claimgraph.experiments.substrate.corpus import get_corpus
-    from claimgraph.experiments.substrate.load import load_model, model_corpus, resolve_device
+    from claimgraph.experiments.substrate.load import check_fit, corpus_for, load_model, resolve_device
 
     from .provision import provision_sae
 
@@ -195,20 +194,10 @@ def prepare(ctx: Any, params: FeatureParams, seed: int, *, job: str) -> Target:
         raise InvalidInput(f"the {job} job needs a model; give --model toy:<preset> or hf:/local/dir")
     device = resolve_device(ctx.device)
     model = load_model(ctx.model_ref, device=device, progress=ctx.show_progress)
-    corpus = get_corpus(ctx.data_ref) if ctx.data_ref else model_corpus(ctx.model_ref)
-    if corpus is None:
-        raise InvalidInput(f"no data reference for {ctx.model_ref}; give --data synthetic:<preset>")
-    data_ref = ctx.data_ref or f"synthetic:{corpus.name}"
+    corpus, data_ref = corpus_for(ctx.model_ref, ctx.data_ref)
     d_corpus = len(corpus.vocab)
-    if model.d_vocab < d_corpus:
-        raise InvalidInput(f"{ctx.model_ref} has {model.d_vocab} token ids but {data_ref} uses {d_corpus}; "
-                           "use a model whose vocabulary covers the synthetic one")
-    if corpus.seq_len > model.n_ctx:
-        raise InvalidInput(f"{data_ref} has sequences of {corpus.seq_len} tokens but {ctx.model_ref} takes at most "
-                           f"{model.n_ctx}; use a corpus preset with shorter sequences")
     hook = params.sae.hook
-    if hook not in model.hook_names():
-        raise InvalidInput(f"{ctx.model_ref} has no hook {hook!r}; it offers: {', '.join(model.hook_names())}")
+    check_fit(model, ctx.model_ref, corpus, data_ref, hook=hook)
     label, predict = category_spec(corpus.vocab, params.category, params.predict)
     sae_seed = seed if params.sae_seed is None else params.sae_seed
     sae, folder = provision_sae(model, ctx.model_ref, corpus, data_ref, params.sae, sae_seed, log=ctx.log,

@@ -112,22 +112,15 @@ class SaeJob(Job):
             return self._run(ctx, params, seed)
 
     def _run(self, ctx: Any, params: SaeParams, seed: int) -> SeedResult:
-        from claimgraph.experiments.substrate.corpus import get_corpus
-        from claimgraph.experiments.substrate.load import load_model, model_corpus, resolve_device, shuffled_copy
+        from claimgraph.experiments.substrate.load import (check_fit, corpus_for, load_model, resolve_device,
+                                                            shuffled_copy)
 
         if ctx.model_ref is None:
             raise InvalidInput("the sae job needs a model; give --model toy:<preset> or hf:/local/dir")
         device = resolve_device(ctx.device)
         model = load_model(ctx.model_ref, device=device, progress=ctx.show_progress)
-        corpus = get_corpus(ctx.data_ref) if ctx.data_ref else model_corpus(ctx.model_ref)
-        if corpus is None:
-            raise InvalidInput(f"no data reference for {ctx.model_ref}; give --data synthetic:<preset>")
-        if corpus.seq_len > model.n_ctx:
-            raise InvalidInput(f"{ctx.data_ref} has sequences of {corpus.seq_len} tokens but {ctx.model_ref} "
-                               f"takes at most {model.n_ctx}; use a corpus preset with shorter sequences")
-        if params.hook not in model.hook_names():
-            raise InvalidInput(f"{ctx.model_ref} has no hook {params.hook!r}; it offers: "
-                               f"{', '.join(model.hook_names())}")
+        corpus, data_ref = corpus_for(ctx.model_ref, ctx.data_ref)
+        check_fit(model, ctx.model_ref, corpus, data_ref, hook=params.hook)
         n_train = math.ceil(params.train_tokens / corpus.seq_len)
         n_eval = math.ceil(params.eval_tokens / corpus.seq_len)
         train_tokens = corpus.sample(n_train, seed)  # [n_train, T]

@@ -255,6 +255,31 @@ def model_corpus(ref: str) -> SyntheticCorpus | None:
     return get_corpus(f"synthetic:{preset.corpus}")
 
 
+def corpus_for(model_ref: str, data_ref: str | None) -> tuple[SyntheticCorpus, str]:
+    """(corpus, its reference): the one `data_ref` names, else the one the toy preset was trained on."""
+    corpus = get_corpus(data_ref) if data_ref else model_corpus(model_ref)
+    if corpus is None:
+        raise InvalidInput(f"no data reference for {model_ref}; give --data synthetic:<preset>")
+    return corpus, data_ref or f"synthetic:{corpus.name}"
+
+
+def check_fit(model: HookedModel, model_ref: str, corpus: SyntheticCorpus, data_ref: str, *,
+              hook: str | None = None, hook_from: str = "") -> None:
+    """Refuse, with a message naming both references, a corpus the model cannot read (token ids beyond its
+    vocabulary, sequences beyond its context) or a hook it does not have (`hook_from` says who named it)."""
+    vocab = getattr(corpus, "vocab", None)
+    if vocab is not None and len(vocab) > model.d_vocab:
+        raise InvalidInput(f"{data_ref} uses {len(vocab)} token ids but {model_ref} embeds only {model.d_vocab}; "
+                           "the labels come from the synthetic corpus, so the model needs a vocabulary at least "
+                           "that large")
+    if corpus.seq_len > model.n_ctx:
+        raise InvalidInput(f"{data_ref} has sequences of {corpus.seq_len} tokens but {model_ref} takes at most "
+                           f"{model.n_ctx}; use a corpus preset with shorter sequences")
+    if hook is not None and hook not in model.hook_names():
+        raise InvalidInput(f"{model_ref} has no hook {hook!r}{f' (named by {hook_from})' if hook_from else ''}; "
+                           f"it offers: {', '.join(model.hook_names())}")
+
+
 def shuffled_copy(model: HookedModel, seed: int) -> HookedModel:
     """A copy whose weight matrices (parameters with ndim >= 2: embeddings, unembedding, attention and MLP
     weights) are each shuffled entry-wise; biases (the toy's [H, d_head] b_Q/b_K/b_V included) and LayerNorm

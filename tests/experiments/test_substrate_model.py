@@ -210,3 +210,23 @@ def test_resolve_device():
 
 def test_decode_without_vocab(model):
     assert model.decode(torch.tensor([3, 4])) == ["<3>", "<4>"]
+
+
+def test_check_fit_refuses_what_the_model_cannot_read(model):
+    from claimgraph.experiments.substrate.load import check_fit, corpus_for
+
+    corpus, ref = corpus_for("toy:tiny", None)
+    assert ref == "synthetic:tiny" and corpus.seq_len == 32
+    with pytest.raises(InvalidInput, match=r"synthetic:tiny uses 311 token ids but m embeds only 23"):
+        check_fit(model, "m", corpus, ref)
+    wide = ToyTransformer(CFG.model_copy(update={"d_vocab": 311})).eval()  # n_ctx 12 < 32
+    with pytest.raises(InvalidInput, match=r"sequences of 32 tokens but m takes at most 12"):
+        check_fit(wide, "m", corpus, ref)
+    fits = ToyTransformer(CFG.model_copy(update={"d_vocab": 311, "n_ctx": 32})).eval()
+    check_fit(fits, "m", corpus, ref, hook="blocks.1.mlp.hook_post")
+    with pytest.raises(InvalidInput, match=r"no hook 'blocks.2.mlp.hook_post' \(named by the SAE at x\); it offers: "
+                                           r"hook_embed"):
+        check_fit(fits, "m", corpus, ref, hook="blocks.2.mlp.hook_post", hook_from="the SAE at x")
+    assert corpus_for("hf:/some/dir", "synthetic:tiny")[1] == "synthetic:tiny"
+    with pytest.raises(InvalidInput, match="no data reference for hf:/some/dir"):
+        corpus_for("hf:/some/dir", None)
