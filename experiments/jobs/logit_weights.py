@@ -76,7 +76,7 @@ class LogitWeightsJob(Job):
         import torch
 
         from claimgraph.experiments.features.logits import (
-            decoder_directions, direct_logit_effects, enrichment, residual_scale, top_tokens)
+            decoder_directions, direct_logit_effects, enrichment, enrichment_ratios, residual_scale, top_tokens)
 
         V = t.d_corpus
         tokens = t.corpus.sample(math.ceil(params.scale_tokens / t.corpus.seq_len), seed + MEASURE_OFFSET)
@@ -91,7 +91,7 @@ class LogitWeightsJob(Job):
         rand = torch.randn(params.n_random, direction.shape[1], generator=g)               # [R, d_in]
         rand = rand / rand.norm(dim=1, keepdim=True) * direction.norm()
         r_eff = direct_logit_effects(t.model, rand, t.hook, scale=scale)[:, :V]            # [R, V]
-        r_ratio = torch.tensor([enrichment(e, mask, top_k)["ratio"] for e in r_eff])       # [R]
+        r_ratio = enrichment_ratios(r_eff, mask, top_k)                                    # [R]
 
         def cat_minus_other(e: Any) -> Any:
             return e[..., mask].mean(-1) - e[..., ~mask].mean(-1)

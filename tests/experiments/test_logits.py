@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from claimgraph.experiments.features.logits import (
-    direct_logit_effects, enrichment, feature_logit_effects, residual_scale, top_tokens)
+    direct_logit_effects, enrichment, enrichment_ratios, feature_logit_effects, residual_scale, top_tokens)
 from claimgraph.experiments.substrate.corpus import get_corpus
 from claimgraph.experiments.substrate.model import ToyConfig, ToyTransformer
 from claimgraph.graph.errors import InvalidInput
@@ -126,6 +126,10 @@ def test_enrichment_counts_and_p_value():
         enrichment(effects, mask, 0)
     with pytest.raises(InvalidInput):
         enrichment(effects, mask[:-1], k)
+    rows = torch.stack([effects, torch.linspace(0, 1, V), -effects])                      # [3, V]
+    batched = enrichment_ratios(rows, mask, k)
+    assert batched.tolist() == pytest.approx([enrichment(r, mask, k)["ratio"] for r in rows])
+    assert batched[0] == pytest.approx(0.5 / (8 / 30)) and batched[1] == 0.0
 
 
 def test_top_tokens_orders_both_ends():
