@@ -40,11 +40,17 @@ class TopKSAE(SparseAutoencoder):
     def activation(self, pre: Tensor) -> Tensor:
         return topk_activation(pre, self.cfg.k)  # [..., d_sae], at most k non-zero per row
 
+    def sparse_forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(pre-activations [N, d_sae], kept values [N, k], their latents [N, k], reconstruction [N, d_in]) of
+        x [N, d_in], decoding only the kept latents' rows."""
+        pre = self.pre_acts(x)  # [N, d_sae]
+        vals, idx = topk_parts(pre, self.cfg.k)  # [N, k]
+        return pre, vals, idx, sparse_decode(vals, idx, self.W_dec) + self.b_dec
+
     def forward(self, x: Tensor, output_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         lead = x.shape[:-1]
-        pre = self.pre_acts(x.reshape(-1, self.d_in))  # [N, d_sae]
-        vals, idx = topk_parts(pre, self.cfg.k)  # [N, k]
-        x_hat = (sparse_decode(vals, idx, self.W_dec) + self.b_dec).reshape(*lead, self.d_in)  # [..., d_in]
+        pre, vals, idx, x_hat = self.sparse_forward(x.reshape(-1, self.d_in))  # [N, ...]
+        x_hat = x_hat.reshape(*lead, self.d_in)  # [..., d_in]
         if not output_features:
             return x_hat
         f = torch.zeros_like(pre).scatter(-1, idx, vals).reshape(*lead, self.d_sae)  # [..., d_sae]
@@ -69,10 +75,7 @@ class TopKTrainer(SaeTrainer):
         return normalized_mse(sparse_decode(vals, idx, self.sae.W_dec), residual)
 
     def _losses(self, x: Tensor, step: int) -> LossParts:
-        sae = self.sae
-        pre = sae.pre_acts(x)  # [B, d_sae]
-        vals, idx = topk_parts(pre, self.cfg.k)  # [B, k]
-        x_hat = sparse_decode(vals, idx, sae.W_dec) + sae.b_dec  # [B, d_in]
+        pre, vals, idx, x_hat = self.sae.sparse_forward(x)  # [B, d_sae], [B, k], [B, k], [B, d_in]
         f = torch.zeros_like(pre).scatter(-1, idx, vals.detach())  # [B, d_sae], for logs and firing counts
         recon = normalized_mse(x_hat, x)
         aux = self.aux_loss(x, x_hat, pre)
