@@ -166,3 +166,12 @@ def test_concurrent_first_loads_share_one_entry(tmp_path):
     entries = [p for p in (tmp_path / "models").iterdir() if not p.name.startswith(".")]
     assert len(entries) == 1 and (entries[0] / "config.json").is_file()
     assert len(list(entries[0].glob("ckpt-*.safetensors"))) >= 6
+
+
+def test_one_layer_preset_is_default_with_one_block():
+    """docs/preregistration/2026-11-21-feature-identification.md registers toy:one-layer as toy:default with
+    n_layers=1 and nothing else changed (corpus, widths, training, seed)."""
+    one, default = load_mod.TOY_PRESETS["one-layer"], load_mod.TOY_PRESETS["default"]
+    assert one.model.n_layers == 1 and default.model.n_layers == 2
+    assert one.model_copy(update={"model": one.model.model_copy(update={"n_layers": 2})}) == default
+    assert load_mod.preset_key(one) != load_mod.preset_key(default)
