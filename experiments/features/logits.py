@@ -114,8 +114,7 @@ def enrichment(effects: Tensor, category_mask: Tensor, top_k: int) -> dict[str, 
     if not 1 <= top_k <= V:
         raise InvalidInput(f"top_k must lie in 1..{V} (the vocabulary), got {top_k}")
     n_cat = int(mask.sum())
-    top = effects.topk(top_k).indices                                              # [top_k]
-    hits = int(mask[top].sum())
+    hits = int(category_hits(effects, mask, top_k))
     share = hits / top_k
     base = n_cat / V
     return {"top_k": top_k, "hits": hits, "share": share, "n_category": n_cat, "d_vocab": V,
@@ -123,12 +122,16 @@ def enrichment(effects: Tensor, category_mask: Tensor, top_k: int) -> dict[str, 
             "p_value": float(hypergeom.sf(hits - 1, V, n_cat, top_k))}
 
 
+def category_hits(effects: Tensor, category_mask: Tensor, top_k: int) -> Tensor:
+    """How many of the `top_k` largest effects in each row of effects [..., V] are category tokens: [...]."""
+    mask = category_mask.detach().reshape(-1).bool().cpu()                       # [V]
+    return mask[effects.detach().float().cpu().topk(top_k, dim=-1).indices].sum(-1)  # [...]
+
+
 def enrichment_ratios(effects: Tensor, category_mask: Tensor, top_k: int) -> Tensor:
     """`enrichment`'s ratio for every row of effects [R, V] at once (no p-values): [R] float32."""
-    mask = category_mask.detach().reshape(-1).bool().cpu()                       # [V]
-    hits = mask[effects.detach().float().cpu().topk(top_k, dim=-1).indices].sum(-1)  # [R]
-    base = int(mask.sum()) / mask.shape[0]
-    return (hits.double() / top_k / base).float()                                # [R]
+    base = int(category_mask.sum()) / category_mask.numel()
+    return (category_hits(effects, category_mask, top_k).double() / top_k / base).float()  # [R]
 
 
 def top_tokens(effects: Tensor, decode: Callable[[Any], list[str]], k: int) -> dict[str, list[tuple[str, float]]]:
