@@ -84,13 +84,14 @@ def _cached(store: "Store", kind: str, fingerprint: tuple, fill: Callable[[], An
     return value
 
 
-def _doc_lengths(store: "Store") -> Any:
+def _doc_lengths(store: "Store", fp: tuple | None = None) -> Any:
     """Arrow table (node_id, dl): each node's number of index terms, cached in-process.
 
     Computing it inside the BM25 query means probing every row of node_terms with long id strings, the
-    query's main cost at 100k nodes; a warm search joins this table instead.
+    query's main cost at 100k nodes; a warm search joins this table instead. `fp`: a `_fingerprint` the
+    caller just took (saves a query).
     """
-    nodes_fp = _fingerprint(store)[1:3]  # node count and last write: node_terms changes only with them
+    nodes_fp = (fp or _fingerprint(store))[1:3]  # node count and last write: node_terms changes only with them
     return _cached(store, "doc_lengths", nodes_fp, lambda: store.con.execute(
         "SELECT node_id, sum(tf)::INTEGER AS dl FROM node_terms GROUP BY node_id").to_arrow_table())
 
@@ -120,10 +121,10 @@ ideal AS (SELECT coalesce(sum(idf), 0) AS ideal FROM idf)
 
 
 @contextmanager
-def _keyword_source(store: "Store") -> Iterator[None]:
+def _keyword_source(store: "Store", fp: tuple | None = None) -> Iterator[None]:
     """Registers the document lengths as `_search_dl` for `_BM25_SQL`."""
     con = store.con
-    con.register("_search_dl", _doc_lengths(store))
+    con.register("_search_dl", _doc_lengths(store, fp))
     try:
         yield
     finally:
@@ -145,8 +146,9 @@ def keyword_search(store: "Store", query: str, *, type: NodeType | str | None = 
 
 
 # -- semantic part --------------------------------------------------------------------------------
-def vector_matrix(store: "Store", model: str) -> tuple[Any, "np.ndarray"]:
-    """(pyarrow array of node ids [n], float32 matrix [n, 384]) of every embedded node, cached in-process."""
+def vector_matrix(store: "Store", model: str, fp: tuple | None = None) -> tuple[Any, "np.ndarray"]:
+    """(pyarrow array of node ids [n], float32 matrix [n, 384]) of every embedded node, cached in-process.
+    `fp`: a `_fingerprint(store, model)` the caller just took (saves a query)."""
     def fill() -> tuple[Any, "np.ndarray"]:
         tbl = store.con.execute("""SELECT n.id, e.vector FROM nodes n
             JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = ?""", [model]).to_arrow_table()
@@ -154,11 +156,12 @@ def vector_matrix(store: "Store", model: str) -> tuple[Any, "np.ndarray"]:
         vec = tbl.column("vector").combine_chunks()
         return ids, vec.values.to_numpy(zero_copy_only=False).reshape(len(ids), EMBED_DIM)  # [n, 384]
 
-    return _cached(store, "vectors", _fingerprint(store, model), fill)
+    return _cached(store, "vectors", fp or _fingerprint(store, model), fill)
 
 
 @contextmanager
-def _semantic_source(store: "Store", qvec: "np.ndarray", model: str, backend: Backend) -> Iterator[str]:
+def _semantic_source(store: "Store", qvec: "np.ndarray", model: str, backend: Backend,
+                     fp: tuple | None = None) -> Iterator[str]:
     """SQL of a relation (id, cos): every embedded node's cosine to the unit query vector [384].
 
     numpy: computed here over the cached matrix and handed to DuckDB as an Arrow table. duckdb: scanned
@@ -170,7 +173,7 @@ def _semantic_source(store: "Store", qvec: "np.ndarray", model: str, backend: Ba
 
     qvec = np.asarray(qvec, dtype=np.float32).reshape(EMBED_DIM)
     if backend == "numpy":
-        ids, mat = vector_matrix(store, model)
+        ids, mat = vector_matrix(store, model, fp)
         cos = mat @ qvec  # [n]
         name, tbl = "_search_sem", pa.table({"id": ids, "cos": pa.array(cos, pa.float32())})
         sql = "SELECT id, cos FROM _search_sem"
@@ -211,10 +214,6 @@ def semantic_search(store: "Store", qvec: "np.ndarray", *, model: str, type: Nod
 
 
 # -- hybrid ---------------------------------------------------------------------------------------
-def _has_vectors(store: "Store", model: str) -> bool:
-    return bool(store.sql("SELECT count(*) FROM embeddings WHERE model = ?", [model])[0][0])
-
-
 def search(store: "Store", query: str, *, type: NodeType | str | None = None, k: int = 10,
            embedder: "Embedder | None" = None, backend: Backend = "numpy") -> list[SearchResult]:
     """The `k` nodes best matching `query` (optionally of one type), best first, with both score parts.
@@ -235,16 +234,17 @@ def search(store: "Store", query: str, *, type: NodeType | str | None = None, k:
         model = MODEL_NAME
     else:
         model = embedder.model_name
-    use_sem = _has_vectors(store, model)
+    fp = _fingerprint(store, model)  # one read serves both caches and says whether vectors exist
+    use_sem = bool(fp[3])
     params: dict[str, Any] = {"terms": terms, "k1": K1, "b": B, "prefix": _prefix(tval), "k": k, "alpha": ALPHA}
     with ExitStack() as stack:
-        stack.enter_context(_keyword_source(store))
+        stack.enter_context(_keyword_source(store, fp))
         if use_sem:
             if embedder is None:
                 from .embed import get_embedder
                 embedder = get_embedder()
             qvec = embedder.encode([query], progress=False)[0]  # [384], unit norm
-            sem = stack.enter_context(_semantic_source(store, qvec, model, backend))
+            sem = stack.enter_context(_semantic_source(store, qvec, model, backend, fp))
         else:
             sem = "SELECT NULL::VARCHAR AS id, NULL::FLOAT AS cos WHERE false"
         rows = _query(store, _BM25_SQL + f""",
