@@ -14,7 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from claimgraph.graph.errors import ClaimgraphError, InvalidInput
+from claimgraph.graph.errors import ClaimgraphError
 
 from . import render
 from .render import emit_json, fmt_counts, fmt_score, note, table
@@ -356,16 +356,11 @@ def experiment_add(ctx: typer.Context,
     """Register an experiment testing a claim; its spec and criterion are fixed now, before any run.
     Example: claimgraph experiment add --claim claim:x --kind sae --param control=shuffled"""
     from claimgraph.experiments.api import add_experiment, parse_param
-    from claimgraph.experiments.spec import parse_seeds
 
     params = dict(parse_param(p) for p in param or [])
-    try:
-        seed_list = parse_seeds(seeds) if seeds is not None else None
-    except ValueError as e:
-        raise InvalidInput(str(e)) from None
     with _store(ctx) as s:
         node = add_experiment(s, claim, kind, title=title, experiment_id=exp_id, params=params, criterion=criterion,
-                              model=model, data=data, seeds=seed_list, device=device)
+                              model=model, data=data, seeds=seeds, device=device)
     if _opts(ctx).json:
         emit_json({"experiment": node})
     else:

@@ -14,7 +14,7 @@ from claimgraph.graph.errors import InvalidInput, NotFound
 from claimgraph.graph.ids import make_id
 
 from .registry import get_job
-from .spec import Criterion, JobSpec
+from .spec import Criterion, JobSpec, parse_seeds
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -30,6 +30,20 @@ def parse_param(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def seed_list(seeds: int | str | list[int] | None) -> list[int] | None:
+    """Seeds as given on the command line or from Python: a count N (0..N-1), a `parse_seeds` string ("3-10",
+    "0,4,9") or a list; None stays None. InvalidInput says what is wrong."""
+    if seeds is None:
+        return None
+    try:
+        chosen = list(seeds) if isinstance(seeds, list) else parse_seeds(seeds)
+    except ValueError as e:
+        raise InvalidInput(str(e)) from None
+    if not chosen:
+        raise InvalidInput("--seeds names no seed")
+    return chosen
+
+
 def _first_error(e: ValidationError, prefix: str) -> str:
     parts = []
     for err in e.errors()[:3]:
@@ -40,7 +54,7 @@ def _first_error(e: ValidationError, prefix: str) -> str:
 
 
 def build_spec(kind: str, *, params: dict[str, Any] | None = None, criterion: Criterion | str | None = None,
-               model: str | None = None, data: str | None = None, seeds: list[int] | None = None,
+               model: str | None = None, data: str | None = None, seeds: int | str | list[int] | None = None,
                device: str | None = None, timeout_s: float | None = None) -> JobSpec:
     """A complete, validated spec: unknown kinds, unknown or ill-typed parameters and criteria on metrics the
     kind does not report are refused here, before anything runs."""
@@ -63,7 +77,7 @@ def build_spec(kind: str, *, params: dict[str, Any] | None = None, criterion: Cr
     fields: dict[str, Any] = {"kind": kind, "params": p.model_dump(mode="json"), "criterion": criterion,
                               "model": model if model is not None else job.default_model,
                               "data": data if data is not None else job.default_data,
-                              "seeds": seeds if seeds is not None else list(job.default_seeds)}
+                              "seeds": seed_list(seeds) if seeds is not None else list(job.default_seeds)}
     if device is not None:
         fields["device"] = device
     if timeout_s is not None:

@@ -20,11 +20,11 @@ from claimgraph.graph import EdgeType, MadeBy, Node, NodeType, Store
 from claimgraph.graph.errors import InvalidInput, NotFound
 from claimgraph.graph.ids import slugify
 
-from .api import get_spec
+from .api import get_spec, seed_list
 from .context import write_json_atomic
 from .records import (FINAL, RunConfig, RunResult, RunState, code_version, conclude, config_hash, input_fingerprint,
                       now_utc, read_result, read_state, write_state)
-from .spec import JobSpec, parse_seeds
+from .spec import JobSpec
 
 STALE_S = float(os.environ.get("CLAIMGRAPH_STALE_S", "60"))  # heartbeat age after which a run on another host is dead
 KILL_GRACE_S = 10.0
@@ -223,16 +223,10 @@ def _reuse(store: Store, cfg: RunConfig, run_dir: Path) -> RunOutcome | None:
 def prepare_run(store: Store, experiment_id: str, *, device: str | None = None,
                 seeds: int | str | list[int] | None = None) -> tuple[RunConfig, Path]:
     """Resolve the spec into a RunConfig (without creating anything). `seeds` overrides the spec's: a count N
-    (0..N-1), a string for `parse_seeds` ("3-10"), or a list."""
+    (0..N-1), a string such as "3-10", or a list (`api.seed_list`)."""
     _, spec, targets = get_spec(store, experiment_id)
     if seeds is not None:
-        try:
-            chosen = list(seeds) if isinstance(seeds, list) else parse_seeds(seeds)
-        except ValueError as e:
-            raise InvalidInput(str(e)) from None
-        if not chosen:
-            raise InvalidInput("--seeds names no seed")
-        spec = spec.model_copy(update={"seeds": chosen})
+        spec = spec.model_copy(update={"seeds": seed_list(seeds)})
     spec = JobSpec.model_validate(spec.model_dump())
     dev = resolve_device(device or spec.device)
     inputs = input_fingerprint(spec)

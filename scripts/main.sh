@@ -45,19 +45,14 @@ step "3. register experiments (criteria fixed before any run)"
 # Towards Monosemanticity, via the claim page: SAEs on a weight-shuffled model give mostly single-token features
 add --id experiment:sae-shuffled-weights-control --claim "$CP" --claim "$F_SHUFFLED" --kind sae \
     --title "SAE on the trained vs a weight-shuffled toy model: single-token feature fraction"
-# the base64 and Arabic-script features: logit weights, ablation and pinned sampling each test the finding
+# the base64 and Arabic-script features: logit weights, ablation and pinned sampling each test the finding, in
+# the pilot (seeds 0-2) and the pre-registered follow-up (docs/preregistration/2026-11-21-feature-identification.md,
+# same criteria): A. the same setting on 8 fresh seeds; B. the paper's one-layer setting on 8 seeds
 for cat in base64 arabic; do
   target=$F_BASE64; [ "$cat" = arabic ] && target=$F_ARABIC
   for kind in logit_weights ablation pinned_sampling; do
     add --id "experiment:${kind//_/-}-$cat-feature" --claim "$target" --kind "$kind" --param "category=$cat" \
         --title "$kind of the $cat-span feature"
-  done
-done
-# Pre-registered follow-up (docs/preregistration/2026-11-21-feature-identification.md), same criteria:
-# A. the same setting on 8 fresh seeds; B. the paper's one-layer setting on 8 seeds
-for cat in base64 arabic; do
-  target=$F_BASE64; [ "$cat" = arabic ] && target=$F_ARABIC
-  for kind in logit_weights ablation pinned_sampling; do
     add --id "experiment:${kind//_/-}-$cat-feature-replication" --claim "$target" --kind "$kind" \
         --param "category=$cat" --model toy:default --seeds 3-10 \
         --title "$kind of the $cat-span feature: replication on fresh seeds 3-10"
