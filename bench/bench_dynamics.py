@@ -22,18 +22,18 @@ import os
 # Before torch loads: spinning OpenMP threads slow everything down when the cores are shared.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
 
-import torch  # noqa: E402
+import torch
 
-from claimgraph.experiments.dynamics.decomposition import decompose, full_gradient  # noqa: E402
-from claimgraph.experiments.dynamics.influence import AdamInfluence, ProbeRisk, flat_params  # noqa: E402
-from claimgraph.experiments.dynamics.majority import MajorityConfig, sample  # noqa: E402
-from claimgraph.experiments.dynamics.transformer import Transformer, TransformerConfig, token_losses  # noqa: E402
+from claimgraph.experiments.dynamics.decomposition import decompose, full_gradient
+from claimgraph.experiments.dynamics.influence import AdamInfluence, ProbeRisk, flat_params
+from claimgraph.experiments.dynamics.majority import MajorityConfig, sample
+from claimgraph.experiments.dynamics.transformer import Transformer, TransformerConfig, token_losses
 
 LAYER = 1
 RISK_SEQUENCES = 128

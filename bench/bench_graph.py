@@ -25,30 +25,32 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import random  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from contextlib import ExitStack, contextmanager  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Iterator  # noqa: E402
+import argparse
+import json
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from claimgraph.graph import Store  # noqa: E402
-from claimgraph.graph.embed import get_embedder  # noqa: E402
-from claimgraph.graph.ids import make_id, normalize_title  # noqa: E402
-from claimgraph.graph.schema import EMBED_DIM  # noqa: E402
-from claimgraph.graph.search import keyword_search, search, semantic_search, vector_matrix  # noqa: E402
-from claimgraph.graph import similarity  # noqa: E402
-from claimgraph.graph.similarity import computed_neighbors, similar_pairs, suggest  # noqa: E402
+from claimgraph.graph import (
+    Store,
+    similarity,
+)
+from claimgraph.graph.embed import get_embedder
+from claimgraph.graph.ids import make_id, normalize_title
+from claimgraph.graph.schema import EMBED_DIM
+from claimgraph.graph.search import keyword_search, search, semantic_search, vector_matrix
+from claimgraph.graph.similarity import computed_neighbors, similar_pairs, suggest
 
 # -- synthetic corpus -------------------------------------------------------------------------------
 MODELS = ["GPT-2 small", "GPT-2 medium", "GPT-2 XL", "Pythia-70M", "Pythia-410M", "Pythia-1.4B", "Pythia-6.9B",
@@ -311,7 +313,7 @@ def pct(xs: list[float], q: float) -> float:
 def bench_size(n: int, work: Path, *, block: int, threshold: float, seed: int,
                encoder_sample: int | None) -> dict:
     res: dict = {"size": n}
-    log = lambda *a: print(f"[{n}]", *a, file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda *a: print(f"[{n}]", *a, file=sys.stderr, flush=True)
     corpus = make_corpus(n, seed=seed)
     folder = work / f"docs_{n}"
     write_docs(corpus, folder)

@@ -17,16 +17,16 @@ import os
 # Before torch loads: OpenMP threads that spin while waiting distort every timing on shared cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import platform
+import statistics
+import time
 
-import torch  # noqa: E402
+import torch
 
-from claimgraph.experiments.substrate import ToyTransformer, activations, get_corpus  # noqa: E402
-from claimgraph.experiments.substrate.load import TOY_PRESETS  # noqa: E402
-from claimgraph.experiments.substrate.train import lm_loss  # noqa: E402
+from claimgraph.experiments.substrate import ToyTransformer, activations, get_corpus
+from claimgraph.experiments.substrate.load import TOY_PRESETS
+from claimgraph.experiments.substrate.train import lm_loss
 
 
 def timed(fn, repeats: int) -> float:

@@ -52,7 +52,7 @@ def render_feature(page: Any, json_out: bool) -> None:
     con.print(Text(f"density {page.density:.3%} ({page.n_firing} of {s.n_tokens} tokens of {s.data}, sample seed "
                    f"{s.seed}) · max {page.max_act:.3f} · mean of non-zero {page.mean_act:.3f}"))
     n = max(len(page.logits.top), len(page.logits.bottom))
-    pad = lambda xs, i: (visible(xs[i].token), f"{xs[i].value:+.3f}") if i < len(xs) else ("", "")  # noqa: E731
+    pad = lambda xs, i: (visible(xs[i].token), f"{xs[i].value:+.3f}") if i < len(xs) else ("", "")
     table("logit effects", ["negative", "", "positive", " "],
           [(*pad(page.logits.bottom, i), *pad(page.logits.top, i)) for i in range(n)])
     if page.labels:

@@ -6,9 +6,10 @@ with --json). Expected failures print `Error: <message>` on stderr and exit 2 (b
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated
 
 import click
 import typer
@@ -72,7 +73,7 @@ def _store(ctx: typer.Context, *, create: bool = False) -> Iterator["Store"]:  #
         yield s
 
 
-def _node_type(value: Optional[str]):
+def _node_type(value: str | None):
     from claimgraph.graph.models import parse_node_type
 
     return parse_node_type(value)
@@ -95,7 +96,7 @@ def ingest(ctx: typer.Context,
            paths: Annotated[list[Path], typer.Argument(help="Documents or folders of documents.")],
            format: Annotated[str, typer.Option("--format", "-f",
                                                help="auto|structured|claim-page|novelty|summary")] = "auto",
-           title: Annotated[Optional[str], typer.Option(help="Paper title for a summary document (it has none).")] = None,
+           title: Annotated[str | None, typer.Option(help="Paper title for a summary document (it has none).")] = None,
            embed: Annotated[bool, typer.Option("--embed/--no-embed", help="Encode new texts for similarity.")] = True):
     """Ingest paper documents; re-ingesting an unchanged document is a no-op.
     Example: claimgraph ingest data/papers ../shared/seeds/003_*.txt"""
@@ -118,8 +119,8 @@ def ingest(ctx: typer.Context,
 
 @app.command("list")
 def list_nodes(ctx: typer.Context,
-               type: Annotated[Optional[str], typer.Option("--type", "-t", help="Only nodes of this type.")] = None,
-               limit: Annotated[Optional[int], typer.Option(help="At most this many.")] = None):
+               type: Annotated[str | None, typer.Option("--type", "-t", help="Only nodes of this type.")] = None,
+               limit: Annotated[int | None, typer.Option(help="At most this many.")] = None):
     """List nodes (claims and findings with their evidence status). Example: claimgraph list --type claim"""
     from claimgraph.graph.queries import claim_statuses
 
@@ -159,7 +160,7 @@ def show(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="ID"
 @app.command()
 def neighbors(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="ID")],
               depth: Annotated[int, typer.Option("--depth", "-d", help="Hops to follow.")] = 1,
-              edge: Annotated[Optional[list[str]], typer.Option("--edge", help="Only these edge types.")] = None):
+              edge: Annotated[list[str] | None, typer.Option("--edge", help="Only these edge types.")] = None):
     """Nodes within N typed hops. Example: claimgraph neighbors claim:... --depth 2"""
     from claimgraph.graph.queries import neighborhood
 
@@ -191,7 +192,7 @@ def path(ctx: typer.Context, a: Annotated[str, typer.Argument(metavar="A")],
 
 @app.command()
 def search(ctx: typer.Context, query: Annotated[str, typer.Argument(help="Words or a sentence.")],
-           type: Annotated[Optional[str], typer.Option("--type", "-t", help="Only nodes of this type.")] = None,
+           type: Annotated[str | None, typer.Option("--type", "-t", help="Only nodes of this type.")] = None,
            k: Annotated[int, typer.Option("-k", help="Results to return.")] = 10):
     """Hybrid semantic + keyword search. Example: claimgraph search "features of shuffled models" --type finding"""
     from claimgraph.graph.search import search as do_search
@@ -211,8 +212,8 @@ def search(ctx: typer.Context, query: Annotated[str, typer.Argument(help="Words 
 @app.command()
 def suggest(ctx: typer.Context,
             threshold: Annotated[float, typer.Option(help="Minimum cosine.")] = 0.65,
-            type: Annotated[Optional[str], typer.Option("--type", "-t", help="Only pairs of this node type.")] = None,
-            limit: Annotated[Optional[int], typer.Option(help="At most this many.")] = None):
+            type: Annotated[str | None, typer.Option("--type", "-t", help="Only pairs of this node type.")] = None,
+            limit: Annotated[int | None, typer.Option(help="At most this many.")] = None):
     """Pairs that look related but have no typed edge, best first; near-identical ones flagged duplicate.
     Example: claimgraph suggest --threshold 0.7 --type claim"""
     from claimgraph.graph.similarity import suggest as do_suggest
@@ -235,7 +236,7 @@ def suggest(ctx: typer.Context,
 
 @app.command()
 def accept(ctx: typer.Context, src: str, dst: str,
-           edge: Annotated[Optional[str], typer.Option(help="Edge type (default: duplicate_of for duplicates, "
+           edge: Annotated[str | None, typer.Option(help="Edge type (default: duplicate_of for duplicates, "
                                                             "else associated_with).")] = None):
     """Turn a suggested pair into a typed edge. Example: claimgraph accept finding:a claim:b --edge supports"""
     from claimgraph.graph.similarity import accept as do_accept
@@ -263,7 +264,7 @@ def reject(ctx: typer.Context, src: str, dst: str):
 
 @app.command()
 def link(ctx: typer.Context, src: str, edge: str, dst: str,
-         attr: Annotated[Optional[list[str]], typer.Option("--attr", help="Edge attribute name=value.")] = None):
+         attr: Annotated[list[str] | None, typer.Option("--attr", help="Edge attribute name=value.")] = None):
     """Add a typed edge by hand. Example: claimgraph link finding:x supports claim:y"""
     from claimgraph.experiments.api import parse_param
 
@@ -279,7 +280,7 @@ def link(ctx: typer.Context, src: str, edge: str, dst: str,
 @app.command()
 def export(ctx: typer.Context,
            format: Annotated[str, typer.Option("--format", "-f", help="graphml | json (JSON-LD) | parquet")] = "json",
-           out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File, or folder for parquet.")] = None):
+           out: Annotated[Path | None, typer.Option("--out", "-o", help="File, or folder for parquet.")] = None):
     """Export the graph. Example: claimgraph export --format graphml -o claims.graphml"""
     from claimgraph.graph.export import export as do_export
 
@@ -343,16 +344,16 @@ def experiment_kinds(ctx: typer.Context):
 def experiment_add(ctx: typer.Context,
                    claim: Annotated[list[str], typer.Option("--claim", "-c", help="Claim or finding it tests (repeatable).")],
                    kind: Annotated[str, typer.Option("--kind", "-k", help="Job kind (see `experiment kinds`).")],
-                   param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="name=value (repeatable).")] = None,
-                   criterion: Annotated[Optional[str], typer.Option(
+                   param: Annotated[list[str] | None, typer.Option("--param", "-p", help="name=value (repeatable).")] = None,
+                   criterion: Annotated[str | None, typer.Option(
                        help="'metric > threshold [band=X] [conf=Y]'; default: the kind's.")] = None,
-                   model: Annotated[Optional[str], typer.Option(help="toy:<preset> or hf:<local dir>[@revision]")] = None,
-                   data: Annotated[Optional[str], typer.Option(help="synthetic:<preset> or text:<file>")] = None,
-                   seeds: Annotated[Optional[str], typer.Option(
+                   model: Annotated[str | None, typer.Option(help="toy:<preset> or hf:<local dir>[@revision]")] = None,
+                   data: Annotated[str | None, typer.Option(help="synthetic:<preset> or text:<file>")] = None,
+                   seeds: Annotated[str | None, typer.Option(
                        help="N (seeds 0..N-1), A-B (A..B, e.g. fresh seeds for a replication) or A,B,C.")] = None,
-                   device: Annotated[Optional[str], typer.Option(help="cpu | cuda | auto")] = None,
-                   title: Annotated[Optional[str], typer.Option(help="Title of the experiment node.")] = None,
-                   exp_id: Annotated[Optional[str], typer.Option("--id", help="Experiment id (experiment:slug).")] = None):
+                   device: Annotated[str | None, typer.Option(help="cpu | cuda | auto")] = None,
+                   title: Annotated[str | None, typer.Option(help="Title of the experiment node.")] = None,
+                   exp_id: Annotated[str | None, typer.Option("--id", help="Experiment id (experiment:slug).")] = None):
     """Register an experiment testing a claim; its spec and criterion are fixed now, before any run.
     Example: claimgraph experiment add --claim claim:x --kind sae --param control=shuffled"""
     from claimgraph.experiments.api import add_experiment, parse_param
@@ -387,8 +388,8 @@ def experiment_list(ctx: typer.Context):
 
 @app.command()
 def run(ctx: typer.Context, experiment: Annotated[str, typer.Argument(metavar="EXP")],
-        device: Annotated[Optional[str], typer.Option(help="cpu | cuda | auto (default: the spec's)")] = None,
-        seeds: Annotated[Optional[str], typer.Option(
+        device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (default: the spec's)")] = None,
+        seeds: Annotated[str | None, typer.Option(
             help="Run these seeds instead of the spec's: N (0..N-1), A-B or A,B,C.")] = None,
         force: Annotated[bool, typer.Option("--force", help="Recompute even if an identical run completed.")] = False):
     """Run an experiment in its own process and attach its evidence; an identical completed run is reused.
@@ -418,7 +419,7 @@ def run(ctx: typer.Context, experiment: Annotated[str, typer.Argument(metavar="E
 
 
 @app.command()
-def runs(ctx: typer.Context, experiment: Annotated[Optional[str], typer.Argument(metavar="[EXP]")] = None):
+def runs(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(metavar="[EXP]")] = None):
     """Run records, newest first. Example: claimgraph runs experiment:..."""
     with _store(ctx) as s:
         rows = s.runs(experiment)
@@ -451,7 +452,7 @@ def evidence(ctx: typer.Context, claim: Annotated[str, typer.Argument(metavar="C
         emit_json({"claim": claim, "status": status,
                    "evidence": [{"id": e.id, "title": e.title, "text": e.text, **e.attrs} for e in ev]})
         return
-    d = lambda e: e.attrs.get("decision", {})  # noqa: E731
+    d = lambda e: e.attrs.get("decision", {})
     table(f"{claim}: {status}", ["verdict", "value", "CI", "n", "criterion", "experiment", "run"],
           [(e.attrs.get("verdict"), fmt_score(d(e).get("mean")),
             "" if d(e).get("n", 0) < 2 else f"[{d(e)['ci_low']:.3g}, {d(e)['ci_high']:.3g}]", d(e).get("n"),
@@ -463,8 +464,8 @@ def evidence(ctx: typer.Context, claim: Annotated[str, typer.Argument(metavar="C
 def feature(ctx: typer.Context,
             run: Annotated[str, typer.Argument(metavar="RUN", help="Run id (see `claimgraph runs`) or run folder.")],
             feature: Annotated[int, typer.Argument(metavar="FEATURE", help="Latent index in the run's SAE.")],
-            seed: Annotated[Optional[int], typer.Option(help="Seed whose SAE (default: the run's first).")] = None,
-            condition: Annotated[Optional[str], typer.Option(help="sae runs: trained | shuffled (default trained).")] = None,
+            seed: Annotated[int | None, typer.Option(help="Seed whose SAE (default: the run's first).")] = None,
+            condition: Annotated[str | None, typer.Option(help="sae runs: trained | shuffled (default trained).")] = None,
             device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu"):
     """A feature's page: top activating contexts, density, logit table, related runs; HTML in the run folder.
     Example: claimgraph feature 20261121T061739-7838174d 186"""

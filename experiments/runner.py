@@ -11,8 +11,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -22,8 +23,20 @@ from claimgraph.graph.ids import slugify
 
 from .api import get_spec, seed_list
 from .context import write_json_atomic
-from .records import (FINAL, RunConfig, RunResult, RunState, code_version, conclude, config_hash, input_fingerprint,
-                      now_utc, read_result, read_state, write_state)
+from .records import (
+    FINAL,
+    RunConfig,
+    RunResult,
+    RunState,
+    code_version,
+    conclude,
+    config_hash,
+    input_fingerprint,
+    now_utc,
+    read_result,
+    read_state,
+    write_state,
+)
 from .spec import JobSpec
 
 STALE_S = float(os.environ.get("CLAIMGRAPH_STALE_S", "60"))  # heartbeat age after which a run on another host is dead
@@ -266,7 +279,7 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
         on_start(cfg.run_id, run_dir)
     received: list[int] = []
 
-    def forward(signum, frame):  # noqa: ARG001
+    def forward(signum, frame):
         received.append(signum)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -56,7 +56,7 @@ def run_worker(run_dir: Path, *, progress: bool = True) -> int:
             state.error = error
             write_state(run_dir, state)
 
-    def on_signal(signum, frame):  # noqa: ARG001
+    def on_signal(signum, frame):
         raise Killed(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -123,7 +123,7 @@ def run_worker(run_dir: Path, *, progress: bool = True) -> int:
         tb = traceback.format_exc()
         try:
             ctx.log("failed:\n" + tb)
-        except Exception:  # noqa: BLE001 - logging must not mask the original failure
+        except Exception:
             pass
         finish("failed", f"{type(e).__name__}: {e}")
         return 1

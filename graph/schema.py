@@ -6,8 +6,9 @@ To change the schema, append a migration; never edit one that has shipped.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 EMBED_DIM = 384  # all-MiniLM-L6-v2
 

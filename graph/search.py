@@ -26,8 +26,9 @@ measures both (docs/benchmarks.md), and numpy is the default because a warm quer
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import InvalidInput, StoreError
 from .models import NodeType, SearchResult, node_type_value

@@ -17,17 +17,30 @@ import re
 import socket
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import duckdb
 
 from .errors import ClaimgraphError, InvalidDocument, InvalidInput, NotFound, StoreBusy, StoreError
 from .ids import normalize_arxiv, normalize_doi, normalize_title, parse_id, sha256_hex, slugify
-from .models import (ATTRS_MODELS, EDGE_RULES, ApplyReport, DocumentRef, Edge, EdgeType, GraphDelta, MadeBy,
-                     Node, NodeType, Provenance, StatedSimilarity)
+from .models import (
+    ATTRS_MODELS,
+    EDGE_RULES,
+    ApplyReport,
+    DocumentRef,
+    Edge,
+    EdgeType,
+    GraphDelta,
+    MadeBy,
+    Node,
+    NodeType,
+    Provenance,
+    StatedSimilarity,
+)
 from .schema import EMBED_DIM, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE, assign_paper_keys
 from .text import term_counts
 
@@ -544,7 +557,7 @@ class Store:
                     break
         if not remap:
             return delta
-        r = lambda i: remap.get(i, i)  # noqa: E731
+        r = lambda i: remap.get(i, i)
         return GraphDelta(
             nodes=[n.model_copy(update={"id": r(n.id)}) for n in delta.nodes],
             edges=[e.model_copy(update={"src": r(e.src), "dst": r(e.dst)}) for e in delta.edges],

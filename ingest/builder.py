@@ -12,8 +12,16 @@ from pydantic import ValidationError
 
 from claimgraph.graph.errors import InvalidDocument, InvalidInput
 from claimgraph.graph.ids import make_id, parse_id
-from claimgraph.graph.models import (ATTRS_MODELS, EDGE_RULES, Edge, EdgeType, GraphDelta, Node, NodeType,
-                                     StatedSimilarity)
+from claimgraph.graph.models import (
+    ATTRS_MODELS,
+    EDGE_RULES,
+    Edge,
+    EdgeType,
+    GraphDelta,
+    Node,
+    NodeType,
+    StatedSimilarity,
+)
 
 
 def edge_allowed(etype: EdgeType, src_type: NodeType, dst_type: NodeType) -> bool:
@@ -28,7 +36,7 @@ def edge_allowed(etype: EdgeType, src_type: NodeType, dst_type: NodeType) -> boo
 
 def edge_rule_text(etype: EdgeType) -> str:
     allowed_src, allowed_dst = EDGE_RULES[etype]
-    fmt = lambda s: "any" if s is None else "|".join(sorted(t.value for t in s))  # noqa: E731
+    fmt = lambda s: "any" if s is None else "|".join(sorted(t.value for t in s))
     return f"{etype.value} goes from {fmt(allowed_src)} to {fmt(allowed_dst)}"
 
 

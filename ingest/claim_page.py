@@ -23,7 +23,7 @@ StatedSimilarity, and as a node too when the page gives its type.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from claimgraph.graph.errors import InvalidDocument, InvalidInput
 from claimgraph.graph.ids import make_id, paper_id, slugify

@@ -125,7 +125,7 @@ def _rename(delta: GraphDelta, mapping: dict[str, str]) -> GraphDelta:
     if not mapping:
         return delta
     own = {n.id for n in delta.nodes}
-    r = lambda x: x if x in own else mapping.get(x, x)  # noqa: E731
+    r = lambda x: x if x in own else mapping.get(x, x)
     return delta.model_copy(update={"edges": [e.model_copy(update={"src": r(e.src), "dst": r(e.dst)})
                                               for e in delta.edges]})
 

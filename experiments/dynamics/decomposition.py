@@ -31,7 +31,8 @@ extra forward of those blocks when that prefix is shorter than the sequence).
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 

@@ -1,8 +1,9 @@
 """PNG plots for the gradient-decomposition experiment (matplotlib, Agg backend)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 PART_STYLE = {"direct": ("direct learning", "tab:green"), "precache": ("pre-caching", "tab:blue"),
               "shared": ("circuit sharing", "tab:orange")}

@@ -16,11 +16,12 @@ function as the one-hot products, at a third of the cost when batch x positions 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 
 class AttnOnlyOneHot(nn.Module):
     """One attention layer on one-hot tokens with residual and output map; zero initialisation."""

@@ -2,8 +2,8 @@
 matplotlib (Agg) is imported inside each function."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 COLORS = {"output": "tab:blue", "value": "tab:orange", "attention": "tab:green", "position": "tab:gray"}
 
@@ -90,7 +90,7 @@ def plot_toy_path(path: Path, toys: Sequence[dict], seeds: Sequence[int]) -> Pat
     since step 0 with B, per checkpoint."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for i, (toy, seed) in enumerate(zip(toys, seeds)):
+    for i, (toy, _seed) in enumerate(zip(toys, seeds)):
         rows = toy["checkpoints"]
         steps = [max(r["step"], 1) for r in rows]  # step 0 drawn at 1 on the log axis
         ax.plot(steps, [r["cos_bigram"] for r in rows], color="tab:blue", marker=".", alpha=0.7,

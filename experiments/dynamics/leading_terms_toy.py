@@ -12,7 +12,8 @@ need per-head weights the contract does not expose.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

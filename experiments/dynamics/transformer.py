@@ -14,7 +14,8 @@ Every weight carries a leading segment axis of size 1 (shared) or 2 (split).
 from __future__ import annotations
 
 import math
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 import torch
 import torch.nn as nn

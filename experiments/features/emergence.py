@@ -31,7 +31,8 @@ Metrics (a metric is left out when its axis has fewer than two points, e.g. one 
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 

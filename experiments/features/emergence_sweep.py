@@ -11,7 +11,8 @@ the fewest in which a category can be present, lost and present again.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

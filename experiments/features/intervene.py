@@ -10,7 +10,8 @@ from decoding and re-adding the error term), so the spliced model's logits are t
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

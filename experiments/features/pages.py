@@ -22,15 +22,26 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from claimgraph.graph.errors import InvalidDocument, InvalidInput
 
-from .pages_runs import (FEATURE_KINDS, RelatedRun, RelatedSeed, SaeRef, _read_json, load_run, locate_sae,
-                         related_run_dirs, related_runs, resolve_run)
+from .pages_runs import (
+    FEATURE_KINDS,
+    RelatedRun,
+    RelatedSeed,
+    SaeRef,
+    _read_json,
+    load_run,
+    locate_sae,
+    related_run_dirs,
+    related_runs,
+    resolve_run,
+)
 
 __all__ = ["PageConfig", "FeaturePage", "Context", "Band", "Histogram", "LogitEntry", "LogitTable", "LabelScore",
            "RelatedRun", "RelatedSeed", "SampleInfo", "SaeRef", "FEATURE_KINDS", "feature_page", "page_for_run",
@@ -275,8 +286,7 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
     job), computed on a held-out corpus sample. With `write`, the HTML and PNGs go to `out_dir` (default
     `<run_dir>/features/`) and `page.html` holds the HTML's path."""
     from claimgraph.experiments.sae import load_sae
-    from claimgraph.experiments.substrate.load import (check_fit, corpus_for, load_model, resolve_device,
-                                                        shuffled_copy)
+    from claimgraph.experiments.substrate.load import check_fit, corpus_for, load_model, resolve_device, shuffled_copy
 
     from .logits import residual_scale
 

@@ -7,8 +7,9 @@ provisioned-SAE cache), with the chosen latent under `feature`. No torch here.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 

@@ -76,7 +76,13 @@ class LogitWeightsJob(Job):
         import torch
 
         from claimgraph.experiments.features.logits import (
-            decoder_directions, direct_logit_effects, enrichment, enrichment_ratios, residual_scale, top_tokens)
+            decoder_directions,
+            direct_logit_effects,
+            enrichment,
+            enrichment_ratios,
+            residual_scale,
+            top_tokens,
+        )
 
         V = t.d_corpus
         tokens = t.corpus.sample(math.ceil(params.scale_tokens / t.corpus.seq_len), seed + MEASURE_OFFSET)

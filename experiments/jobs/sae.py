@@ -112,8 +112,13 @@ class SaeJob(Job):
             return self._run(ctx, params, seed)
 
     def _run(self, ctx: Any, params: SaeParams, seed: int) -> SeedResult:
-        from claimgraph.experiments.substrate.load import (check_fit, corpus_for, load_model, resolve_device,
-                                                            shuffled_copy)
+        from claimgraph.experiments.substrate.load import (
+            check_fit,
+            corpus_for,
+            load_model,
+            resolve_device,
+            shuffled_copy,
+        )
 
         if ctx.model_ref is None:
             raise InvalidInput("the sae job needs a model; give --model toy:<preset> or hf:/local/dir")

@@ -1,7 +1,7 @@
 """Train an SAE on a tensor of activations: the loop around a trainer's `update`."""
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor

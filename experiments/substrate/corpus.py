@@ -31,9 +31,9 @@ and deterministic for (config, seed).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from enum import IntEnum
 from functools import cached_property
-from typing import Iterable, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -117,7 +117,7 @@ class Vocab:
         mask[self.categories[name]] = True
         return mask
 
-    def category_of(self, id: int) -> str:  # noqa: A002 - the contract's name
+    def category_of(self, id: int) -> str:
         """The planted category of one token id."""
         return self._category_of[int(id)]
 
@@ -313,7 +313,7 @@ def generate(cfg: CorpusConfig, vocab: Vocab, n: int, generator: torch.Generator
 
         def rule(mask: torch.Tensor, options: Sequence[int], probs: Sequence[float], k: int = 0) -> None:
             if bool(mask.any()):
-                nxt[mask] = _pick(u[k][mask], options, probs)
+                nxt[mask] = _pick(u[k][mask], options, probs)  # noqa: B023 - called within this iteration
 
         def np_start(mask: torch.Tensor) -> None:
             rule(mask, *_NP_START)

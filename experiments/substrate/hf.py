@@ -119,7 +119,7 @@ class HFHookedModel(HookedModel):
         return self.hf.get_output_embeddings()  # embed_out / lm_head, whatever this transformers version calls it
 
     @property
-    def W_U(self) -> Tensor:  # noqa: N802 - contract name
+    def W_U(self) -> Tensor:
         """Unembedding [d_model, d_vocab] (no bias in either architecture)."""
         return self._unembed().weight.T
 
@@ -128,7 +128,7 @@ class HFHookedModel(HookedModel):
             return self.hf.gpt_neox.layers[layer].mlp.dense_4h_to_h
         return self.hf.transformer.h[layer].mlp.c_proj
 
-    def W_out(self, layer: int) -> Tensor:  # noqa: N802 - contract name
+    def W_out(self, layer: int) -> Tensor:
         """MLP output projection of `layer`, [d_mlp, d_model]."""
         proj = self._mlp_out_proj(layer)
         # nn.Linear stores [out, in]; GPT-2's Conv1D stores [in, out]

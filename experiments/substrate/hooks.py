@@ -9,16 +9,17 @@ replaces the activation for the rest of the forward pass.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal, Optional
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from claimgraph.graph.errors import InvalidInput
 
-HookFn = Callable[[Tensor, str], Optional[Tensor]]
+HookFn = Callable[[Tensor, str], Tensor | None]
 
 
 class HookPoint(nn.Module):

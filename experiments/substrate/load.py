@@ -16,9 +16,9 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field

@@ -180,7 +180,7 @@ class ToyTransformer(HookedModel):
             resid = block(resid)                                                   # [B, T, d]
         return self.ln_final(resid) @ self.W_U                                     # [B, T, d_vocab]
 
-    def W_out(self, layer: int) -> Tensor:  # noqa: N802 - contract name
+    def W_out(self, layer: int) -> Tensor:
         """MLP output projection of `layer`, [d_mlp, d_model]: mlp_out = hook_post @ W_out + b_out."""
         return self.blocks[layer].mlp.W_out
 

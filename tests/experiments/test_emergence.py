@@ -9,8 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from claimgraph.experiments.features.emergence import (ScoreTable, SizeScores, analyse, first_crossing,
-                                                        reemergence)
+from claimgraph.experiments.features.emergence import ScoreTable, SizeScores, analyse, first_crossing, reemergence
 from claimgraph.experiments.jobs.emergence import EmergenceJob, EmergenceParams, mean_table
 from claimgraph.experiments.registry import get_job
 

@@ -248,7 +248,7 @@ def test_ablation_numbers_recompute_with_the_plain_formula(runs, tiny):
             f2[..., latent] = 0.0
             replaced = sae.decode(f2) + (x - sae(x))
             clean = F.log_softmax(model(tokens), -1)[fires]
-            abl = F.log_softmax(model.run_with_hooks(tokens, [(d["hook"], lambda a, n: replaced)]), -1)[fires]
+            abl = F.log_softmax(model.run_with_hooks(tokens, [(d["hook"], lambda a, n: replaced)]), -1)[fires]  # noqa: B023
         drop = clean - abl
         assert m[prefix + "fire_frac"] == pytest.approx(float(fires.float().mean()))
         want = float((drop[:, mask].mean(1) - drop[:, ~mask].mean(1)).mean())

@@ -347,7 +347,7 @@ def test_helpers_on_hand_set_activations():
 
     N, T = 4, 10
     tokens = torch.arange(N * T).view(N, T)
-    decode = lambda ids: [f"t{int(i)}" for i in ids]  # noqa: E731
+    decode = lambda ids: [f"t{int(i)}" for i in ids]
     acts = torch.zeros(N, T)
     acts[0, 0], acts[0, 5] = 3.0, 1.0  # max at the first position
     acts[1, T - 1] = 5.0  # max at the last position

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from claimgraph.experiments.dynamics.leading_terms import (basis_associations, coefficients, corpus_bases,
-                                                          norm_ratio, project_out, top_associations, trace_cosine)
+from claimgraph.experiments.dynamics.leading_terms import (
+    basis_associations,
+    coefficients,
+    corpus_bases,
+    norm_ratio,
+    project_out,
+    top_associations,
+    trace_cosine,
+)
 from claimgraph.experiments.dynamics.leading_terms_corpus import PRESETS, TopicBigramCorpus, load_sequences
 from claimgraph.experiments.dynamics.leading_terms_model import AttnOnlyOneHot, mean_loss, train_sgd
 from claimgraph.graph.errors import InvalidInput

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from claimgraph.experiments.features.logits import (
-    direct_logit_effects, enrichment, enrichment_ratios, feature_logit_effects, residual_scale, top_tokens)
+    direct_logit_effects,
+    enrichment,
+    enrichment_ratios,
+    feature_logit_effects,
+    residual_scale,
+    top_tokens,
+)
 from claimgraph.experiments.substrate.corpus import get_corpus
 from claimgraph.experiments.substrate.model import ToyConfig, ToyTransformer
 from claimgraph.graph.errors import InvalidInput

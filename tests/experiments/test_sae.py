@@ -7,8 +7,17 @@ import json
 import pytest
 import torch
 
-from claimgraph.experiments.sae import (ReluTrainer, SaeConfig, TopKTrainer, evaluate_sae, geometric_median,
-                                        load_sae, make_trainer, save_sae, train_sae)
+from claimgraph.experiments.sae import (
+    ReluTrainer,
+    SaeConfig,
+    TopKTrainer,
+    evaluate_sae,
+    geometric_median,
+    load_sae,
+    make_trainer,
+    save_sae,
+    train_sae,
+)
 from claimgraph.experiments.sae.metrics import token_shares
 from claimgraph.experiments.sae.schedules import l1_factor, lr_factor
 from claimgraph.experiments.sae.topk import topk_activation

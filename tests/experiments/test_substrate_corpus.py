@@ -8,8 +8,7 @@ import unicodedata
 import pytest
 import torch
 
-from claimgraph.experiments.substrate.corpus import (CORPUS_PRESETS, PAIRS, CorpusConfig, SyntheticCorpus,
-                                                     get_corpus)
+from claimgraph.experiments.substrate.corpus import CORPUS_PRESETS, PAIRS, CorpusConfig, SyntheticCorpus, get_corpus
 from claimgraph.graph.errors import InvalidInput
 
 

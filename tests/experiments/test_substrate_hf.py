@@ -32,7 +32,7 @@ def saved(tmp_path_factory):
     for arch in ARCHS:
         model = _make(arch)
         with torch.no_grad():  # non-trivial LayerNorm and bias values
-            for name, p in model.named_parameters():
+            for _name, p in model.named_parameters():
                 if p.ndim == 1:
                     p.add_(0.1 * torch.randn_like(p))
         model.save_pretrained(root / arch)

@@ -9,8 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from claimgraph.experiments.substrate import (HookPoint, ToyConfig, ToyTransformer, activations, resolve_device,
-                                              shuffled_copy)
+from claimgraph.experiments.substrate import (
+    HookPoint,
+    ToyConfig,
+    ToyTransformer,
+    activations,
+    resolve_device,
+    shuffled_copy,
+)
 from claimgraph.graph.errors import InvalidInput
 
 CFG = ToyConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=12, d_vocab=23)
@@ -29,7 +35,7 @@ def model() -> ToyTransformer:
     torch.manual_seed(0)
     m = ToyTransformer(CFG).eval()
     with torch.no_grad():  # non-zero biases and LayerNorm parameters so every term is exercised
-        for name, p in m.named_parameters():
+        for _name, p in m.named_parameters():
             if p.ndim < 2:
                 p.add_(0.1 * torch.randn_like(p))
     return m

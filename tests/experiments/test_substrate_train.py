@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from claimgraph.experiments.substrate import load as load_mod
 from claimgraph.experiments.substrate import list_checkpoints, load_model, model_corpus
+from claimgraph.experiments.substrate import load as load_mod
 from claimgraph.experiments.substrate.corpus import CORPUS_PRESETS
 from claimgraph.experiments.substrate.model import ToyConfig
 from claimgraph.experiments.substrate.train import TrainConfig, checkpoint_steps, lm_loss, lr_at

@@ -12,17 +12,17 @@ from pathlib import Path
 # encode take ~1 s instead of ~30 ms (measured; see docs/benchmarks.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 from claimgraph.graph import DocumentRef, GraphDelta, InvalidInput, Node, NodeType, Store
 from claimgraph.graph import search as search_mod
 from claimgraph.graph.embed import get_embedder, vectors_for
-from claimgraph.graph.search import ALPHA, B, K1, keyword_search, search, semantic_search
+from claimgraph.graph.search import ALPHA, K1, B, keyword_search, search, semantic_search
 from claimgraph.graph.text import tokens
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sim_corpus import DUP_A, DUP_B, EDGES, IOI, NODES, POLY  # noqa: E402
+from sim_corpus import DUP_A, DUP_B, EDGES, IOI, NODES, POLY
 
 
 @pytest.fixture(scope="module")

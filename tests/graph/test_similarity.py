@@ -12,18 +12,16 @@ from pathlib import Path
 # Before torch loads: spinning OpenMP threads make encoding ~3x slower on a shared, busy CPU.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from claimgraph.graph import (DocumentRef, EdgeType, GraphDelta, InvalidInput, MadeBy, NodeType,  # noqa: E402
-                              NotFound, Store)
-from claimgraph.graph.embed import MODEL_NAME, vectors_for  # noqa: E402
-from claimgraph.graph.similarity import (accept, computed_neighbors, reject, similar_pairs, suggest,  # noqa: E402
-                                         suggestions)
-from claimgraph.graph.store import text_hash  # noqa: E402
+from claimgraph.graph import DocumentRef, EdgeType, GraphDelta, InvalidInput, MadeBy, NodeType, NotFound, Store
+from claimgraph.graph.embed import MODEL_NAME, vectors_for
+from claimgraph.graph.similarity import accept, computed_neighbors, reject, similar_pairs, suggest, suggestions
+from claimgraph.graph.store import text_hash
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sim_corpus import DUP_A, DUP_B, EDGES, FUNC, MONO, NODES, SAE, SHUFFLE  # noqa: E402
+from sim_corpus import DUP_A, DUP_B, EDGES, FUNC, MONO, NODES, SAE, SHUFFLE
 
 DOC = DocumentRef(path="/corpus.yaml", content_hash="c1", format="structured")
 

@@ -12,8 +12,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from claimgraph.graph import (DocumentRef, Edge, GraphDelta, InvalidDocument, InvalidInput, MadeBy, Node, NodeType,
-                              NotFound, StatedSimilarity, Store, StoreBusy, StoreError, make_id, paper_id)
+from claimgraph.graph import (
+    DocumentRef,
+    Edge,
+    GraphDelta,
+    InvalidDocument,
+    InvalidInput,
+    MadeBy,
+    Node,
+    NodeType,
+    NotFound,
+    StatedSimilarity,
+    Store,
+    StoreBusy,
+    StoreError,
+    make_id,
+    paper_id,
+)
 from claimgraph.graph.schema import MIGRATIONS, SCHEMA_VERSION
 
 
@@ -327,7 +342,7 @@ def test_a_paper_key_given_up_passes_to_the_next_paper_that_carries_it(store):
     third = Node(id="paper:third", type="paper", title="Third", attrs={"doi": "10.1/other"})
     for n in (first, second, third):
         store.add_node(n)
-    probe = lambda doi: store.resolve_papers(GraphDelta(nodes=[  # noqa: E731
+    probe = lambda doi: store.resolve_papers(GraphDelta(nodes=[
         Node(id="paper:probe", type="paper", title="Probe", attrs={"doi": doi})])).nodes[0].id
     assert probe("10.1/shared") == "paper:first"
     store.add_node(first.model_copy(update={"attrs": {"doi": "10.1/changed"}}))

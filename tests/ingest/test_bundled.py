@@ -66,7 +66,7 @@ def test_bundled_page_has_the_seeds_ids_and_edges_in_other_words(papers_dir, see
     assert [n.id for n in ours.delta.nodes] == [n.id for n in theirs.delta.nodes]
     assert [(e.key, e.attrs) for e in ours.delta.edges] == [(e.key, e.attrs) for e in theirs.delta.edges]
     assert [(s.other_id, s.score) for s in ours.delta.similar] == [(s.other_id, s.score) for s in theirs.delta.similar]
-    counts = lambda d: {n.id: {k: v for k, v in n.attrs.items() if k != "novelty_overview"} for n in d.delta.nodes}  # noqa: E731
+    counts = lambda d: {n.id: {k: v for k, v in n.attrs.items() if k != "novelty_overview"} for n in d.delta.nodes}
     assert counts(ours) == counts(theirs)  # candidates examined/refutable, leaf counts, page counts, authors
     described = [(a.text, b.text) for a, b in zip(ours.delta.nodes, theirs.delta.nodes) if b.text]
     assert described and all(a != b for a, b in described), "descriptions are paraphrased, not copied"
@@ -75,7 +75,7 @@ def test_bundled_page_has_the_seeds_ids_and_edges_in_other_words(papers_dir, see
 def test_bundled_summary_matches_the_seed_paper_method_and_related_works(papers_dir, seed, birth_title):
     ours = parse_document(papers_dir / BUNDLED["002"])  # title from its front matter
     theirs = parse_document(seed("002"), title=birth_title)
-    ids = lambda d, t: {n.id for n in d.delta.nodes if n.type.value == t}  # noqa: E731
+    ids = lambda d, t: {n.id for n in d.delta.nodes if n.type.value == t}
     assert ids(ours, "paper") == ids(theirs, "paper")
     assert ids(ours, "method") == ids(theirs, "method") == {"method:sparse-autoencoders"}
     assert len(ids(ours, "claim")) == len(ids(theirs, "claim")) == 3

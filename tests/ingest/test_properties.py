@@ -15,8 +15,15 @@ from claimgraph.graph.models import EdgeType
 from claimgraph.ingest import FORMATS, parse_text
 from claimgraph.ingest.builder import edge_allowed
 from claimgraph.ingest.source import decode_source
-from claimgraph.ingest.structured import (EdgeEntry, ItemEntry, PaperEntry, StructuredDocument, TopicEntry,
-                                          document_delta, dump_document)
+from claimgraph.ingest.structured import (
+    EdgeEntry,
+    ItemEntry,
+    PaperEntry,
+    StructuredDocument,
+    TopicEntry,
+    document_delta,
+    dump_document,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = REPO.parent / "shared" / "seeds"
