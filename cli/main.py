@@ -9,13 +9,15 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from claimgraph.graph.errors import ClaimgraphError
+
+if TYPE_CHECKING:
+    from claimgraph.graph import Store
 
 from . import render
 from .render import emit_json, fmt_counts, fmt_score, note, table
@@ -26,11 +28,11 @@ DEFAULT_DB = "claimgraph.duckdb"
 class _Group(TyperGroup):
     """Catches expected failures once, for every command and sub-command."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):  # typer's own (vendored) click Context
         try:
             return super().invoke(ctx)
         except ClaimgraphError as e:
-            click.echo(f"Error: {e}", err=True)
+            typer.echo(f"Error: {e}", err=True)
             ctx.exit(e.exit_code)
 
 
@@ -60,7 +62,7 @@ def _opts(ctx: typer.Context) -> Opts:
 
 
 @contextmanager
-def _store(ctx: typer.Context, *, create: bool = False) -> Iterator["Store"]:  # noqa: F821
+def _store(ctx: typer.Context, *, create: bool = False) -> Iterator[Store]:
     from claimgraph.graph import Store
 
     with Store(_opts(ctx).db, create=create) as s:
@@ -171,7 +173,7 @@ def neighbors(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar
         return
     table(f"within {depth} hop(s) of {node_id}", ["depth", "id", "type", "title", "via"],
           [(h.depth, h.id, h.type.value, h.title,
-            "" if h.via is None else f"{'→' if h.direction == 'out' else '←'} {h.edge.value} {h.via}") for h in hops])
+            "" if h.via is None or h.edge is None else f"{'→' if h.direction == 'out' else '←'} {h.edge.value} {h.via}") for h in hops])
 
 
 @app.command()
@@ -312,13 +314,14 @@ def embed(ctx: typer.Context):
 def stats(ctx: typer.Context):
     """Counts of nodes and edges by type. Example: claimgraph stats"""
     with _store(ctx) as s:
-        info = {"db": str(s.path), "schema_version": s.schema_version(), "nodes": s.count_nodes(),
-                "edges": s.count_edges(), "documents": len(s.documents())}
+        nodes, edges = s.count_nodes(), s.count_edges()
+        info = {"db": str(s.path), "schema_version": s.schema_version(), "nodes": nodes, "edges": edges,
+                "documents": len(s.documents())}
     if _opts(ctx).json:
         emit_json(info)
         return
     table(f"{info['db']} (schema v{info['schema_version']}, {info['documents']} documents)", ["kind", "type", "count"],
-          [("node", k, v) for k, v in info["nodes"].items()] + [("edge", k, v) for k, v in info["edges"].items()])
+          [("node", k, v) for k, v in nodes.items()] + [("edge", k, v) for k, v in edges.items()])
 
 
 # ---- experiments ----------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def page_json(page: NodePage) -> dict:
 def render_page(page: NodePage) -> None:
     n = page.node
     out: list = [(n.type.value, "bold")]
-    status = []
+    status: list[str] = []
     if page.status:
         status.append(page.status)
     if n.attrs.get("page_status"):

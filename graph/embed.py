@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
 from .models import Node
@@ -30,7 +30,7 @@ class Embedder:
 
     def __init__(self, device: str = "cpu"):
         self.device = device
-        self._model = None
+        self._model: Any = None  # a SentenceTransformer, loaded on first use
 
     def _load(self):
         if self._model is None:

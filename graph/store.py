@@ -57,13 +57,21 @@ def _naive_utc(dt: datetime | None) -> datetime | None:
     return dt
 
 
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+def _aware(dt: datetime) -> datetime:
+    """A timestamp read back from DuckDB (naive, UTC) as an aware datetime."""
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
 
 
 def _clean_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     """Drop None values (a document that does not state a field must not erase it) and make JSON-safe."""
     return json.loads(json.dumps({k: v for k, v in attrs.items() if v is not None}, default=str))
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> Any:
+    """The first column of the one row an aggregate query returns."""
+    row = con.execute(sql, params or []).fetchone()
+    assert row is not None, f"no row from {sql!r}"
+    return row[0]
 
 
 def text_hash(node: Node) -> str:
@@ -152,9 +160,8 @@ class Store:
         con = self._con
         assert con is not None
         try:
-            have = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'").fetchone()[0]
-            current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0] if have else 0
+            have = _scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'")
+            current = _scalar(con, "SELECT coalesce(max(version), 0) FROM schema_version") if have else 0
         except duckdb.Error as e:
             raise StoreError(f"{self.path} is not a claimgraph store: {e}") from None
         if current > SCHEMA_VERSION:
@@ -182,7 +189,7 @@ class Store:
             raise StoreError(f"migrating {self.path} to schema {SCHEMA_VERSION} failed, nothing changed: {e}") from None
 
     def schema_version(self) -> int:
-        return self.con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        return _scalar(self.con, "SELECT max(version) FROM schema_version")
 
     @contextmanager
     def transaction(self) -> Iterator["Store"]:
@@ -323,7 +330,8 @@ class Store:
         rows = {n.id: n for n in nodes}  # last one wins within a batch
         nodes = list(rows.values())
         existing = self.get_nodes(rows)
-        added, updated = Counter(), Counter()
+        added: Counter[str] = Counter()
+        updated: Counter[str] = Counter()
         final: list[Node] = []
         for n in nodes:
             old = existing.get(n.id)
@@ -479,7 +487,7 @@ class Store:
         have = {(s, t, d): json.loads(a) if isinstance(a, str) else a for s, t, d, a in self.con.execute(
             "SELECT src, type, dst, attrs FROM edges WHERE src IN (SELECT unnest($1))",
             [sorted({k[0] for k in keys})]).fetchall() if (s, t, d) in uniq}
-        added = Counter()
+        added: Counter[str] = Counter()
         write = []
         for k, e in uniq.items():
             attrs = _clean_attrs(e.attrs)
@@ -587,8 +595,8 @@ class Store:
         for n in nodes:
             try:
                 _validate_node(n)
-            except InvalidInput as e:
-                raise InvalidDocument(str(e), path=document.path, field=n.id) from None
+            except InvalidInput as err:
+                raise InvalidDocument(str(err), path=document.path, field=n.id) from None
         with self.transaction():
             types = {n.id: n.type for n in nodes}
             missing = {x for e in edges for x in (e.src, e.dst) if x not in types}
@@ -646,7 +654,7 @@ class Store:
         edges_removed: Counter = Counter()
         for s, t, d in stale_edges:
             c.execute("DELETE FROM edge_sources WHERE src = ? AND type = ? AND dst = ? AND path = ?", [s, t, d, path])
-            others = c.execute("SELECT count(*) FROM edge_sources WHERE src = ? AND type = ? AND dst = ?", [s, t, d]).fetchone()[0]
+            others = _scalar(c, "SELECT count(*) FROM edge_sources WHERE src = ? AND type = ? AND dst = ?", [s, t, d])
             if not others:
                 n = c.execute("DELETE FROM edges WHERE src = ? AND type = ? AND dst = ? AND made_by = 'parsed' RETURNING 1",
                               [s, t, d]).fetchall()
@@ -699,7 +707,8 @@ class Store:
         """(node ids, float32 matrix [n, 384]) of embedded nodes, ordered by id."""
         import numpy as np
 
-        where, params = ["e.model = ?"], [model]
+        where: list[str] = ["e.model = ?"]
+        params: list[Any] = [model]
         if type is not None:
             where.append("n.type = ?"); params.append(NodeType(type).value)
         if ids is not None:

@@ -91,9 +91,9 @@ class DeltaBuilder:
             self.node_lines[nid] = line
             return nid
         if self.strict and text and old.text and text != old.text:
-            first = self.node_lines.get(nid)
+            first_line = self.node_lines.get(nid)
             raise self.fail(f"{nid} is defined twice with different text"
-                            + (f" (first at line {first})" if first else "") + "; give it one text, or a different title",
+                            + (f" (first at line {first_line})" if first_line else "") + "; give it one text, or a different title",
                             line, field)
         self.nodes[nid] = old.model_copy(update={"text": old.text or text, "attrs": {**old.attrs, **attrs}})
         return nid

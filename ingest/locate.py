@@ -86,7 +86,9 @@ class JsonLines:
         return bisect.bisect_right(self._newlines, i - 1) + 1
 
     def _ws(self, i: int) -> int:
-        return self._WS.match(self.text, i).end()
+        m = self._WS.match(self.text, i)
+        assert m is not None  # the pattern matches the empty string
+        return m.end()
 
     def _value(self, i: int, path: Loc) -> int:
         c = self.text[i]
@@ -97,7 +99,7 @@ class JsonLines:
                 return i + 1
             while True:
                 key_at = i
-                key, i = json.decoder.scanstring(self.text, i + 1)
+                key, i = json.decoder.scanstring(self.text, i + 1)  # type: ignore[attr-defined]
                 self.lines[path + (key,)] = self._line(key_at)
                 i = self._ws(self._ws(i) + 1)  # past ':'
                 i = self._ws(self._value(i, path + (key,)))

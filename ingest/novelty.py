@@ -167,7 +167,7 @@ def parse_novelty(lines: list[tuple[int, str]], path: str) -> tuple[DeltaBuilder
     if leaf:
         b.edge(pid, EdgeType.in_topic, leaf, line=title_no)
 
-    same_category = [c for no, s in sections.get("same_category", []) if (c := _candidate(s, no, path))]
+    same_category = [cand for no, s in sections.get("same_category", []) if (cand := _candidate(s, no, path))]
     for n, ctitle, no in same_category:
         cid = _candidate_paper(b, ctitle, no)
         if cid == pid:
@@ -234,7 +234,8 @@ def _taxonomy(b: DeltaBuilder, prose: str, line: int) -> str | None:
         count = LEAF_COUNT.search(sent[m.end():])
         leaf = b.node(NodeType.topic, leaf_title, "",
                       {"paper_count": parse_number(count["n"]) if count else None, "taxonomy_level": "leaf"}, line=line)
-        parent = m.groupdict().get("parent") or (BRANCH.search(sent)["parent"] if BRANCH.search(sent) else None)
+        branch = BRANCH.search(sent)
+        parent = m.groupdict().get("parent") or (branch["parent"] if branch else None)
         if parent and parent.strip().casefold() != leaf_title.casefold():
             pid = b.node(NodeType.topic, parent.strip(), "", line=line)
             b.edge(leaf, EdgeType.in_topic, pid, line=line)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import heapq
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def parse_document(path: str | os.PathLike, *, format: str = "auto", title: str 
     return parse_text(src.text, src.path, format=format, title=title, content_hash=src.content_hash)
 
 
-def ingest_paths(store: Store, paths: list[str | Path], *, format: str = "auto", title: str | None = None,
+def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: str = "auto", title: str | None = None,
                  embed: bool = True, progress: bool | None = None) -> list[ApplyReport]:
     """Ingest document files and directories; one ApplyReport per document, in the order applied.
 

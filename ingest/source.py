@@ -6,6 +6,7 @@ anything is parsed or written.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -84,7 +85,7 @@ def decode_source(data: bytes, path: str) -> SourceText:
     return SourceText(path=path, content_hash=sha256_hex(data), text=text)
 
 
-def expand_paths(paths: list[str | os.PathLike]) -> list[Path]:
+def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """Files as given; directories expand to their documents (sorted, recursive, hidden entries skipped)."""
     if not paths:
         raise InvalidInput("no paths given; name document files or directories to ingest")

@@ -169,7 +169,7 @@ def _fmt_loc(loc: Loc) -> str:
     return out
 
 
-def _pydantic_message(err: dict) -> str:
+def _pydantic_message(err: Any) -> str:
     kind, loc = err["type"], err["loc"]
     name = loc[-1] if loc else ""
     if kind == "extra_forbidden":
@@ -310,8 +310,8 @@ def document_delta(doc: StructuredDocument, path: str, locate: Callable[[Loc], i
         loc: Loc = ("papers", i)
         try:
             pid = paper_id(title=p.title, doi=p.doi, arxiv=p.arxiv)
-        except InvalidInput as e:
-            raise cx.fail(str(e), loc) from None
+        except InvalidInput as err:
+            raise cx.fail(str(err), loc) from None
         if normalize_title(p.title):  # a title of punctuation only cannot be referred to by title
             cx.papers_by_title.setdefault(paper_id(title=p.title), pid)
         cx.papers_by_title.setdefault(pid, pid)

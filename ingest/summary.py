@@ -126,7 +126,9 @@ def parse_summary(lines: list[tuple[int, str]], path: str, *, title: str | None,
     if not head:
         raise InvalidDocument("no TL;DR before the 'Generated' line", path=path, line=lines[gen_at][0])
     tldr, abstract = head[0], " ".join(head[1:])
-    generated = _iso_date(GENERATED.match(lines[gen_at][1])["date"])
+    gen = GENERATED.match(lines[gen_at][1])
+    assert gen is not None  # gen_at is the line this pattern found
+    generated = _iso_date(gen["date"])
 
     middle: list[str] = []
     related: list[tuple[int, str]] = []
