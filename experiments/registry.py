@@ -7,16 +7,16 @@ from importlib.metadata import entry_points
 
 from claimgraph.graph.errors import InvalidInput
 
-from .jobs.base import Job
+from .job import Job
 
 BUILTIN: dict[str, str] = {
-    "sae": "claimgraph.experiments.jobs.sae:SaeJob",
-    "logit_weights": "claimgraph.experiments.jobs.logit_weights:LogitWeightsJob",
-    "ablation": "claimgraph.experiments.jobs.ablation:AblationJob",
-    "pinned_sampling": "claimgraph.experiments.jobs.pinned_sampling:PinnedSamplingJob",
-    "emergence": "claimgraph.experiments.jobs.emergence:EmergenceJob",
-    "gradient_decomposition": "claimgraph.experiments.jobs.gradient_decomposition:GradientDecompositionJob",
-    "leading_terms": "claimgraph.experiments.jobs.leading_terms:LeadingTermsJob",
+    "sae": "claimgraph.experiments.kinds.sae:SaeJob",
+    "logit_weights": "claimgraph.experiments.kinds.logit_weights:LogitWeightsJob",
+    "ablation": "claimgraph.experiments.kinds.ablation:AblationJob",
+    "pinned_sampling": "claimgraph.experiments.kinds.pinned_sampling:PinnedSamplingJob",
+    "emergence": "claimgraph.experiments.kinds.emergence:EmergenceJob",
+    "gradient_decomposition": "claimgraph.experiments.kinds.gradient_decomposition:GradientDecompositionJob",
+    "leading_terms": "claimgraph.experiments.kinds.leading_terms:LeadingTermsJob",
 }
 
 

@@ -20,10 +20,9 @@ from typing import Any
 
 from pydantic import Field
 
-from claimgraph.experiments.jobs.base import JobParams
+from claimgraph.experiments.job import JobParams
+from claimgraph.experiments.sae.recipe import SaeRecipe
 from claimgraph.graph.errors import InvalidInput
-
-from .provision import SaeRecipe
 
 SELECT_OFFSET = 2_000_003   # tokens the feature is chosen on
 MEASURE_OFFSET = 3_000_017  # tokens the effects are measured on
@@ -186,9 +185,8 @@ class Target:
 
 def prepare(ctx: Any, params: FeatureParams, seed: int, *, job: str) -> Target:
     """Load the model and corpus named in ctx, provision the SAE, and choose (or score) the feature."""
+    from claimgraph.experiments.sae.provision import provision_sae
     from claimgraph.experiments.substrate.load import check_fit, corpus_for, load_model, resolve_device
-
-    from .provision import provision_sae
 
     if ctx.model_ref is None:
         raise InvalidInput(f"the {job} job needs a model; give --model toy:<preset> or hf:/local/dir")

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from claimgraph.experiments.features.emergence import ScoreTable, SizeScores, analyse, first_crossing, reemergence
-from claimgraph.experiments.jobs.emergence import EmergenceJob, EmergenceParams, mean_table
+from claimgraph.experiments.kinds.emergence import EmergenceJob, EmergenceParams, mean_table
+from claimgraph.experiments.kinds.emergence.analysis import ScoreTable, SizeScores, analyse, first_crossing, reemergence
 from claimgraph.experiments.registry import get_job
 
 TH, MARGIN = 0.5, 0.1
@@ -151,8 +151,8 @@ def test_mean_table_averages_cells():
 def test_best_latents_matches_detection_scores_column_by_column():
     import torch
 
-    from claimgraph.experiments.features.emergence_sweep import best_latents
     from claimgraph.experiments.features.select import detection_scores
+    from claimgraph.experiments.kinds.emergence.sweep import best_latents
 
     g = torch.Generator().manual_seed(0)
     m, d = 3000, 40
@@ -176,7 +176,7 @@ def test_best_latents_matches_detection_scores_column_by_column():
 
 
 def test_pick_checkpoints_log_spaced_ends_included():
-    from claimgraph.experiments.features.emergence_sweep import pick_checkpoints
+    from claimgraph.experiments.kinds.emergence.sweep import pick_checkpoints
 
     steps = [0, 1, 2, 6, 13, 32, 75, 178, 422, 1000]
     assert pick_checkpoints(steps, 6) == [0, 2, 13, 32, 178, 1000]
@@ -190,7 +190,7 @@ def test_heatmap_draws_exactly_the_table(tmp_path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.image import imread
 
-    from claimgraph.experiments.features.emergence_plots import DPI, axes_for, heatmap, panel_matrix
+    from claimgraph.experiments.kinds.emergence.plots import DPI, axes_for, heatmap, panel_matrix
 
     t = _table()
     t.sizes[0] = t.sizes[0].model_copy(update={"hooks": t.sizes[0].hooks[:2],
@@ -224,7 +224,7 @@ def test_heatmap_draws_exactly_the_table(tmp_path):
 
 def test_registered_and_importable_without_torch():
     assert isinstance(get_job("emergence"), EmergenceJob)
-    code = ("import sys, claimgraph.experiments.jobs.emergence as m; m.EmergenceParams(); "
+    code = ("import sys, claimgraph.experiments.kinds.emergence as m; m.EmergenceParams(); "
             "assert 'torch' not in sys.modules, 'torch imported at module level'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

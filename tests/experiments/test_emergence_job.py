@@ -72,7 +72,7 @@ def test_run_completes_and_attaches_evidence(tiny_run):
 
 
 def test_table_and_scores_agree_and_metrics_follow_from_them(tiny_run):
-    from claimgraph.experiments.features.emergence import ScoreTable, analyse
+    from claimgraph.experiments.kinds.emergence.analysis import ScoreTable, analyse
 
     out, _ = tiny_run
     art = Path(out["run_dir"]) / "artifacts"
@@ -104,8 +104,8 @@ def test_heatmap_cells_recomputed_independently(tiny_run, checkpoint, depth):
     give the same best-latent F1 as the heatmap's matrix."""
     import torch
 
-    from claimgraph.experiments.features.provision import SaeRecipe
     from claimgraph.experiments.sae import train_sae
+    from claimgraph.experiments.sae.recipe import SaeRecipe
     from claimgraph.experiments.substrate.corpus import get_corpus
     from claimgraph.experiments.substrate.load import activations, list_checkpoints, load_model
 
@@ -147,8 +147,8 @@ def test_heatmap_png_shows_the_matrix(tiny_run):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.image import imread
 
-    from claimgraph.experiments.features.emergence import ScoreTable
-    from claimgraph.experiments.features.emergence_plots import axes_for, heatmap
+    from claimgraph.experiments.kinds.emergence.analysis import ScoreTable
+    from claimgraph.experiments.kinds.emergence.plots import axes_for, heatmap
 
     out, _ = tiny_run
     art = Path(out["run_dir"]) / "artifacts"
@@ -205,7 +205,7 @@ def neox_dir(tmp_path_factory):
 
 def _run(tmp_path, model_ref, **params):
     from claimgraph.experiments.context import RunContext
-    from claimgraph.experiments.jobs.emergence import EmergenceJob, EmergenceParams
+    from claimgraph.experiments.kinds.emergence import EmergenceJob, EmergenceParams
 
     ctx = RunContext(tmp_path, device="cpu", model_ref=model_ref, data_ref="synthetic:tiny", progress=False)
     job, p = EmergenceJob(), EmergenceParams(**{**TINY, **params})

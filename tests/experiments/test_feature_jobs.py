@@ -29,8 +29,8 @@ def test_registered_and_importable_without_torch():
         job = get_job(kind)
         assert job.kind == kind and job.default_criterion.metric in job.metrics
     code = ("import sys\n"
-            "import claimgraph.experiments.jobs.logit_weights as a, claimgraph.experiments.jobs.ablation as b, "
-            "claimgraph.experiments.jobs.pinned_sampling as c\n"
+            "import claimgraph.experiments.kinds.logit_weights as a, claimgraph.experiments.kinds.ablation as b, "
+            "claimgraph.experiments.kinds.pinned_sampling as c\n"
             "a.LogitWeightsParams(); b.AblationParams(); c.PinnedSamplingParams(category='arabic')\n"
             "assert 'torch' not in sys.modules, 'torch imported at module level'")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -95,7 +95,7 @@ def test_category_spec_and_control_latent():
 def test_plain_prompts_hold_no_span():
     import torch
 
-    from claimgraph.experiments.jobs.pinned_sampling import MARKERS, plain_prompts
+    from claimgraph.experiments.kinds.pinned_sampling import MARKERS, plain_prompts
     from claimgraph.experiments.substrate.corpus import get_corpus
 
     corpus = get_corpus("synthetic:tiny")
@@ -276,7 +276,7 @@ def test_pinning_hard_makes_the_model_write_the_category(runs, tmp_path):
     """The mechanism: pinned far above its maximum, the base64 feature's decoder row must push sampling into
     base64 (the model's own response to the direction), beyond the control latent pinned at its own maximum."""
     from claimgraph.experiments.context import RunContext
-    from claimgraph.experiments.jobs.pinned_sampling import PinnedSamplingJob, PinnedSamplingParams
+    from claimgraph.experiments.kinds.pinned_sampling import PinnedSamplingJob, PinnedSamplingParams
 
     ctx = RunContext(tmp_path, device="cpu", model_ref="toy:tiny", data_ref="synthetic:tiny", progress=False)
     ctx.seed = 0

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from claimgraph.experiments.context import RunContext
-from claimgraph.experiments.jobs.gradient_decomposition import GradientDecompositionJob
+from claimgraph.experiments.kinds.gradient_decomposition import GradientDecompositionJob
 from claimgraph.experiments.registry import get_job, kinds
 from claimgraph.graph.errors import InvalidInput
 
@@ -22,7 +22,7 @@ TINY = dict(n_in=5, n_out=3, d_model=8, n_heads=2, d_mlp=16, steps=12, batch_siz
 def test_kind_is_registered_and_importing_it_does_not_import_torch():
     assert "gradient_decomposition" in kinds()
     assert isinstance(get_job("gradient_decomposition"), GradientDecompositionJob)
-    code = ("import sys; import claimgraph.experiments.jobs.gradient_decomposition; "
+    code = ("import sys; import claimgraph.experiments.kinds.gradient_decomposition; "
             "assert 'torch' not in sys.modules, 'torch imported at module level'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -109,7 +109,7 @@ def test_job_runs_end_to_end_and_writes_plots(tmp_path, pairing):
 
 
 def test_summary_intervals_cover_the_seeds():
-    from claimgraph.experiments.jobs.gradient_decomposition import _interval
+    from claimgraph.experiments.kinds.gradient_decomposition import _interval
 
     mean, lo, hi = _interval([0.1, 0.2, 0.3])
     assert mean == pytest.approx(0.2) and lo < 0.1 and hi > 0.3

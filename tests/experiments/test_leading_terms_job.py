@@ -63,7 +63,7 @@ def test_spec_validation_knows_the_metrics(job):
 
 
 def test_importing_the_job_does_not_import_torch():
-    code = ("import sys; import claimgraph.experiments.jobs.leading_terms as m; "
+    code = ("import sys; import claimgraph.experiments.kinds.leading_terms as m; "
             "m.LeadingTermsJob.Params(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from claimgraph.experiments.jobs.sae import SaeJob, SaeParams
+from claimgraph.experiments.kinds.sae import SaeJob, SaeParams
 from claimgraph.experiments.registry import get_job
 
 SMALL = dict(steps=150, batch_size=128, train_tokens=8192, eval_tokens=4096, log_every=50)
@@ -16,7 +16,7 @@ SMALL = dict(steps=150, batch_size=128, train_tokens=8192, eval_tokens=4096, log
 
 def test_registered_and_importable_without_torch():
     assert isinstance(get_job("sae"), SaeJob)
-    code = ("import sys, claimgraph.experiments.jobs.sae as m; m.SaeParams(); "
+    code = ("import sys, claimgraph.experiments.kinds.sae as m; m.SaeParams(); "
             "assert 'torch' not in sys.modules, 'torch imported at module level'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -89,7 +89,7 @@ def test_shuffled_control_reports_both_conditions(tiny_run):
 
 
 def test_saved_sae_reloads_and_reproduces_metrics(tiny_run):
-    from claimgraph.experiments.jobs.sae import EVAL_SEED_OFFSET
+    from claimgraph.experiments.kinds.sae import EVAL_SEED_OFFSET
     from claimgraph.experiments.sae import evaluate_sae, load_sae
     from claimgraph.experiments.substrate.corpus import get_corpus
     from claimgraph.experiments.substrate.load import activations, load_model

@@ -21,10 +21,9 @@ from typing import Any
 from pydantic import Field
 
 from claimgraph.experiments.features.target import PROMPT_OFFSET, FeatureParams
+from claimgraph.experiments.job import Job, SeedResult
+from claimgraph.experiments.spec import Criterion
 from claimgraph.graph.errors import InvalidInput
-
-from ..spec import Criterion
-from .base import Job, SeedResult
 
 CONDITIONS = ("baseline", "pinned", "control")
 MARKERS = ("b64:", "=", "<ar>", "</ar>")

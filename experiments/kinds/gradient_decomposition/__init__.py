@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..spec import Criterion
-from .base import Job, JobParams, SeedResult
+from claimgraph.experiments.job import Job, JobParams, SeedResult
+from claimgraph.experiments.spec import Criterion
 
 
 class GradientDecompositionParams(JobParams):
@@ -125,7 +125,7 @@ class GradientDecompositionJob(Job):
 
         import torch
 
-        from claimgraph.experiments.dynamics.decomposition_run import run_seed
+        from claimgraph.experiments.kinds.gradient_decomposition.run import run_seed
 
         device = ctx.device
         if device == "auto":
@@ -139,7 +139,7 @@ class GradientDecompositionJob(Job):
 
     def summarize(self, ctx: Any, params: GradientDecompositionParams, results: list[SeedResult]) -> dict[str, Any]:
         """Mean and 95% t-interval across seeds of every metric, and the across-seed plots."""
-        from claimgraph.experiments.dynamics.decomposition_plots import plot_summary
+        from claimgraph.experiments.kinds.gradient_decomposition.plots import plot_summary
 
         stats = {name: _interval([r.metrics.get(name, math.nan) for r in results])
                  for name in results[0].metrics} if results else {}

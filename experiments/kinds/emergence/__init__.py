@@ -3,10 +3,10 @@ model size, and do they re-emerge in later layers? (the summary seed's two claim
 
 For every model size (the spec's model plus `sizes`, ordered by parameter count), every chosen checkpoint and
 every depth of the residual stream (embedding output, then each block's output; why in
-claimgraph.experiments.features.emergence_sweep), a TopK SAE is provisioned through the shared SAE cache
+claimgraph.experiments.kinds.emergence.sweep), a TopK SAE is provisioned through the shared SAE cache
 (a re-run loads it), and for each category the best latent's detection score (F1 by default) is measured on
 held-out tokens. The definitions of crossing, re-emergence and the metrics are in
-claimgraph.experiments.features.emergence; in short a category *emerges* along an axis when its score starts
+claimgraph.experiments.kinds.emergence.analysis; in short a category *emerges* along an axis when its score starts
 below `threshold` and reaches it later, and *re-emerges* when across depth it is present, drops below the
 threshold by at least `margin`, and comes back by at least `margin`.
 
@@ -32,10 +32,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from claimgraph.experiments.job import Job, JobParams, SeedResult
+from claimgraph.experiments.spec import Criterion
 from claimgraph.graph.errors import InvalidInput
-
-from ..spec import Criterion
-from .base import Job, JobParams, SeedResult
 
 DEFAULT_CATEGORIES = ["base64_span", "arabic_span", "paren_span", "induction", "cat:function", "cat:color",
                       "cat:animal", "cat:number_word", "cat:verb", "cat:first_name", "cat:digit"]
@@ -92,7 +91,7 @@ class EmergenceParams(JobParams):
 
     def recipe(self):
         """The SAE recipe of every cell (the hook is set per depth)."""
-        from claimgraph.experiments.features.provision import SaeRecipe
+        from claimgraph.experiments.sae.recipe import SaeRecipe
 
         return SaeRecipe(architecture=self.architecture, k=self.k, expansion=self.expansion,
                          l1_coefficient=self.l1_coefficient, steps=self.steps, batch_size=self.batch_size,
@@ -140,7 +139,7 @@ class EmergenceJob(Job):
         return refs
 
     def _checkpoints(self, ref: str, params: EmergenceParams) -> list[int | str | None]:
-        from claimgraph.experiments.features.emergence_sweep import pick_checkpoints
+        from claimgraph.experiments.kinds.emergence.sweep import pick_checkpoints
         from claimgraph.experiments.substrate.load import list_checkpoints
 
         if params.checkpoints is not None:
@@ -154,9 +153,9 @@ class EmergenceJob(Job):
         import time
 
         from claimgraph.experiments.context import write_json_atomic
-        from claimgraph.experiments.features.emergence import analyse
-        from claimgraph.experiments.features.emergence_sweep import assemble, sweep_size
-        from claimgraph.experiments.jobs.sae import EVAL_SEED_OFFSET
+        from claimgraph.experiments.kinds.emergence.analysis import analyse
+        from claimgraph.experiments.kinds.emergence.sweep import assemble, sweep_size
+        from claimgraph.experiments.kinds.sae import EVAL_SEED_OFFSET
         from claimgraph.experiments.substrate.corpus import get_corpus
         from claimgraph.experiments.substrate.load import model_corpus, resolve_device
 
@@ -211,8 +210,8 @@ class EmergenceJob(Job):
         import csv
 
         from claimgraph.experiments.context import write_json_atomic
-        from claimgraph.experiments.features.emergence import analyse
-        from claimgraph.experiments.features.emergence_plots import heatmap
+        from claimgraph.experiments.kinds.emergence.analysis import analyse
+        from claimgraph.experiments.kinds.emergence.plots import heatmap
 
         if not results:
             return {}
@@ -243,7 +242,7 @@ class EmergenceJob(Job):
 
 def mean_table(tables: list[dict[str, Any]]):
     """The cell-wise mean of per-seed score tables (same sizes, checkpoints, depths, categories)."""
-    from claimgraph.experiments.features.emergence import ScoreTable
+    from claimgraph.experiments.kinds.emergence.analysis import ScoreTable
 
     parsed = [ScoreTable.model_validate(t) for t in tables]
     first = parsed[0]

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from claimgraph.graph.errors import InvalidDocument, InvalidInput
 
-from .pages_runs import (
+from .runs import (
     FEATURE_KINDS,
     RelatedRun,
     RelatedSeed,
@@ -170,7 +170,7 @@ class FeaturePage(BaseModel):
 
 def feature_acts(model: Any, sae: Any, tokens: Any, hook: str, feature: int, *, batch_size: int = 64):
     """The feature's activations [N, T] (float32, CPU) on tokens [N, T]."""
-    from .select import latent_acts
+    from claimgraph.experiments.features.select import latent_acts
 
     return latent_acts(model, sae, tokens, hook, batch_size=batch_size, latents=[feature]).view(tokens.shape)
 
@@ -239,7 +239,7 @@ def label_scores(corpus: Any, tokens: Any, acts: Any, n: int) -> list[LabelScore
     """The planted labels (span labels and token categories) that `feature > 0` detects best, by F1."""
     import torch
 
-    from .select import detection_table
+    from claimgraph.experiments.features.select import detection_table
 
     labels = corpus.span_labels(tokens)                                                    # name -> [N, T]
     names = sorted(labels)
@@ -257,7 +257,7 @@ def logit_table(model: Any, sae: Any, hook: str, feature: int, k: int, bins: int
     """Top and bottom tokens of the feature's direct logit effects (per unit of activation; the final LayerNorm
     linearised at residual scale `scale`), and their histogram. With a synthetic `vocab` (a prefix of the
     model's ids), only its tokens are ranked and named by it: they are the only ids the data has."""
-    from .logits import feature_logit_effects, top_tokens
+    from claimgraph.experiments.features.logits import feature_logit_effects, top_tokens
 
     effects = feature_logit_effects(model, sae, hook, [feature], scale=scale)[0].float()  # [d_vocab]
     decode = model.decode
@@ -285,10 +285,9 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
     """The page of latent `feature` of the SAE that run `run_dir` names (for `seed`, and `condition` for the sae
     job), computed on a held-out corpus sample. With `write`, the HTML and PNGs go to `out_dir` (default
     `<run_dir>/features/`) and `page.html` holds the HTML's path."""
+    from claimgraph.experiments.features.logits import residual_scale
     from claimgraph.experiments.sae import load_sae
     from claimgraph.experiments.substrate.load import check_fit, corpus_for, load_model, resolve_device, shuffled_copy
-
-    from .logits import residual_scale
 
     cfg_page = config or PageConfig()
     run_dir = Path(run_dir)
@@ -377,8 +376,8 @@ def _first_seed(run_dir: str) -> int | None:
 def write_feature_html(page: FeaturePage, out_dir: Path) -> Path:
     """Write the page's HTML and its PNGs (activation histogram, logit-effect histogram) to `out_dir`;
     returns the HTML's path and records the PNGs (relative names) in `page.images`."""
-    from .pages_html import render_html
-    from .pages_plots import plot_histogram
+    from .html import render_html
+    from .plots import plot_histogram
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

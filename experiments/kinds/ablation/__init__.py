@@ -23,9 +23,8 @@ from typing import Any
 from pydantic import Field
 
 from claimgraph.experiments.features.target import MEASURE_OFFSET, FeatureParams
-
-from ..spec import Criterion
-from .base import Job, SeedResult
+from claimgraph.experiments.job import Job, SeedResult
+from claimgraph.experiments.spec import Criterion
 
 CONDITIONS = ("feature", "control")
 

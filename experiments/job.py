@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..spec import Criterion
+from .spec import Criterion
 
 
 class JobParams(BaseModel):

@@ -17,11 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from claimgraph.experiments.features.select import detection_table, latent_acts
+from claimgraph.experiments.sae.provision import provision_sae
+from claimgraph.experiments.sae.recipe import SaeRecipe
 from claimgraph.graph.errors import InvalidInput
 
-from .emergence import ScoreTable, SizeScores
-from .provision import SaeRecipe, provision_sae
-from .select import detection_table, latent_acts
+from .analysis import ScoreTable, SizeScores
 
 
 def depth_hooks(model: Any) -> list[str]:

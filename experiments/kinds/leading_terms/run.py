@@ -9,11 +9,11 @@ from typing import Any
 import torch
 
 from claimgraph.experiments.context import torch_threads, train_threads
-from claimgraph.experiments.jobs.leading_terms import CHECKED_TERMS
+from claimgraph.experiments.kinds.leading_terms import CHECKED_TERMS
 
-from .leading_terms import basis_associations, coefficients, corpus_bases, norm_ratio, project_out, trace_cosine
-from .leading_terms_corpus import load_sequences
-from .leading_terms_model import AttnOnlyOneHot, mean_loss, train_sgd
+from .corpus import load_sequences
+from .model import AttnOnlyOneHot, mean_loss, train_sgd
+from .terms import basis_associations, coefficients, corpus_bases, norm_ratio, project_out, trace_cosine
 
 
 def run_seed(ctx: Any, p: Any, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
@@ -54,7 +54,7 @@ def _run_seed(ctx: Any, p: Any, seed: int) -> tuple[dict[str, float], dict[str, 
         gd_row = full_batch_control(V, p, seed, terms, train, held, int(at["early"]["step"]))
     toy_rows = None
     if p.toy_check and ctx.model_ref is not None:
-        from .leading_terms_toy import toy_direct_path_check
+        from .toy import toy_direct_path_check
 
         toy_rows = toy_direct_path_check(ctx.model_ref, n=p.toy_sequences, seed=seed, progress=ctx.progress)
 
@@ -63,7 +63,7 @@ def _run_seed(ctx: Any, p: Any, seed: int) -> tuple[dict[str, float], dict[str, 
             + ", ".join(f"{n} {metrics[f'cos_{n}_early']:.4f}" for n in terms)
             + "; loss increases " + ", ".join(f"{n} {v:.4g}" for n, v in increases.items()))
 
-    from .leading_terms_plots import plot_cosines, plot_loss_increase
+    from .plots import plot_cosines, plot_loss_increase
 
     marks_at = {k: int(r["step"]) for k, r in at.items() if r and k != "final"}
     plot_cosines(ctx.artifact(f"cosine_seed{seed}.png"), [{"label": f"seed {seed}", "rows": rows}],

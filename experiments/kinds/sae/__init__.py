@@ -24,10 +24,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from claimgraph.experiments.job import Job, JobParams, SeedResult
+from claimgraph.experiments.spec import Criterion
 from claimgraph.graph.errors import InvalidInput
-
-from ..spec import Criterion
-from .base import Job, JobParams, SeedResult
 
 EVAL_SEED_OFFSET = 1_000_003  # eval sequences are sampled with seed + this, apart from the training sequences
 CONDITIONS = ("trained", "shuffled")
@@ -153,8 +152,8 @@ class SaeJob(Job):
     def _condition(self, ctx: Any, params: SaeParams, seed: int, cond: str, model: Any, train_tokens: Any,
                    eval_tokens: Any, corpus: Any) -> tuple[dict[str, float], dict[str, Any]]:
         """Train and evaluate one SAE on `model` (trained or shuffled); save it; return metrics and details."""
-        from claimgraph.experiments.features.provision import SaeRecipe
         from claimgraph.experiments.sae import ce_loss_recovered, evaluate_sae, save_sae, train_sae
+        from claimgraph.experiments.sae.recipe import SaeRecipe
         from claimgraph.experiments.substrate.load import activations
 
         acts = activations(model, train_tokens, params.hook, batch_size=params.model_batch_size,

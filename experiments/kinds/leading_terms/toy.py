@@ -19,7 +19,7 @@ import torch
 
 from claimgraph.graph.errors import InvalidInput
 
-from .leading_terms import bigram_mapping, trace_cosine
+from .terms import bigram_mapping, trace_cosine
 
 
 def direct_path(model: Any) -> torch.Tensor:

@@ -25,8 +25,8 @@ import torch
 
 from claimgraph.experiments.context import torch_threads
 
+from .data import corpus_source, majority_source
 from .decomposition import decompose, decompose_literal, full_gradient
-from .decomposition_data import corpus_source, majority_source
 from .influence import PARTS, AdamInfluence, ProbeRisk, fit_ridge, flat_params, probe_correlation, set_flat_grads
 from .transformer import AttnMode, Transformer, TransformerConfig, token_losses
 
@@ -128,7 +128,7 @@ def run_seed(params: Any, seed: int, ctx: Any, device: str = "cpu", data_ref: st
 
 def _run_seed(params: Any, seed: int, ctx: Any, device: str, data_ref: str | None
               ) -> tuple[dict[str, float], dict[str, Any]]:
-    from .decomposition_plots import plot_influence, plot_probe_correlations
+    from .plots import plot_influence, plot_probe_correlations
 
     src = majority_source(params, seed, device) if data_ref is None else corpus_source(params, seed, device, data_ref)
     if not 0 <= params.layer <= params.n_layers:

@@ -5,7 +5,7 @@ Bring Mechanistic Interpretability". One seed:
 1. draws n_train + n_eval sequences from the data reference (`synthetic:<preset>` from the substrate, or the
    built-in `builtin:<preset>` topic-bigram language) with the seed;
 2. computes the bases B (bigram), Phi (context), Sigma = B^T B (interchangeability) and the attention terms Q, q on
-   the training sequences (claimgraph.experiments.dynamics.leading_terms);
+   the training sequences (claimgraph.experiments.kinds.leading_terms.terms);
 3. trains the paper's attention-only one-hot transformer from zero with plain SGD, measuring at log-spaced steps
    the cosine (trace inner product over Frobenius norms) of W_O, W_V, W_QK, pos with B, Phi^T B^T, Q, q, and the
    norm ratio against the derived coefficients;
@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
-from ..spec import Criterion
-from .base import Job, JobParams, SeedResult
+from claimgraph.experiments.job import Job, JobParams, SeedResult
+from claimgraph.experiments.spec import Criterion
 
 if TYPE_CHECKING:
-    from ..context import RunContext
+    from claimgraph.experiments.context import RunContext
 
 CHECKED_TERMS = ("output", "value", "attention")  # the three of the paper's Theorem 4.1, in expected causal order
 TERMS = CHECKED_TERMS + ("position",)
@@ -111,13 +111,13 @@ class LeadingTermsJob(Job):
     default_data = "synthetic:default"
 
     def run(self, ctx: "RunContext", params: LeadingTermsParams, seed: int) -> SeedResult:
-        from ..dynamics.leading_terms_run import run_seed
+        from .run import run_seed
 
         metrics, details = run_seed(ctx, params, seed)
         return SeedResult(seed=seed, metrics=metrics, details=details)
 
     def summarize(self, ctx: "RunContext", params: LeadingTermsParams, results: list[SeedResult]) -> dict[str, Any]:
-        from ..dynamics.leading_terms_plots import plot_cosines, plot_loss_increase, plot_toy_path
+        from .plots import plot_cosines, plot_loss_increase, plot_toy_path
 
         if not results:
             return {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from .emergence import ScoreTable
+from .analysis import ScoreTable
 
 CMAP = "viridis"
 DPI = 100  # the figure's dpi, and the PNG's (savefig dpi="figure"), so pixel positions match the figure's
