@@ -10,21 +10,53 @@ A job kind is a subclass of Job with:
 - `metrics`: name -> one-line meaning of each per-seed metric it reports (a criterion must name one);
 - `run(ctx, params, seed)`: one seed's computation, returning its metrics;
 - optionally `summarize(ctx, params, results)`: after all seeds (plots across seeds, tables).
+
+The built-in kinds live in `claimgraph.experiments.kinds.<kind>`: the package's `__init__` holds the above, and
+`run` imports the computation (`run.py`) when it is called.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .spec import Criterion
 
+if TYPE_CHECKING:
+    from .context import RunContext
+
 
 class JobParams(BaseModel):
-    """Base for every kind's Params: unknown fields are an error, values are validated on assignment."""
+    """Base for every kind's Params: unknown fields are an error, values are validated on assignment.
+
+    A field holding a model (the SAE recipe `sae`) is set in part: `{"sae": {"steps": 200}}` and the command
+    line's `--param sae.steps=200` both mean "this kind's default recipe with steps 200", never the recipe class's
+    own defaults. `flat_aliases` maps names read at the top level onto such a field (specs stored before the
+    field existed).
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    flat_aliases: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_nested(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            path = cls.flat_aliases.get(key, key).split(".")
+            if len(path) > 1 and path[0] not in cls.model_fields:
+                out[key] = value  # not a field: extra="forbid" names it
+                continue
+            _set_path(out, path, value)
+        for name, value in out.items():
+            field = cls.model_fields.get(name)
+            default = field.get_default(call_default_factory=True) if field is not None else None
+            if isinstance(value, dict) and isinstance(default, BaseModel):
+                out[name] = _merge(default.model_dump(), value)
+        return out
 
 
 class SeedResult(BaseModel):
@@ -36,10 +68,45 @@ class SeedResult(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-class Job(ABC):
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        node = tree.get(key)
+        if isinstance(node, BaseModel):
+            node = node.model_dump()
+        tree[key] = node = dict(node) if isinstance(node, dict) else {}
+        tree = node
+    last = path[-1]
+    tree[last] = _merge(tree[last], value) if isinstance(tree.get(last), dict) and isinstance(value, dict) else value
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out
+
+
+def param_names(params: type[BaseModel], prefix: str = "") -> list[str]:
+    """The names a user can set, nested models' fields dotted (`sae.steps`)."""
+    out = []
+    for name, field in params.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            out += param_names(type(default), f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+P = TypeVar("P", bound=JobParams)
+
+
+class Job(ABC, Generic[P]):
+    """A job kind; `Job[XParams]` types `run`'s and `summarize`'s params as the kind's own Params."""
+
     kind: ClassVar[str]
     summary: ClassVar[str]
-    Params: ClassVar[type[JobParams]]
+    Params: type[P]
     default_criterion: ClassVar[Criterion]
     metrics: ClassVar[dict[str, str]] = {}
     default_model: ClassVar[str | None] = "toy:default"
@@ -47,9 +114,9 @@ class Job(ABC):
     default_seeds: ClassVar[list[int]] = [0, 1, 2]
 
     @abstractmethod
-    def run(self, ctx: "RunContext", params: Any, seed: int) -> SeedResult:  # noqa: F821
+    def run(self, ctx: RunContext, params: P, seed: int) -> SeedResult:
         """Compute one seed. Use ctx.device, ctx.model_ref, ctx.data_ref, ctx.log, ctx.log_metrics, ctx.artifact."""
 
-    def summarize(self, ctx: "RunContext", params: Any, results: list[SeedResult]) -> dict[str, Any]:  # noqa: F821
+    def summarize(self, ctx: RunContext, params: P, results: list[SeedResult]) -> dict[str, Any]:
         """Optional: work across seeds (plots, tables). Returns JSON-able details for the result file."""
         return {}

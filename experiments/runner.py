@@ -22,7 +22,7 @@ from claimgraph.graph.errors import InvalidInput, NotFound
 from claimgraph.graph.ids import slugify
 
 from .api import get_spec, seed_list
-from .context import write_json_atomic
+from .context import resolve_device, write_json_atomic
 from .records import (
     FINAL,
     RunConfig,
@@ -56,21 +56,6 @@ class RunOutcome(BaseModel):
     reason: str | None = None
     error: str | None = None
     reused_from: str | None = None
-
-
-def resolve_device(spec: str) -> str:
-    """'auto' -> cuda when available else cpu; 'cuda' without CUDA is refused."""
-    if spec == "cpu":
-        return "cpu"
-    import torch
-
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InvalidInput("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
-        return spec
-    raise InvalidInput(f"unknown device {spec!r}; use cpu, cuda or auto")
 
 
 def _pid_alive(pid: int) -> bool:

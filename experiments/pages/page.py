@@ -285,9 +285,10 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
     """The page of latent `feature` of the SAE that run `run_dir` names (for `seed`, and `condition` for the sae
     job), computed on a held-out corpus sample. With `write`, the HTML and PNGs go to `out_dir` (default
     `<run_dir>/features/`) and `page.html` holds the HTML's path."""
+    from claimgraph.experiments.context import resolve_device
     from claimgraph.experiments.features.logits import residual_scale
     from claimgraph.experiments.sae import load_sae
-    from claimgraph.experiments.substrate.load import check_fit, corpus_for, load_model, resolve_device, shuffled_copy
+    from claimgraph.experiments.substrate.load import check_fit, corpus_for, load_model, shuffled_copy
 
     cfg_page = config or PageConfig()
     run_dir = Path(run_dir)

@@ -6,9 +6,9 @@ train (TrainConfig), load (load_model, activations, ...), hf (HFHookedModel; imp
 """
 from .corpus import CorpusConfig, SyntheticCorpus, Vocab, get_corpus
 from .hooks import HookedModel, HookPoint
-from .load import TOY_PRESETS, activations, list_checkpoints, load_model, model_corpus, resolve_device, shuffled_copy
+from .load import TOY_PRESETS, activations, list_checkpoints, load_model, model_corpus, shuffled_copy
 from .model import ToyConfig, ToyTransformer
 
 __all__ = ["CorpusConfig", "SyntheticCorpus", "Vocab", "get_corpus", "HookedModel", "HookPoint", "TOY_PRESETS",
-           "activations", "list_checkpoints", "load_model", "model_corpus", "resolve_device", "shuffled_copy",
+           "activations", "list_checkpoints", "load_model", "model_corpus", "shuffled_copy",
            "ToyConfig", "ToyTransformer"]

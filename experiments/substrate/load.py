@@ -1,5 +1,5 @@
 """Loading models by reference, training toy presets on demand with an atomic on-disk cache, and helpers
-every job uses (activations, shuffled controls, device resolution).
+every job uses (activations, shuffled controls).
 
 References:
 - `toy:<preset>[@<step>]`: a ToyTransformer trained on its preset's synthetic corpus, cached under
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from claimgraph.experiments.context import cache_dir, torch_threads, train_threads, write_json_atomic
+from claimgraph.experiments.context import cache_dir, resolve_device, torch_threads, train_threads, write_json_atomic
 from claimgraph.graph.errors import InvalidInput, NotFound
 
 from .corpus import CORPUS_PRESETS, SyntheticCorpus, get_corpus
@@ -92,20 +92,6 @@ def _kind(ref: str) -> str:
         raise InvalidInput(f"model reference {ref!r} is neither 'toy:<preset>' ({', '.join(TOY_PRESETS)}) "
                            "nor 'hf:/abs/local/dir[@revision]'")
     return kind
-
-
-def resolve_device(spec: str) -> str:
-    """'auto' -> 'cuda' when available else 'cpu'; 'cpu'; 'cuda' / 'cuda:N' only where CUDA is available."""
-    spec = (spec or "auto").strip().lower()
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cpu":
-        return "cpu"
-    if spec == "cuda" or (spec.startswith("cuda:") and spec[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise InvalidInput(f"device {spec!r} asked for, but CUDA is not available here; use --device cpu or auto")
-        return spec
-    raise InvalidInput(f"unknown device {spec!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
 # ---------------------------------------------------------------------------------------------- toy cache

@@ -18,8 +18,8 @@ from claimgraph.graph import Node, Store
 
 CLAIM = "claim:llm-features-emerge-at-thresholds-of-time-space-and-scale"
 # a tiny recipe: 4 checkpoints x 3 depths of toy:tiny, 12 SAEs of 64 latents
-TINY = {"sizes": [], "n_checkpoints": 4, "expansion": 2, "k": 8, "steps": 100, "batch_size": 128,
-        "train_tokens": 4096, "eval_tokens": 2048, "categories": ["base64_span", "arabic_span", "cat:number_word",
+TINY = {"sizes": [], "n_checkpoints": 4, "sae.expansion": 2, "sae.k": 8, "sae.steps": 100, "sae.batch_size": 128,
+        "sae.train_tokens": 4096, "eval_tokens": 2048, "categories": ["base64_span", "arabic_span", "cat:number_word",
                                                                   "cat:digit", "paren_span"]}
 
 
@@ -105,7 +105,7 @@ def test_heatmap_cells_recomputed_independently(tiny_run, checkpoint, depth):
     import torch
 
     from claimgraph.experiments.sae import train_sae
-    from claimgraph.experiments.sae.recipe import SaeRecipe
+    from claimgraph.experiments.sae.recipe import EVAL_SEED_OFFSET, SaeRecipe
     from claimgraph.experiments.substrate.corpus import get_corpus
     from claimgraph.experiments.substrate.load import activations, list_checkpoints, load_model
 
@@ -118,13 +118,14 @@ def test_heatmap_cells_recomputed_independently(tiny_run, checkpoint, depth):
     corpus = get_corpus("synthetic:tiny")
     model = load_model("toy:tiny", checkpoint=step, progress=False)
     seed = 0
-    train = corpus.sample(math.ceil(TINY["train_tokens"] / corpus.seq_len), seed)
+    train = corpus.sample(math.ceil(TINY["sae.train_tokens"] / corpus.seq_len), seed)
     acts = activations(model, train, hook, batch_size=64)
-    recipe = SaeRecipe(hook=hook, architecture="topk", k=TINY["k"], expansion=TINY["expansion"],
-                       steps=TINY["steps"], batch_size=TINY["batch_size"], train_tokens=TINY["train_tokens"])
+    recipe = SaeRecipe(hook=hook, architecture="topk", k=TINY["sae.k"], expansion=TINY["sae.expansion"],
+                       steps=TINY["sae.steps"], batch_size=TINY["sae.batch_size"],
+                       train_tokens=TINY["sae.train_tokens"])
     cfg = recipe.config(acts.shape[1], seed, model_name=None, dataset_path=None, context_size=corpus.seq_len)
     sae, _ = train_sae(cfg, acts)
-    ev = corpus.sample(math.ceil(TINY["eval_tokens"] / corpus.seq_len), seed + 1_000_003)
+    ev = corpus.sample(math.ceil(TINY["eval_tokens"] / corpus.seq_len), seed + EVAL_SEED_OFFSET)
     with torch.no_grad():
         z = sae.encode(activations(model, ev, hook, batch_size=64))             # [N * T, d_sae]
     labels = corpus.span_labels(ev)

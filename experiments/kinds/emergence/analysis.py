@@ -32,7 +32,7 @@ Metrics (a metric is left out when its axis has fewer than two points, e.g. one 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -189,3 +189,20 @@ def analyse(table: ScoreTable, threshold: float, margin: float) -> EmergenceRepo
     metrics["final_present_fraction"] = _fraction([table.scale_series(c)[-1] >= threshold for c in range(len(cats))])
     return EmergenceReport(threshold=threshold, margin=margin, metrics=metrics, emergence=out, reemergence=final,
                            reemergence_all_checkpoints=every)
+
+
+def mean_table(tables: list[dict[str, Any]]) -> ScoreTable:
+    """The cell-wise mean of per-seed score tables (same sizes, checkpoints, depths, categories)."""
+    parsed = [ScoreTable.model_validate(t) for t in tables]
+    first = parsed[0]
+    for t in parsed[1:]:
+        same = (t.categories == first.categories and
+                [(s.model, s.checkpoints, s.hooks) for s in t.sizes] ==
+                [(s.model, s.checkpoints, s.hooks) for s in first.sizes])
+        assert same, "seeds swept different grids; they cannot be averaged"
+    sizes = []
+    for si, s in enumerate(first.sizes):
+        score = [[[sum(t.sizes[si].score[a][b][c] for t in parsed) / len(parsed) for c in range(len(first.categories))]
+                  for b in range(len(s.hooks))] for a in range(len(s.checkpoints))]
+        sizes.append(s.model_copy(update={"score": score}))
+    return first.model_copy(update={"sizes": sizes})

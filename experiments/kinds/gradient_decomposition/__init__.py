@@ -1,11 +1,11 @@
 """Job kind `gradient_decomposition`: where does a seemingly useless feature's gradient come from?
 
 Reproduces, at toy scale, the analysis of Rofin, Naghiyev and Hahn ("Understanding the Emergence of Seemingly
-Useless Features in Next-Token Predictors") on the majority task (experiments/dynamics/majority.py): the
+Useless Features in Next-Token Predictors") on the majority task (majority.py): the
 next-token gradient at residual stream (layer, i) is split into direct learning, pre-caching and circuit sharing
-(experiments/dynamics/decomposition.py); each part's Adam update is scored against the gradient of a probe risk
+(decomposition.py); each part's Adam update is scored against the gradient of a probe risk
 for the feature "token c is a current majority" at the input positions, where it cannot help predict the next
-(random) token (experiments/dynamics/influence.py); and models trained myopically or with split input/output
+(random) token (influence.py); and models trained myopically or with split input/output
 weights show how the feature's probe correlation depends on those paths. With `data=synthetic:<preset>` the same
 analysis runs on a substrate corpus for one of its position labels (`corpus_feature`), without the split condition.
 
@@ -13,17 +13,20 @@ The loss is next-token cross-entropy at every position, inputs included: that is
 what makes the input positions' own loss a real (if uninformative) gradient source, so "direct influence near
 zero" is a finding rather than a definition.
 
-Torch is imported inside `run` only.
+One seed's computation is in run.py (the model: transformer.py; sequences and the probed feature: data.py;
+plots: plots.py); this module does not import torch.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from claimgraph.experiments.job import Job, JobParams, SeedResult
 from claimgraph.experiments.spec import Criterion
+
+if TYPE_CHECKING:
+    from claimgraph.experiments.context import RunContext
 
 
 class GradientDecompositionParams(JobParams):
@@ -63,7 +66,7 @@ class GradientDecompositionParams(JobParams):
                                                  # fastest on one); None keeps torch's setting
 
 
-class GradientDecompositionJob(Job):
+class GradientDecompositionJob(Job[GradientDecompositionParams]):
     kind = "gradient_decomposition"
     summary = ("Split the next-token gradient into direct / pre-caching / circuit-sharing parts, measure each "
                "part's influence on a useless feature, and test myopic and split-weight training (majority task)")
@@ -103,66 +106,17 @@ class GradientDecompositionJob(Job):
         "adam_sum_error": "max over steps of |sum of part updates - Adam's update| / max |Adam's update|",
         "replay_max_diff": "max |tracked replay weights - normal run weights| at the end",
     }
-    default_model = None     # trains its own small transformer (experiments/dynamics/transformer.py)
+    default_model = None     # trains its own small transformer (transformer.py)
     default_data = None      # the built-in majority task
     default_seeds = [0, 1, 2]
 
-    def run(self, ctx: Any, params: GradientDecompositionParams, seed: int) -> SeedResult:
-        from claimgraph.graph.errors import InvalidInput
+    def run(self, ctx: RunContext, params: GradientDecompositionParams, seed: int) -> SeedResult:
+        from .run import run_seed
 
-        if ctx.model_ref is not None:
-            raise InvalidInput(f"gradient_decomposition trains its own model; drop the model reference "
-                               f"{ctx.model_ref!r} (set sizes with --param d_model=... etc.)")
-        data_ref = None if ctx.data_ref in (None, "majority", "majority:default") else ctx.data_ref
-        if data_ref is not None and not data_ref.startswith("synthetic:"):
-            raise InvalidInput(f"gradient_decomposition runs on the built-in majority task (leave data unset) "
-                               f"or a substrate corpus 'synthetic:<preset>'; got data reference {data_ref!r}")
-        if params.layer > params.n_layers:
-            raise InvalidInput(f"layer {params.layer} is beyond the model's {params.n_layers} blocks; "
-                               f"choose 0..{params.n_layers}")
-        if params.d_model % params.n_heads:
-            raise InvalidInput(f"d_model {params.d_model} is not divisible by n_heads {params.n_heads}")
+        return run_seed(ctx, params, seed)
 
-        import torch
+    def summarize(self, ctx: RunContext, params: GradientDecompositionParams, results: list[SeedResult]
+                  ) -> dict[str, Any]:
+        from .run import summarize
 
-        from claimgraph.experiments.kinds.gradient_decomposition.run import run_seed
-
-        device = ctx.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        metrics, details = run_seed(params, seed, ctx, device=device, data_ref=data_ref)
-        ctx.log(f"shares direct {metrics['direct_influence_share']:.3f} precache "
-                f"{metrics['precache_influence_share']:.3f} shared {metrics['shared_influence_share']:.3f}; "
-                "probe corr " + " ".join(f"{c} {metrics[f'probe_corr_{c}']:.3f}"
-                                         for c in ("normal", "myopic", "split") if f"probe_corr_{c}" in metrics))
-        return SeedResult(seed=seed, metrics=metrics, details=details)
-
-    def summarize(self, ctx: Any, params: GradientDecompositionParams, results: list[SeedResult]) -> dict[str, Any]:
-        """Mean and 95% t-interval across seeds of every metric, and the across-seed plots."""
-        from claimgraph.experiments.kinds.gradient_decomposition.plots import plot_summary
-
-        stats = {name: _interval([r.metrics.get(name, math.nan) for r in results])
-                 for name in results[0].metrics} if results else {}
-        corr = {c: stats[f"probe_corr_{c}"] for c in ("init", "normal", "myopic", "split")
-                if f"probe_corr_{c}" in stats and not math.isnan(stats[f"probe_corr_{c}"][0])}
-        if results:
-            plot_summary(ctx.artifact("influence_summary.png"), ctx.artifact("probe_corr_summary.png"),
-                         [r.details for r in results], corr)
-        return {"intervals": {k: {"mean": m, "ci_low": lo, "ci_high": hi} for k, (m, lo, hi) in stats.items()},
-                "n_seeds": len(results)}
-
-
-def _interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of a two-sided t-interval; the value itself for one seed, nan for none."""
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    n = len(vals)
-    if n == 0:
-        return (math.nan, math.nan, math.nan)
-    mean = sum(vals) / n
-    if n == 1:
-        return (mean, mean, mean)
-    from scipy import stats
-
-    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return (mean, mean - half, mean + half)
+        return summarize(ctx, params, results)

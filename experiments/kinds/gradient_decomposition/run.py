@@ -11,9 +11,6 @@
    blocks below the layer per step, the default on the majority task); "set" treats the positions as one
    group, parts summed and R averaged (3 passes; the default on a corpus, whose sequences are long).
 4. Report held-out probe correlations under each condition, task accuracy, influence shares and checks.
-
-`params` is the job's Params (fields listed in jobs/gradient_decomposition.py); `ctx` offers log,
-log_metrics, progress and artifact as RunContext does.
 """
 from __future__ import annotations
 
@@ -23,17 +20,22 @@ from typing import Any
 
 import torch
 
-from claimgraph.experiments.context import torch_threads
+from claimgraph.experiments.context import RunContext, resolve_device, torch_threads
+from claimgraph.experiments.job import SeedResult
+from claimgraph.experiments.spec import t_interval
+from claimgraph.graph.errors import InvalidInput
 
+from . import GradientDecompositionParams
 from .data import corpus_source, majority_source
 from .decomposition import decompose, decompose_literal, full_gradient
 from .influence import PARTS, AdamInfluence, ProbeRisk, fit_ridge, flat_params, probe_correlation, set_flat_grads
+from .plots import plot_influence, plot_probe_correlations, plot_summary
 from .transformer import AttnMode, Transformer, TransformerConfig, token_losses
 
 CURVE_POINTS = 100  # points kept per curve in the result details
 
 
-def _adam(model: torch.nn.Module, params: Any) -> torch.optim.Adam:
+def _adam(model: torch.nn.Module, params: GradientDecompositionParams) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), lr=params.lr, betas=(params.beta1, params.beta2), eps=params.eps)
 
 
@@ -43,7 +45,7 @@ def _batches(data: torch.Tensor, steps: int, batch_size: int):
         yield t, chunk[:, :-1], chunk[:, 1:]
 
 
-def train(model: Transformer, data: torch.Tensor, params: Any, ctx: Any, *, condition: str,
+def train(model: Transformer, data: torch.Tensor, params: GradientDecompositionParams, ctx: RunContext, *, condition: str,
           mode: AttnMode = "normal", cut_layer: int | None = None) -> list[float]:
     """Adam on the next-token loss at every position. `cut_layer` computes the gradient through h_k as in the
     tracked replay (same numbers, bit for bit). Returns the loss per step."""
@@ -65,7 +67,7 @@ def train(model: Transformer, data: torch.Tensor, params: Any, ctx: Any, *, cond
     return losses
 
 
-def track(model: Transformer, data: torch.Tensor, params: Any, ctx: Any, risk: ProbeRisk,
+def track(model: Transformer, data: torch.Tensor, params: GradientDecompositionParams, ctx: RunContext, risk: ProbeRisk,
           groups: list[list[int]]) -> dict[str, Any]:
     """Replay normal training with the decomposition at every step. Returns per-step curves and checks."""
     opt = _adam(model, params)
@@ -118,18 +120,50 @@ def _downsample(values: list[float]) -> list[float]:
     return [float(v) for v in values[::step]] + ([float(values[-1])] if (len(values) - 1) % step else [])
 
 
-def run_seed(params: Any, seed: int, ctx: Any, device: str = "cpu", data_ref: str | None = None
-             ) -> tuple[dict[str, float], dict[str, Any]]:
-    """One seed: returns (scalar metrics, details) and writes the seed's plots. `data_ref` None is the
-    majority task, `synthetic:<preset>` a substrate corpus."""
+def run_seed(ctx: RunContext, params: GradientDecompositionParams, seed: int) -> SeedResult:
+    """One seed on the majority task (data unset) or a substrate corpus (`synthetic:<preset>`): the metrics, the
+    details and the seed's plots."""
+    if ctx.model_ref is not None:
+        raise InvalidInput(f"gradient_decomposition trains its own model; drop the model reference "
+                           f"{ctx.model_ref!r} (set sizes with --param d_model=... etc.)")
+    data_ref = None if ctx.data_ref in (None, "majority", "majority:default") else ctx.data_ref
+    if data_ref is not None and not data_ref.startswith("synthetic:"):
+        raise InvalidInput(f"gradient_decomposition runs on the built-in majority task (leave data unset) "
+                           f"or a substrate corpus 'synthetic:<preset>'; got data reference {data_ref!r}")
+    if params.layer > params.n_layers:
+        raise InvalidInput(f"layer {params.layer} is beyond the model's {params.n_layers} blocks; "
+                           f"choose 0..{params.n_layers}")
+    if params.d_model % params.n_heads:
+        raise InvalidInput(f"d_model {params.d_model} is not divisible by n_heads {params.n_heads}")
+    device = resolve_device(ctx.device)
     with torch_threads(params.threads if device == "cpu" else None):
-        return _run_seed(params, seed, ctx, device, data_ref)
+        metrics, details = _run_seed(params, seed, ctx, device, data_ref)
+    ctx.log(f"shares direct {metrics['direct_influence_share']:.3f} precache "
+            f"{metrics['precache_influence_share']:.3f} shared {metrics['shared_influence_share']:.3f}; "
+            "probe corr " + " ".join(f"{c} {metrics[f'probe_corr_{c}']:.3f}"
+                                     for c in ("normal", "myopic", "split") if f"probe_corr_{c}" in metrics))
+    return SeedResult(seed=seed, metrics=metrics, details=details)
 
 
-def _run_seed(params: Any, seed: int, ctx: Any, device: str, data_ref: str | None
+def summarize(ctx: RunContext, params: GradientDecompositionParams, results: list[SeedResult]) -> dict[str, Any]:
+    """Mean and 95% t-interval across seeds of every metric (NaN where no seed has a finite value), and the
+    across-seed plots."""
+    def interval(name: str) -> tuple[float, float, float]:
+        iv = t_interval([r.metrics.get(name, math.nan) for r in results])
+        return (math.nan, math.nan, math.nan) if iv.mean is None else (iv.mean, iv.low, iv.high)
+
+    stats = {name: interval(name) for name in results[0].metrics} if results else {}
+    corr = {c: stats[f"probe_corr_{c}"] for c in ("init", "normal", "myopic", "split")
+            if f"probe_corr_{c}" in stats and not math.isnan(stats[f"probe_corr_{c}"][0])}
+    if results:
+        plot_summary(ctx.artifact("influence_summary.png"), ctx.artifact("probe_corr_summary.png"),
+                     [r.details for r in results], corr)
+    return {"intervals": {k: {"mean": m, "ci_low": lo, "ci_high": hi} for k, (m, lo, hi) in stats.items()},
+            "n_seeds": len(results)}
+
+
+def _run_seed(params: GradientDecompositionParams, seed: int, ctx: RunContext, device: str, data_ref: str | None
               ) -> tuple[dict[str, float], dict[str, Any]]:
-    from .plots import plot_influence, plot_probe_correlations
-
     src = majority_source(params, seed, device) if data_ref is None else corpus_source(params, seed, device, data_ref)
     if not 0 <= params.layer <= params.n_layers:
         raise ValueError(f"layer {params.layer} outside 0..{params.n_layers} (residual stream index)")

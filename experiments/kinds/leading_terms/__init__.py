@@ -5,7 +5,7 @@ Bring Mechanistic Interpretability". One seed:
 1. draws n_train + n_eval sequences from the data reference (`synthetic:<preset>` from the substrate, or the
    built-in `builtin:<preset>` topic-bigram language) with the seed;
 2. computes the bases B (bigram), Phi (context), Sigma = B^T B (interchangeability) and the attention terms Q, q on
-   the training sequences (claimgraph.experiments.kinds.leading_terms.terms);
+   the training sequences (terms.py);
 3. trains the paper's attention-only one-hot transformer from zero with plain SGD, measuring at log-spaced steps
    the cosine (trace inner product over Frobenius norms) of W_O, W_V, W_QK, pos with B, Phi^T B^T, Q, q, and the
    norm ratio against the derived coefficients;
@@ -17,16 +17,16 @@ Bring Mechanistic Interpretability". One seed:
 6. as a control, runs full-batch gradient descent from zero to the early step (same lr): what the leading terms
    miss without SGD's sampling noise (`cos_*_gd_early`);
 7. with a toy model reference (default `toy:default`), compares the substrate toy's embedding->unembedding path
-   with B at each of its checkpoints (experiments/dynamics/leading_terms_toy.py);
+   with B at each of its checkpoints (toy.py);
 8. lists the top token associations of the most frequent tokens under B, Sigma and Phi;
 9. writes cosine-over-training, projection and toy PNGs.
 The verdict metric is `min_early_cosine`, the smallest of the output, value and attention cosines at "early".
-The computation lives in experiments/dynamics/leading_terms_run.py; torch is imported only inside `run`. It runs
-on the CPU whatever the spec's device: the model is a few V x V matrices and ~20 s per seed at the defaults.
+The computation is in run.py (the bases: terms.py; the one-hot model and its SGD: model.py; corpora: corpus.py;
+plots: plots.py); this module does not import torch. It runs on the CPU whatever the spec's device: the model is
+a few V x V matrices and ~20 s per seed at the defaults.
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
@@ -70,7 +70,7 @@ class LeadingTermsParams(JobParams):
         return self
 
 
-class LeadingTermsJob(Job):
+class LeadingTermsJob(Job[LeadingTermsParams]):
     kind = "leading_terms"
     summary = "Cosine of SGD-trained attention-only weights with closed-form gradient leading terms (B, Phi, Sigma, Q)"
     Params = LeadingTermsParams
@@ -110,55 +110,12 @@ class LeadingTermsJob(Job):
     default_model = "toy:default"   # also compared: the toy's embedding->unembedding path against B (None: skip)
     default_data = "synthetic:default"
 
-    def run(self, ctx: "RunContext", params: LeadingTermsParams, seed: int) -> SeedResult:
+    def run(self, ctx: RunContext, params: LeadingTermsParams, seed: int) -> SeedResult:
         from .run import run_seed
 
-        metrics, details = run_seed(ctx, params, seed)
-        return SeedResult(seed=seed, metrics=metrics, details=details)
+        return run_seed(ctx, params, seed)
 
-    def summarize(self, ctx: "RunContext", params: LeadingTermsParams, results: list[SeedResult]) -> dict[str, Any]:
-        from .plots import plot_cosines, plot_loss_increase, plot_toy_path
+    def summarize(self, ctx: RunContext, params: LeadingTermsParams, results: list[SeedResult]) -> dict[str, Any]:
+        from .run import summarize
 
-        if not results:
-            return {}
-        terms = list(results[0].details["loss_increase"])
-        plot_cosines(ctx.artifact("cosine_over_training.png"),
-                     [{"label": f"seed {r.seed}", "rows": r.details["checkpoints"]} for r in results],
-                     terms=terms, title=f"Leading terms, {len(results)} seeds")
-        plot_loss_increase(ctx.artifact("projection_loss_increase.png"),
-                           {n: [r.metrics[f"loss_increase_{n}"] for r in results] for n in terms},
-                           title=f"Projection check, {len(results)} seeds")
-        toy = [r.details["toy"] for r in results if r.details.get("toy")]
-        if toy:
-            plot_toy_path(ctx.artifact("toy_direct_path.png"), toy, [r.seed for r in results])
-        n_order = sum(int(r.metrics["ordering_holds"]) for r in results)
-        return {"ordering_holds_seeds": n_order, "n_seeds": len(results),
-                "notes": summary_notes(results, n_order, self.default_criterion)}
-
-
-def summary_notes(results: list[SeedResult], n_order: int, registered: Criterion) -> str:
-    """Observed values in words, for the evidence node: cosines, norm ratios, the projection check."""
-    import statistics
-
-    def mean(key: str) -> str:
-        vals = [r.metrics[key] for r in results if math.isfinite(r.metrics.get(key, math.nan))]
-        return f"{statistics.fmean(vals):.4f}" if vals else "n/a"
-
-    parts = [f"Early checkpoint (step ~{mean('step_early')}, {len(results)} seeds): cosine with the leading term "
-             + ", ".join(f"{t} {mean(f'cos_{t}_early')} (norm ratio {mean(f'ratio_{t}_early')})" for t in CHECKED_TERMS)
-             + "; at the end: " + ", ".join(f"{t} {mean(f'cos_{t}_final')}" for t in CHECKED_TERMS) + "."]
-    parts.append("Held-out loss increase on projecting each leading term out of the final weights: "
-                 + ", ".join(f"{t} {mean(f'loss_increase_{t}')}" for t in CHECKED_TERMS)
-                 + f"; ordering output > value > attention in {n_order} of {len(results)} seeds.")
-    if all("min_gd_early_cosine" in r.metrics for r in results):
-        parts.append("Control, full-batch gradient descent to the same step (no sampling noise): "
-                     + ", ".join(f"{t} {mean(f'cos_{t}_gd_early')}" for t in CHECKED_TERMS) + ".")
-    if all("toy_cos_bigram_final" in r.metrics for r in results):
-        parts.append(f"Toy model {results[0].details['toy']['model']}: cosine of its embedding->unembedding path "
-                     f"with B {mean('toy_cos_bigram_final')} at its last checkpoint (B^T control "
-                     f"{mean('toy_cos_bigram_transposed_final')}); of its change since initialisation "
-                     f"{mean('toy_cos_bigram_change_first')} at the first checkpoint after step 0 and "
-                     f"{mean('toy_cos_bigram_change_final')} at the last.")
-    parts.append(f"The paper reports cosines of about 0.998 early in training; the job's registered default "
-                 f"criterion is {registered.describe()}.")
-    return " ".join(parts)
+        return summarize(ctx, results, self.default_criterion)

@@ -1,6 +1,7 @@
-"""One seed of the `leading_terms` job (experiments/jobs/leading_terms.py holds its parameters and criterion):
-sample the corpus, compute the bases, train the one-hot model with SGD while measuring it against the leading
-terms, then the projection check, the full-batch control, the toy-model comparison, the associations and plots."""
+"""One seed of the `leading_terms` job (the package's __init__ holds its parameters and criterion): sample the
+corpus, compute the bases, train the one-hot model with SGD while measuring it against the leading terms, then
+the projection check, the full-batch control, the toy-model comparison, the associations and plots; after all
+seeds, the plots across seeds and the notes."""
 from __future__ import annotations
 
 import math
@@ -8,21 +9,24 @@ from typing import Any
 
 import torch
 
-from claimgraph.experiments.context import torch_threads, train_threads
-from claimgraph.experiments.kinds.leading_terms import CHECKED_TERMS
+from claimgraph.experiments.context import RunContext, torch_threads, train_threads
+from claimgraph.experiments.job import SeedResult
+from claimgraph.experiments.spec import Criterion
 
+from . import CHECKED_TERMS, LeadingTermsParams
 from .corpus import load_sequences
 from .model import AttnOnlyOneHot, mean_loss, train_sgd
+from .plots import plot_cosines, plot_loss_increase, plot_toy_path
 from .terms import basis_associations, coefficients, corpus_bases, norm_ratio, project_out, trace_cosine
 
 
-def run_seed(ctx: Any, p: Any, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
-    """Metrics and details of one seed; `p` is the job's LeadingTermsParams, `ctx` its RunContext."""
+def run_seed(ctx: RunContext, p: LeadingTermsParams, seed: int) -> SeedResult:
     with torch_threads(train_threads()):
-        return _run_seed(ctx, p, seed)
+        metrics, details = _run_seed(ctx, p, seed)
+    return SeedResult(seed=seed, metrics=metrics, details=details)
 
 
-def _run_seed(ctx: Any, p: Any, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
+def _run_seed(ctx: RunContext, p: LeadingTermsParams, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
     seqs = load_sequences(ctx.data_ref, p.n_train + p.n_eval, p.seq_len + 1, seed)
     tokens = seqs.tokens                                                        # [n, seq_len + 1]
     V = len(seqs.vocab)
@@ -62,8 +66,6 @@ def _run_seed(ctx: Any, p: Any, seed: int) -> tuple[dict[str, float], dict[str, 
     ctx.log(f"early step {metrics['step_early']:.0f}: cosines "
             + ", ".join(f"{n} {metrics[f'cos_{n}_early']:.4f}" for n in terms)
             + "; loss increases " + ", ".join(f"{n} {v:.4g}" for n, v in increases.items()))
-
-    from .plots import plot_cosines, plot_loss_increase
 
     marks_at = {k: int(r["step"]) for k, r in at.items() if r and k != "final"}
     plot_cosines(ctx.artifact(f"cosine_seed{seed}.png"), [{"label": f"seed {seed}", "rows": rows}],
@@ -131,7 +133,7 @@ def projection_check(model: AttnOnlyOneHot, terms: dict[str, torch.Tensor], inpu
     return out
 
 
-def full_batch_control(V: int, p: Any, seed: int, terms: dict[str, torch.Tensor], train: tuple, held: tuple,
+def full_batch_control(V: int, p: LeadingTermsParams, seed: int, terms: dict[str, torch.Tensor], train: tuple, held: tuple,
                        steps: int) -> dict[str, Any]:
     """The checkpoint row of full-batch gradient descent from zero after `steps` updates of the same size: the
     leading terms' own error, without SGD's sampling noise."""
@@ -169,3 +171,50 @@ def seed_metrics(V: int, loss0: float, terms: dict, at: dict[str, dict | None], 
             m["toy_cos_bigram_change_first"] = num(toy_rows[1]["cos_bigram_change"])
             m["toy_cos_bigram_change_final"] = num(toy_rows[-1]["cos_bigram_change"])
     return m
+
+
+def summarize(ctx: RunContext, results: list[SeedResult], registered: Criterion) -> dict[str, Any]:
+    """The plots across seeds and the notes."""
+    if not results:
+        return {}
+    terms = list(results[0].details["loss_increase"])
+    plot_cosines(ctx.artifact("cosine_over_training.png"),
+                 [{"label": f"seed {r.seed}", "rows": r.details["checkpoints"]} for r in results],
+                 terms=terms, title=f"Leading terms, {len(results)} seeds")
+    plot_loss_increase(ctx.artifact("projection_loss_increase.png"),
+                       {n: [r.metrics[f"loss_increase_{n}"] for r in results] for n in terms},
+                       title=f"Projection check, {len(results)} seeds")
+    toy = [r.details["toy"] for r in results if r.details.get("toy")]
+    if toy:
+        plot_toy_path(ctx.artifact("toy_direct_path.png"), toy, [r.seed for r in results])
+    n_order = sum(int(r.metrics["ordering_holds"]) for r in results)
+    return {"ordering_holds_seeds": n_order, "n_seeds": len(results),
+            "notes": summary_notes(results, n_order, registered)}
+
+
+def summary_notes(results: list[SeedResult], n_order: int, registered: Criterion) -> str:
+    """Observed values in words, for the evidence node: cosines, norm ratios, the projection check."""
+    import statistics
+
+    def mean(key: str) -> str:
+        vals = [r.metrics[key] for r in results if math.isfinite(r.metrics.get(key, math.nan))]
+        return f"{statistics.fmean(vals):.4f}" if vals else "n/a"
+
+    parts = [f"Early checkpoint (step ~{mean('step_early')}, {len(results)} seeds): cosine with the leading term "
+             + ", ".join(f"{t} {mean(f'cos_{t}_early')} (norm ratio {mean(f'ratio_{t}_early')})" for t in CHECKED_TERMS)
+             + "; at the end: " + ", ".join(f"{t} {mean(f'cos_{t}_final')}" for t in CHECKED_TERMS) + "."]
+    parts.append("Held-out loss increase on projecting each leading term out of the final weights: "
+                 + ", ".join(f"{t} {mean(f'loss_increase_{t}')}" for t in CHECKED_TERMS)
+                 + f"; ordering output > value > attention in {n_order} of {len(results)} seeds.")
+    if all("min_gd_early_cosine" in r.metrics for r in results):
+        parts.append("Control, full-batch gradient descent to the same step (no sampling noise): "
+                     + ", ".join(f"{t} {mean(f'cos_{t}_gd_early')}" for t in CHECKED_TERMS) + ".")
+    if all("toy_cos_bigram_final" in r.metrics for r in results):
+        parts.append(f"Toy model {results[0].details['toy']['model']}: cosine of its embedding->unembedding path "
+                     f"with B {mean('toy_cos_bigram_final')} at its last checkpoint (B^T control "
+                     f"{mean('toy_cos_bigram_transposed_final')}); of its change since initialisation "
+                     f"{mean('toy_cos_bigram_change_first')} at the first checkpoint after step 0 and "
+                     f"{mean('toy_cos_bigram_change_final')} at the last.")
+    parts.append(f"The paper reports cosines of about 0.998 early in training; the job's registered default "
+                 f"criterion is {registered.describe()}.")
+    return " ".join(parts)
