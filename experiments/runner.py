@@ -22,13 +22,13 @@ from claimgraph.graph.errors import InvalidInput, NotFound
 from claimgraph.graph.ids import slugify
 
 from .api import get_spec, seed_list
+from .codeversion import code_version
 from .context import resolve_device, write_json_atomic
 from .records import (
     FINAL,
     RunConfig,
     RunResult,
     RunState,
-    code_version,
     conclude,
     config_hash,
     input_fingerprint,
@@ -232,7 +232,7 @@ def prepare_run(store: Store, experiment_id: str, *, device: str | None = None,
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{chash[:8]}"
     run_dir = store.home / "runs" / slugify(experiment_id.split(":", 1)[1])[:80] / run_id
     cfg = RunConfig(run_id=run_id, experiment_id=experiment_id, targets=targets, spec=spec, device=dev,
-                    config_hash=chash, code_version=code_version(), inputs=inputs)
+                    config_hash=chash, code_version=code_version(spec.kind), inputs=inputs)
     return cfg, run_dir
 
 
