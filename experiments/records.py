@@ -187,8 +187,7 @@ def _git(*args: str) -> str | None:
     # would leave the lock behind and block the user's next commit)
     try:
         return subprocess.run(["git", "--no-optional-locks", "-C", str(PACKAGE_ROOT), *args], capture_output=True,
-                              text=True,
-                              timeout=5, check=True).stdout.strip()
+                              text=True, timeout=5, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
