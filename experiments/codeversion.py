@@ -66,10 +66,10 @@ def imports_of(module: str, path: Path, known: Iterable[str] = ()) -> list[Impor
 
     def visit(node: ast.AST, lazy: bool, type_only: bool) -> None:
         if isinstance(node, ast.If) and _is_type_checking(node.test):
-            for child in node.body:
-                visit(child, lazy, True)
-            for child in node.orelse:
-                visit(child, lazy, type_only)
+            for stmt in node.body:
+                visit(stmt, lazy, True)
+            for stmt in node.orelse:
+                visit(stmt, lazy, type_only)
             return
         if isinstance(node, ast.Import):
             for alias in node.names:

@@ -46,7 +46,7 @@ class JobParams(BaseModel):
             return data
         out: dict[str, Any] = {}
         for key, value in data.items():
-            path = cls.flat_aliases.get(key, key).split(".")
+            path = cls.flat_aliases.get(str(key), str(key)).split(".")
             if len(path) > 1 and path[0] not in cls.model_fields:
                 out[key] = value  # not a field: extra="forbid" names it
                 continue

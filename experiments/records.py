@@ -19,7 +19,7 @@ import platform
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -28,15 +28,12 @@ from pydantic import BaseModel, Field
 
 from .codeversion import code_version
 from .context import write_json_atomic
+from .job import SeedResult
 from .spec import Criterion, Decision, JobSpec
 
 RunStatus = Literal["queued", "running", "completed", "failed", "killed", "timed-out"]
 FINAL: frozenset[str] = frozenset({"completed", "failed", "killed", "timed-out"})
 PACKAGE_ROOT = Path(__file__).resolve().parent
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class RunConfig(BaseModel):
@@ -77,7 +74,7 @@ class RunResult(BaseModel):
     experiment_id: str
     kind: str
     seeds: list[int]
-    per_seed: list[dict[str, Any]]
+    per_seed: list[SeedResult] = Field(description="What each seed computed, in seed order")
     metrics: dict[str, MetricSummary]
     summary: dict[str, Any] = Field(default_factory=dict)
     decision: Decision
@@ -153,6 +150,7 @@ def conclude(criterion: Criterion, per_seed: list[dict[str, float]]) -> tuple[De
     metric's mean minus the threshold (in the metric's units)."""
     decision = criterion.decide([m.get(criterion.metric) for m in per_seed])
     summaries = metric_summaries(per_seed)
+    effect: float | None
     if "effect_size" in summaries and summaries["effect_size"].mean is not None:
         effect = summaries["effect_size"].mean
     else:
@@ -185,7 +183,7 @@ def _git(*args: str) -> str | None:
 
 def environment(device: str, kind: str) -> dict[str, Any]:
     """environment.json: interpreter, packages, git state, device, the kind's code version."""
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in ("claimgraph", "torch", "numpy", "duckdb", "pydantic", "transformers", "safetensors"):
         try:
             packages[name] = metadata.version(name)

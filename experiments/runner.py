@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from claimgraph.graph import EdgeType, MadeBy, Node, NodeType, Store
 from claimgraph.graph.errors import InvalidInput, NotFound
 from claimgraph.graph.ids import slugify
+from claimgraph.graph.models import utcnow
 
 from .api import get_spec, seed_list
 from .codeversion import code_version
@@ -32,7 +33,6 @@ from .records import (
     conclude,
     config_hash,
     input_fingerprint,
-    now_utc,
     read_result,
     read_state,
     write_state,
@@ -124,7 +124,7 @@ def attach_result(store: Store, run_dir: Path) -> str:
                     store.link(node.id, verdict_edge, target, made_by=MadeBy.experiment, source=str(run_dir),
                                source_hash=config.config_hash, attrs={"run_id": config.run_id})
         store.put_run(run_id=config.run_id, status="completed", verdict=result.decision.verdict,
-                      evidence_id=node.id, ended_at=now_utc())
+                      evidence_id=node.id, ended_at=utcnow())
     return node.id
 
 
@@ -139,7 +139,7 @@ def _finalize(store: Store, row: dict[str, Any], state: RunState | None, *, over
         if status == "completed":
             status, error = "failed", "status says completed but result.json is missing or unreadable"
         store.put_run(run_id=row["run_id"], status=status, ended_at=(state.ended_at if state and state.ended_at
-                                                                      else now_utc()),
+                                                                      else utcnow()),
                       error=error or (state.error if state else None))
     return store.runs(run_id=row["run_id"])[0]
 
@@ -157,7 +157,7 @@ def reconcile(store: Store) -> list[dict[str, Any]]:
         pid = (state.pid if state else None) or row["pid"]
         same_host = (state.host if state else row["host"]) == os.uname().nodename
         beat = (state.heartbeat_at or state.started_at) if state else row["created_at"]
-        age = (now_utc() - beat).total_seconds() if beat else float("inf")
+        age = (utcnow() - beat).total_seconds() if beat else float("inf")
         if same_host and pid:
             dead = not _pid_alive(pid)
         else:
@@ -165,7 +165,7 @@ def reconcile(store: Store) -> list[dict[str, Any]]:
         if dead:
             why = (f"process {pid} died without a final status" if pid else "the run never started")
             if state is not None:
-                state.status, state.error, state.ended_at = "failed", why, now_utc()
+                state.status, state.error, state.ended_at = "failed", why, utcnow()
                 write_state(run_dir, state)
             changed.append(_finalize(store, row, state, override="failed", error=why))
     return changed
@@ -192,7 +192,7 @@ def _reuse(store: Store, cfg: RunConfig, run_dir: Path) -> RunOutcome | None:
     # re-decide from a run that computed (not from one that itself re-decided), so notes do not nest
     row, original = next(((r, res) for r, res in done if res.reused_from is None), done[0])
     source, prior = Path(row["run_dir"]), configs[row["run_id"]]
-    decision, summaries, effect = conclude(cfg.spec.criterion, [p["metrics"] for p in original.per_seed])
+    decision, summaries, effect = conclude(cfg.spec.criterion, [p.metrics for p in original.per_seed])
     if decision.n == 0:
         raise InvalidInput(f"the cached computation {row['run_id']} reports no {cfg.spec.criterion.metric!r}; "
                            f"it reports: {', '.join(sorted(original.metrics))}")
@@ -208,7 +208,7 @@ def _reuse(store: Store, cfg: RunConfig, run_dir: Path) -> RunOutcome | None:
     run_dir.mkdir(parents=True, exist_ok=False)
     write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
     write_json_atomic(run_dir / "result.json", result.model_dump(mode="json"))
-    now = now_utc()
+    now = utcnow()
     write_state(run_dir, RunState(status="completed", started_at=now, ended_at=now))
     store.put_run(run_id=cfg.run_id, experiment_id=cfg.experiment_id, config_hash=cfg.config_hash,
                   status="completed", device=cfg.device, run_dir=str(run_dir), started_at=now, ended_at=now)
@@ -303,7 +303,7 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
     if received and override is None and state is not None and state.status != "completed":
         override = "killed"
     if override and state is not None:
-        state.status, state.error, state.ended_at = override, error or state.error, now_utc()  # type: ignore[assignment]
+        state.status, state.error, state.ended_at = override, error or state.error, utcnow()  # type: ignore[assignment]
         write_state(run_dir, state)
     row = _finalize(store, store.runs(run_id=cfg.run_id)[0], state, override=override, error=error)
     result = read_result(run_dir) if row["status"] == "completed" else None

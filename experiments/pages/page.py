@@ -305,7 +305,7 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
     model_ref, data_ref = cfg.spec.model, cfg.spec.data
     if model_ref is None:
         raise InvalidInput(f"run {cfg.run_id} names no model; feature pages need the model its SAE was trained on")
-    hook = sae.cfg.hook_name or (result.per_seed[0].get("details") or {}).get("hook")
+    hook = sae.cfg.hook_name or result.per_seed[0].details.get("hook")
     if not hook:
         raise InvalidDocument("the SAE config names no hook", path=str(ref.folder / "cfg.json"), field="hook_name")
     model = load_model(model_ref, device=dev, progress=False)
@@ -321,7 +321,6 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
     nonzero = acts[acts > 0]                                                               # [M]
     vocab = getattr(corpus, "vocab", None)
     decode = vocab.decode if vocab is not None else model.decode  # the corpus says what a synthetic id means
-    window = dict(before=cfg_page.before, after=cfg_page.after, decode=decode)
     page = FeaturePage(
         feature=feature, run_id=cfg.run_id, run_dir=str(run_dir), kind=cfg.spec.kind, seed=ref.seed,
         condition=ref.condition, model=model_ref, hook=hook, sae_folder=str(ref.folder),
@@ -331,8 +330,10 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
         density=float((acts > 0).double().mean()), n_firing=len(nonzero),
         max_act=float(acts.max()), mean_act=float(nonzero.double().mean()) if len(nonzero) else 0.0,
         histogram=histogram(nonzero, cfg_page.bins),
-        top_contexts=top_contexts(tokens, acts, cfg_page.top_k, **window),
-        bands=quantile_bands(tokens, acts, cfg_page.n_bands, cfg_page.per_band, seed=cfg_page.sample_seed, **window),
+        top_contexts=top_contexts(tokens, acts, cfg_page.top_k, before=cfg_page.before, after=cfg_page.after,
+                                  decode=decode),
+        bands=quantile_bands(tokens, acts, cfg_page.n_bands, cfg_page.per_band, seed=cfg_page.sample_seed,
+                             before=cfg_page.before, after=cfg_page.after, decode=decode),
         logits=logit_table(model, sae, hook, feature, cfg_page.n_logits, cfg_page.bins, vocab=vocab,
                            scale=residual_scale(model, tokens, batch_size=cfg_page.batch_size)),
         labels=label_scores(corpus, tokens, acts, cfg_page.n_labels) if hasattr(corpus, "span_labels") else [],

@@ -124,14 +124,14 @@ def locate_sae(run_dir: Path, result: Any, *, seed: int | None = None, condition
     """The SAE a run names for one of its seeds (default: its first) and, for the sae job, a condition
     (default: trained)."""
     run_id = result.run_id
-    seeds = [int(r["seed"]) for r in result.per_seed]
+    seeds = [r.seed for r in result.per_seed]
     if not seeds:
         raise InvalidInput(f"run {run_id} has no per-seed results")
     if seed is None:
         seed = seeds[0]
     if seed not in seeds:
         raise InvalidInput(f"run {run_id} has no seed {seed}; its seeds: {', '.join(map(str, seeds))}")
-    details = result.per_seed[seeds.index(seed)].get("details") or {}
+    details = result.per_seed[seeds.index(seed)].details
     conds = {c: d for c, d in (details.get("conditions") or {}).items() if _sae_entries(d)} \
         if isinstance(details.get("conditions"), dict) else {}
     if conds:
@@ -185,12 +185,12 @@ def related_runs(dirs: Iterable[Path], sae: SaeRef, feature: int) -> list[Relate
         cfg, result = load_run(d)
         matched = []
         for r in result.per_seed:
-            det = r.get("details") or {}
+            det = r.details
             entry = _sae_entries(det)
             if entry and _matches(entry, d, sae) and _feature_of(det) == feature:
                 scalars = {k: v for k, v in det.items()
                            if isinstance(v, (str, int, float, bool)) and k not in ("sae_folder", "sae_key")}
-                matched.append(RelatedSeed(seed=int(r["seed"]), metrics=r.get("metrics") or {}, details=scalars))
+                matched.append(RelatedSeed(seed=r.seed, metrics=r.metrics, details=scalars))
         if not matched:
             continue
         images = sorted(str((d / rel).resolve()) for rel in result.artifacts if rel.endswith(".png"))

@@ -62,9 +62,8 @@ class SaeRecipe(BaseModel):
         return self
 
     def config(self, d_in: int, seed: int, *, model_name: str | None = None, dataset_path: str | None = None,
-               context_size: int | None = None, hook_name: str | None = None) -> SaeConfig:
-        """The SaeConfig this recipe trains for activations of width d_in (`hook_name` replaces `hook` in the
-        config's provenance, e.g. for an SAE saved elsewhere)."""
+               context_size: int | None = None) -> SaeConfig:
+        """The SaeConfig this recipe trains for activations of width d_in."""
         return SaeConfig(
             architecture=self.architecture, d_in=d_in, d_sae=self.d_sae or self.expansion * d_in, k=self.k,
             l1_coefficient=self.l1_coefficient, l1_warmup_steps=self.steps // 10,
@@ -72,5 +71,4 @@ class SaeRecipe(BaseModel):
                             if self.architecture == "relu" else ()),
             dead_window_tokens=max(1, self.batch_size * self.steps // 8),
             steps=self.steps, batch_size=self.batch_size, lr=self.lr, lr_warmup_steps=self.steps // 20, seed=seed,
-            model_name=model_name, hook_name=hook_name or self.hook, dataset_path=dataset_path,
-            context_size=context_size)
+            model_name=model_name, hook_name=self.hook, dataset_path=dataset_path, context_size=context_size)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from claimgraph.graph.errors import InvalidInput, NotFound
 
@@ -49,7 +49,9 @@ def _heads_view(n_heads: int):
 class HFHookedModel(HookedModel):
     """A GPT-NeoX or GPT-2 AutoModelForCausalLM with contract hook names, weights and dimensions."""
 
-    def __init__(self, hf_model: nn.Module, tokenizer: Any = None, ref: str | None = None):
+    hf: Any  # the transformers model (PreTrainedModel: its config and submodules are read by attribute)
+
+    def __init__(self, hf_model: Any, tokenizer: Any = None, ref: str | None = None):
         super().__init__()
         cfg = hf_model.config
         if cfg.model_type not in ARCHITECTURES:
@@ -115,7 +117,7 @@ class HFHookedModel(HookedModel):
         out = self.hf(input_ids=tokens.to(self.device), use_cache=False)
         return out.logits.float()                                                  # [B, T, V]
 
-    def _unembed(self) -> nn.Module:
+    def _unembed(self) -> Any:
         return self.hf.get_output_embeddings()  # embed_out / lm_head, whatever this transformers version calls it
 
     @property
@@ -123,7 +125,7 @@ class HFHookedModel(HookedModel):
         """Unembedding [d_model, d_vocab] (no bias in either architecture)."""
         return self._unembed().weight.T
 
-    def _mlp_out_proj(self, layer: int) -> nn.Module:
+    def _mlp_out_proj(self, layer: int) -> Any:
         if self.arch == "gpt_neox":
             return self.hf.gpt_neox.layers[layer].mlp.dense_4h_to_h
         return self.hf.transformer.h[layer].mlp.c_proj

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -82,6 +83,9 @@ class HookedModel(nn.Module):
     n_ctx: int
     n_heads: int
     vocab: Any = None
+    ref: str | None = None  # the model reference it was loaded from
+    step: int | None = None  # a toy model's training step (its checkpoint)
+    cache_path: Path | None = None  # a toy model's training cache folder
 
     def hook_sites(self) -> dict[str, HookSite]:
         raise NotImplementedError

@@ -204,12 +204,12 @@ def load_model(ref: str, *, device: str = "cpu", checkpoint: int | str | None = 
     if _kind(ref) == "hf":
         from .hf import load_hf
 
-        path, revision = _split_at(ref.partition(":")[2])
+        folder, revision = _split_at(ref.partition(":")[2])
         if checkpoint is not None:
             if revision is not None and str(checkpoint) != revision:
                 raise InvalidInput(f"{ref} names revision {revision!r} but checkpoint={checkpoint!r} was also given")
             revision = str(checkpoint)
-        return load_hf(path, revision=revision, device=dev)
+        return load_hf(folder, revision=revision, device=dev)
     name, preset, at = _toy_preset(ref)
     if at is not None and checkpoint is not None and str(at) != str(checkpoint):
         raise InvalidInput(f"{ref} names step {at} but checkpoint={checkpoint!r} was also given; use one")

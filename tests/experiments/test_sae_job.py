@@ -46,6 +46,22 @@ def test_recipe_is_set_in_part_and_stored_specs_with_flat_fields_still_read():
         assert p.model_dump()["sae"]["steps"] == 500 and "steps" not in p.model_dump()
 
 
+def test_an_experiment_stored_with_flat_recipe_fields_is_found_again(store):
+    """A store written before the recipe was nested holds `params.steps`; adding the same experiment now (nested
+    `sae.steps`) finds that node instead of adding a second one."""
+    from claimgraph.experiments.api import add_experiment, build_spec
+    from claimgraph.graph import Node, NodeType
+
+    store.add_node(Node(id="claim:c", type=NodeType.claim, title="A claim"))
+    new = build_spec("sae", params={"sae.steps": 300})
+    old_params = {**{k: v for k, v in new.params.items() if k != "sae"}, **new.params["sae"]}
+    exp = add_experiment(store, ["claim:c"], "sae", params={"sae.steps": 300}, experiment_id="experiment:sae-c")
+    store.add_node(exp.model_copy(update={"attrs": {**exp.attrs, "spec": {**exp.attrs["spec"], "params": old_params}}}))
+    again = add_experiment(store, ["claim:c"], "sae", params={"sae.steps": 300}, experiment_id="experiment:sae-c")
+    assert again.id == exp.id and again.attrs["spec"]["params"] == old_params
+    assert SaeParams.model_validate(old_params) == SaeParams.model_validate(new.params)
+
+
 def test_params_defaults_and_criterion():
     p = SaeParams()
     assert p.sae.hook == "blocks.0.mlp.hook_post" and p.control == "shuffled" and p.sae.architecture == "relu"
@@ -130,7 +146,7 @@ def test_ce_recovered_identity_and_zero_saes():
     clean); an all-zero SAE outputs zeros (CE equal to zero-ablation, recovered 0)."""
     import torch
 
-    from claimgraph.experiments.sae import SaeConfig, ce_loss_recovered
+    from claimgraph.experiments.sae import SaeRecipe, ce_loss_recovered
     from claimgraph.experiments.sae.relu import ReluSAE
     from claimgraph.experiments.substrate.corpus import get_corpus
     from claimgraph.experiments.substrate.load import load_model
@@ -138,7 +154,7 @@ def test_ce_recovered_identity_and_zero_saes():
     model = load_model("toy:tiny", progress=False)
     tokens = get_corpus("synthetic:tiny").sample(16, seed=5)
     hook, d = "blocks.0.mlp.hook_post", model.d_mlp
-    sae = ReluSAE(SaeConfig(d_in=d, d_sae=2 * d))
+    sae = ReluSAE(SaeRecipe(d_sae=2 * d).config(d, 0))
     eye = torch.eye(d)
     with torch.no_grad():
         sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))

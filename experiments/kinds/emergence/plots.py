@@ -5,6 +5,7 @@ numbers (no interpolation, fixed colour scale), so the picture can be checked ag
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .analysis import ScoreTable
@@ -57,9 +58,9 @@ def heatmap(table: ScoreTable, threshold: float) -> Figure:
     return fig
 
 
-def axes_for(fig: Figure) -> dict[tuple[int, int], object]:
+def axes_for(fig: Figure) -> dict[tuple[int, int], Axes]:
     """(size index, depth) -> the Axes drawing that panel."""
-    out = {}
+    out: dict[tuple[int, int], Axes] = {}
     for ax in fig.axes:
         gid = ax.get_gid() or ""
         if gid.startswith("panel:"):

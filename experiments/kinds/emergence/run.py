@@ -29,7 +29,8 @@ def run_seed(ctx: RunContext, params: EmergenceParams, seed: int) -> SeedResult:
 def _run_seed(ctx: RunContext, params: EmergenceParams, seed: int) -> SeedResult:
     device = resolve_device(ctx.device)
     refs = model_refs(ctx, params)
-    data_ref = ctx.data_ref or next((f"synthetic:{model_corpus(r).name}" for r in refs if model_corpus(r)), None)
+    corpora = (model_corpus(r) for r in refs)
+    data_ref = ctx.data_ref or next((f"synthetic:{c.name}" for c in corpora if c is not None), None)
     if data_ref is None:
         raise InvalidInput("no data reference for hf models; give --data synthetic:<preset> (the category "
                            "labels come from the synthetic corpus)")
@@ -88,7 +89,7 @@ def checkpoints_of(ref: str, params: EmergenceParams) -> list[int | str | None]:
         return list(params.checkpoints)
     if ref.startswith("hf:"):
         return [None]  # the model as referenced (hf:/dir@rev names one revision)
-    return pick_checkpoints(list_checkpoints(ref), params.n_checkpoints)
+    return [*pick_checkpoints(list_checkpoints(ref), params.n_checkpoints)]
 
 
 def summarize(ctx: RunContext, params: EmergenceParams, results: list[SeedResult]) -> dict[str, Any]:

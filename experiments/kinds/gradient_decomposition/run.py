@@ -150,7 +150,9 @@ def summarize(ctx: RunContext, params: GradientDecompositionParams, results: lis
     across-seed plots."""
     def interval(name: str) -> tuple[float, float, float]:
         iv = t_interval([r.metrics.get(name, math.nan) for r in results])
-        return (math.nan, math.nan, math.nan) if iv.mean is None else (iv.mean, iv.low, iv.high)
+        if iv.mean is None or iv.low is None or iv.high is None:
+            return (math.nan, math.nan, math.nan)
+        return (iv.mean, iv.low, iv.high)
 
     stats = {name: interval(name) for name in results[0].metrics} if results else {}
     corr = {c: stats[f"probe_corr_{c}"] for c in ("init", "normal", "myopic", "split")
@@ -231,7 +233,7 @@ def _run_seed(params: GradientDecompositionParams, seed: int, ctx: RunContext, d
         **{f"cum_influence_{n}": _downsample(tr["curve_parts"][:, j].tolist()) for j, n in enumerate(PARTS)},
         "risk": _downsample(tr["curve_risk"][1:]),
     }
-    details = {
+    details: dict[str, Any] = {
         "data": src.name,
         "feature": "is_majority_c (c = each task token)" if data_ref is None else params.corpus_feature,
         "layer": params.layer,

@@ -65,6 +65,8 @@ class LayerNorm(nn.Module):
 
 
 class Attention(nn.Module):
+    causal: torch.Tensor  # buffer [n_ctx, n_ctx]: True above the diagonal (future positions)
+
     def __init__(self, cfg: TransformerConfig, n_seg: int):
         super().__init__()
         assert cfg.d_model % cfg.n_heads == 0, f"d_model {cfg.d_model} not divisible by n_heads {cfg.n_heads}"

@@ -126,8 +126,8 @@ def load_sequences(data_ref: str | None, n: int, length: int, seed: int) -> Sequ
         if preset not in PRESETS:
             raise InvalidInput(f"unknown built-in corpus {ref!r}; use one of "
                                + ", ".join(f"builtin:{p}" for p in PRESETS))
-        corpus = TopicBigramCorpus(PRESETS[preset])
-        return Sequences(corpus.sample(n, length, seed), list(corpus.vocab), ref)
+        builtin = TopicBigramCorpus(PRESETS[preset])
+        return Sequences(builtin.sample(n, length, seed), list(builtin.vocab), ref)
     if scheme == "synthetic":
         try:
             from claimgraph.experiments.substrate.corpus import get_corpus

@@ -26,6 +26,9 @@ from torch import nn
 class AttnOnlyOneHot(nn.Module):
     """One attention layer on one-hot tokens with residual and output map; zero initialisation."""
 
+    offsets: torch.Tensor  # buffer [n_ctx, n_ctx]: t - j, clamped at 0
+    causal: torch.Tensor  # buffer [n_ctx, n_ctx]: j <= t
+
     def __init__(self, d_vocab: int, n_ctx: int, *, positional: bool = True, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.d_vocab, self.n_ctx = d_vocab, n_ctx

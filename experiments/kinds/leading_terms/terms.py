@@ -32,6 +32,7 @@ constants; norm ratios |W| / |c(s) L| do.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -150,7 +151,7 @@ def top_associations(matrix: torch.Tensor, vocab: list[str], rows: list[int], k:
     return {vocab[r]: [[vocab[int(j)], float(v)] for j, v in zip(idx[i], vals[i])] for i, r in enumerate(rows)}
 
 
-def basis_associations(bases: Bases, vocab: list[str], *, n_frequent: int, k: int) -> dict[str, dict]:
+def basis_associations(bases: Bases, vocab: list[str], *, n_frequent: int, k: int) -> dict[str, Any]:
     """Top associations of the most frequent input tokens under the three basis mappings:
     bigram (row i of B: next tokens i raises), interchangeability (row i of Sigma, i itself left out: tokens that
     follow the same tokens as i) and context (row b of Phi^T: next tokens that b earlier in the context raises).

@@ -58,7 +58,7 @@ def toy_direct_path_check(model_ref: str, *, n: int, seed: int,
     base = model_ref.split("@", 1)[0]
     B = toy_bigram(base, n, seed)
     steps = list_checkpoints(base)
-    rows: list[dict[str, float]] = []
+    rows: list[dict[str, Any]] = []
     D0 = None
     for step in (progress(steps, total=len(steps), desc="toy checkpoints") if progress else steps):
         model = load_model(base, checkpoint=step, progress=False)
