@@ -2,7 +2,7 @@
 code version of each job kind.
 
 A kind's code version is the hash of every module of `claimgraph.experiments` that its runs can execute: the
-kind's own package (every file in it), the modules those import, transitively, and the worker that runs every
+kind's own package (every file in it: the job contract loads its run.py by name), the modules those import, transitively, and the worker that runs every
 job with what the worker imports. An import counts wherever it is written (at module level, inside a
 function, under `if TYPE_CHECKING:`), and importing `a.b.c` counts `a.b` and `a` too, since Python runs their
 `__init__` first. Counting too much only makes a cached run recompute; counting too little would serve a

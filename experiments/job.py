@@ -11,12 +11,15 @@ A job kind is a subclass of Job with:
 - `run(ctx, params, seed)`: one seed's computation, returning its metrics;
 - optionally `summarize(ctx, params, results)`: after all seeds (plots across seeds, tables).
 
-The built-in kinds live in `claimgraph.experiments.kinds.<kind>`: the package's `__init__` holds the above, and
-`run` imports the computation (`run.py`) when it is called.
+A built-in kind is a package, `claimgraph.experiments.kinds.<kind>`: its `__init__` declares the class (the
+names above, no methods) and its `run.py` holds the computation, `run_seed(ctx, params, seed)` and optionally
+`summarize(ctx, params, results)`, which `Job.run` and `Job.summarize` import on first use. A kind written as
+one module (a plugin) overrides `run` (and `summarize`) instead.
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from importlib import import_module
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -101,7 +104,7 @@ def param_names(params: type[BaseModel], prefix: str = "") -> list[str]:
 P = TypeVar("P", bound=JobParams)
 
 
-class Job(ABC, Generic[P]):
+class Job(Generic[P]):
     """A job kind; `Job[XParams]` types `run`'s and `summarize`'s params as the kind's own Params."""
 
     kind: ClassVar[str]
@@ -113,10 +116,30 @@ class Job(ABC, Generic[P]):
     default_data: ClassVar[str | None] = "synthetic:default"
     default_seeds: ClassVar[list[int]] = [0, 1, 2]
 
-    @abstractmethod
+    @classmethod
+    def computation(cls) -> ModuleType | None:
+        """The kind package's `run.py` (imported now), or None for a kind without one."""
+        name = f"{cls.__module__}.run"
+        try:
+            return import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            return None
+
     def run(self, ctx: RunContext, params: P, seed: int) -> SeedResult:
-        """Compute one seed. Use ctx.device, ctx.model_ref, ctx.data_ref, ctx.log, ctx.log_metrics, ctx.artifact."""
+        """Compute one seed: `run_seed(ctx, params, seed)` of the kind's run.py. Use ctx.device, ctx.model_ref,
+        ctx.data_ref, ctx.log, ctx.log_metrics, ctx.artifact."""
+        comp = self.computation()
+        if comp is None or not hasattr(comp, "run_seed"):
+            raise NotImplementedError(f"job kind {self.kind!r} has no run.py with run_seed beside "
+                                      f"{type(self).__module__}, and does not override run")
+        result: SeedResult = comp.run_seed(ctx, params, seed)
+        return result
 
     def summarize(self, ctx: RunContext, params: P, results: list[SeedResult]) -> dict[str, Any]:
-        """Optional: work across seeds (plots, tables). Returns JSON-able details for the result file."""
-        return {}
+        """Optional work across seeds (plots, tables): `summarize(ctx, params, results)` of the kind's run.py
+        when it has one. Returns JSON-able details for the result file."""
+        comp = self.computation()
+        fn = getattr(comp, "summarize", None)
+        return dict(fn(ctx, params, results)) if fn is not None else {}

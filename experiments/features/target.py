@@ -15,7 +15,6 @@ are independent samples. Torch is imported inside functions: the kinds' modules 
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -228,12 +227,12 @@ FP = TypeVar("FP", bound=FeatureParams)
 
 class FeatureJob(Job[FP]):
     """A causal feature job (logit_weights, ablation, pinned_sampling): each seed loads the model, provisions the
-    SAE and chooses the feature (`prepare`), then measures it (`measure`, the kind's own computation)."""
+    SAE and chooses the feature (`prepare`), then `measure(ctx, params, seed, target)` of the kind's run.py
+    measures it."""
 
     def run(self, ctx: RunContext, params: FP, seed: int) -> SeedResult:
+        comp = self.computation()
+        assert comp is not None and hasattr(comp, "measure"), f"{self.kind}: run.py must define measure()"
         with torch_threads(params.threads):
-            return self.measure(ctx, params, seed, prepare(ctx, params, seed, job=self.kind))
-
-    @abstractmethod
-    def measure(self, ctx: RunContext, params: FP, seed: int, target: Target) -> SeedResult:
-        """Measure the chosen feature of `target` for one seed."""
+            result: SeedResult = comp.measure(ctx, params, seed, prepare(ctx, params, seed, job=self.kind))
+            return result

@@ -30,23 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from claimgraph.graph.errors import InvalidDocument, InvalidInput
 
-from .runs import (
-    FEATURE_KINDS,
-    RelatedRun,
-    RelatedSeed,
-    SaeRef,
-    _read_json,
-    load_run,
-    locate_sae,
-    related_run_dirs,
-    related_runs,
-    resolve_run,
-)
-
-__all__ = ["PageConfig", "FeaturePage", "Context", "Band", "Histogram", "LogitEntry", "LogitTable", "LabelScore",
-           "RelatedRun", "RelatedSeed", "SampleInfo", "SaeRef", "FEATURE_KINDS", "feature_page", "page_for_run",
-           "write_feature_html", "resolve_run", "related_run_dirs", "related_runs", "locate_sae", "load_run",
-           "feature_acts", "page_name"]
+from .runs import RelatedRun, _read_json, load_run, locate_sae, related_run_dirs, related_runs, resolve_run
 
 
 class PageConfig(BaseModel):

@@ -44,7 +44,7 @@ def measure(ctx: RunContext, params: AblationParams, seed: int, t: Target) -> Se
     return SeedResult(seed=seed, metrics=metrics, details=details)
 
 
-def summarize(params: AblationParams, results: list[SeedResult]) -> dict[str, Any]:
+def summarize(ctx: RunContext, params: AblationParams, results: list[SeedResult]) -> dict[str, Any]:
     """Notes saying what the per-seed numbers mean."""
     if not results:
         return {}

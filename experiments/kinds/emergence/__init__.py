@@ -28,16 +28,13 @@ table: analysis.py; the heatmap: plots.py); this module does not import torch.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from claimgraph.experiments.job import Job, JobParams, SeedResult
+from claimgraph.experiments.job import Job, JobParams
 from claimgraph.experiments.sae.recipe import SaeRecipe
 from claimgraph.experiments.spec import Criterion
-
-if TYPE_CHECKING:
-    from claimgraph.experiments.context import RunContext
 
 DEFAULT_CATEGORIES = ["base64_span", "arabic_span", "paren_span", "induction", "cat:function", "cat:color",
                       "cat:animal", "cat:number_word", "cat:verb", "cat:first_name", "cat:digit"]
@@ -115,13 +112,3 @@ class EmergenceJob(Job[EmergenceParams]):
         "reemergence_fraction": "reemergence_count / (category, size) pairs with at least 3 depths (claim 2)",
         "final_present_fraction": "categories present somewhere in the largest model at its final checkpoint",
     }
-
-    def run(self, ctx: RunContext, params: EmergenceParams, seed: int) -> SeedResult:
-        from .run import run_seed
-
-        return run_seed(ctx, params, seed)
-
-    def summarize(self, ctx: RunContext, params: EmergenceParams, results: list[SeedResult]) -> dict[str, Any]:
-        from .run import summarize
-
-        return summarize(ctx, params, results)

@@ -18,15 +18,12 @@ plots: plots.py); this module does not import torch.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from claimgraph.experiments.job import Job, JobParams, SeedResult
+from claimgraph.experiments.job import Job, JobParams
 from claimgraph.experiments.spec import Criterion
-
-if TYPE_CHECKING:
-    from claimgraph.experiments.context import RunContext
 
 
 class GradientDecompositionParams(JobParams):
@@ -109,14 +106,3 @@ class GradientDecompositionJob(Job[GradientDecompositionParams]):
     default_model = None     # trains its own small transformer (transformer.py)
     default_data = None      # the built-in majority task
     default_seeds = [0, 1, 2]
-
-    def run(self, ctx: RunContext, params: GradientDecompositionParams, seed: int) -> SeedResult:
-        from .run import run_seed
-
-        return run_seed(ctx, params, seed)
-
-    def summarize(self, ctx: RunContext, params: GradientDecompositionParams, results: list[SeedResult]
-                  ) -> dict[str, Any]:
-        from .run import summarize
-
-        return summarize(ctx, params, results)

@@ -27,15 +27,10 @@ a few V x V matrices and ~20 s per seed at the defaults.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from pydantic import Field, model_validator
 
-from claimgraph.experiments.job import Job, JobParams, SeedResult
+from claimgraph.experiments.job import Job, JobParams
 from claimgraph.experiments.spec import Criterion
-
-if TYPE_CHECKING:
-    from claimgraph.experiments.context import RunContext
 
 CHECKED_TERMS = ("output", "value", "attention")  # the three of the paper's Theorem 4.1, in expected causal order
 TERMS = CHECKED_TERMS + ("position",)
@@ -109,13 +104,3 @@ class LeadingTermsJob(Job[LeadingTermsParams]):
     }
     default_model = "toy:default"   # also compared: the toy's embedding->unembedding path against B (None: skip)
     default_data = "synthetic:default"
-
-    def run(self, ctx: RunContext, params: LeadingTermsParams, seed: int) -> SeedResult:
-        from .run import run_seed
-
-        return run_seed(ctx, params, seed)
-
-    def summarize(self, ctx: RunContext, params: LeadingTermsParams, results: list[SeedResult]) -> dict[str, Any]:
-        from .run import summarize
-
-        return summarize(ctx, results, self.default_criterion)

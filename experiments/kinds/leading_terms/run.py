@@ -13,7 +13,7 @@ from claimgraph.experiments.context import RunContext, torch_threads, train_thre
 from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.spec import Criterion
 
-from . import CHECKED_TERMS, LeadingTermsParams
+from . import CHECKED_TERMS, LeadingTermsJob, LeadingTermsParams
 from .corpus import load_sequences
 from .model import AttnOnlyOneHot, mean_loss, train_sgd
 from .plots import plot_cosines, plot_loss_increase, plot_toy_path
@@ -173,7 +173,7 @@ def seed_metrics(V: int, loss0: float, terms: dict, at: dict[str, dict | None], 
     return m
 
 
-def summarize(ctx: RunContext, results: list[SeedResult], registered: Criterion) -> dict[str, Any]:
+def summarize(ctx: RunContext, params: LeadingTermsParams, results: list[SeedResult]) -> dict[str, Any]:
     """The plots across seeds and the notes."""
     if not results:
         return {}
@@ -189,7 +189,7 @@ def summarize(ctx: RunContext, results: list[SeedResult], registered: Criterion)
         plot_toy_path(ctx.artifact("toy_direct_path.png"), toy, [r.seed for r in results])
     n_order = sum(int(r.metrics["ordering_holds"]) for r in results)
     return {"ordering_holds_seeds": n_order, "n_seeds": len(results),
-            "notes": summary_notes(results, n_order, registered)}
+            "notes": summary_notes(results, n_order, LeadingTermsJob.default_criterion)}
 
 
 def summary_notes(results: list[SeedResult], n_order: int, registered: Criterion) -> str:

@@ -11,17 +11,10 @@ The measurement is in run.py and its histogram in plots.py; this module does not
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from pydantic import Field
 
 from claimgraph.experiments.features.target import FeatureJob, FeatureParams
-from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.spec import Criterion
-
-if TYPE_CHECKING:
-    from claimgraph.experiments.context import RunContext
-    from claimgraph.experiments.features.target import Target
 
 
 class LogitWeightsParams(FeatureParams):
@@ -65,13 +58,3 @@ class LogitWeightsJob(FeatureJob[LogitWeightsParams]):
         "feature_auroc": "AUROC of the feature as a detector of the category label (selection tokens)",
         "residual_scale": "typical sqrt(var + eps) of the final residual stream the effects are divided by",
     }
-
-    def measure(self, ctx: RunContext, params: LogitWeightsParams, seed: int, target: Target) -> SeedResult:
-        from .run import measure
-
-        return measure(ctx, params, seed, target)
-
-    def summarize(self, ctx: RunContext, params: LogitWeightsParams, results: list[SeedResult]) -> dict[str, Any]:
-        from .run import summarize
-
-        return summarize(params, results)

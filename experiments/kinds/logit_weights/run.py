@@ -91,7 +91,7 @@ def measure(ctx: RunContext, params: LogitWeightsParams, seed: int, t: Target) -
     return SeedResult(seed=seed, metrics=metrics, details=details)
 
 
-def summarize(params: LogitWeightsParams, results: list[SeedResult]) -> dict[str, Any]:
+def summarize(ctx: RunContext, params: LogitWeightsParams, results: list[SeedResult]) -> dict[str, Any]:
     """Notes saying what the per-seed numbers mean."""
     if not results:
         return {}

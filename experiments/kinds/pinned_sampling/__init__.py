@@ -16,17 +16,10 @@ The sampling is in run.py and its plot in plots.py; this module does not import 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from pydantic import Field
 
 from claimgraph.experiments.features.target import FeatureJob, FeatureParams
-from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.spec import Criterion
-
-if TYPE_CHECKING:
-    from claimgraph.experiments.context import RunContext
-    from claimgraph.experiments.features.target import Target
 
 CONDITIONS = ("baseline", "pinned", "control")
 
@@ -67,13 +60,3 @@ class PinnedSamplingJob(FeatureJob[PinnedSamplingParams]):
         "pin_value": "value the feature was pinned to",
         "feature_f1": "F1 of the feature as a detector of the category label (selection tokens)",
     }
-
-    def measure(self, ctx: RunContext, params: PinnedSamplingParams, seed: int, target: Target) -> SeedResult:
-        from .run import measure
-
-        return measure(ctx, params, seed, target)
-
-    def summarize(self, ctx: RunContext, params: PinnedSamplingParams, results: list[SeedResult]) -> dict[str, Any]:
-        from .run import summarize
-
-        return summarize(params, results)

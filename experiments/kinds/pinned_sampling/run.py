@@ -80,7 +80,7 @@ def measure(ctx: RunContext, params: PinnedSamplingParams, seed: int, t: Target)
     return SeedResult(seed=seed, metrics=metrics, details=details)
 
 
-def summarize(params: PinnedSamplingParams, results: list[SeedResult]) -> dict[str, Any]:
+def summarize(ctx: RunContext, params: PinnedSamplingParams, results: list[SeedResult]) -> dict[str, Any]:
     """Notes saying what the per-seed numbers mean."""
     if not results:
         return {}

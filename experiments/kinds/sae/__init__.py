@@ -18,16 +18,13 @@ import torch.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from claimgraph.experiments.job import Job, JobParams, SeedResult
+from claimgraph.experiments.job import Job, JobParams
 from claimgraph.experiments.sae.recipe import SaeRecipe
 from claimgraph.experiments.spec import Criterion
-
-if TYPE_CHECKING:
-    from claimgraph.experiments.context import RunContext
 
 CONDITIONS = ("trained", "shuffled")
 
@@ -69,13 +66,3 @@ class SaeJob(Job[SaeParams]):
         "<cond>_dense_frac": "latents firing on > 10% of eval tokens",
         "<cond>_rare_frac": "live latents with fewer than 20 activations (judged on those they have)",
     }
-
-    def run(self, ctx: RunContext, params: SaeParams, seed: int) -> SeedResult:
-        from .run import run_seed
-
-        return run_seed(ctx, params, seed)
-
-    def summarize(self, ctx: RunContext, params: SaeParams, results: list[SeedResult]) -> dict[str, Any]:
-        from .run import summarize
-
-        return summarize(ctx, params, results)
