@@ -24,11 +24,14 @@ import math
 import operator
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from claimgraph.graph.errors import InvalidDocument, InvalidInput
+
+if TYPE_CHECKING:
+    from claimgraph.graph import Store
 
 from .runs import RelatedRun, _read_json, load_run, locate_sae, related_run_dirs, related_runs, resolve_run
 
@@ -329,7 +332,7 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
     return page
 
 
-def page_for_run(store: Any, run: str | Path, feature: int, *, seed: int | None = None,
+def page_for_run(store: Store, run: str | Path, feature: int, *, seed: int | None = None,
                  condition: str | None = None, device: str = "cpu", config: PageConfig | None = None) -> FeaturePage:
     """`claimgraph feature RUN FEATURE`: the page of `feature` for a run id (or run folder), with the store's
     completed feature-job runs as related candidates; the store is released before the page is computed."""

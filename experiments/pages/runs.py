@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from claimgraph.graph.errors import InvalidDocument, InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from claimgraph.experiments.records import RunConfig, RunResult
+    from claimgraph.graph import Store
 
 FEATURE_KINDS = ("logit_weights", "ablation", "pinned_sampling")  # job kinds whose runs can relate to a page
 
@@ -38,7 +42,7 @@ class RelatedRun(BaseModel):
     images: list[str] = Field(default_factory=list, description="PNG artifacts of the run (absolute paths)")
 
 
-def resolve_run(store: Any, run: str | Path) -> Path:
+def resolve_run(store: Store, run: str | Path) -> Path:
     """The folder of run `run`: a run id recorded in the store, or a run folder given as a path."""
     p = Path(run)
     if (p / "config.json").is_file():
@@ -50,7 +54,7 @@ def resolve_run(store: Any, run: str | Path) -> Path:
     return Path(rows[0]["run_dir"])
 
 
-def related_run_dirs(store: Any) -> list[Path]:
+def related_run_dirs(store: Store) -> list[Path]:
     """Folders of completed runs of the feature job kinds, candidates for `feature_page(related=...)` (the page
     keeps those that name its SAE and feature)."""
     out = []
@@ -69,7 +73,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def load_run(run_dir: Path):
+def load_run(run_dir: Path) -> tuple[RunConfig, RunResult]:
     """(RunConfig, RunResult) of a completed run folder; NotFound / InvalidInput otherwise."""
     from claimgraph.experiments.records import RunConfig, read_result, read_state
 
@@ -120,7 +124,7 @@ def _sae_paths(entry: dict[str, Any], run_dir: Path) -> list[Path]:
     return out
 
 
-def locate_sae(run_dir: Path, result: Any, *, seed: int | None = None, condition: str | None = None) -> SaeRef:
+def locate_sae(run_dir: Path, result: RunResult, *, seed: int | None = None, condition: str | None = None) -> SaeRef:
     """The SAE a run names for one of its seeds (default: its first) and, for the sae job, a condition
     (default: trained)."""
     run_id = result.run_id

@@ -16,11 +16,15 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from claimgraph.experiments.context import cache_dir, write_json_atomic
 
 from .recipe import SaeRecipe
+
+if TYPE_CHECKING:
+    from claimgraph.experiments.substrate.corpus import SyntheticCorpus
+    from claimgraph.experiments.substrate.hooks import HookedModel
 
 SAE_SOURCE = Path(__file__).resolve().parent
 
@@ -33,7 +37,7 @@ def _sae_code_version() -> str:
     return h.hexdigest()[:12]
 
 
-def _model_identity(model: Any, model_ref: str) -> dict[str, Any]:
+def _model_identity(model: HookedModel, model_ref: str) -> dict[str, Any]:
     cache = getattr(model, "cache_path", None)  # a toy model's training cache key: retrained model, new SAE
     ident: dict[str, Any] = {"ref": model_ref, "step": getattr(model, "step", None),
                              "trained": Path(cache).name if cache else None}
@@ -43,13 +47,13 @@ def _model_identity(model: Any, model_ref: str) -> dict[str, Any]:
     return ident
 
 
-def sae_key(model: Any, model_ref: str, data_ref: str, recipe: SaeRecipe, seed: int) -> str:
+def sae_key(model: HookedModel, model_ref: str, data_ref: str, recipe: SaeRecipe, seed: int) -> str:
     payload = {"model": _model_identity(model, model_ref), "data": data_ref, "recipe": recipe.model_dump(mode="json"),
                "seed": seed, "sae_code": _sae_code_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def provision_sae(model: Any, model_ref: str, corpus: Any, data_ref: str, recipe: SaeRecipe, seed: int, *,
+def provision_sae(model: HookedModel, model_ref: str, corpus: SyntheticCorpus, data_ref: str, recipe: SaeRecipe, seed: int, *,
                   log: Callable[[str], None] | None = None,
                   progress: Callable[[Any], Any] | None = None, batch_size: int = 64) -> tuple[Any, Path]:
     """The SAE for these inputs, trained now or loaded from the cache; returns (sae on the model's device,

@@ -121,7 +121,7 @@ class HFHookedModel(HookedModel):
         return self.hf.get_output_embeddings()  # embed_out / lm_head, whatever this transformers version calls it
 
     @property
-    def W_U(self) -> Tensor:
+    def W_U(self) -> Tensor:  # type: ignore[override]  # read-only here, a parameter in the toy
         """Unembedding [d_model, d_vocab] (no bias in either architecture)."""
         return self._unembed().weight.T
 

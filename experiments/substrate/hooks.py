@@ -86,8 +86,17 @@ class HookedModel(nn.Module):
     ref: str | None = None  # the model reference it was loaded from
     step: int | None = None  # a toy model's training step (its checkpoint)
     cache_path: Path | None = None  # a toy model's training cache folder
+    W_U: Tensor  # unembedding [d_model, d_vocab] (a parameter or a property)
 
     def hook_sites(self) -> dict[str, HookSite]:
+        raise NotImplementedError
+
+    def W_out(self, layer: int) -> Tensor:
+        """MLP output projection of `layer`, [d_mlp, d_model]."""
+        raise NotImplementedError
+
+    def ln_final_weight(self) -> Tensor | None:
+        """The final LayerNorm's weight [d_model] (None when it has none)."""
         raise NotImplementedError
 
     @property

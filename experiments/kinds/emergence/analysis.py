@@ -1,6 +1,6 @@
 """When and where planted categories become readable from SAE latents: emergence across training time
 (checkpoints), depth (layers) and scale (model sizes), and re-emergence across depth, read off a table of
-detection scores. Pure Python (no torch): the sweep that fills the table lives in emergence_sweep.py.
+detection scores. Pure Python (no torch): the sweep that fills the table lives in sweep.py.
 
 The table: for every model size s (ascending parameter count), checkpoint t (ascending training step) and
 depth d (0 = the embedding output `blocks.0.hook_resid_pre`, d >= 1 = `blocks.{d-1}.hook_resid_post`), and every

@@ -20,12 +20,14 @@ from torch import Tensor
 from claimgraph.experiments.features.select import detection_table, latent_acts
 from claimgraph.experiments.sae.provision import provision_sae
 from claimgraph.experiments.sae.recipe import SaeRecipe
+from claimgraph.experiments.substrate.corpus import SyntheticCorpus
+from claimgraph.experiments.substrate.hooks import HookedModel
 from claimgraph.graph.errors import InvalidInput
 
 from .analysis import ScoreTable, SizeScores
 
 
-def depth_hooks(model: Any) -> list[str]:
+def depth_hooks(model: HookedModel) -> list[str]:
     """The residual-stream hook at each depth: the embedding output, then each block's output."""
     return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(model.n_layers)]
 
@@ -41,7 +43,7 @@ def pick_checkpoints(steps: Sequence[int], n: int) -> list[int]:
     return [steps[i] for i in idx]
 
 
-def category_labels(corpus: Any, tokens: Tensor, categories: Sequence[str]) -> Tensor:
+def category_labels(corpus: SyntheticCorpus, tokens: Tensor, categories: Sequence[str]) -> Tensor:
     """BoolTensor[N * T, C]: position-level membership of each category (keys of corpus.span_labels)."""
     labels = corpus.span_labels(tokens)
     missing = [c for c in categories if c not in labels]
@@ -61,7 +63,7 @@ def best_latents(acts: Tensor, labels: Tensor, by: str = "f1", *, chunk: int = 6
     return {"latent": best, **out, "n_pos": t.n_pos}
 
 
-def sweep_size(model_ref: str, checkpoints: Sequence[int | str | None], corpus: Any, data_ref: str,
+def sweep_size(model_ref: str, checkpoints: Sequence[int | str | None], corpus: SyntheticCorpus, data_ref: str,
                recipe: SaeRecipe, categories: Sequence[str], seed: int, *, eval_tokens: Tensor, device: str = "cpu",
                score: str = "f1", batch_size: int = 64, log: Callable[[str], None] | None = None,
                on_cell: Callable[[dict[str, Any]], None] | None = None) -> tuple[SizeScores, list[dict[str, Any]]]:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -18,6 +18,9 @@ from claimgraph.graph.errors import InvalidInput
 
 from .majority import MajorityConfig, sample
 from .transformer import Transformer
+
+if TYPE_CHECKING:
+    from . import GradientDecompositionParams
 
 
 class Source(NamedTuple):
@@ -32,7 +35,7 @@ class Source(NamedTuple):
     accuracy: Callable[[Transformer], dict[str, float]]  # task accuracy metrics of a trained model
 
 
-def majority_source(params: Any, seed: int, device: str) -> Source:
+def majority_source(params: GradientDecompositionParams, seed: int, device: str) -> Source:
     task = MajorityConfig(n_vocab=params.n_vocab, n_in=params.n_in, n_out=params.n_out)
     train = sample(task, params.steps * params.batch_size, seed=2 * seed).tokens.to(device)   # [S*B, L]
     held = sample(task, params.probe_sequences, seed=2 * seed + 1)
@@ -50,7 +53,7 @@ def majority_source(params: Any, seed: int, device: str) -> Source:
                   split_at=task.split_at, accuracy=accuracy)
 
 
-def corpus_source(params: Any, seed: int, device: str, data_ref: str) -> Source:
+def corpus_source(params: GradientDecompositionParams, seed: int, device: str, data_ref: str) -> Source:
     from claimgraph.experiments.substrate.corpus import get_corpus
 
     corpus = get_corpus(data_ref)

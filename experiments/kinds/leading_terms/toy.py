@@ -17,12 +17,13 @@ from typing import Any
 
 import torch
 
+from claimgraph.experiments.substrate.hooks import HookedModel
 from claimgraph.graph.errors import InvalidInput
 
 from .terms import bigram_mapping, trace_cosine
 
 
-def direct_path(model: Any) -> torch.Tensor:
+def direct_path(model: HookedModel) -> torch.Tensor:
     """[V, V] float64: W_E diag(ln_final.w) W_U with each row's mean removed."""
     from claimgraph.experiments.substrate.load import activations
 
