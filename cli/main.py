@@ -489,6 +489,11 @@ def _criterion_text(c: dict | None) -> str:
     return Criterion.model_validate(c).describe()
 
 
+from .serve import serve  # noqa: E402  (the web UI's command lives in its own module)
+
+app.command()(serve)
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     app()
