@@ -6,6 +6,11 @@ through a read-write one, and each is released (the file let go) when the reques
 CLI commands run while the server is up therefore wait at most one request's work for the file (and the
 server waits, up to the store's busy timeout, while a CLI command holds it; then the page says busy).
 
+Fairness: a busy server could otherwise hold the file nearly all the time (one request after another), and a
+CLI command polling for it would rarely find it free and give up with StoreBusy. So after each use the file is
+left free for as long as that use held it (up to MAX_GAP_S) before the server opens it again: the file is free
+at least half the time under any load, and a waiting command gets in within a few of its polls.
+
 The two Store objects live as long as the server, so graph/'s in-process caches keyed on the store (the
 search vector matrix, BM25 document lengths) survive between requests; each cache re-checks a fingerprint of
 the file on use, so a CLI write is seen by the next request. One lock serialises the work: a process may not
@@ -14,11 +19,14 @@ open one file read-only and read-write at once, and a Store is not safe to share
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from claimgraph.graph import Store
+
+MAX_GAP_S = 0.6  # longest pause after a use; above the store's longest retry interval (0.5 s)
 
 
 class StoreAccess:
@@ -30,6 +38,7 @@ class StoreAccess:
         self._lock = threading.Lock()
         self._reader: Store | None = None
         self._writer: Store | None = None
+        self._free_until = 0.0  # monotonic time before which the file is left to other processes
 
     def check(self) -> dict:
         """Open the store once read-write (creating nothing; migrating an older schema) and describe it."""
@@ -40,23 +49,38 @@ class StoreAccess:
     def read(self) -> Iterator[Store]:
         """A read-only Store, released when the block ends."""
         with self._lock:
+            self._pause()
+            start = time.monotonic()
             if self._reader is None:
                 self._reader = Store(self.db, read_only=True, create=False, busy_timeout=self.busy_timeout)
             try:
                 yield self._reader
             finally:
                 self._reader.release()
+                self._leave_free(start)
 
     @contextmanager
     def write(self) -> Iterator[Store]:
         """A read-write Store, released when the block ends (the graph API's calls make their own transactions)."""
         with self._lock:
+            self._pause()
+            start = time.monotonic()
             if self._writer is None:
                 self._writer = Store(self.db, create=False, busy_timeout=self.busy_timeout)
             try:
                 yield self._writer
             finally:
                 self._writer.release()
+                self._leave_free(start)
+
+    def _pause(self) -> None:
+        wait = self._free_until - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+    def _leave_free(self, start: float) -> None:
+        now = time.monotonic()
+        self._free_until = now + min(now - start, MAX_GAP_S)
 
     def close(self) -> None:
         with self._lock:
