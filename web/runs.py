@@ -81,10 +81,11 @@ def _features_named(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _sae_conditions(per_seed: list[dict[str, Any]]) -> list[str]:
-    """The sae job's SAE conditions (trained / shuffled) a run's first seed recorded."""
+    """The sae job's SAE conditions a run's first seed recorded, `trained` first (the CLI's default)."""
     details = (per_seed[0].get("details") or {}) if per_seed else {}
     conds = details.get("conditions")
-    return [c for c, d in conds.items() if isinstance(d, dict) and "sae_folder" in d] if isinstance(conds, dict) else []
+    found = [c for c, d in conds.items() if isinstance(d, dict) and "sae_folder" in d] if isinstance(conds, dict) else []
+    return sorted(found, key=lambda c: (c != "trained", c))
 
 
 def run_view(row: dict[str, Any]) -> dict[str, Any]:
