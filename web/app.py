@@ -292,7 +292,9 @@ def create_app(settings: Settings) -> Starlette:
         return render(request, "nodes.html", data, {"type": ntype.value if ntype else "", "limit": limit})
 
     def node(request: Request) -> Response:
+        from claimgraph.graph.embed import MODEL_NAME
         from claimgraph.graph.queries import node_page
+        from claimgraph.graph.search import vector_matrix
 
         nid = request.path_params["node_id"]
         if nid.endswith(".json"):
@@ -300,6 +302,7 @@ def create_app(settings: Settings) -> Starlette:
         k = _int(request, "k", 8, 0, 100)
         threshold = _float(request, "threshold", 0.65, -1.0, 1.0)
         with access.read() as s:
+            vector_matrix(s, MODEL_NAME)  # kept in this process: similar entries by one product, not a scan
             page = node_page(s, nid, k_similar=k, threshold=threshold)
             runs = s.runs(nid) if page.node.type == NodeType.experiment else []
             ev_runs = {r["run_id"] for e in page.evidence if e.attrs.get("run_id")
@@ -449,11 +452,15 @@ def create_app(settings: Settings) -> Starlette:
         view = exp.run_view(row)
         return render(request, "run.html", view)
 
+    run_dirs: dict[str, dict[str, Any]] = {}  # run id -> its record's id and folder (a run's folder never moves)
+
     def run_file(request: Request) -> Response:
-        with access.read() as s:
-            row = exp.run_row(s, request.path_params["run_id"])
-        path = exp.run_file(row, request.path_params["path"])
-        return FileResponse(path)
+        rid = request.path_params["run_id"]
+        if rid not in run_dirs:
+            with access.read() as s:
+                row = exp.run_row(s, rid)
+            run_dirs[rid] = {"run_id": rid, "run_dir": row["run_dir"]}
+        return FileResponse(exp.run_file(run_dirs[rid], request.path_params["path"]))
 
     def feature(request: Request) -> Response:
         rid = request.path_params["run_id"]
