@@ -38,14 +38,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_graph import machine, make_corpus, pct  # noqa: E402  (the 100k-node generator)
+from bench_graph import machine, make_corpus, pct
 
-from claimgraph.graph import DocumentRef, GraphDelta, Store  # noqa: E402
-from claimgraph.graph.embed import MODEL_NAME, get_embedder  # noqa: E402
-from claimgraph.graph.ids import sha256_hex  # noqa: E402
-from claimgraph.graph.schema import EMBED_DIM  # noqa: E402
-from claimgraph.graph.store import text_hash  # noqa: E402
-from claimgraph.graph.text import tokens  # noqa: E402
+from claimgraph.graph import DocumentRef, GraphDelta, Store
+from claimgraph.graph.embed import MODEL_NAME, get_embedder
+from claimgraph.graph.ids import sha256_hex
+from claimgraph.graph.schema import EMBED_DIM
+from claimgraph.graph.store import text_hash
+from claimgraph.graph.text import tokens
 
 BATCH_DOCS = 250
 

@@ -213,7 +213,7 @@ def edge_choices(src_type: NodeType | None, dst_type: NodeType | None) -> list[d
     """Edge types a suggested pair (a, b) may become, each way round the store's edge rules allow."""
     from claimgraph.ingest.builder import edge_allowed
 
-    out = []
+    out: list[dict[str, str]] = []
     if src_type is None or dst_type is None:
         return out
     for et in EdgeType:

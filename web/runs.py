@@ -8,6 +8,7 @@ status.json, log.txt, result.json, artifacts/; see claimgraph.experiments.record
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -18,6 +19,7 @@ from claimgraph.graph.errors import InvalidInput, NotFound
 LOG_TAIL_LINES = 80
 LOG_TAIL_BYTES = 64 * 1024
 IMAGE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg")
+_PAGE_NAME = re.compile(r"feature-(?P<n>\d+)(?:-(?P<cond>[a-z]+)-seed(?P<seed>\d+))?")  # pages.page_name
 
 
 def experiments(store: Any) -> list[dict[str, Any]]:
@@ -95,14 +97,16 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
     status = _read_json(run_dir / "status.json")
     result = _read_json(run_dir / "result.json")
     spec = (config or {}).get("spec") or {}
-    images = []
-    for sub in ("artifacts", "features"):
-        root = run_dir / sub
-        if root.is_dir():
-            images += sorted(str(p.relative_to(run_dir)) for p in root.rglob("*")
-                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    root = run_dir / "artifacts"
+    images = sorted(str(p.relative_to(run_dir)) for p in root.rglob("*")
+                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) if root.is_dir() else []
     per_seed = (result or {}).get("per_seed") or []
-    pages = sorted(p.stem for p in (run_dir / "features").glob("feature-*.html")) if (run_dir / "features").is_dir() else []
+    pages = []  # feature pages computed before (by the CLI or this server), from their file names
+    for p in sorted((run_dir / "features").glob("feature-*.html")) if (run_dir / "features").is_dir() else []:
+        m = _PAGE_NAME.fullmatch(p.stem)
+        if m:
+            pages.append({"feature": int(m["n"]), "condition": m["cond"], "seed": int(m["seed"]) if m["seed"] else None})
+    pages.sort(key=lambda x: (x["feature"], x["condition"] or "", x["seed"] or 0))
     return {
         "run": row,
         "folder_exists": run_dir.is_dir(),

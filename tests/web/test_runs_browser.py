@@ -113,3 +113,7 @@ def test_feature_page_in_the_dashboard_layout(run_store, run_server, browser):
     assert len(labels) == len(page["labels"]) > 0 and page["labels"][0]["label"] in labels[0].text
     srcs = images_loaded(browser, "#density-plot, #logits-plot")
     assert len(srcs) == 2
+    browser.get(f"{run_server.url}/run/{run_id}")  # the computed page is listed on the run page, its PNGs are not plots
+    links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#features a.feature-page-link")]
+    assert any(httpx.URL(h).path == f"/run/{run_id}/feature/{feature}" for h in links)
+    assert not [s for s in images_loaded(browser, "#plots img.plot") if "/features/" in s]
