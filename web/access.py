@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from claimgraph.graph import Store
@@ -45,32 +45,30 @@ class StoreAccess:
         with self.write() as s:
             return {"db": str(s.path), "schema_version": s.schema_version(), "nodes": sum(s.count_nodes().values())}
 
-    @contextmanager
-    def read(self) -> Iterator[Store]:
+    def read(self) -> AbstractContextManager[Store]:
         """A read-only Store, released when the block ends."""
-        with self._lock:
-            self._pause()
-            start = time.monotonic()
-            if self._reader is None:
-                self._reader = Store(self.db, read_only=True, create=False, busy_timeout=self.busy_timeout)
-            try:
-                yield self._reader
-            finally:
-                self._reader.release()
-                self._leave_free(start)
+        return self._use(read_only=True)
+
+    def write(self) -> AbstractContextManager[Store]:
+        """A read-write Store, released when the block ends (the graph API's calls make their own transactions)."""
+        return self._use(read_only=False)
 
     @contextmanager
-    def write(self) -> Iterator[Store]:
-        """A read-write Store, released when the block ends (the graph API's calls make their own transactions)."""
+    def _use(self, *, read_only: bool) -> Iterator[Store]:
         with self._lock:
             self._pause()
             start = time.monotonic()
-            if self._writer is None:
-                self._writer = Store(self.db, create=False, busy_timeout=self.busy_timeout)
+            store = self._reader if read_only else self._writer
+            if store is None:
+                store = Store(self.db, read_only=read_only, create=False, busy_timeout=self.busy_timeout)
+                if read_only:
+                    self._reader = store
+                else:
+                    self._writer = store
             try:
-                yield self._writer
+                yield store
             finally:
-                self._writer.release()
+                store.release()
                 self._leave_free(start)
 
     def _pause(self) -> None:

@@ -172,30 +172,26 @@ class JSON(Response):
         return (json.dumps(to_jsonable(content), ensure_ascii=False, indent=1, default=str) + "\n").encode("utf-8")
 
 
-def _int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+def _number(request: Request, name: str, default: Any, lo: Any, hi: Any, cast: type = int) -> Any:
+    """Query parameter `name` as a number in [lo, hi] (`default` when absent); InvalidInput says what is wrong."""
     raw = request.query_params.get(name)
     if raw in (None, ""):
         return default
     try:
-        v = int(raw)
+        v = cast(raw)
     except ValueError:
-        raise InvalidInput(f"{name} must be a whole number, got {raw!r}") from None
-    if not lo <= v <= hi:
-        raise InvalidInput(f"{name} must be between {lo} and {hi}, got {v}")
-    return v
-
-
-def _float(request: Request, name: str, default: float, lo: float, hi: float) -> float:
-    raw = request.query_params.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        v = float(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a number, got {raw!r}") from None
+        raise InvalidInput(f"{name} must be {'a whole number' if cast is int else 'a number'}, got {raw!r}") from None
     if not lo <= v <= hi:
         raise InvalidInput(f"{name} must be between {lo:g} and {hi:g}, got {v:g}")
     return v
+
+
+def _int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    return _number(request, name, default, lo, hi, int)
+
+
+def _float(request: Request, name: str, default: float, lo: float, hi: float) -> float:
+    return _number(request, name, default, lo, hi, float)
 
 
 def _type(request: Request) -> NodeType | None:
