@@ -157,13 +157,16 @@ def typed_neighbors(store: Store, node_id: str) -> list[Neighbor]:
     return out
 
 
-def similar_for(store: Store, node_id: str, *, k: int = 8, threshold: float = 0.65) -> list[Similar]:
+def similar_for(store: Store, node_id: str, *, k: int = 8, threshold: float = 0.65,
+                linked: set[str] | None = None) -> list[Similar]:
     """Similarity neighbours with no typed edge: those the source document states (with its cosine), joined by
-    those the encoder finds in stored vectors (marked computed)."""
+    those the encoder finds in stored vectors (marked computed). `linked`: the node's typed neighbours, when the
+    caller has them (saves reading its edges again)."""
     from .similarity import computed_neighbors
 
     stated = store.stated_similar(node_id)
-    linked = {e.dst if e.src == node_id else e.src for e in store.edges(node_id)}
+    if linked is None:
+        linked = {e.dst if e.src == node_id else e.src for e in store.edges(node_id)}
     computed = dict(computed_neighbors(store, node_id, k=k + len(stated), threshold=threshold))
     out: list[Similar] = []
     seen: set[str] = set()
@@ -194,7 +197,8 @@ def node_page(store: Store, node_id: str, *, k_similar: int = 8, threshold: floa
     report = status_reports(store, [node_id])[node_id] if node.type in STATUS_TYPES else None
     evidence = evidence_for(store, node_id) if node.type in STATUS_TYPES else []
     return NodePage(node=node, status=report.status if report else None, status_report=report, source=SourceInfo(papers=papers, documents=docs),
-                    neighbors=neighbors, similar=similar_for(store, node_id, k=k_similar, threshold=threshold),
+                    neighbors=neighbors, similar=similar_for(store, node_id, k=k_similar, threshold=threshold,
+                                                         linked={nb.id for nb in neighbors}),
                     similarity_threshold=threshold, evidence=evidence)
 
 
