@@ -81,7 +81,7 @@ def test_claim_evidence_links_to_a_run_page_with_its_plots(run_store, run_server
 
 @pytest.mark.slow
 def test_feature_page_in_the_dashboard_layout(run_store, run_server, browser):
-    _, _, run_id = run_store
+    db, _, run_id = run_store
     feature = None
     for n in range(12):  # the first latent that fires on the page's sample
         page = httpx.get(f"{run_server.url}/run/{run_id}/feature/{n}.json", timeout=300).json()
@@ -89,6 +89,7 @@ def test_feature_page_in_the_dashboard_layout(run_store, run_server, browser):
             feature = n
             break
     assert feature is not None, "no live latent among the first 12"
+    assert page == cli(db, "feature", run_id, str(feature))  # the JSON twin is `claimgraph feature --json`
     browser.get(f"{run_server.url}/run/{run_id}")
     box = browser.find_element(By.ID, "feature-index")
     box.clear()
