@@ -41,6 +41,7 @@ from .models import (
     Provenance,
     StatedSimilarity,
 )
+from .portable import local_path, stored_path
 from .schema import EMBED_DIM, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE, assign_paper_keys
 from .text import term_counts
 
@@ -740,6 +741,8 @@ class Store:
         if "run_id" not in fields:
             raise InvalidInput("a run record needs run_id")
         fields = {k: _naive_utc(v) if isinstance(v, datetime) else v for k, v in fields.items()}
+        if fields.get("run_dir") is not None:  # portable: relative to the store's folder (graph/portable.py)
+            fields["run_dir"] = stored_path(self, fields["run_dir"])
         with self.transaction():
             exists = self.con.execute("SELECT 1 FROM runs WHERE run_id = ?", [fields["run_id"]]).fetchone()
             if exists:
@@ -763,7 +766,10 @@ class Store:
                 where.append(f"{col} = ?"); params.append(val)
         q = f"SELECT {', '.join(self._RUN_COLS)} FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self.con.execute(q + " ORDER BY created_at DESC, run_id DESC", params).fetchall()
-        return [{k: (_aware(v) if isinstance(v, datetime) else v) for k, v in zip(self._RUN_COLS, r)} for r in rows]
+        out = [{k: (_aware(v) if isinstance(v, datetime) else v) for k, v in zip(self._RUN_COLS, r)} for r in rows]
+        for row in out:  # recorded relative to the store's folder; given back as a path on this machine
+            row["run_dir"] = str(local_path(self, row["run_dir"]))
+        return out
 
 
 def _similar_key(s: StatedSimilarity) -> str:

@@ -290,7 +290,9 @@ def test_same_computation_under_another_criterion_is_re_decided_not_recomputed(p
     original = json.loads((Path(out["run_dir"]) / "result.json").read_text())
     assert result["per_seed"] == original["per_seed"] and "reused from run" in result["summary"]["notes"]
     ev = json.loads(cli("evidence", "claim:samples-are-large").stdout)
-    assert ev["status"] == "refuted" and ev["evidence"][0]["reused_from"] == out["run_dir"]
+    assert ev["status"] == "refuted"
+    # recorded relative to the store's folder (portable store)
+    assert str(db.parent / (db.name + ".d") / ev["evidence"][0]["reused_from"]) == out["run_dir"]
     assert json.loads(cli("evidence", "claim:samples-are-positive").stdout)["status"] == "supported"
     # running the second experiment again is a plain cache hit on its own record
     third = json.loads(cli("run", second).stdout)
@@ -302,3 +304,38 @@ def test_same_computation_under_another_criterion_is_re_decided_not_recomputed(p
     assert fourth["cached"] and fourth["reused_from"] == out["run_dir"]
     notes = json.loads((Path(fourth["run_dir"]) / "result.json").read_text())["summary"]["notes"]
     assert notes.count("reused from run") == 1
+
+
+def test_a_moved_store_with_its_folder_works_on_another_path(plugin, db, tmp_path, monkeypatch):
+    """Portable stores: run folders are recorded relative to `<db>.d/`, so the store and its folder moved
+    elsewhere (and renamed) still find their runs: cache hits read result.json there, nothing points back."""
+    import shutil
+
+    with Store(db) as s:
+        s.add_node(Node(id="claim:samples-are-large", type="claim", title="Samples are large"))
+    exp = add("--seeds", "2")
+    out = json.loads(cli("run", exp).stdout)
+    r = cli("experiment", "add", "--claim", "claim:samples-are-large", "--kind", "gauss", "--seeds", "2",
+            "--criterion", "mean > 2 band=0.1")
+    reused = json.loads(cli("run", json.loads(r.stdout)["experiment"]["id"]).stdout)
+    assert reused["cached"] and reused["reused_from"] == out["run_dir"]
+    old_home = str(db.parent / (db.name + ".d"))
+    with Store(db) as s:
+        assert s.sql("SELECT run_dir FROM runs WHERE run_dir LIKE '/%'") == []
+
+    moved = tmp_path / "elsewhere" / "copy.duckdb"
+    moved.parent.mkdir()
+    shutil.move(str(db), moved)
+    shutil.move(old_home, str(moved) + ".d")
+    monkeypatch.setenv("CLAIMGRAPH_DB", str(moved))
+    new_home = moved.parent / (moved.name + ".d")
+    runs = json.loads(cli("runs", exp).stdout)["runs"]
+    assert [Path(r["run_dir"]) for r in runs] == [new_home / Path(out["run_dir"]).relative_to(old_home)]
+    again = json.loads(cli("run", exp).stdout)  # the cache reads result.json through the recorded folder
+    assert again["cached"] and again["run_id"] == out["run_id"] and Path(again["run_dir"]).is_dir()
+    ev = json.loads(cli("evidence", "claim:samples-are-positive").stdout)
+    assert ev["status"] == "supported" and (new_home / ev["evidence"][0]["run_dir"] / "result.json").is_file()
+    with Store(moved) as s:
+        texts = s.sql("SELECT run_dir FROM runs UNION ALL SELECT coalesce(source, '') FROM nodes "
+                      "UNION ALL SELECT attrs::VARCHAR FROM nodes UNION ALL SELECT coalesce(source, '') FROM edges")
+    assert not [t for (t,) in texts if old_home in t]
