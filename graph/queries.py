@@ -72,17 +72,30 @@ def claim_statuses(store: Store, ids: list[str]) -> dict[str, ClaimStatus]:
 
 def evidence_for(store: Store, node_id: str, *, include_superseded: bool = False) -> list[Node]:
     """Evidence nodes about a claim or finding: linked by supports/refutes, or produced by an experiment testing it."""
+    ids = evidence_map(store, [node_id], include_superseded=include_superseded).get(node_id, [])
+    nodes = store.get_nodes(ids)
+    return sorted((nodes[i] for i in ids), key=lambda n: (n.provenance.at if n.provenance else None) or 0,
+                  reverse=True)
+
+
+def evidence_map(store: Store, ids: list[str], *, include_superseded: bool = False) -> dict[str, list[str]]:
+    """For each of these claims or findings that has any, the ids of its evidence nodes (sorted), in one query."""
+    if not ids:
+        return {}
     rows = store.sql("""
-        SELECT DISTINCT evidence FROM (
-            SELECT src AS evidence FROM edges WHERE type IN ('supports', 'refutes') AND dst = $1
+        WITH ev AS (
+            SELECT src AS evidence, dst AS target FROM edges WHERE type IN ('supports', 'refutes')
+              AND dst IN (SELECT unnest($1))
             UNION
-            SELECT p.dst FROM edges t JOIN edges p ON p.src = t.src
-              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst = $1)""", [node_id])
-    nodes = store.get_nodes(r[0] for r in rows)
-    ev = [n for n in nodes.values() if n.type == NodeType.evidence]
-    if not include_superseded:
-        ev = [n for n in ev if not n.attrs.get("superseded")]
-    return sorted(ev, key=lambda n: (n.provenance.at if n.provenance else None) or 0, reverse=True)
+            SELECT p.dst, t.dst FROM edges t JOIN edges p ON p.src = t.src
+              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst IN (SELECT unnest($1)))
+        SELECT DISTINCT ev.target, ev.evidence FROM ev JOIN nodes n ON n.id = ev.evidence
+        WHERE n.type = 'evidence' AND ($2 OR coalesce(CAST(n.attrs->>'superseded' AS BOOLEAN), false) = false)
+        ORDER BY 1, 2""", [list(ids), include_superseded])
+    out: dict[str, list[str]] = defaultdict(list)
+    for target, evidence in rows:
+        out[target].append(evidence)
+    return dict(out)
 
 
 def typed_neighbors(store: Store, node_id: str) -> list[Neighbor]:

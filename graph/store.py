@@ -771,6 +771,112 @@ class Store:
             row["run_dir"] = str(local_path(self, row["run_dir"]))
         return out
 
+    # -- bulk import (claimgraph.graph.exchange, `claimgraph import`) ----------------------------------------
+    _CONTENT_TABLES = ("nodes", "edges", "documents", "stated_similarity", "suggestions", "runs")
+
+    def is_empty(self) -> bool:
+        """True when the store holds no nodes, edges, documents, similarities, suggestions or runs."""
+        return not any(_scalar(self.con, f"SELECT count(*) FROM {t}") for t in self._CONTENT_TABLES)
+
+    def import_rows(self, tables: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+        """Write exported rows (`claimgraph.graph.exchange.snapshot.COLUMNS` per table) into this empty store in
+        one transaction, keeping their timestamps and provenance. Nodes and edges are validated as ingest
+        validates them; the keyword index and paper identity keys are rebuilt. Returns rows written per table."""
+        import pyarrow as pa
+
+        from .exchange.snapshot import COLUMNS
+
+        unknown = set(tables) - set(COLUMNS)
+        if unknown:
+            raise InvalidInput(f"unknown table(s) {', '.join(sorted(unknown))}; known: {', '.join(COLUMNS)}")
+        if not self.is_empty():
+            raise InvalidInput(f"{self.path or 'the store'} is not empty ({sum(self.count_nodes().values())} nodes); "
+                               "import into a new store: --db NEW.duckdb")
+        nodes = self._import_check(tables)
+        counts: dict[str, int] = {}
+        with self.transaction():
+            for name, cols in COLUMNS.items():
+                rows = tables.get(name) or []
+                counts[name] = len(rows)
+                if not rows:
+                    continue
+                data: dict[str, list[Any]] = {c: [r.get(c) for r in rows] for c in cols}
+                select = list(cols)
+                if name in ("nodes", "edges"):
+                    data["attrs"] = [json.dumps(a or {}, sort_keys=True) for a in data["attrs"]]
+                    select[select.index("attrs")] = "attrs::JSON"
+                for c in ("created_at", "updated_at", "ingested_at", "decided_at", "started_at", "ended_at"):
+                    if c in data:
+                        data[c] = [_naive_utc(v) for v in data[c]]
+                if name == "nodes":
+                    data["text_hash"] = [text_hash(nodes[i]) for i in data["id"]]
+                    select.append("text_hash")
+                if name == "embeddings":
+                    select[select.index("vector")] = f"vector::FLOAT[{EMBED_DIM}]"
+                self._arrow("_stage_import", pa.table(data))
+                target = [c for c in cols] + (["text_hash"] if name == "nodes" else [])
+                self.con.execute(f"INSERT INTO {name} ({', '.join(target)}) SELECT {', '.join(select)} "
+                                 "FROM _stage_import")
+                self.con.unregister("_stage_import")
+            self._index_terms(list(nodes.values()))
+            assign_paper_keys(self.con)
+        return counts
+
+    @staticmethod
+    def _import_check(tables: dict[str, list[dict[str, Any]]]) -> dict[str, Node]:
+        """Validate imported rows as ingest would (ids, attrs, edge rules, references); the nodes by id."""
+        nodes: dict[str, Node] = {}
+        for r in tables.get("nodes") or []:
+            where = f"nodes row {r.get('id')!r}"
+            if r.get("id") in nodes:
+                raise InvalidInput(f"{where}: the id appears twice")
+            try:
+                n = Node(id=r["id"], type=r["type"], title=r["title"], text=r.get("text") or "",
+                         attrs=r.get("attrs") or {})
+                MadeBy(r["made_by"])
+            except (KeyError, ValueError) as e:
+                raise InvalidInput(f"{where}: {e}") from None
+            if n.title != r["title"]:
+                raise InvalidInput(f"{where}: title {r['title']!r} has surrounding whitespace")
+            try:
+                _validate_node(n)
+            except InvalidInput as e:
+                raise InvalidInput(f"{where}: {e}") from None
+            nodes[n.id] = n
+        seen: set[tuple[str, str, str]] = set()
+        for r in tables.get("edges") or []:
+            key = (r.get("src"), r.get("type"), r.get("dst"))
+            where = f"edges row {key[0]} -{key[1]}-> {key[2]}"
+            try:
+                e = Edge(src=r["src"], type=r["type"], dst=r["dst"], attrs=r.get("attrs") or {})
+                MadeBy(r["made_by"])
+            except (KeyError, ValueError) as err:
+                raise InvalidInput(f"{where}: {err}") from None
+            missing = [x for x in (e.src, e.dst) if x not in nodes]
+            if missing:
+                raise InvalidInput(f"{where}: no node {missing[0]!r} among the imported nodes")
+            if e.key in seen:
+                raise InvalidInput(f"{where}: the edge appears twice")
+            seen.add(e.key)
+            try:
+                _check_edge(e, nodes[e.src].type, nodes[e.dst].type)
+            except InvalidInput as err:
+                raise InvalidInput(f"{where}: {err}") from None
+        refs = (("node_sources", ("node_id",)), ("stated_similarity", ("node_id",)), ("suggestions", ("a", "b")))
+        for name, cols in refs:
+            for r in tables.get(name) or []:
+                for c in cols:
+                    if r.get(c) not in nodes:
+                        raise InvalidInput(f"{name} row: {c} {r.get(c)!r} is not among the imported nodes")
+        for r in tables.get("edge_sources") or []:
+            if (r.get("src"), r.get("type"), r.get("dst")) not in seen:
+                raise InvalidInput(f"edge_sources row: no edge {r.get('src')} -{r.get('type')}-> {r.get('dst')} "
+                                   "among the imported edges")
+        for r in tables.get("embeddings") or []:
+            if len(r.get("vector") or []) != EMBED_DIM:
+                raise InvalidInput(f"embeddings row {r.get('text_hash')!r}: a vector of {EMBED_DIM} numbers expected")
+        return nodes
+
 
 def _similar_key(s: StatedSimilarity) -> str:
     return s.other_id or f"untyped:{slugify(s.other_title)}"
