@@ -27,7 +27,8 @@ def export(ctx: typer.Context,
                                                      "context by its IRI instead of embedding it.")] = False):
     """Export the graph with claim statuses, evidence and provenance; never overwrites without --force.
     Example: claimgraph export --format graphml -o claims.graphml"""
-    from claimgraph.graph.exchange import DEFAULT_NAMES, FORMATS, export as do_export
+    from claimgraph.graph.exchange import DEFAULT_NAMES, FORMATS
+    from claimgraph.graph.exchange import export as do_export
 
     from .main import _opts, _store
 

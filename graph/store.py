@@ -768,7 +768,7 @@ class Store:
         rows = self.con.execute(q + " ORDER BY created_at DESC, run_id DESC", params).fetchall()
         out = [{k: (_aware(v) if isinstance(v, datetime) else v) for k, v in zip(self._RUN_COLS, r)} for r in rows]
         for row in out:  # recorded relative to the store's folder; given back as a path on this machine
-            row["run_dir"] = str(local_path(self, row["run_dir"]))
+            row["run_dir"] = str(local_path(self, str(row["run_dir"])))
         return out
 
     # -- bulk import (claimgraph.graph.exchange, `claimgraph import`) ----------------------------------------
@@ -848,18 +848,18 @@ class Store:
             key = (r.get("src"), r.get("type"), r.get("dst"))
             where = f"edges row {key[0]} -{key[1]}-> {key[2]}"
             try:
-                e = Edge(src=r["src"], type=r["type"], dst=r["dst"], attrs=r.get("attrs") or {})
+                edge = Edge(src=r["src"], type=r["type"], dst=r["dst"], attrs=r.get("attrs") or {})
                 MadeBy(r["made_by"])
             except (KeyError, ValueError) as err:
                 raise InvalidInput(f"{where}: {err}") from None
-            missing = [x for x in (e.src, e.dst) if x not in nodes]
+            missing = [x for x in (edge.src, edge.dst) if x not in nodes]
             if missing:
                 raise InvalidInput(f"{where}: no node {missing[0]!r} among the imported nodes")
-            if e.key in seen:
+            if edge.key in seen:
                 raise InvalidInput(f"{where}: the edge appears twice")
-            seen.add(e.key)
+            seen.add(edge.key)
             try:
-                _check_edge(e, nodes[e.src].type, nodes[e.dst].type)
+                _check_edge(edge, nodes[edge.src].type, nodes[edge.dst].type)
             except InvalidInput as err:
                 raise InvalidInput(f"{where}: {err}") from None
         refs = (("node_sources", ("node_id",)), ("stated_similarity", ("node_id",)), ("suggestions", ("a", "b")))

@@ -12,10 +12,13 @@ experiment, superseded; each top-level scalar attribute as `attr_<name>` (lists 
 and `attrs_json`, the attributes as JSON, which `claimgraph import` reads to rebuild nodes exactly.
 Edge data: label, type, weight, provenance as for nodes, `attr_<name>`, attrs_json.
 GraphML carries nodes and edges only: documents, suggestions, stated similarity and runs are not in it.
+XML cannot hold most control characters (and parsers turn a carriage return into a newline): in text they are
+written as `\\uXXXX` and imported as such; attributes (attrs_json) round-trip exactly.
 """
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +27,13 @@ from ..errors import InvalidInput
 from ..models import NodeType
 from .snapshot import Snapshot, derive, iso, parse_iso, read_snapshot
 
+_NOT_XML = re.compile("[^\t\n\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_safe(v: Any) -> Any:
+    """A string with the characters XML 1.0 cannot carry written as \\uXXXX (JSON's escape, so JSON text
+    inside stays valid and reads back the same)."""
+    return _NOT_XML.sub(lambda m: f"\\u{ord(m.group()):04x}", v) if isinstance(v, str) else v
 
 
 def _scalar(v: Any) -> Any:
@@ -99,6 +109,7 @@ def to_graph(store: Any, snapshot: Snapshot | None = None):
                 d[f"attr_{k}"] = sv
         d["attrs_json"] = json.dumps(n["attrs"], sort_keys=True, ensure_ascii=False)
         node_data.append((n["id"], d))
+    node_data = [(_xml_safe(i), {_xml_safe(k): _xml_safe(v) for k, v in d.items()}) for i, d in node_data]
     _unify([d for _, d in node_data])
     g.add_nodes_from(node_data)
     edge_data = []
@@ -112,6 +123,8 @@ def to_graph(store: Any, snapshot: Snapshot | None = None):
                 d[f"attr_{k}"] = sv
         d["attrs_json"] = json.dumps(e["attrs"], sort_keys=True, ensure_ascii=False)
         edge_data.append((e["src"], e["dst"], "|".join(key), d))
+    edge_data = [(_xml_safe(a), _xml_safe(b), _xml_safe(k), {_xml_safe(x): _xml_safe(v) for x, v in d.items()})
+                 for a, b, k, d in edge_data]
     _unify([d for *_, d in edge_data])
     g.add_edges_from(edge_data)
     return g

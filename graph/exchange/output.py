@@ -83,6 +83,11 @@ def atomic_file(out: Path | str, *, binary: bool = False) -> Iterator[IO]:
         try:
             yield stream
             stream.flush()
+        except BrokenPipeError:  # the reader stopped reading (`| head`): not an error of the export
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
         except OSError as e:
             raise _fail("standard output", e) from None
         return

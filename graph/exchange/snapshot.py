@@ -53,9 +53,12 @@ def doc_base(store: Store) -> Path:
 
 
 def portable_doc_path(base: Path, path: str | None) -> str | None:
-    """An absolute document path as a POSIX path relative to `base`; a relative or non-path value as it is."""
-    if path is None or not os.path.isabs(path):
-        return path
+    """An absolute document path as a POSIX path relative to `base`. A path the store holds as relative (only
+    the Python API can record one) is marked with a leading './', so `local_doc_path` gives it back as it was."""
+    if path is None:
+        return None
+    if not os.path.isabs(path):
+        return "./" + path
     return PurePosixPath(*Path(os.path.relpath(path, base)).parts).as_posix()
 
 
@@ -63,6 +66,8 @@ def local_doc_path(base: Path, path: str | None) -> str | None:
     """The inverse of `portable_doc_path` for the store at `base`."""
     if path is None or os.path.isabs(path):
         return path
+    if path.startswith("./"):
+        return path[2:]
     return os.path.normpath(os.path.join(base, *PurePosixPath(path).parts))
 
 
@@ -187,8 +192,8 @@ def _num(v: Any) -> float | None:
 
 
 def evidence_summary(node_id: str, attrs: dict[str, Any]) -> EvidenceSummary:
-    d = attrs.get("decision") if isinstance(attrs.get("decision"), dict) else {}
-    c = attrs.get("criterion") if isinstance(attrs.get("criterion"), dict) else {}
+    d: dict[str, Any] = attrs["decision"] if isinstance(attrs.get("decision"), dict) else {}
+    c: dict[str, Any] = attrs["criterion"] if isinstance(attrs.get("criterion"), dict) else {}
     n = d.get("n")
     seeds = attrs.get("seeds")
     return EvidenceSummary(

@@ -42,9 +42,9 @@ def nanopub_dataset(store: Any, *, base: str | None = None):
     runs = {r["run_id"]: r for r in t["runs"]}
     src = Sources(snap, iris)
     edges_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for e in t["edges"]:
-        edges_of[e["src"]].append(e)
-        edges_of[e["dst"]].append(e)
+    for row in t["edges"]:
+        edges_of[row["src"]].append(row)
+        edges_of[row["dst"]].append(row)
 
     ds = Dataset()
     for prefix, ns in (("np", NP), ("prov", PROV), ("schema", SCHEMA), ("dct", DCT), ("cg", CG), ("xsd", XSD)):

@@ -27,7 +27,7 @@ from claimgraph.graph.exchange.vocab import CG, CONTEXT_IRI, DCT, NP, PROV, RDF,
 from claimgraph.graph.search import keyword_search, search
 
 sys.path.insert(0, str(Path(__file__).parent))
-from exchange_store import EVIDENCE, EXPERIMENT, OLD_EVIDENCE, build, claim_id  # noqa: E402
+from exchange_store import EVIDENCE, EXPERIMENT, OLD_EVIDENCE, build, claim_id
 
 BASE = "urn:claimgraph:"
 
