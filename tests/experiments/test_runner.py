@@ -339,3 +339,50 @@ def test_a_moved_store_with_its_folder_works_on_another_path(plugin, db, tmp_pat
         texts = s.sql("SELECT run_dir FROM runs UNION ALL SELECT coalesce(source, '') FROM nodes "
                       "UNION ALL SELECT attrs::VARCHAR FROM nodes UNION ALL SELECT coalesce(source, '') FROM edges")
     assert not [t for (t,) in texts if old_home in t]
+
+
+def test_a_real_run_is_exported_with_its_evidence_and_imports_back(plugin, db, tmp_path):
+    """The evidence of a real run, as JSON-LD (rdflib), GraphML (networkx) and Parquet, carries the verdict,
+    value, interval, criterion and run that result.json holds; the JSON-LD imports back into an equal store."""
+    import networkx as nx
+    import rdflib
+
+    from claimgraph.graph.exchange import read_snapshot, snapshot_equal
+    from claimgraph.graph.exchange.vocab import CG, PROV
+
+    exp = add("--seeds", "3")
+    out = json.loads(cli("run", exp).stdout)
+    result = json.loads((Path(out["run_dir"]) / "result.json").read_text())
+    d = result["decision"]
+    for fmt, name in (("json", "g.jsonld"), ("graphml", "g.graphml"), ("parquet", "pq")):
+        r = cli("export", "--format", fmt, "-o", str(tmp_path / name))
+        assert r.exit_code == 0, r.output
+    g = rdflib.Graph()
+    g.parse(tmp_path / "g.jsonld", format="json-ld")
+    ev = rdflib.URIRef("urn:claimgraph:" + out["evidence_id"])
+    one = lambda p: next(iter(g.objects(ev, rdflib.URIRef(CG + p)))).toPython()
+    assert one("verdict") == d["verdict"] == "supported"
+    assert (one("value"), one("ciLow"), one("ciHigh"), one("seedCount")) == (d["mean"], d["ci_low"], d["ci_high"], 3)
+    assert one("criterion") == "mean > 0 band=0.05" and one("runId") == out["run_id"]
+    run = next(iter(g.objects(ev, rdflib.URIRef(PROV + "wasGeneratedBy"))))
+    assert str(run) == f"urn:claimgraph:run/{out['run_id']}"
+    assert str(next(iter(g.objects(run, rdflib.URIRef(CG + "runDir"))))) == \
+        str(Path(out["run_dir"]).relative_to(db.parent / (db.name + ".d")))
+    claim = rdflib.URIRef("urn:claimgraph:claim:samples-are-positive")
+    assert str(next(iter(g.objects(claim, rdflib.URIRef(CG + "status"))))) == "supported"
+    gm = nx.read_graphml(tmp_path / "g.graphml")
+    assert gm.nodes["claim:samples-are-positive"]["evidence_supported"] == 1
+    assert gm.nodes[out["evidence_id"]]["ci_low"] == pytest.approx(d["ci_low"])
+    import duckdb
+
+    assert duckdb.sql(f"SELECT verdict, value FROM '{tmp_path / 'pq' / 'evidence.parquet'}'").fetchall() == \
+        [("supported", d["mean"])]
+    copy = tmp_path / "copy.duckdb"
+    r = CliRunner().invoke(app, ["--db", str(copy), "import", str(tmp_path / "g.jsonld"), "--no-embed"])
+    assert r.exit_code == 0, r.output
+    with Store(db) as a, Store(copy) as b:
+        sa, sb = read_snapshot(a, vectors=False), read_snapshot(b, vectors=False)
+        assert snapshot_equal(sa, sb) == {}
+    ev_copy = json.loads(CliRunner().invoke(app, ["--db", str(copy), "--json", "evidence",
+                                                  "claim:samples-are-positive"]).stdout)
+    assert ev_copy["status"] == "supported" and ev_copy["evidence"][0]["run_id"] == out["run_id"]
