@@ -88,19 +88,9 @@ def status_reports(store: Store, ids: list[str]) -> dict[str, StatusReport]:
     """Status of each claim or finding with the verdicts it rests on (rules: graph.models.STATUS_RULES)."""
     if not ids:
         return {}
-    rows = store.sql("""
-        WITH ev AS (
-            SELECT e.dst AS target, e.src AS evidence FROM edges e
-              WHERE e.type IN ('supports', 'refutes') AND e.dst IN (SELECT unnest($1))
-            UNION
-            SELECT t.dst AS target, p.dst AS evidence FROM edges t JOIN edges p ON p.src = t.src
-              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst IN (SELECT unnest($1)))
-        SELECT ev.target, n.attrs FROM ev JOIN nodes n ON n.id = ev.evidence
-        WHERE n.type = 'evidence' AND coalesce(CAST(n.attrs->>'superseded' AS BOOLEAN), false) = false
-        ORDER BY ev.target, n.id""", [list(ids)])
-    by_target: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for target, attrs in rows:
-        by_target[target].append(json.loads(attrs) if isinstance(attrs, str) else (attrs or {}))
+    ev = evidence_map(store, ids)
+    nodes = store.get_nodes(i for evs in ev.values() for i in evs)
+    by_target = {t: [nodes[i].attrs for i in evs] for t, evs in ev.items()}
     out: dict[str, StatusReport] = {}
     for i in ids:
         by_verdict: dict[str, list[str]] = defaultdict(list)

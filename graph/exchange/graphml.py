@@ -5,10 +5,10 @@ Every attribute has one key with one GraphML type (numbers as `long`/`double`, b
 node's title (the edge's type), `weight` is 1.0 on every edge, and edge ids are unique (`src|type|dst`).
 
 Node data: label, type, text; provenance (made_by, source, source_sha256, created_at, updated_at in ISO 8601 UTC,
-documents: the mentioning documents' paths as a JSON list); a claim's or finding's status and its evidence
+documents: the mentioning documents' paths as a JSON list); a claim's or finding's status (and status_detail: which methods gave which verdict) and its evidence
 (evidence_supported / _refuted / _inconclusive counts, evidence: one line per current evidence); an evidence
 node's verdict, metric, value, ci_low, ci_high, seeds, confidence, criterion, interval_covers, run_id,
-experiment, superseded; each top-level scalar attribute as `attr_<name>` (lists of scalars joined by '; ');
+experiment, superseded, decisive; each top-level scalar attribute as `attr_<name>` (lists of scalars joined by '; ');
 and `attrs_json`, the attributes as JSON, which `claimgraph import` reads to rebuild nodes exactly.
 Edge data: label, type, weight, provenance as for nodes, `attr_<name>`, attrs_json.
 GraphML carries nodes and edges only: documents, suggestions, stated similarity and runs are not in it.
@@ -92,6 +92,7 @@ def to_graph(store: Any, snapshot: Snapshot | None = None):
             d["documents"] = json.dumps(docs[n["id"]], ensure_ascii=False)
         if n["id"] in der.status:
             d["status"] = der.status[n["id"]]
+            d["status_detail"] = der.detail[n["id"]]
             evs = der.evidence.get(n["id"], [])
             for verdict in ("supported", "refuted", "inconclusive"):
                 d[f"evidence_{verdict}"] = sum(s.verdict == verdict for s in evs)
@@ -102,7 +103,7 @@ def to_graph(store: Any, snapshot: Snapshot | None = None):
             ev = {"verdict": s.verdict, "metric": s.metric, "value": s.value, "ci_low": s.ci_low,
                   "ci_high": s.ci_high, "seeds": s.n, "confidence": s.confidence, "criterion": s.criterion,
                   "interval_covers": s.interval_covers, "run_id": s.run_id, "experiment": s.experiment,
-                  "superseded": s.superseded}
+                  "superseded": s.superseded, "decisive": s.decisive}
             d.update({k: v for k, v in ev.items() if v is not None})
         for k, v in n["attrs"].items():
             if (sv := _scalar(v)) is not None:

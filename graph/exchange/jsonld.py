@@ -92,7 +92,7 @@ def _evidence_terms(s: Any, iris: Iris) -> dict[str, Any]:
     out: dict[str, Any] = {"verdict": s.verdict, "metric": s.metric, "value": s.value, "ciLow": s.ci_low,
                            "ciHigh": s.ci_high, "seedCount": s.n, "confidence": s.confidence,
                            "criterion": s.criterion, "intervalCovers": s.interval_covers, "superseded": s.superseded,
-                           "runId": s.run_id, "kind": s.kind}
+                           "decisive": s.decisive, "runId": s.run_id, "kind": s.kind}
     if s.run_id:
         out["wasGeneratedBy"] = iris.run(s.run_id)
     if s.experiment:
@@ -140,6 +140,7 @@ def jsonld_document(store: Any, *, base: str | None = None, inline_context: bool
                 obj["sameAs"] = same
         if n["id"] in der.status:
             obj["status"] = der.status[n["id"]]
+            obj["statusDetail"] = der.detail[n["id"]]
             evs = der.evidence.get(n["id"], [])
             if evs:
                 obj["evidence"] = [iris.node(s.id) for s in evs]

@@ -1,6 +1,7 @@
 """Parquet: one file per stored table (lossless, vectors included), for data work and for `claimgraph import`.
 
-    nodes.parquet            every node; attrs as JSON text; `status` is the derived claim/finding status
+    nodes.parquet            every node; attrs as JSON text; `status` (and `status_detail`: which methods gave
+                             which verdict) is the derived claim/finding status
     edges.parquet            every typed edge with its provenance
     node_sources.parquet, edge_sources.parquet   which documents mention which node / edge
     documents.parquet, stated_similarity.parquet, suggestions.parquet, runs.parquet, embeddings.parquet
@@ -52,6 +53,7 @@ def write_parquet(store: Any, folder: Path) -> list[Path]:
         table = pa.table(data, schema=_schema(name))
         if name == "nodes":
             table = table.append_column("status", pa.array([der.status.get(i) for i in data["id"]], pa.string()))
+            table = table.append_column("status_detail", pa.array([der.detail.get(i) for i in data["id"]], pa.string()))
         path = folder / f"{name}.parquet"
         pq.write_table(table, path)
         written.append(path)
@@ -59,13 +61,15 @@ def write_parquet(store: Any, folder: Path) -> list[Path]:
     ev_rows = [{"target": target, "evidence": s.id, "verdict": s.verdict, "metric": s.metric, "value": s.value,
                 "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n, "confidence": s.confidence,
                 "interval_covers": s.interval_covers, "criterion": s.criterion, "run_id": s.run_id,
-                "experiment": s.experiment, "status": der.status.get(target)}
+                "experiment": s.experiment, "superseded": s.superseded, "decisive": s.decisive,
+                "status": der.status.get(target)}
                for target, evs in sorted(der.evidence.items()) for s in evs]
     ev_schema = pa.schema([("target", pa.string()), ("evidence", pa.string()), ("verdict", pa.string()),
                            ("metric", pa.string()), ("value", pa.float64()), ("ci_low", pa.float64()),
                            ("ci_high", pa.float64()), ("n", pa.int64()), ("confidence", pa.float64()),
                            ("interval_covers", pa.string()), ("criterion", pa.string()), ("run_id", pa.string()),
-                           ("experiment", pa.string()), ("status", pa.string())])
+                           ("experiment", pa.string()), ("superseded", pa.bool_()), ("decisive", pa.bool_()),
+                           ("status", pa.string())])
     pq.write_table(pa.Table.from_pylist(ev_rows, schema=ev_schema), folder / "evidence.parquet")
     written.append(folder / "evidence.parquet")
     manifest = {"format": KIND, "format_version": FORMAT_VERSION, "schema_version": snap.schema_version,

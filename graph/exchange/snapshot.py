@@ -153,6 +153,7 @@ class EvidenceSummary:
     kind: str | None
     seeds: list[int] | None
     superseded: bool
+    decisive: bool  # False: listed with its claim but not counted in the status (graph.models.STATUS_RULES)
 
     @property
     def interval_covers(self) -> str | None:
@@ -202,7 +203,8 @@ def evidence_summary(node_id: str, attrs: dict[str, Any]) -> EvidenceSummary:
         n=int(n) if isinstance(n, int) and not isinstance(n, bool) else None, confidence=_num(c.get("confidence")),
         criterion=criterion_syntax(c), run_id=attrs.get("run_id"), experiment=attrs.get("experiment"),
         kind=attrs.get("kind"), seeds=[int(s) for s in seeds] if isinstance(seeds, list) and
-        all(isinstance(s, int) for s in seeds) else None, superseded=bool(attrs.get("superseded", False)))
+        all(isinstance(s, int) for s in seeds) else None, superseded=bool(attrs.get("superseded", False)),
+        decisive=attrs.get("decisive", True) is not False)
 
 
 @dataclass
@@ -210,18 +212,20 @@ class Derived:
     """Claim and finding statuses, and each one's current evidence, for the exports' readers."""
 
     status: dict[str, str]
+    detail: dict[str, str]                        # the status with which methods gave which verdict
     evidence: dict[str, list[EvidenceSummary]]  # claim/finding id -> its current evidence
     summaries: dict[str, EvidenceSummary]         # evidence id -> summary
 
 
 def derive(store: Store, snapshot: Snapshot) -> Derived:
-    from ..queries import STATUS_TYPES, claim_statuses, evidence_map
+    from ..queries import STATUS_TYPES, evidence_map, status_reports
 
     targets = [n["id"] for n in snapshot.tables["nodes"] if NodeType(n["type"]) in STATUS_TYPES]
     summaries = {n["id"]: evidence_summary(n["id"], n["attrs"]) for n in snapshot.tables["nodes"]
                  if n["type"] == NodeType.evidence.value}
     ev = evidence_map(store, targets)
-    return Derived(status=dict(claim_statuses(store, targets)),
+    reports = status_reports(store, targets)
+    return Derived(status={i: r.status for i, r in reports.items()}, detail={i: r.describe() for i, r in reports.items()},
                    evidence={t: [summaries[i] for i in ids if i in summaries] for t, ids in ev.items()},
                    summaries=summaries)
 

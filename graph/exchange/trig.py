@@ -80,6 +80,7 @@ def nanopub_dataset(store: Any, *, base: str | None = None):
         if n["text"]:
             g.add((c, U(DCT + "description"), lit(n["text"])))
         g.add((c, U(CG + "status"), lit(der.status[cid])))
+        g.add((c, U(CG + "statusDetail"), lit(der.detail[cid])))
         evidence = der.evidence.get(cid, [])
         for s in evidence:
             e = U(iris.node(s.id))
@@ -88,7 +89,8 @@ def nanopub_dataset(store: Any, *, base: str | None = None):
             g.add((e, U(DCT + "title"), lit(nodes[s.id]["title"])))
             for term, v in (("verdict", s.verdict), ("metric", s.metric), ("value", s.value), ("ciLow", s.ci_low),
                             ("ciHigh", s.ci_high), ("seedCount", s.n), ("confidence", s.confidence),
-                            ("criterion", s.criterion), ("intervalCovers", s.interval_covers), ("runId", s.run_id)):
+                            ("criterion", s.criterion), ("intervalCovers", s.interval_covers), ("runId", s.run_id),
+                            ("decisive", s.decisive)):
                 if v is not None:
                     g.add((e, U(CG + term), lit(v)))
             if s.run_id:

@@ -122,6 +122,7 @@ def test_jsonld_is_linked_data_with_prov_and_schema_org(built, exports):
     assert str(_literal(g, stmt, URIRef(CG + "madeBy"))) == "experiment"
     # statuses and evidence: verdict, value, interval, criterion, run
     assert str(_literal(g, c, URIRef(CG + "status"))) == "supported"
+    assert str(_literal(g, c, URIRef(CG + "statusDetail"))) == "supported (supported: sae)"
     assert set(g.objects(c, URIRef(CG + "evidence"))) == {URIRef(BASE + EVIDENCE)}  # the superseded one is not current
     e = URIRef(BASE + EVIDENCE)
     assert str(_literal(g, e, URIRef(CG + "verdict"))) == "supported"
@@ -230,7 +231,8 @@ def test_graphml_loads_in_networkx_with_types_provenance_status_and_evidence(bui
     assert c["created_at"].endswith("Z") and json.loads(c["documents"])
     ev = g.nodes[EVIDENCE]
     assert ev["value"] == pytest.approx(0.373) and isinstance(ev["seeds"], int) and ev["seeds"] == 3
-    assert ev["superseded"] is False and g.nodes[OLD_EVIDENCE]["superseded"] is True
+    assert ev["superseded"] is False and g.nodes[OLD_EVIDENCE]["superseded"] is True and ev["decisive"] is True
+    assert c["status_detail"] == "supported (supported: sae)"
     assert ev["criterion"] == "single_token_frac_diff > 0.1 band=0.05" and ev["run_id"] == "r2"
     mono = next(n for n in g if "monosemanticity" in n)
     assert g.nodes[mono]["attr_year"] == 2023 and "Trenton Bricken" in g.nodes[mono]["attr_authors"]
