@@ -239,6 +239,13 @@ class Store:
         except duckdb.Error as e:
             raise StoreError(str(e)) from None
 
+    def arrow(self, query: str, params: Iterable[Any] | None = None) -> Any:
+        """Run read SQL and return a pyarrow Table (for bulk reads: exports); duckdb errors become StoreError."""
+        try:
+            return self.con.execute(query, list(params) if params is not None else None).to_arrow_table()
+        except duckdb.Error as e:
+            raise StoreError(str(e)) from None
+
     def _arrow(self, name: str, table: Any) -> None:
         self.con.register(name, table)
 
@@ -778,10 +785,11 @@ class Store:
         """True when the store holds no nodes, edges, documents, similarities, suggestions or runs."""
         return not any(_scalar(self.con, f"SELECT count(*) FROM {t}") for t in self._CONTENT_TABLES)
 
-    def import_rows(self, tables: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+    def import_rows(self, tables: dict[str, Any]) -> dict[str, int]:
         """Write exported rows (`claimgraph.graph.exchange.snapshot.COLUMNS` per table) into this empty store in
         one transaction, keeping their timestamps and provenance. Nodes and edges are validated as ingest
-        validates them; the keyword index and paper identity keys are rebuilt. Returns rows written per table."""
+        validates them; the keyword index and paper identity keys are rebuilt. A table is a list of row dicts, or a
+        pyarrow Table with those columns (suggestions and vectors from Parquet). Returns rows written per table."""
         import pyarrow as pa
 
         from .exchange.snapshot import COLUMNS
@@ -796,7 +804,16 @@ class Store:
         counts: dict[str, int] = {}
         with self.transaction():
             for name, cols in COLUMNS.items():
-                rows = tables.get(name) or []
+                rows = tables.get(name)
+                if isinstance(rows, pa.Table):  # bulk tables from Parquet, inserted as they are
+                    counts[name] = rows.num_rows
+                    select = [f"vector::FLOAT[{EMBED_DIM}]" if c == "vector" else c for c in cols]
+                    self._arrow("_stage_import", rows.select(list(cols)))
+                    self.con.execute(f"INSERT INTO {name} ({', '.join(cols)}) SELECT {', '.join(select)} "
+                                     "FROM _stage_import")
+                    self.con.unregister("_stage_import")
+                    continue
+                rows = rows or []
                 counts[name] = len(rows)
                 if not rows:
                     continue
@@ -823,7 +840,7 @@ class Store:
         return counts
 
     @staticmethod
-    def _import_check(tables: dict[str, list[dict[str, Any]]]) -> dict[str, Node]:
+    def _import_check(tables: dict[str, Any]) -> dict[str, Node]:
         """Validate imported rows as ingest would (ids, attrs, edge rules, references); the nodes by id."""
         nodes: dict[str, Node] = {}
         for r in tables.get("nodes") or []:
@@ -864,7 +881,18 @@ class Store:
                 raise InvalidInput(f"{where}: {err}") from None
         refs = (("node_sources", ("node_id",)), ("stated_similarity", ("node_id",)), ("suggestions", ("a", "b")))
         for name, cols in refs:
-            for r in tables.get(name) or []:
+            rows = tables.get(name)
+            if rows is not None and not isinstance(rows, list):  # an Arrow table: checked column-wise
+                import pyarrow as pa
+                import pyarrow.compute as pc
+
+                known = pa.array(list(nodes), pa.string())
+                for c in cols:
+                    bad = pc.filter(rows[c], pc.invert(pc.is_in(rows[c], value_set=known)))
+                    if len(bad):
+                        raise InvalidInput(f"{name} row: {c} {bad[0].as_py()!r} is not among the imported nodes")
+                continue
+            for r in rows or []:
                 for c in cols:
                     if r.get(c) not in nodes:
                         raise InvalidInput(f"{name} row: {c} {r.get(c)!r} is not among the imported nodes")
@@ -872,7 +900,8 @@ class Store:
             if (r.get("src"), r.get("type"), r.get("dst")) not in seen:
                 raise InvalidInput(f"edge_sources row: no edge {r.get('src')} -{r.get('type')}-> {r.get('dst')} "
                                    "among the imported edges")
-        for r in tables.get("embeddings") or []:
+        emb = tables.get("embeddings")
+        for r in emb if isinstance(emb, list) else []:  # an Arrow table's type fixes the length already
             if len(r.get("vector") or []) != EMBED_DIM:
                 raise InvalidInput(f"embeddings row {r.get('text_hash')!r}: a vector of {EMBED_DIM} numbers expected")
         return nodes

@@ -20,7 +20,17 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..schema import EMBED_DIM
-from .snapshot import COLUMNS, FORMAT_VERSION, JSON_COLUMNS, Snapshot, derive, iso, read_snapshot
+from .snapshot import (
+    BULK_TABLES,
+    COLUMNS,
+    FORMAT_VERSION,
+    JSON_COLUMNS,
+    Snapshot,
+    derive,
+    iso,
+    read_arrow,
+    read_snapshot,
+)
 
 MANIFEST = "claimgraph.json"
 KIND = "claimgraph-parquet"
@@ -43,10 +53,15 @@ def write_parquet(store: Any, folder: Path) -> list[Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    snap = read_snapshot(store)
+    snap = read_snapshot(store, tables=tuple(t for t in COLUMNS if t not in BULK_TABLES))
     der = derive(store, snap)
     written = []
     counts = {}
+    for name in BULK_TABLES:
+        table = read_arrow(store, name).cast(_schema(name))
+        pq.write_table(table, folder / f"{name}.parquet")
+        written.append(folder / f"{name}.parquet")
+        counts[name] = table.num_rows
     for name, rows in snap.tables.items():
         data = {c: [json.dumps(r[c], sort_keys=True) if (name, c) in JSON_COLUMNS else r[c] for r in rows]
                 for c in COLUMNS[name]}
@@ -110,7 +125,14 @@ def read_parquet(folder: Path) -> Snapshot:
         missing = [c for c in cols if c not in table.column_names]
         if missing:
             raise InvalidInput(f"{path}: column(s) {', '.join(missing)} missing")
-        rows = table.select(list(cols)).to_pylist()
+        table = table.select(list(cols))
+        if name in BULK_TABLES:
+            try:
+                tables[name] = table.cast(_schema(name))
+            except (ValueError, TypeError, NotImplementedError) as e:  # pyarrow's cast errors
+                raise InvalidInput(f"{path}: columns of the wrong type: {e}") from None
+            continue
+        rows = table.to_pylist()
         for r in rows:
             for c in cols:
                 if (name, c) in JSON_COLUMNS:

@@ -80,7 +80,7 @@ def _is_doc_source(table: str, row: dict[str, Any]) -> bool:
 class Snapshot:
     """A store's rows (`tables`), in portable form, and the store's schema version."""
 
-    tables: dict[str, list[dict[str, Any]]]
+    tables: dict[str, Any]  # table -> list of row dicts (or, from Parquet, an Arrow table for BULK_TABLES)
     schema_version: int
     derived: dict[str, Any] = field(default_factory=dict)
 
@@ -110,10 +110,24 @@ def read_snapshot(store: Store, *, tables: tuple[str, ...] | None = None, vector
     return Snapshot(tables=out, schema_version=store.schema_version())
 
 
-def localize(snapshot: Snapshot, base: Path) -> dict[str, list[dict[str, Any]]]:
+# Tables that can be large (millions of open suggestions, a vector per text) and hold no paths: Parquet moves them
+# as Arrow tables, never as Python rows.
+BULK_TABLES = ("suggestions", "embeddings")
+
+
+def read_arrow(store: Store, name: str) -> Any:
+    """One of BULK_TABLES as an Arrow table (columns as in COLUMNS, sorted by key)."""
+    assert name in BULK_TABLES, name
+    return store.arrow(f"SELECT {', '.join(COLUMNS[name])} FROM {name} ORDER BY {ORDER_BY[name]}")
+
+
+def localize(snapshot: Snapshot, base: Path) -> dict[str, Any]:
     """The snapshot's rows with document paths resolved against `base` (the importing store's folder)."""
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, Any] = {}
     for name, rows in snapshot.tables.items():
+        if not isinstance(rows, list):  # an Arrow table of BULK_TABLES: no paths in it
+            out[name] = rows
+            continue
         new = []
         for row in rows:
             row = dict(row)

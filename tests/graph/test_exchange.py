@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 import networkx as nx
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import rdflib
@@ -320,6 +321,14 @@ def test_import_refuses_a_store_that_is_not_empty_and_bad_exports(db, exports, t
         with pytest.raises(InvalidInput, match="export only"):
             import_(r, exports["trig"])
         assert r.is_empty()  # nothing half-written
+    folder = tmp_path / "pq"
+    shutil.copytree(exports["parquet"], folder)
+    sugg = pq.read_table(folder / "suggestions.parquet")
+    pq.write_table(sugg.set_column(0, "a", pa.array(["claim:gone"] * sugg.num_rows)), folder / "suggestions.parquet")
+    with Store(tmp_path / "new2.duckdb") as r:
+        with pytest.raises(InvalidInput, match="suggestions row: a 'claim:gone' is not among the imported nodes"):
+            import_(r, folder)
+        assert r.is_empty()
 
 
 def test_a_moved_store_exports_the_same_relative_paths(built, tmp_path):

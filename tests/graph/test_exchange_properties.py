@@ -161,13 +161,13 @@ def _round_trip(tables, formats):
                 assert snapshot_equal(expected, back) == {}, fmt
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stores())
 def test_generated_stores_round_trip_through_every_importable_format(tables):
     _round_trip(tables, ("json", "parquet", "graphml"))
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stores(text=FULL_TEXT))
 def test_control_characters_round_trip_through_json_ld_and_parquet(tables):
     _round_trip(tables, ("json", "parquet"))
