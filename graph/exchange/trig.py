@@ -8,10 +8,13 @@ For a claim C the nanopublication `<base>np/<C>` has four named graphs:
                       prov:wasGeneratedBy the runs that produced the evidence (each run: experiment, times,
                       config hash)
     <np>#pubinfo      who made the nanopublication and when (claimgraph, its version, the export time)
-Read-only exchange: `claimgraph import` takes JSON-LD, Parquet or GraphML, not TriG.
+Read-only exchange: `claimgraph import` takes JSON-LD, Parquet or GraphML, not TriG. Written directly (one
+triple per line inside each graph block, N-Triples escaping), which keeps it linear in the store's size.
 """
 from __future__ import annotations
 
+import math
+import re
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -21,17 +24,43 @@ from ..queries import STATUS_TYPES
 from .snapshot import derive, iso, read_snapshot
 from .vocab import CG, DCT, NODE_CLASSES, NP, PROV, RDF, RDFS, SCHEMA, XSD, Iris
 
+PREFIXES = {"np": NP, "prov": PROV, "schema": SCHEMA, "dct": DCT, "cg": CG, "xsd": XSD, "rdfs": RDFS, "rdf": RDF}
+_LOCAL = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_IRI_UNSAFE = re.compile(r'[\x00-\x20<>"{}|^`\\]')
+_ECHAR = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_STR_UNSAFE = re.compile(r'[\\"\n\r\t\x00-\x1f\x7f]')
+
+
+def _iri(iri: str) -> str:
+    """An IRI term: a prefixed name for the vocabularies above, else <...> with unsafe characters %-encoded."""
+    for prefix, ns in PREFIXES.items():
+        if iri.startswith(ns) and _LOCAL.fullmatch(iri[len(ns):]):
+            return f"{prefix}:{iri[len(ns):]}"
+    return "<" + _IRI_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), iri) + ">"
+
+
+def _lit(v: Any) -> str:
+    """A literal: strings escaped as N-Triples does, numbers and booleans and times typed with XSD."""
+    if isinstance(v, bool):
+        return f'"{str(v).lower()}"^^xsd:boolean'
+    if isinstance(v, int):
+        return f'"{v}"^^xsd:integer'
+    if isinstance(v, float):
+        text = "NaN" if math.isnan(v) else ("INF" if v > 0 else "-INF") if math.isinf(v) else repr(v)
+        return f'"{text}"^^xsd:double'
+    if isinstance(v, datetime):
+        return f'"{iso(v)}"^^xsd:dateTime'
+    text = _STR_UNSAFE.sub(lambda m: _ECHAR.get(m.group(), f"\\u{ord(m.group()):04X}"), str(v))
+    return f'"{text}"'
+
 
 def _expand(curie: str) -> str:
     prefix, local = curie.split(":", 1)
-    return {"cg": CG, "prov": PROV, "schema": SCHEMA}[prefix] + local
+    return PREFIXES[prefix] + local
 
 
-def nanopub_dataset(store: Any, *, base: str | None = None):
-    """An rdflib Dataset holding one nanopublication per claim and finding."""
-    from rdflib import Dataset, Literal, URIRef
-    from rdflib.namespace import Namespace
-
+def nanopub_graphs(store: Any, *, base: str | None = None) -> dict[str, list[str]]:
+    """Named graph IRI -> its triples as TriG lines, four graphs per claim and finding (see the module docstring)."""
     from .jsonld import Sources, software_version
 
     iris = Iris(base) if base else Iris()
@@ -45,97 +74,98 @@ def nanopub_dataset(store: Any, *, base: str | None = None):
     for row in t["edges"]:
         edges_of[row["src"]].append(row)
         edges_of[row["dst"]].append(row)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    agent = iris.agent
+    out: dict[str, list[str]] = {}
 
-    ds = Dataset()
-    for prefix, ns in (("np", NP), ("prov", PROV), ("schema", SCHEMA), ("dct", DCT), ("cg", CG), ("xsd", XSD)):
-        ds.bind(prefix, Namespace(ns))
-    U = URIRef
-    now = Literal(iso(datetime.now(timezone.utc).replace(tzinfo=None)), datatype=U(XSD + "dateTime"))
-    agent = U(iris.agent)
-    a = U(RDF + "type")
+    def graph(name: str) -> Any:
+        lines = out.setdefault(name, [])
 
-    def lit(v: Any) -> Literal:
-        return Literal(v)
+        def add(s: str, p: str, o: str, *, literal: Any = None) -> None:
+            lines.append(f"{_iri(s)} {_iri(p)} {_lit(literal) if o is None else _iri(o)} .")
+        return add
 
-    def time(v: datetime) -> Literal:
-        return Literal(iso(v), datatype=U(XSD + "dateTime"))
-
+    a = RDF + "type"
     for cid, n in nodes.items():
         if NodeType(n["type"]) not in STATUS_TYPES:
             continue
         np_iri = iris.nanopub(cid)
-        head, assertion = U(np_iri + "#head"), U(np_iri + "#assertion")
-        provenance, pubinfo = U(np_iri + "#provenance"), U(np_iri + "#pubinfo")
-        h = ds.graph(head)
-        h.add((U(np_iri), a, U(NP + "Nanopublication")))
-        h.add((U(np_iri), U(NP + "hasAssertion"), assertion))
-        h.add((U(np_iri), U(NP + "hasProvenance"), provenance))
-        h.add((U(np_iri), U(NP + "hasPublicationInfo"), pubinfo))
+        assertion, provenance, pubinfo = np_iri + "#assertion", np_iri + "#provenance", np_iri + "#pubinfo"
+        h = graph(np_iri + "#head")
+        h(np_iri, a, NP + "Nanopublication")
+        h(np_iri, NP + "hasAssertion", assertion)
+        h(np_iri, NP + "hasProvenance", provenance)
+        h(np_iri, NP + "hasPublicationInfo", pubinfo)
 
-        g = ds.graph(assertion)
-        c = U(iris.node(cid))
+        g = graph(assertion)
+        c = iris.node(cid)
         for cls in NODE_CLASSES[NodeType(n["type"])]:
-            g.add((c, a, U(_expand(cls))))
-        g.add((c, U(DCT + "title"), lit(n["title"])))
+            g(c, a, _expand(cls))
+        g(c, DCT + "title", None, literal=n["title"])
         if n["text"]:
-            g.add((c, U(DCT + "description"), lit(n["text"])))
-        g.add((c, U(CG + "status"), lit(der.status[cid])))
-        g.add((c, U(CG + "statusDetail"), lit(der.detail[cid])))
+            g(c, DCT + "description", None, literal=n["text"])
+        g(c, CG + "status", None, literal=der.status[cid])
+        g(c, CG + "statusDetail", None, literal=der.detail[cid])
         evidence = der.evidence.get(cid, [])
         for s in evidence:
-            e = U(iris.node(s.id))
-            g.add((c, U(CG + "evidence"), e))
-            g.add((e, a, U(CG + "Evidence")))
-            g.add((e, U(DCT + "title"), lit(nodes[s.id]["title"])))
+            e = iris.node(s.id)
+            g(c, CG + "evidence", e)
+            g(e, a, CG + "Evidence")
+            g(e, DCT + "title", None, literal=nodes[s.id]["title"])
             for term, v in (("verdict", s.verdict), ("metric", s.metric), ("value", s.value), ("ciLow", s.ci_low),
                             ("ciHigh", s.ci_high), ("seedCount", s.n), ("confidence", s.confidence),
                             ("criterion", s.criterion), ("intervalCovers", s.interval_covers), ("runId", s.run_id),
                             ("decisive", s.decisive)):
                 if v is not None:
-                    g.add((e, U(CG + term), lit(v)))
+                    g(e, CG + term, None, literal=v)
             if s.run_id:
-                g.add((e, U(PROV + "wasGeneratedBy"), U(iris.run(s.run_id))))
+                g(e, PROV + "wasGeneratedBy", iris.run(s.run_id))
+        seen: set[tuple[str, str, str]] = set()
         for x in [cid] + [s.id for s in evidence]:
             for edge in edges_of.get(x, []):
-                g.add((U(iris.node(edge["src"])), U(CG + edge["type"]), U(iris.node(edge["dst"]))))
+                key = (edge["src"], edge["type"], edge["dst"])
+                if key not in seen:
+                    seen.add(key)
+                    g(iris.node(edge["src"]), CG + edge["type"], iris.node(edge["dst"]))
 
-        p = ds.graph(provenance)
-        p.add((assertion, U(PROV + "generatedAtTime"), time(n["updated_at"])))
-        p.add((assertion, U(PROV + "wasAttributedTo"), agent))
+        p = graph(provenance)
+        p(assertion, PROV + "generatedAtTime", None, literal=n["updated_at"])
+        p(assertion, PROV + "wasAttributedTo", agent)
+        derived: set[str] = set()
         for row in [n] + [nodes[s.id] for s in evidence]:
-            for key, value in src.prov(row).items():
-                if key == "wasDerivedFrom":
-                    ent = src.entities[value]
-                    p.add((assertion, U(PROV + "wasDerivedFrom"), U(value)))
-                    p.add((U(value), a, U(PROV + "Entity")))
-                    p.add((U(value), U(CG + "path"), lit(ent["path"])))
-                    if ent.get("sha256"):
-                        p.add((U(value), U(CG + "sha256"), lit(ent["sha256"])))
-        for s in evidence:
-            if not s.run_id:
-                continue
-            run = U(iris.run(s.run_id))
-            p.add((assertion, U(PROV + "wasGeneratedBy"), run))
-            p.add((run, a, U(PROV + "Activity")))
-            r = runs.get(s.run_id)
-            if s.experiment:
-                p.add((run, U(PROV + "used"), U(iris.node(s.experiment))))
+            doc = src.prov(row).get("wasDerivedFrom")
+            if doc and doc not in derived:
+                derived.add(doc)
+                ent = src.entities[doc]
+                p(assertion, PROV + "wasDerivedFrom", doc)
+                p(doc, a, PROV + "Entity")
+                p(doc, CG + "path", None, literal=ent["path"])
+                if ent.get("sha256"):
+                    p(doc, CG + "sha256", None, literal=ent["sha256"])
+        for run_id in dict.fromkeys(s.run_id for s in evidence if s.run_id):
+            run = iris.run(run_id)
+            p(assertion, PROV + "wasGeneratedBy", run)
+            p(run, a, PROV + "Activity")
+            r = runs.get(run_id)
             if r is not None:
-                p.add((run, U(CG + "configHash"), lit(r["config_hash"])))
-                p.add((run, U(CG + "runDir"), lit(r["run_dir"])))
+                p(run, PROV + "used", iris.node(r["experiment_id"]))
+                p(run, CG + "configHash", None, literal=r["config_hash"])
+                p(run, CG + "runDir", None, literal=r["run_dir"])
                 for term, col in (("startedAtTime", "started_at"), ("endedAtTime", "ended_at")):
                     if r[col] is not None:
-                        p.add((run, U(PROV + term), time(r[col])))
+                        p(run, PROV + term, None, literal=r[col])
 
-        i = ds.graph(pubinfo)
-        i.add((U(np_iri), U(DCT + "created"), now))
-        i.add((U(np_iri), U(PROV + "wasAttributedTo"), agent))
-        i.add((U(np_iri), U(RDFS + "label"), lit(f"{n['type']}: {n['title']}")))
-        i.add((agent, a, U(PROV + "SoftwareAgent")))
-        i.add((agent, U(SCHEMA + "name"), lit("claimgraph")))
-        i.add((agent, U(SCHEMA + "softwareVersion"), lit(software_version())))
-    return ds
+        i = graph(pubinfo)
+        i(np_iri, DCT + "created", None, literal=now)
+        i(np_iri, PROV + "wasAttributedTo", agent)
+        i(np_iri, RDFS + "label", None, literal=f"{n['type']}: {n['title']}")
+        i(agent, a, PROV + "SoftwareAgent")
+        i(agent, SCHEMA + "name", None, literal="claimgraph")
+        i(agent, SCHEMA + "softwareVersion", None, literal=software_version())
+    return out
 
 
 def write_trig(store: Any, f: IO[bytes], *, base: str | None = None) -> None:
-    f.write(nanopub_dataset(store, base=base).serialize(format="trig", encoding="utf-8"))
+    f.write("".join(f"@prefix {p}: <{ns}> .\n" for p, ns in PREFIXES.items()).encode())
+    for name, lines in nanopub_graphs(store, base=base).items():
+        f.write(("\n" + _iri(name) + " {\n    " + "\n    ".join(lines) + "\n}\n").encode("utf-8"))

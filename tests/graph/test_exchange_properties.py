@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from claimgraph.graph import Store
 from claimgraph.graph.exchange import export, import_, read_snapshot, snapshot_equal
 from claimgraph.graph.exchange.snapshot import localize
+from claimgraph.graph.exchange.vocab import DCT
 from claimgraph.graph.models import EDGE_RULES, EdgeType, NodeType
 
 # Text: anything but surrogates and control characters except tab and newline (GraphML cannot carry those;
@@ -145,7 +146,17 @@ def _round_trip(tables, formats):
             snap = read_snapshot(orig)
             # what was written is what was generated (document paths in portable form are given back)
             assert localize(snap, folder) == _sorted(tables)
-            for fmt in formats:
+            if "trig" in formats:  # read back with rdflib: every claim's and finding's title as it is stored
+                import rdflib
+
+                export(orig, "trig", folder / "export.trig")
+                ds = rdflib.Dataset()
+                ds.parse(folder / "export.trig", format="trig")
+                titles = {str(s): str(o) for s, _, o, _ in ds.quads((None, rdflib.URIRef(DCT + "title"), None, None))}
+                want = {f"urn:claimgraph:{n['id']}": n["title"] for n in snap.tables["nodes"]
+                        if n["type"] in ("claim", "finding")}
+                assert {k: titles.get(k) for k in want} == want
+            for fmt in (f for f in formats if f != "trig"):
                 out = export(orig, fmt, folder / f"export.{fmt}")[-1]
                 with Store(folder / f"copy-{fmt}.duckdb") as copy:
                     import_(copy, out.parent if fmt == "parquet" else out, fmt)
@@ -164,10 +175,10 @@ def _round_trip(tables, formats):
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stores())
 def test_generated_stores_round_trip_through_every_importable_format(tables):
-    _round_trip(tables, ("json", "parquet", "graphml"))
+    _round_trip(tables, ("json", "parquet", "graphml", "trig"))
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stores(text=FULL_TEXT))
-def test_control_characters_round_trip_through_json_ld_and_parquet(tables):
-    _round_trip(tables, ("json", "parquet"))
+def test_control_characters_round_trip_through_json_ld_and_parquet_and_read_in_trig(tables):
+    _round_trip(tables, ("json", "parquet", "trig"))
