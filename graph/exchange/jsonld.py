@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from datetime import datetime, timezone
+from functools import cache
 from typing import Any
 
 from ..errors import InvalidInput
@@ -26,6 +27,7 @@ from .snapshot import FORMAT_VERSION, Derived, Snapshot, derive, iso, parse_iso,
 from .vocab import CG, CLASS_TYPES, CONTEXT_IRI, DCT, NODE_CLASSES, PROV, RDF, Iris, context, paper_same_as
 
 
+@cache
 def software_version() -> str:
     from importlib import metadata
 
