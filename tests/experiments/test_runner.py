@@ -273,15 +273,21 @@ def test_timeout_ends_timed_out(plugin, db):
     assert r.exit_code == 1 and out["status"] == "timed-out" and out["evidence_id"] is None
 
 
-def test_same_computation_under_another_criterion_is_re_decided_not_recomputed(plugin, db):
+def _computed_then_reused(db, seeds: str) -> tuple[str, dict, str, dict]:
+    """Run an experiment, then a second one of the same computation under another criterion (a re-decision):
+    (first experiment, its run outcome, second experiment, its run outcome)."""
     with Store(db) as s:
         s.add_node(Node(id="claim:samples-are-large", type="claim", title="Samples are large"))
-    first = add("--seeds", "3")
+    first = add("--seeds", seeds)
     out = json.loads(cli("run", first).stdout)
-    r = cli("experiment", "add", "--claim", "claim:samples-are-large", "--kind", "gauss", "--seeds", "3",
+    r = cli("experiment", "add", "--claim", "claim:samples-are-large", "--kind", "gauss", "--seeds", seeds,
             "--criterion", "mean > 2 band=0.1")
     second = json.loads(r.stdout)["experiment"]["id"]
-    again = json.loads(cli("run", second).stdout)
+    return first, out, second, json.loads(cli("run", second).stdout)
+
+
+def test_same_computation_under_another_criterion_is_re_decided_not_recomputed(plugin, db):
+    first, out, second, again = _computed_then_reused(db, "3")
     assert again["cached"] and again["reused_from"] == out["run_dir"] and again["run_id"] != out["run_id"]
     assert again["verdict"] == "refuted" and out["verdict"] == "supported"
     new_dir = Path(again["run_dir"])
@@ -311,13 +317,7 @@ def test_a_moved_store_with_its_folder_works_on_another_path(plugin, db, tmp_pat
     elsewhere (and renamed) still find their runs: cache hits read result.json there, nothing points back."""
     import shutil
 
-    with Store(db) as s:
-        s.add_node(Node(id="claim:samples-are-large", type="claim", title="Samples are large"))
-    exp = add("--seeds", "2")
-    out = json.loads(cli("run", exp).stdout)
-    r = cli("experiment", "add", "--claim", "claim:samples-are-large", "--kind", "gauss", "--seeds", "2",
-            "--criterion", "mean > 2 band=0.1")
-    reused = json.loads(cli("run", json.loads(r.stdout)["experiment"]["id"]).stdout)
+    exp, out, _, reused = _computed_then_reused(db, "2")
     assert reused["cached"] and reused["reused_from"] == out["run_dir"]
     old_home = str(db.parent / (db.name + ".d"))
     with Store(db) as s:
