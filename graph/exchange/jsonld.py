@@ -1,5 +1,4 @@
 """JSON-LD: the graph as linked data, and back.
-(The store's fields are read back from cg:, dct: and prov: terms; schema.org terms are for readers.)
 
 One JSON object per node, under `@graph` beside the `@context` (nothing else at the top level, so every node
 lands in the default graph). A node's IRI is `<base><node id>`; its typed edges are statements between node
@@ -11,7 +10,9 @@ datePublished, sameAs their DOI/arXiv IRIs). Claims and findings carry their der
 evidence carries verdict, value, interval, criterion and run.
 
 Each node and edge keeps its type-specific attributes as one JSON literal (`attrs`, rdf:JSON) next to the
-vocabulary terms, so `claimgraph import` rebuilds the store exactly; the terms are for linked-data readers.
+vocabulary terms, so `claimgraph import` rebuilds the store exactly. Import reads the stored fields from cg:,
+dct: and prov: terms (through pyld, so any compaction or flattening of the document reads the same); the
+schema.org terms and derived values (status, evidence summaries) are for readers and are recomputed.
 """
 from __future__ import annotations
 
