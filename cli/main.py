@@ -476,6 +476,11 @@ from .exchange import register as _register_exchange  # noqa: E402
 
 _register_exchange(app)
 
+# ---- the web UI (cli/serve.py) ----------------------------------------------------------------------
+from .serve import serve  # noqa: E402
+
+app.command()(serve)
+
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
