@@ -114,7 +114,7 @@ def test_wrong_forced_format_fails_cleanly(seed):
         path = seed("000") if fmt != "novelty" else seed("003")
         with pytest.raises(InvalidDocument) as e:
             parse_document(path, format=fmt, title="T")
-        assert e.value.path == str(path)
+        assert e.value.path == str(path.resolve())
 
 
 TEXT_ERRORS = [
