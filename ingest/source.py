@@ -204,8 +204,8 @@ def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
             raise InvalidInput(f"{shown(p)} holds no documents (looked for {' '.join('*' + s for s in DOC_SUFFIXES)})")
         out.extend(sorted(found))
     unique: dict[str, Path] = {}
-    for f in out:
-        unique.setdefault(os.path.realpath(f), f)
+    for given in out:
+        unique.setdefault(os.path.realpath(given), given)
     return list(unique.values())
 
 
