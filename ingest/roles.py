@@ -33,7 +33,7 @@ _REPORT = (r"(?:find|found|finds|show|shows|showed|shown|observe|observes|observ
            r"demonstrate|demonstrates|demonstrated|indicate|indicates|indicated|confirm|confirms|confirmed|"
            r"establish|establishes|established|uncover|uncovers|uncovered|identify|identifies|identified|"
            r"discover|discovers|discovered|verify|verifies|verified|report|reports|reported|see|saw|"
-           r"point to|points to|provide evidence|provides evidence)")
+           r"point to|points to|(?:provide|provides|present|presents|offer|offers|give|gives)\s+(?:\w+,?\s+){0,3}evidence)")
 REPORTING = re.compile(rf"\b{_SUBJECT}\s+(?:\w+ly\s+)?(?:also\s+|further\s+|consistently\s+|clearly\s+)?{_REPORT}\b"
                        rf"(?P<after>\s+\w+)?", re.I)
 WH = re.compile(r"^\s+(?:whether|how|when|where|which|what|why|if)\b", re.I)
@@ -49,15 +49,17 @@ AIM = re.compile(
     r"|^(?:this|the present|the current|our) (?:paper|work|study|article|research|report|note)\s+(?:\w+ly\s+)?"
     r"(?:studies|investigates|examines|explores|asks|addresses|analy[sz]es|considers|presents|introduces|proposes|"
     r"develops|seeks|aims|focuses|characteri[sz]es|provides|offers|reports|describes|tackles)\b"
-    r"|^we (?:\w+ly\s+)?(?:study|investigate|examine|explore|ask|address|consider|propose|introduce|present|develop|"
+    r"|^we (?:\w+ly\s+|first\s+|then\s+|also\s+|next\s+|further\s+)?(?:study|investigate|examine|explore|ask|address|consider|propose|introduce|present|develop|"
     r"seek|aim|set out|focus|characteri[sz]e|tackle|revisit)\b"
     r"|\b(?:aims? to|seeks? to|sets? out to|our (?:goal|aim) is)\b", re.I)
 METHOD = re.compile(
     r"^(?:using|via|by|through|leveraging|applying|employing|with|based on|combining|training|analy[sz]ing|"
-    r"building on|drawing on|adopting|utili[sz]ing)\b"
-    r"|\bwe (?:\w+ly\s+)?(?:train|fit|apply|use|employ|construct|build|collect|design|measure|compute|probe|ablate|"
+    r"building on|drawing on|adopting|utili[sz]ing|given|starting from)\b[^.;:]*?,\s*(?:we|the authors|they|our|"
+    r"the (?:method|approach|procedure|technique)|it)\b"
+    r"|^to (?:test|evaluate|assess|measure|probe|examine|check|verify|isolate|locate|study)\b"
+    r"|\bwe (?:\w+ly\s+|first\s+|then\s+|also\s+|next\s+|further\s+)?(?:train|fit|apply|use|employ|construct|build|collect|design|measure|compute|probe|ablate|"
     r"patch|compare|evaluate|analy[sz]e|perform|conduct|run|track|decompose|extract|leverage|adopt|utili[sz]e|"
-    r"combine|instrument|simulate|sample|record)\b"
+    r"combine|instrument|simulate|sample|record|reverse[- ]engineer|dissect|intervene|edit)\b"
     r"|\b(?:lets?|allows?|enables?|helps?) us\b"
     r"|\b(?:is|are|was|were) (?:trained|fit|fitted|applied|used|employed|constructed|measured|computed|probed|"
     r"ablated|patched|evaluated|collected)\s+(?:on|to|with|over|across|for|using)\b", re.I)
@@ -66,7 +68,8 @@ OUTCOME = re.compile(
     r"|\b(?:outperform|outperforms|outperformed|improves?|improved|reduces?|reduced|increases?|increased|"
     r"decreases?|decreased|exceeds?|exceeded|surpass(?:es|ed)?|matches|matched|recovers?|recovered|"
     r"accounts? for|explains?|explained|achieves?|achieved|emerges?|emerged|arises?|arose|persists?|"
-    r"generali[sz]es?|transfers?|correlates?|predicts?|fails?|failed|succeeds?|succeeded)\b", re.I)
+    r"generali[sz]es?|transfers?|correlates?|predicts?|fails?|failed|succeeds?|succeeded|maintains?|maintained|"
+    r"preserves?|preserved|retains?|retained|halves|doubles)\b", re.I)
 EVALUATIVE = re.compile(r"^(?:notably|surprisingly|interestingly|strikingly|remarkably|crucially|importantly|"
                         r"moreover|furthermore|in particular|additionally|finally|further|unexpectedly|"
                         r"consistent with|contrary to)\b", re.I)
@@ -117,9 +120,7 @@ _WORK = (r"(?:research|study|paper|work|authors?|approach|method|methodology|ana
 SUBJECT = re.compile(rf"^(?:(?:in this (?:paper|work|study),?\s+)?(?:we|they|researchers|the authors)|"
                      rf"(?:the|this|our|their|these)\s+(?:(?:present|current|proposed|authors'?)\s+)?{_WORK})\s+", re.I)
 # Where the main clause of a methodology sentence ends: a participle or relative clause, a semicolon, a dash.
-CLAUSE_END = re.compile(r"(?:,\s+(?:and\s+|then\s+)?(?:\w+ing|which|where|while|whereby|thereby|so that|such that|"
-                        r"with (?:a|the) (?:goal|aim)|in order|as well as|and\s+(?:then\s+)?\w+s)\b|;|\s[—–]\s|:\s)",
-                        re.I)
+CLAUSE_END = re.compile(r"(?:,\s|;|\s[—–]\s|:\s|\s\((?:e\.g|i\.e)\b)", re.I)
 _IRREGULAR = {"does": "doing", "goes": "going", "has": "having", "is": "being", "are": "being", "uses": "using",
               "sees": "seeing", "do": "doing", "have": "having"}
 
@@ -127,6 +128,10 @@ _IRREGULAR = {"does": "doing", "goes": "going", "has": "having", "is": "being", 
 def gerund(verb: str) -> str | None:
     """`employs` -> `employing`, `trains` -> `training`, `fits` -> `fitting`; None for a past tense or non-verb."""
     w = verb.lower()
+    if "-" in w:  # reverse-engineers -> reverse-engineering
+        head, _, last = w.rpartition("-")
+        g = gerund(last)
+        return f"{head}-{g}" if g else None
     if w in _IRREGULAR:
         return _IRREGULAR[w]
     if not re.fullmatch(r"[a-z]+", w) or w.endswith(("ed", "ly", "ing")) or len(w) < 2:
@@ -154,8 +159,11 @@ def main_clause(sentence: str, max_words: int = 20) -> str:
     """A methodology sentence's main clause as a method name: subject dropped, verb as a gerund where it can be
     ("The authors train small ReLU networks on ..., and vary ..." -> "Training small ReLU networks on ...")."""
     s = sentence.strip().rstrip(".")
-    m = CLAUSE_END.search(s, 12)
-    clause = s[:m.start()] if m else s
+    clause = s
+    for m in CLAUSE_END.finditer(s):  # the first clause boundary after the clause has five words
+        if len(s[:m.start()].split()) >= 5:
+            clause = s[:m.start()]
+            break
     sub = SUBJECT.match(clause)
     if sub:
         rest = clause[sub.end():]

@@ -80,7 +80,7 @@ CUES = {
     "significance": re.compile(r"\b(?:important|significan|matters?\b|impact|implication|insight|valuable|crucial|"
                                r"relevan|consequen|useful|safety|help(?:s|ful)?\b|inform)", re.I),
     "contribution": re.compile(r"\b(?:introduc|propos|present|contribut|develop|offers?\b|provides? a)", re.I),
-    "novelty": re.compile(r"\b(?:distinguish|novel|unlike|differ|first to|unique|departs?|in contrast|"
+    "novelty": re.compile(r"\b(?:distinguish|novel|unlike|differ|first (?:\w+ )?to|unique|departs?|in contrast|"
                           r"prior work|previous work|earlier work|sets? (?:it|this work) apart)", re.I),
 }
 MIN_SHARED, MIN_SHARE = 3, 0.25  # the finding -supports-> claim criterion (see module docstring)
@@ -107,54 +107,54 @@ def _unwrap(lines: list[Para]) -> list[Para]:
 
 
 def _head(head: list[Para], b: DeltaBuilder) -> tuple[Para, Para | None]:
-    """The TL;DR and the abstract from the lines before 'Generated', by their labels where the page has them."""
+    """The TL;DR and the abstract from the lines before 'Generated', by their labels where the page has them.
+
+    Without an 'Abstract' label, the TL;DR is the first paragraph and the abstract the rest."""
     tldr: list[Para] = []
     abstract: list[Para] = []
-    current: list[Para] | None = None
+    current = tldr
     for no, s in head:
         m = HEAD_LABEL.match(s)
-        if m and (m["label"].lower().startswith(("tl", "too")) or not m["rest"] or s[m.end("label"):m.end("label") + 1]
-                  in (":", ".")):
-            current = abstract if m["label"].lower() in ("abstract",) else tldr
+        if m and (m["label"].lower().startswith(("tl", "too")) or not m["rest"]
+                  or s[m.end("label"):m.end("label") + 1] in (":", ".")):
+            current = abstract if m["label"].lower() == "abstract" else tldr
             if m["rest"]:
                 current.append((no, m["rest"]))
             continue
-        (current if current is not None else tldr if not tldr else abstract).append((no, s))
-    if current is None:  # no labels: the first paragraph is the TL;DR, the rest the abstract
-        paras = _unwrap(tldr + abstract)
-        tldr, abstract = paras[:1], paras[1:]
-    else:
-        tldr, abstract = _unwrap(tldr), _unwrap(abstract)
+        current.append((no, s))
+    tldr, abstract = _unwrap(tldr), _unwrap(abstract)
+    if len(tldr) > 1:  # the TL;DR is one paragraph; what follows it is the abstract
+        tldr, abstract = tldr[:1], tldr[1:] + abstract
     if not tldr and abstract:
         tldr, abstract = abstract[:1], abstract[1:]
     if not tldr:
         raise b.fail("no TL;DR before the 'Generated' line")
-    first = (tldr[0][0], " ".join(s for _, s in tldr))
     if not abstract:
         b.warn("only one paragraph before the 'Generated' line: read as the TL;DR, and the page has no abstract "
                "(so no findings)", tldr[0][0])
-        return first, None
-    return first, (abstract[0][0], " ".join(s for _, s in abstract))
+        return tldr[0], None
+    return tldr[0], (abstract[0][0], " ".join(s for _, s in abstract))
 
 
 def _classify(paragraphs: list[tuple[int, str, str | None]], b: DeltaBuilder) -> dict[str, Para]:
-    """Place the middle paragraphs: by label, else by the first cue in the opening words, else by page order."""
+    """Place the middle paragraphs: by label; else by cue words in their opening, the earliest cue on the page
+    placed first (so "The authors propose X, which learns a probe" yields contribution to a paragraph that opens
+    with "The paper introduces" and is read as the methodology); else by page order, with a warning."""
     parts: dict[str, Para] = {}
-    rest: list[tuple[int, str, str | None]] = []
-    for no, p, label in paragraphs:
+    placed: set[int] = set()
+    for k, (no, p, label) in enumerate(paragraphs):
         if label and label not in parts:
             parts[label] = (no, p)
-    for no, p, label in paragraphs:
-        if label and parts.get(label) == (no, p):
+            placed.add(k)
+    hits = sorted((m.start(), PARTS.index(name), k, name) for k, (_, p, _) in enumerate(paragraphs) if k not in placed
+                  for name, rx in CUES.items() if (m := rx.search(" ".join(p.split()[:12]))))
+    for _, _, k, name in hits:
+        if k not in placed and name not in parts:
+            parts[name] = paragraphs[k][:2]
+            placed.add(k)
+    for k, (no, p, _) in enumerate(paragraphs):  # no cue, or its cues' parts taken: the first free part
+        if k in placed:
             continue
-        head = " ".join(p.split()[:12])
-        hits = sorted((m.start(), name) for name, rx in CUES.items() if (m := rx.search(head)))
-        name = next((n for _, n in hits if n not in parts), None) if hits and hits[0][1] not in parts else None
-        if name:
-            parts[name] = (no, p)
-        else:
-            rest.append((no, p, label))
-    for no, p, _ in rest:  # no cue, or its cue's part already taken: the first free part in page order
         free = next((n for n in PARTS if n not in parts), None)
         if free is None:
             parts["notes"] = (parts["notes"][0], parts["notes"][1] + "\n\n" + p) if "notes" in parts else (no, p)
