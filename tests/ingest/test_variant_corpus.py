@@ -63,8 +63,10 @@ def test_variant_gives_its_graph_node_by_node(expected):
     for key, attrs in want.items():
         if attrs is not None:
             assert {k: edges[key].get(k) for k in attrs} == attrs, key
-    similar = sorted((ids[s["of"]], ids.get(s.get("other")), s["title"], s.get("score")) for s in spec.get("similar", []))
-    assert sorted((s.node_id, s.other_id, s.other_title, s.score) for s in doc.delta.similar) == similar
+    key = lambda row: tuple("" if x is None else str(x) for x in row)
+    similar = sorted(((ids[s["of"]], ids.get(s.get("other")), s["title"], s.get("score"))
+                      for s in spec.get("similar", [])), key=key)
+    assert sorted(((s.node_id, s.other_id, s.other_title, s.score) for s in doc.delta.similar), key=key) == similar
     warnings = sorted((w.line or 0, w.message) for w in doc.warnings)
     assert len(warnings) == len(spec["warnings"]), warnings
     for (line, words), (got_line, message) in zip(sorted(spec["warnings"], key=lambda w: w[0]), warnings):
