@@ -271,3 +271,29 @@ def test_write_failure_midway_says_what_was_written(tmp_path):
     assert r.returncode == 0
     out = json.loads(r.stdout)["documents"]
     assert sum(d["unchanged"] for d in out) == written and len(out) == 16
+
+
+def test_docs_limits_states_the_limits_the_code_enforces(monkeypatch):
+    """docs/limits.md gives the same numbers as the code, and quotes refusals the code really gives."""
+    from claimgraph.graph.ids import MAX_SLUG
+    from claimgraph.ingest.source import DEFAULT_MAX_DOC_MB
+    from claimgraph.ingest.yamlsafe import MAX_ALIASES, MAX_DEPTH, MAX_EXPANDED_NODES
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "limits.md").read_text()
+    for number in (f"{MAX_ALIASES:,} alias", f"{MAX_EXPANDED_NODES:,} nodes", f"{MAX_DEPTH} levels",
+                   f"{DEFAULT_MAX_DOC_MB:g} MB", f"at most {MAX_SLUG} characters"):
+        assert number in doc, number
+    bomb = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdef", "bcdefg"))
+    refusals = []
+    for text, path in ((bomb, "/b.yaml"), ('{"papers": ' + "[" * 150 + "]" * 150 + "}", "/d.json"),
+                       ("papers: !!python/object/apply:os.system ['true']", "/p.yaml")):
+        with pytest.raises(InvalidDocument) as e:
+            parse_text(text, path)
+        refusals.append(e.value.bare_message)
+    monkeypatch.setenv("CLAIMGRAPH_MAX_DOC_MB", "nan")
+    with pytest.raises(InvalidInput) as e:
+        parse_document(__file__)
+    refusals.append(str(e.value))
+    for message in refusals:
+        assert message in doc, message
