@@ -102,7 +102,6 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
         from claimgraph.graph.embed import get_embedder
 
         embedder = get_embedder()
-    remapped: dict[str, str] = {}  # paper ids of applied documents -> the stored paper they were merged into
     vectors: dict[str, Any] = {}
     if embedder is not None:
         # one encoder pass over every new text of the batch (large batches, and the store is let go meanwhile)
@@ -111,7 +110,20 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
         changed = [d for d in docs if (p := store.document(d.ref.path)) is None or p.content_hash != d.ref.content_hash]
         vectors = vectors_for(store, [n for d in changed for n in d.delta.nodes], embedder=embedder,
                               progress=progress)
-    reports: list[ApplyReport] = []
+    reports: list[ApplyReport] = []  # filled as documents are written, so a failure can say which were
+    try:
+        _apply_all(store, docs, order, aliases, vectors, embedder, reports)
+    except StoreError as e:
+        if not reports:
+            raise
+        raise _partly_written(e, reports, [docs[i] for i in order]) from None
+    return reports
+
+
+def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], aliases: list[dict[str, str]],
+               vectors: dict[str, Any], embedder: Any, reports: list[ApplyReport]) -> None:
+    """Apply the documents in `order`, one transaction each, appending each written one's report to `reports`."""
+    remapped: dict[str, str] = {}  # paper ids of applied documents -> the stored paper they were merged into
     for i in order:
         doc = docs[i]
         delta = _rename(doc.delta, {**remapped, **{k: remapped.get(v, v) for k, v in aliases[i].items()}})
@@ -121,21 +133,23 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
                 remapped[before.id] = after.id
         delta, merged = _note_retitled(store, delta, resolved, doc.ref.path)
         mine = {h: vectors[h] for h in {text_hash(n) for n in delta.nodes} if h in vectors}
-        try:
-            report = store.apply(delta, doc.ref, vectors=mine,
-                                 model=embedder.model_name if embedder is not None else None)
-        except StoreError as e:
-            if not reports:
-                raise
-            written = [r.path for r in reports if not r.unchanged]
-            raise StoreError(
-                f"{doc.ref.path} was not written ({str(e).replace(', nothing was written', '')}); {len(reports)} of {len(docs)} documents given were "
-                f"applied before it, {len(written)} of them with changes ({', '.join(Path(p).name for p in written[:5])}"
-                f"{', ...' if len(written) > 5 else ''}), and {len(docs) - len(reports)} were not; fix the cause and "
-                "run the same command again: documents already written are skipped as unchanged") from None
+        report = store.apply(delta, doc.ref, vectors=mine, model=embedder.model_name if embedder is not None else None)
         report.warnings = doc.warnings + merged
         reports.append(report)
-    return reports
+
+
+def _partly_written(e: StoreError, reports: list[ApplyReport], docs: list[ParsedDocument]) -> StoreError:
+    """A write failure after some documents were written: say which were, which was not, and what to do
+    (`docs` in the order they were applied)."""
+    done = {r.path for r in reports}
+    failed = next((d.ref.path for d in docs if d.ref.path not in done), "the next document")
+    written = [r.path for r in reports if not r.unchanged]
+    names = ", ".join(Path(p).name for p in written[:5]) + (", ..." if len(written) > 5 else "")
+    return StoreError(
+        f"{failed} was not written ({str(e).replace(', nothing was written', '')}); {len(reports)} of {len(docs)} "
+        f"documents given were applied before it, {len(written)} of them with changes ({names}), and "
+        f"{len(docs) - len(reports)} were not; fix the cause and run the same command again: documents already "
+        "written are skipped as unchanged")
 
 
 def _note_retitled(store: Store, delta: GraphDelta, resolved: GraphDelta,
