@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from claimgraph.graph.errors import InvalidDocument, InvalidInput, StoreError
-from claimgraph.graph.ids import normalize_title, sha256_hex
+from claimgraph.graph.ids import make_id, normalize_title, paper_id, sha256_hex
 from claimgraph.graph.models import ApplyReport, DocumentRef, GraphDelta, IngestWarning, Node, NodeType
 from claimgraph.graph.store import Store, text_hash
 
@@ -156,7 +156,11 @@ def _note_retitled(store: Store, delta: GraphDelta, resolved: GraphDelta,
                    path: str) -> tuple[GraphDelta, list[IngestWarning]]:
     """Warn where a node this document defines is already stored, from another document, under another title
     (an explicit id or DOI given twice); for papers the earlier title is kept in attrs.other_titles."""
-    stored = store.get_nodes({n.id for n in resolved.nodes})
+    # Only a node whose id does not come from its own title (an explicit id, a DOI or arXiv id, a paper merged
+    # into a stored one) can meet a stored node of another title: the others are not looked up.
+    derived = lambda n: paper_id(title=n.title) if n.type == NodeType.paper and normalize_title(n.title) \
+        else make_id(n.type, n.title)
+    stored = store.get_nodes({n.id for n in resolved.nodes if n.id != derived(n)})
     warnings: list[IngestWarning] = []
     nodes = []
     for before, n in zip(delta.nodes, resolved.nodes):

@@ -196,6 +196,17 @@ def test_same_doi_in_another_document_is_a_reported_merge(store, tmp_path):
     assert paper.attrs["other_titles"] == ["Towards Monosemanticity"]  # neither title is lost
 
 
+def test_same_explicit_id_in_another_document_is_a_reported_retitle(store, tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("papers: []\nclaims:\n  - {id: 'claim:x', title: Features are linear}\n")
+    b.write_text("papers: []\nclaims:\n  - {id: 'claim:x', title: Features are directions}\n")
+    ingest_paths(store, [a], embed=False)
+    [rb] = ingest_paths(store, [b], embed=False)
+    [w] = rb.warnings
+    assert "claim:x" in w.message and "Features are linear" in w.message and "Features are directions" in w.message
+    assert w.path == str(b.resolve())
+
+
 def test_warnings_reach_the_cli_on_stderr_and_in_json(tmp_path):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("papers:\n  - title: First name of it\n    doi: 10.1/x\n")
