@@ -9,7 +9,6 @@ are marked slow. Permissions are real: as root, the unreadable-file cases run as
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -31,7 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 VALID = sorted((REPO / "data" / "papers").glob("*.yaml")) + sorted((REPO / "data" / "papers").glob("*.json")) \
     + sorted((Path(__file__).parent / "variants").glob("structured-*.*[ln]"))
 PAGES = sorted((REPO / "data" / "papers").glob("*.txt")) + sorted((Path(__file__).parent / "variants").glob("*.txt"))
-NOBODY = 65534
 QUICK = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                        HealthCheck.function_scoped_fixture])
 LONG = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -167,28 +165,14 @@ def test_symlink_loops_in_a_folder(tmp_path, seeded_db):
     assert cli(seeded_db, str(folder)).exit_code == 0
 
 
-@contextlib.contextmanager
-def unprivileged():
-    if os.geteuid() != 0:
-        yield
-        return
-    os.setegid(NOBODY)
-    os.seteuid(NOBODY)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-
-
-def test_unreadable_file():
+def test_unreadable_file(as_nobody):
     d = Path(tempfile.mkdtemp(prefix="cg-fuzz-"))
     try:
         d.chmod(0o777)
         doc = d / "secret.yaml"
         doc.write_text(GOOD)
         doc.chmod(0o000)
-        with Store(None) as s, unprivileged():
+        with Store(None) as s, as_nobody():
             with pytest.raises(ClaimgraphError) as e:
                 ingest_paths(s, [doc], embed=False)
         assert e.value.exit_code == 2 and "secret.yaml" in str(e.value) and "permission" in str(e.value).lower()

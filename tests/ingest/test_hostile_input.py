@@ -10,7 +10,6 @@ seteuid for the duration of the call, since root reads everything.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import resource
@@ -27,7 +26,6 @@ from claimgraph.ingest import ingest_paths, parse_document, parse_text
 
 GOOD = "papers:\n  - title: A good paper\n    claims:\n      - title: A good claim\n"
 CLI = [sys.executable, "-m", "claimgraph.cli.main"]
-NOBODY = 65534
 
 
 def cli(*args: str | bytes, cwd: Path | None = None, env: dict | None = None, timeout: float = 120,
@@ -43,21 +41,6 @@ def clean_failure(r: subprocess.CompletedProcess, *words: str) -> str:
     for w in words:
         assert w in err, err
     return err
-
-
-@contextlib.contextmanager
-def unprivileged():
-    """Run the body as the unprivileged `nobody` (only needed, and only possible, when running as root)."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.setegid(NOBODY)
-    os.seteuid(NOBODY)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
 
 
 @pytest.fixture
@@ -95,24 +78,24 @@ def test_symlink_to_dev_zero_is_refused(store, tmp_path):
     assert e.value.path.endswith("zero.yaml") and untouched(store)
 
 
-def test_file_inside_an_unreadable_folder(store, shared_dir):
+def test_file_inside_an_unreadable_folder(store, shared_dir, as_nobody):
     locked = shared_dir / "locked"
     locked.mkdir()
     (locked / "a.yaml").write_text(GOOD)
     locked.chmod(0o000)
-    with unprivileged():
+    with as_nobody():
         with pytest.raises(InvalidDocument, match="permission denied") as e:
             ingest_paths(store, [locked / "a.yaml"], embed=False)
     assert e.value.path.endswith("a.yaml") and untouched(store)
 
 
-def test_unreadable_subfolder_is_reported_not_skipped(store, shared_dir):
+def test_unreadable_subfolder_is_reported_not_skipped(store, shared_dir, as_nobody):
     (shared_dir / "a.yaml").write_text(GOOD)
     sub = shared_dir / "sub"
     sub.mkdir()
     (sub / "b.yaml").write_text(GOOD.replace("good", "second"))
     sub.chmod(0o000)
-    with unprivileged():
+    with as_nobody():
         with pytest.raises(InvalidDocument, match="folder cannot be read") as e:
             ingest_paths(store, [shared_dir], embed=False)
     assert e.value.path.endswith("sub") and untouched(store)
@@ -157,13 +140,17 @@ def test_symlink_loops_and_dangling_links(store, tmp_path):
 
 
 # -- item 4: nothing dropped silently ----------------------------------------------------------------------
-def test_same_explicit_id_with_different_titles_names_both_places():
-    doc = ("papers:\n  - title: P\n    claims:\n      - id: claim:x\n        title: First title\n"
-           "      - id: claim:x\n        title: Second title\n")
+@pytest.mark.parametrize("doc, first, second", [
+    ("papers:\n  - title: P\n    claims:\n      - id: claim:x\n        title: First title\n"
+     "      - id: claim:x\n        title: Second title\n", (4, "First title"), (6, "Second title")),
+    ("papers:\n  - title: Sparse Autoencoders Find Highly Interpretable Features\n    doi: 10.1/abc\n"
+     "  - title: Something else entirely\n    doi: 10.1/ABC\n", (2, "Sparse"), (4, "Something else entirely")),
+], ids=["explicit id", "DOI"])
+def test_one_id_given_two_titles_in_a_document_names_both_places(doc, first, second):
     with pytest.raises(InvalidDocument) as e:
         parse_text(doc, "/d.yaml")
     msg = str(e.value)
-    assert e.value.line == 6 and "line 4" in msg and "First title" in msg and "Second title" in msg, msg
+    assert e.value.line == second[0] and f"line {first[0]}" in msg and first[1] in msg and second[1] in msg, msg
 
 
 def test_repeated_json_key_is_an_error_with_both_lines():
@@ -171,15 +158,6 @@ def test_repeated_json_key_is_an_error_with_both_lines():
     with pytest.raises(InvalidDocument, match="'title' appears twice") as e:
         parse_text(doc, "/d.json")
     assert e.value.line == 4 and "first at line 2" in str(e.value)
-
-
-def test_same_doi_twice_in_one_document_names_both():
-    doc = ("papers:\n  - title: Sparse Autoencoders Find Highly Interpretable Features\n    doi: 10.1/abc\n"
-           "  - title: Something else entirely\n    doi: 10.1/ABC\n")
-    with pytest.raises(InvalidDocument) as e:
-        parse_text(doc, "/d.yaml")
-    msg = str(e.value)
-    assert e.value.line == 4 and "line 2" in msg and "Something else entirely" in msg and "Sparse" in msg, msg
 
 
 def test_same_doi_in_another_document_is_a_reported_merge(store, tmp_path):

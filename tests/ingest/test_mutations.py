@@ -98,25 +98,6 @@ def novelty_variant(draw, text: str) -> str:
     return draw(whitespace(head + [line for b in body for line in b]))
 
 
-def check_novelty(data) -> None:
-    text = data.draw(st.sampled_from(NOVELTY))
-    variant = data.draw(novelty_variant(text))
-    keeps(parse_text(text, "/r.txt"), parse_text(variant, "/r.txt"), variant)
-
-
-@given(st.data())
-@QUICK
-def test_novelty_reports_keep_their_graph_under_mutation(data):
-    check_novelty(data)
-
-
-@pytest.mark.slow
-@given(st.data())
-@LONG
-def test_novelty_reports_keep_their_graph_under_many_mutations(data):
-    check_novelty(data)
-
-
 # -- claim pages -------------------------------------------------------------------------------------------
 SIMILARITY_NAMES = ["Related by similarity", "Similar entries", "Nearest neighbours", "Semantically related"]
 
@@ -149,25 +130,6 @@ def claim_page_variant(draw, text: str) -> str:
                                       ["Tags (2)", "- dictionary learning", "- features"]]))
         body.insert(draw(st.integers(0, len(body))), extra)
     return draw(whitespace(head + [line for b in body for line in b]))
-
-
-def check_claim_page(data) -> None:
-    text = data.draw(st.sampled_from(CLAIM_PAGES))
-    variant = data.draw(claim_page_variant(text))
-    keeps(parse_text(text, "/p.txt"), parse_text(variant, "/p.txt"), variant)
-
-
-@given(st.data())
-@QUICK
-def test_claim_pages_keep_their_graph_under_mutation(data):
-    check_claim_page(data)
-
-
-@pytest.mark.slow
-@given(st.data())
-@LONG
-def test_claim_pages_keep_their_graph_under_many_mutations(data):
-    check_claim_page(data)
 
 
 # -- summaries ---------------------------------------------------------------------------------------------
@@ -236,23 +198,33 @@ def summary_variant(draw, text: str) -> str:
     return "\n".join(front + [draw(whitespace(head + [generated] + body + new_tail))])
 
 
-def check_summary(data) -> None:
-    text = data.draw(st.sampled_from(SUMMARIES))
-    variant = data.draw(summary_variant(text))
-    keeps(parse_text(text, "/s.txt", title=BIRTH_TITLE), parse_text(variant, "/s.txt", title=BIRTH_TITLE), variant)
+KINDS = {  # kind -> (corpus, variant strategy, path, title)
+    "novelty": (NOVELTY, novelty_variant, "/r.txt", None),
+    "claim-page": (CLAIM_PAGES, claim_page_variant, "/p.txt", None),
+    "summary": (SUMMARIES, summary_variant, "/s.txt", BIRTH_TITLE),
+}
 
 
-@given(st.data())
+def check(kind: str, data) -> None:
+    corpus, variant_of, path, title = KINDS[kind]
+    text = data.draw(st.sampled_from(corpus))
+    variant = data.draw(variant_of(text))
+    keeps(parse_text(text, path, title=title), parse_text(variant, path, title=title), variant)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@given(data=st.data())
 @QUICK
-def test_summaries_keep_their_graph_under_mutation(data):
-    check_summary(data)
+def test_documents_keep_their_graph_under_mutation(kind, data):
+    check(kind, data)
 
 
 @pytest.mark.slow
-@given(st.data())
+@pytest.mark.parametrize("kind", KINDS)
+@given(data=st.data())
 @LONG
-def test_summaries_keep_their_graph_under_many_mutations(data):
-    check_summary(data)
+def test_documents_keep_their_graph_under_many_mutations(kind, data):
+    check(kind, data)
 
 
 def test_the_mutations_change_the_text():
@@ -260,7 +232,7 @@ def test_the_mutations_change_the_text():
     from hypothesis import Phase, find
 
     quick = settings(phases=[Phase.generate], database=None, max_examples=20)
-    for strategy, corpus in ((novelty_variant, NOVELTY), (claim_page_variant, CLAIM_PAGES), (summary_variant, SUMMARIES)):
+    for corpus, strategy, _, _ in KINDS.values():
         for text in corpus:
             variant = find(strategy(text), lambda v, text=text: v.split() != text.split(), settings=quick)
             assert variant.split() != text.split()
