@@ -20,7 +20,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from claimgraph.cli.main import app
 from claimgraph.graph import InvalidDocument, InvalidInput, Store
 from claimgraph.ingest import ingest_paths, parse_document, parse_text
 
@@ -32,6 +34,13 @@ def cli(*args: str | bytes, cwd: Path | None = None, env: dict | None = None, ti
         preexec=None) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, timeout=timeout, cwd=cwd, preexec_fn=preexec,
                           env={**os.environ, **(env or {})})
+
+
+def invoke(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The CLI in this process (typer's CliRunner), for cases that need no separate process; same result shape."""
+    r = CliRunner().invoke(app, list(args), env=env)
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout.encode(), r.stderr.encode())
 
 
 def clean_failure(r: subprocess.CompletedProcess, *words: str) -> str:
@@ -116,7 +125,7 @@ def test_non_utf8_file_name(tmp_path):
 
 def test_empty_path_is_refused_not_the_current_folder(tmp_path):
     (tmp_path / "a.yaml").write_text(GOOD)
-    r = cli("--db", str(tmp_path / "s.duckdb"), "ingest", "", "--no-embed", cwd=tmp_path)
+    r = cli("--db", str(tmp_path / "s.duckdb"), "ingest", "", "--no-embed", cwd=tmp_path)  # argv as a shell gives it
     clean_failure(r, "empty path")
     with pytest.raises(InvalidInput, match="empty path"):
         ingest_paths(Store(None), [""], embed=False)
@@ -190,8 +199,8 @@ def test_warnings_reach_the_cli_on_stderr_and_in_json(tmp_path):
     a.write_text("papers:\n  - title: First name of it\n    doi: 10.1/x\n")
     b.write_text("papers:\n  - title: Second name of it\n    doi: 10.1/x\n")
     db = str(tmp_path / "s.duckdb")
-    assert cli("--db", db, "ingest", str(a), "--no-embed").returncode == 0
-    r = cli("--db", db, "--json", "ingest", str(b), "--no-embed")
+    assert invoke("--db", db, "ingest", str(a), "--no-embed").returncode == 0
+    r = invoke("--db", db, "--json", "ingest", str(b), "--no-embed")
     assert r.returncode == 0
     err = r.stderr.decode()
     assert err.startswith("Warning: ") and "b.yaml" in err and "First name of it" in err
@@ -218,7 +227,7 @@ def test_front_matter_values_are_checked(front, key, line):
 def test_front_matter_values_through_the_cli(tmp_path):
     doc = tmp_path / "s.txt"
     doc.write_text(f"---\ntitle: [a, b]\n---\n{SUMMARY}")
-    clean_failure(cli("--db", str(tmp_path / "s.duckdb"), "ingest", str(doc), "--no-embed"), "s.txt:2", "title")
+    clean_failure(invoke("--db", str(tmp_path / "s.duckdb"), "ingest", str(doc), "--no-embed"), "s.txt:2", "title")
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-3"])
@@ -228,7 +237,7 @@ def test_max_doc_mb_must_be_finite_and_positive(tmp_path, monkeypatch, value):
     monkeypatch.setenv("CLAIMGRAPH_MAX_DOC_MB", value)
     with pytest.raises(InvalidInput, match="positive, finite"):
         parse_document(doc)
-    clean_failure(cli("--db", str(tmp_path / "s.duckdb"), "ingest", str(doc), "--no-embed",
+    clean_failure(invoke("--db", str(tmp_path / "s.duckdb"), "ingest", str(doc), "--no-embed",
                       env={"CLAIMGRAPH_MAX_DOC_MB": value}), "CLAIMGRAPH_MAX_DOC_MB")
 
 
@@ -241,7 +250,7 @@ def test_write_failure_midway_says_what_was_written(tmp_path):
                          for k in range(8))
         (docs / f"d{i:02d}.yaml").write_text(f"papers:\n  - title: Paper number {i}\n    claims:\n{claims}")
     db = tmp_path / "s.duckdb"
-    assert cli("--db", str(db), "init").returncode == 0
+    assert invoke("--db", str(db), "init").returncode == 0
     limit = db.stat().st_size + 600_000
 
     def cap():
@@ -251,12 +260,12 @@ def test_write_failure_midway_says_what_was_written(tmp_path):
     r = cli("--db", str(db), "ingest", str(docs), "--no-embed", preexec=cap)
     err = r.stderr.decode()
     assert r.returncode == 1 and err.startswith("Error: ") and "Traceback" not in err, err
-    stats = json.loads(cli("--db", str(db), "--json", "stats").stdout)
+    stats = json.loads(invoke("--db", str(db), "--json", "stats").stdout)
     written = stats["nodes"].get("paper", 0)
     assert 0 < written < 16, (written, err)  # the limit fell in the middle of the folder
     assert "nothing was written" not in err
     assert f"{written} of 16 documents given were applied" in err and "run the same command again" in err
-    r = cli("--db", str(db), "--json", "ingest", str(docs), "--no-embed")  # without the limit it finishes
+    r = invoke("--db", str(db), "--json", "ingest", str(docs), "--no-embed")  # without the limit it finishes
     assert r.returncode == 0
     out = json.loads(r.stdout)["documents"]
     assert sum(d["unchanged"] for d in out) == written and len(out) == 16
