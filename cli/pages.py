@@ -94,6 +94,13 @@ def render_page(page: NodePage) -> None:
                 desc = f" — {first.text}" if first.text else ""
                 out.append(f"- {first.title}  [{labels}]{desc}")
                 out.append((f"    {nid} · {first.degree} edges", "dim"))
+    related = n.attrs.get("related_works") or []  # a summary page's works known only by their authors
+    if related:
+        out += ["", (f"Related works given by their authors ({len(related)})", "bold underline")]
+        for r in related:
+            who = ", ".join(r.get("authors") or []) + (" et al." if r.get("et_al") else "")
+            year = f" ({r['year']})" if r.get("year") else ""
+            out.append(f"- {who}{year}  [{r.get('relation')}; title not given]")
     if page.evidence:
         out += ["", (f"Evidence ({len(page.evidence)})", "bold underline")]
         for e in page.evidence:
