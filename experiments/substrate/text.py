@@ -33,7 +33,10 @@ on) is a sample across the sources, and `sample(n, seed)` draws n distinct windo
 
 `token_alone_f1`: for each label, the best predictor that sees only the current token id (majority label of
 the id on the train split; unseen ids negative), scored by F1 on the eval split. A "context feature" is worth
-testing only where this is well below 1: the token does not give the label away.
+testing only where this is well below 1: the token does not give the label away. `open_positives` is the
+share of the label's eval positives whose token id carries the label less than 90% of the time on the train
+split (or never occurs there): the positions where the token does not give the label away, so only context
+can tell.
 
 Building is deterministic (documents in a fixed order, no randomness) and cached under
 `cache_dir()/text/`: the documents per (recipe, source versions) and the token arrays per tokenizer, each with
@@ -67,7 +70,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from claimgraph.experiments.context import cache_dir, write_json_atomic
 from claimgraph.graph.errors import InvalidInput, NotFound
 
-TEXT_VERSION = 1  # bump when sources, labelling or windowing change what a cached corpus means
+TEXT_VERSION = 3  # bump when sources, labelling or windowing change what a cached corpus means
 LABELS = ("base64", "arabic", "code", "prose", "string", "comment")
 SPLITS = ("train", "eval")
 
@@ -519,12 +522,15 @@ def token_alone_f1(train_tok: np.ndarray, train_lab: np.ndarray, eval_tok: np.nd
         pos = np.bincount(train_tok, weights=train_lab[:, j], minlength=d_vocab)
         cnt = np.bincount(train_tok, minlength=d_vocab)
         rule = (cnt > 0) & (2 * pos > cnt)                                                # [V]
+        rate = pos / np.maximum(cnt, 1)                                                  # [V] train share
+        open_ = (cnt == 0) | (rate < 0.9)                                                # [V] token leaves it open
         pred, true = rule[eval_tok], eval_lab[:, j]
         tp = float((pred & true).sum())
         p = tp / max(float(pred.sum()), 1.0)
         r = tp / max(float(true.sum()), 1.0)
         out[name] = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0,
-                     "eval_positives": int(true.sum())}
+                     "eval_positives": int(true.sum()),
+                     "open_positives": float(open_[eval_tok][true].mean()) if true.any() else 0.0}
     return out
 
 
@@ -562,10 +568,12 @@ def stats_markdown(stats: dict[str, Any], title: str = "") -> str:
                      + " | ".join(f"{r['share_' + lab]:.2f}" for lab in LABELS) + " |")
     lines.append(f"| all (incl. separators) | | {stats['total_tokens']:,} | "
                  + " | ".join(f"{stats['labels'][lab]['share']:.2f}" for lab in LABELS) + " |")
-    lines += ["", "| label | share of tokens | token-alone F1 (eval) | precision | recall |", "|---|---:|---:|---:|---:|"]
+    lines += ["", "| label | share of tokens | token-alone F1 (eval) | precision | recall | positives the token leaves open (< 90%) |",
+              "|---|---:|---:|---:|---:|---:|"]
     for lab in LABELS:
         s = stats["labels"][lab]
-        lines.append(f"| {lab} | {s['share']:.3f} | {s['f1']:.3f} | {s['precision']:.3f} | {s['recall']:.3f} |")
+        lines.append(f"| {lab} | {s['share']:.3f} | {s['f1']:.3f} | {s['precision']:.3f} | {s['recall']:.3f} | "
+                     f"{s['open_positives']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

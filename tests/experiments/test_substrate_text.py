@@ -177,3 +177,17 @@ def test_text_corpus_needs_the_models_tokenizer(small):
     with pytest.raises(InvalidInput, match="tokenized by tokenizer"):
         check_fit(Other(), "hf:/other", small, "text:small")  # type: ignore[arg-type]
     assert json.loads((small.folder / "manifest.json").read_text())["labels"] == list(LABELS)
+
+
+@pytest.mark.slow
+def test_readme_shows_the_text_mixed_stats(tok):
+    """README's stats table is what building text:mixed with SmolLM2's tokenizer gives (same sha256, same table)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    shown = readme.split("<!-- text:mixed stats -->\n", 1)[1].split("\n<!-- /text:mixed stats -->", 1)[0]
+    corpus = build_text_corpus("text:mixed", tok)
+    built = (corpus.folder / "stats.md").read_text().split("\n", 2)[2]  # without the title lines
+    assert shown.strip() == built.strip(), ("README's text:mixed table is stale: paste the output of "
+                                            "python -m claimgraph.experiments.substrate.text text:mixed")
+    assert corpus.manifest["documents_sha256"].startswith(readme.split("documents sha256 `", 1)[1][:8])
