@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +33,10 @@ import numpy as np
 import torch
 
 from claimgraph.experiments.context import cache_dir, write_json_atomic
+from claimgraph.experiments.records import sha256_file
 from claimgraph.graph.errors import InvalidInput
+
+from .atomic import build_once
 
 FORMAT = "claimgraph-acts/1"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -58,14 +58,6 @@ def model_fingerprint(model: Any) -> dict[str, Any] | None:
 
 def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _sha_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ActsSlice:
@@ -106,7 +98,7 @@ class ActsSlice:
     def verify(self) -> None:
         """Recompute every shard's sha256 against the manifest (raises InvalidInput on a mismatch)."""
         for s in self.manifest["shards"]:
-            if _sha_file(self.folder / s["file"]) != s["sha256"]:
+            if sha256_file(self.folder / s["file"]) != s["sha256"]:
                 raise InvalidInput(f"{self.folder / s['file']} does not match its manifest sha256; delete the folder")
 
 
@@ -143,23 +135,8 @@ def cached_activations(model: Any, corpus: Any, hook: str, *, split: str = "trai
         return ActsSlice(folder)
     if folder is None:
         raise InvalidInput("this model has no provenance to key a cache entry on; load it with load_model")
-    from .load import _file_lock
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(folder.parent / f".{folder.name}.lock"):
-        if not (folder / "manifest.json").is_file():
-            tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            try:
-                _compute(model, corpus, hook, split, start, stop, batch_size, dtype, windows_per_shard, tmp,
-                         progress, log)
-                try:
-                    os.rename(tmp, folder)
-                except OSError:
-                    if not (folder / "manifest.json").is_file():
-                        raise
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
+    build_once(folder, "manifest.json", lambda tmp: _compute(model, corpus, hook, split, start, stop, batch_size,
+                                                             dtype, windows_per_shard, tmp, progress, log))
     return ActsSlice(folder)
 
 
@@ -188,7 +165,7 @@ def _compute(model: Any, corpus: Any, hook: str, split: str, start: int, stop: i
         block = torch.cat(pending).to(DTYPES[dtype]).contiguous()                           # [rows, d]
         name = f"shard-{len(shards):05d}.safetensors"
         save_file({"acts": block}, str(tmp / name))
-        shards.append({"file": name, "rows": int(block.shape[0]), "sha256": _sha_file(tmp / name)})
+        shards.append({"file": name, "rows": int(block.shape[0]), "sha256": sha256_file(tmp / name)})
         pending, pending_rows = [], 0
 
     with torch.no_grad():

@@ -20,18 +20,17 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
 import sys
-import uuid
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from claimgraph.experiments.context import cache_dir, write_json_atomic
+from claimgraph.experiments.records import sha256_file
 from claimgraph.graph.errors import InvalidInput, NotFound
 
+from .atomic import build_once
 from .families import ModelInfo
 
 LM_CACHE_VERSION = 1  # bump when what the dequantized cache holds changes
@@ -80,14 +79,6 @@ def gguf_path(name: str) -> Path:
                    f"reinstall it: {install} --force-reinstall")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_gguf(path: Path) -> dict[str, Any]:
     """Architecture and quantization metadata of a gguf file (the `gguf` package, no torch)."""
     try:
@@ -133,7 +124,7 @@ def lm_manifest(name: str) -> dict[str, Any]:
     meta = _read_gguf(path)
     manifest = {"ref": f"lm:{name}", "model": spec.title, "hub_id": spec.hub_id, "package": spec.package,
                 "package_version": pkg_version, "gguf_file": str(path), "gguf_bytes": st.st_size,
-                "gguf_sha256": _sha256(path), "quantization": meta["file_type"], **meta}
+                "gguf_sha256": sha256_file(path), "quantization": meta["file_type"], **meta}
     cached.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cached, manifest)
     return manifest
@@ -182,39 +173,25 @@ def _input_embedding_key(model: Any, state: dict[str, Any]) -> str:
 def ensure_dequantized(name: str, *, progress: bool = True) -> Path:
     """The folder of `lm:<name>`'s float32 weights and tokenizer (save_pretrained layout), made on first use."""
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .load import _file_lock
 
     manifest = lm_manifest(name)
     final = _dequantized_dir(name, manifest)
-    if (final / "provenance.json").is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(final.parent / f".{final.name}.lock"):
-        if (final / "provenance.json").is_file():
-            return final
-        src = Path(manifest["gguf_file"])
+    src = Path(manifest["gguf_file"])
+
+    def build(tmp: Path) -> None:
         if progress:
             print(f"dequantizing lm:{name} from {src.name} ({manifest['quantization']}) to float32; cached at {final}",
                   file=sys.stderr, flush=True)
-        tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-            model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
-            _save_float32(model, tmp)
-            tok.save_pretrained(str(tmp))
-            write_json_atomic(tmp / "provenance.json", {**manifest, "dequantized_to": "float32",
-                                                         "transformers": __import__("transformers").__version__})
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not (final / "provenance.json").is_file():
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return final
+        tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+        model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
+        _save_float32(model, tmp)
+        tok.save_pretrained(str(tmp))
+        write_json_atomic(tmp / "provenance.json", {**manifest, "dequantized_to": "float32",
+                                                     "transformers": transformers.__version__})
+
+    return build_once(final, "provenance.json", build)
 
 
 def load_lm(name: str, *, device: str = "cpu", progress: bool = True) -> Any:

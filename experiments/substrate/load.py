@@ -14,12 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import shutil
 import sys
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from claimgraph.experiments.context import cache_dir, torch_threads, train_threads, write_json_atomic
 from claimgraph.graph.errors import InvalidInput, NotFound
 
+from .atomic import build_once
 from .corpus import CORPUS_PRESETS, SyntheticCorpus, get_corpus
 from .hooks import HookedModel, is_weight_matrix
 from .model import ToyConfig, ToyTransformer
@@ -122,68 +118,28 @@ def preset_key(preset: ToyPreset) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Advisory exclusive lock so concurrent first loads train once; correctness does not depend on it
-    (the atomic rename does), so a filesystem without flock just proceeds."""
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX
-        yield
-        return
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except OSError:
-            pass
-        try:
-            yield
-        finally:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-            except OSError:
-                pass
-
-
-
-
 def ensure_trained(name: str, preset: ToyPreset, *, progress: bool = True) -> Path:
     """The cache folder of a toy preset, training it first if no finished copy exists."""
-    root = cache_dir() / "models"
-    root.mkdir(parents=True, exist_ok=True)
     key = preset_key(preset)
-    final = root / key
-    if (final / "config.json").is_file():
-        return final
-    with _file_lock(root / f".{key}.lock"):
-        if (final / "config.json").is_file():  # another process finished while we waited
-            return final
-        tmp = root / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            corpus = get_corpus(f"synthetic:{preset.corpus}")
-            assert preset.model.d_vocab == len(corpus.vocab), "preset d_vocab does not match its corpus"
-            torch.manual_seed(preset.seed)
-            model = ToyTransformer(preset.model, corpus.vocab)
-            if progress:
-                print(f"training toy:{name} (first use; cached at {final})", file=sys.stderr, flush=True)
-            with torch_threads(train_threads()):
-                summary = train(model, corpus, preset.train, seed=preset.seed, out_dir=tmp, progress=progress)
-            TRAINING_RUNS.append(key)
-            write_json_atomic(tmp / "config.json", {
-                "preset": name, "key": key, "substrate_version": SUBSTRATE_VERSION,
-                "model": preset.model.model_dump(mode="json"),
-                "corpus": {"preset": preset.corpus, **CORPUS_PRESETS[preset.corpus].model_dump(mode="json")},
-                "train": preset.train.model_dump(mode="json"), "seed": preset.seed, **summary})
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not (final / "config.json").is_file():
-                    raise
-                # lost a race with a process that did not take the lock: use the winner's copy
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    final = cache_dir() / "models" / key
+
+    def build(tmp: Path) -> None:
+        corpus = get_corpus(f"synthetic:{preset.corpus}")
+        assert preset.model.d_vocab == len(corpus.vocab), "preset d_vocab does not match its corpus"
+        torch.manual_seed(preset.seed)
+        model = ToyTransformer(preset.model, corpus.vocab)
+        if progress:
+            print(f"training toy:{name} (first use; cached at {final})", file=sys.stderr, flush=True)
+        with torch_threads(train_threads()):
+            summary = train(model, corpus, preset.train, seed=preset.seed, out_dir=tmp, progress=progress)
+        TRAINING_RUNS.append(key)
+        write_json_atomic(tmp / "config.json", {
+            "preset": name, "key": key, "substrate_version": SUBSTRATE_VERSION,
+            "model": preset.model.model_dump(mode="json"),
+            "corpus": {"preset": preset.corpus, **CORPUS_PRESETS[preset.corpus].model_dump(mode="json")},
+            "train": preset.train.model_dump(mode="json"), "seed": preset.seed, **summary})
+
+    return build_once(final, "config.json", build)
 
 
 def read_config(path: Path) -> dict:

@@ -51,13 +51,10 @@ import hashlib
 import importlib.util
 import io
 import json
-import os
 import platform
 import re
-import shutil
 import sys
 import tokenize
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -69,6 +66,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from claimgraph.experiments.context import cache_dir, write_json_atomic
 from claimgraph.graph.errors import InvalidInput, NotFound
+
+from .atomic import build_once
 
 TEXT_VERSION = 3  # bump when sources, labelling or windowing change what a cached corpus means
 LABELS = ("base64", "arabic", "code", "prose", "string", "comment")
@@ -588,35 +587,21 @@ def recipe_of(ref: str) -> tuple[str, TextRecipe]:
 
 def build_text_corpus(ref: str, tokenizer: Any, *, progress: bool = False) -> TextCorpus:
     """The tokenized corpus for `text:<recipe>` and `tokenizer`, built on first use and cached."""
-    from .load import _file_lock
-
     name, recipe = recipe_of(ref)
     docs = build_documents(recipe)
     doc_sha = hashlib.sha256("\n".join(json.dumps(d.record(), sort_keys=True) for d in docs).encode()).hexdigest()
     tok_id = tokenizer_fingerprint(tokenizer)
     key = hashlib.sha256(json.dumps({"recipe": recipe.model_dump(mode="json"), "docs": doc_sha, "tok": tok_id,
                                      "version": TEXT_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
-    root = cache_dir() / "text"
-    final = root / f"{name}-{key}"
-    if (final / "manifest.json").is_file():
-        return TextCorpus(name, recipe, final, json.loads((final / "manifest.json").read_text()))
-    root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f".{final.name}.lock"):
-        if not (final / "manifest.json").is_file():
-            if progress:
-                print(f"building text:{name} ({len(docs)} documents) with tokenizer {tok_id}; cached at {final}",
-                      file=sys.stderr, flush=True)
-            tmp = root / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            try:
-                _write_corpus(tmp, name, recipe, docs, doc_sha, tokenizer, tok_id)
-                try:
-                    os.rename(tmp, final)
-                except OSError:
-                    if not (final / "manifest.json").is_file():
-                        raise
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
+    final = cache_dir() / "text" / f"{name}-{key}"
+
+    def build(tmp: Path) -> None:
+        if progress:
+            print(f"building text:{name} ({len(docs)} documents) with tokenizer {tok_id}; cached at {final}",
+                  file=sys.stderr, flush=True)
+        _write_corpus(tmp, name, recipe, docs, doc_sha, tokenizer, tok_id)
+
+    build_once(final, "manifest.json", build)
     return TextCorpus(name, recipe, final, json.loads((final / "manifest.json").read_text()))
 
 
