@@ -233,7 +233,7 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     layers = [int(x) for x in args.layers.split(",")]
     print(f"# bench_lm: {REF} on {DATA}, device {args.device}, torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} cores\n")
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start\n")
     if "load" not in skip:
         section_load()
     model = load_model(REF, device=args.device, progress=False)
@@ -247,6 +247,7 @@ def main() -> None:
         acts = section_extraction(model, corpus, args.device, layers[:1], args.windows, args.batch)
     if "sae" not in skip and acts:
         section_sae(next(iter(acts.values())), args.device, args.sae_seconds, batch=1024)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":
