@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from . import ann
 from .embed import MODEL_NAME
 from .errors import InvalidInput, NotFound, StoreError
 from .models import Edge, EdgeType, MadeBy, NodeType, Suggestion, node_type_value
@@ -130,6 +131,7 @@ def _suggestion_rows(store: "Store", where: str, params: dict[str, Any], limit: 
                        dst_title=r[6], src_type=NodeType(r[7]), dst_type=NodeType(r[8])) for r in rows]
 
 
+Method = Literal["auto", "exact", "ann"]
 PER_NODE = 10  # default: keep each node's best 10 eligible pairs
 
 
@@ -163,6 +165,29 @@ def best_per_node(i: "np.ndarray", j: "np.ndarray", score: "np.ndarray", n: int,
     return keep
 
 
+ANN_SLACK = 13  # neighbours asked beyond per_node + the node itself: room for pairs with an edge or a decision
+
+
+def ann_pairs(index: Any, X: "np.ndarray", threshold: float, k: int) -> tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
+    """Pairs i < j (each once, ordered by i then j) with j among i's `k` nearest in `index` or i among j's,
+    and exact cosine X[i] . X[j] >= threshold: (i [m] int64, j [m] int64, score [m] float32)."""
+    import numpy as np
+
+    n = len(X)
+    keys, _ = ann.knn(index, X, k)  # [n, k]
+    p = np.repeat(np.arange(n, dtype=np.int64), keys.shape[1])
+    q = keys.reshape(-1)
+    ok = (q >= 0) & (q != p)
+    pair = np.unique(_pair_keys(p[ok], q[ok], n))  # sorted: i ascending, then j
+    i, j = pair // n, pair % n
+    score = np.empty(len(i), dtype=np.float32)
+    for c0 in range(0, len(i), 1 << 20):  # exact cosines from the stored vectors, a chunk at a time
+        sl = slice(c0, c0 + (1 << 20))
+        score[sl] = np.einsum("nd,nd->n", X[i[sl]], X[j[sl]])
+    keep = score >= threshold
+    return i[keep], j[keep], score[keep]
+
+
 def _pair_keys(a: "np.ndarray", b: "np.ndarray", n: int) -> "np.ndarray":
     """One int64 per unordered pair of positions < n."""
     import numpy as np
@@ -173,12 +198,15 @@ def _pair_keys(a: "np.ndarray", b: "np.ndarray", n: int) -> "np.ndarray":
 def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | None = None,
             limit: int | None = None, duplicate_threshold: float = DUPLICATE_THRESHOLD, block: int = 4096,
             model: str = MODEL_NAME, progress: bool | None = None,
-            per_node: int | None = PER_NODE) -> list[Suggestion]:
+            per_node: int | None = PER_NODE, method: Method = "auto") -> list[Suggestion]:
     """Pairs with cosine >= threshold, no typed edge and not accepted or rejected before, best first:
     each node's best `per_node` such pairs (all of them when None).
 
-    Persists them as the open rows of `suggestions` (see the module docstring for scope, duplicates and
-    what is replaced) in one transaction, and returns the best `limit` (all when None).
+    `method`: "exact" computes every pair's cosine in blocked products; "ann" finds each node's nearest
+    neighbours through an HNSW index (`claimgraph.graph.ann`, saved beside the database for node pages and
+    search) and then ranks them exactly as "exact" does; "auto" takes "ann" from `ann.ANN_MIN_NODES`
+    embedded nodes. Persists the pairs as the open rows of `suggestions` (see the module docstring for
+    scope, duplicates and what is replaced) in one transaction, and returns the best `limit` (all when None).
     """
     import numpy as np
     import pyarrow as pa
@@ -190,6 +218,8 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
         raise InvalidInput(f"limit must be at least 0, got {limit}")
     if per_node is not None and per_node < 1:
         raise InvalidInput(f"per_node must be at least 1 (or None for every pair), got {per_node}")
+    if method not in ("auto", "exact", "ann"):
+        raise InvalidInput(f"unknown suggest method {method!r}; use auto, exact or ann")
     tval = node_type_value(type)
     where, params = ["e.model = $model"], {"model": model}
     if tval is not None:
@@ -197,9 +227,11 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
         params["type"] = tval
     con = store.con
     with store.transaction():
-        tbl = con.execute(f"""SELECT n.id, n.type, n.title, {_TITLE_NORM.format(t="n")} AS tnorm, e.vector
-            FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash WHERE {' AND '.join(where)}""",
+        tbl = con.execute(f"""SELECT n.id, n.type, n.title, {_TITLE_NORM.format(t="n")} AS tnorm, n.text_hash,
+            e.vector FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash WHERE {' AND '.join(where)}""",
                           params).to_arrow_table()
+        built_after = con.execute("SELECT (SELECT max(updated_at) FROM nodes), (SELECT max(created_at) FROM embeddings)"
+                                  ).fetchone()
         n = tbl.num_rows
         if n:  # positions in id order: ties break by id, and i < j means a < b
             tbl = tbl.take(pc.sort_indices(tbl.column("id")))
@@ -219,7 +251,20 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
         finally:
             con.unregister("_sg_ids")
         excluded = np.unique(_pair_keys(excl.column("p").to_numpy(), excl.column("q").to_numpy(), n))
-        i, j, score = similar_pairs(X, threshold, block=block, progress=progress)
+        use_ann = method == "ann" or (method == "auto" and n >= ann.ANN_MIN_NODES)
+        if use_ann:
+            if per_node is None:
+                raise InvalidInput(f"every pair (per_node=None) needs method='exact'; {n} nodes have "
+                                   f"{n * (n - 1) // 2} pairs to score")
+            index = ann.build(X)
+            i, j, score = ann_pairs(index, X, threshold, per_node + 1 + ANN_SLACK)
+            if tval is None:  # the saved index serves node pages and search over every node
+                assert built_after is not None
+                ann.save(store, model, index, ids, tbl.column("text_hash").combine_chunks(),
+                         built_after[0], built_after[1])
+            del index
+        else:
+            i, j, score = similar_pairs(X, threshold, block=block, progress=progress)
         del X
         if len(excluded):
             keys = _pair_keys(i, j, n)
