@@ -63,11 +63,18 @@ def knn(index: Any, Q: "np.ndarray", k: int) -> tuple["np.ndarray", "np.ndarray"
     import numpy as np
 
     found = index.search(np.ascontiguousarray(Q, dtype=np.float32), k, threads=threads())
-    keys = np.asarray(found.keys).astype(np.int64).reshape(len(Q), -1)
-    cos = (1 - np.asarray(found.distances, dtype=np.float32)).reshape(len(Q), -1)
-    counts = np.asarray(found.counts).reshape(-1)
-    missing = np.arange(keys.shape[1])[None, :] >= counts[:, None]
-    keys[missing] = -1
+    if hasattr(found, "counts"):  # a batch: [q, k] with counts
+        keys = np.asarray(found.keys).astype(np.int64).reshape(len(Q), -1)
+        cos = (1 - np.asarray(found.distances, dtype=np.float32)).reshape(len(Q), -1)
+        counts = np.asarray(found.counts).reshape(-1)
+    else:  # one query: only what was found
+        got = np.asarray(found.keys).astype(np.int64)
+        keys = np.full((1, k), -1, dtype=np.int64)
+        cos = np.zeros((1, k), dtype=np.float32)
+        keys[0, :len(got)] = got
+        cos[0, :len(got)] = 1 - np.asarray(found.distances, dtype=np.float32)
+        counts = np.array([len(got)])
+    keys[np.arange(keys.shape[1])[None, :] >= counts[:, None]] = -1
     return keys, cos
 
 
@@ -87,8 +94,8 @@ class SavedIndex:
     index: Any
     ids: Any       # pyarrow strings [n], key order
     hashes: Any    # pyarrow strings [n]
-    nodes_since: datetime | None
-    vectors_since: datetime | None
+    nodes_since: datetime
+    vectors_since: datetime
 
 
 def save(store: "Store", model: str, index: Any, ids: Any, hashes: Any, nodes_since: datetime | None,
@@ -140,7 +147,7 @@ def load(store: "Store", model: str) -> SavedIndex | None:
         keys = ipc.open_file(pa.memory_map(str(keys_path))).read_all()
     except (OSError, ValueError, RuntimeError, KeyError):
         return None  # unreadable (e.g. replaced while reading): answer without it
-    when = lambda v: datetime.fromisoformat(v) if v else None
+    when = lambda v: datetime.fromisoformat(v) if v else datetime(1970, 1, 1)  # built empty: everything is new
     saved = SavedIndex(index=index, ids=keys.column("id").combine_chunks(), hashes=keys.column("text_hash").combine_chunks(),
                        nodes_since=when(meta.get("nodes_since")), vectors_since=when(meta.get("vectors_since")))
     _LOADED[str(idx_path)] = (mtime, saved)
@@ -172,15 +179,47 @@ def _changed_since(store: "Store", saved: SavedIndex, q: "np.ndarray", model: st
     """Exact cosines to `q` of the nodes written, or given a vector, at or after the index was built."""
     import numpy as np
 
-    rows: list[tuple] = []
-    if saved.nodes_since is not None:
-        rows += store.sql("""SELECT n.id, e.vector FROM (SELECT id, text_hash FROM nodes WHERE updated_at >= ?) n
+    rows: list[tuple] = store.sql("""SELECT n.id, e.vector FROM (SELECT id, text_hash FROM nodes WHERE updated_at >= ?) n
             JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = ?""", [saved.nodes_since, model])
-    if saved.vectors_since is not None:
-        rows += store.sql("""SELECT n.id, e.vector FROM (SELECT text_hash, vector FROM embeddings
-            WHERE model = ? AND created_at >= ?) e JOIN nodes n ON n.text_hash = e.text_hash""",
-                          [model, saved.vectors_since])
+    rows += store.sql("""SELECT n.id, e.vector FROM (SELECT text_hash, vector FROM embeddings
+        WHERE model = ? AND created_at >= ?) e JOIN nodes n ON n.text_hash = e.text_hash""",
+                      [model, saved.vectors_since])
     if not rows:
         return {}
     mat = np.asarray([r[1] for r in rows], dtype=np.float32)  # [m, 384]
     return {r[0]: float(c) for r, c in zip(rows, mat @ q)}
+
+
+def sorted_position(ids: Any, node_id: str) -> int:
+    """Position of `node_id` in the sorted pyarrow strings `ids`, or -1 (binary search, no copy)."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ids[mid].as_py() < node_id:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < len(ids) and ids[lo].as_py() == node_id else -1
+
+
+def vectors_of(store: "Store", node_ids: list[str], model: str, saved: SavedIndex | None = None) -> dict[str, "np.ndarray"]:
+    """The stored vectors of these nodes (those that have one): from the saved index where the node is indexed
+    under its current text hash (keys are in id order), else from the embeddings table."""
+    import numpy as np
+
+    if not node_ids:
+        return {}
+    current = dict(store.sql("SELECT id, text_hash FROM nodes WHERE id IN (SELECT unnest(?))", [node_ids]))
+    out: dict[str, np.ndarray] = {}
+    rest: dict[str, str] = {}
+    for nid, h in current.items():
+        key = sorted_position(saved.ids, nid) if saved is not None else -1
+        if key >= 0 and saved is not None and saved.hashes[key].as_py() == h:
+            out[nid] = np.asarray(saved.index.get(key), dtype=np.float32).reshape(EMBED_DIM)
+        else:
+            rest[nid] = h
+    if rest:
+        by_hash = {h: v for h, v in store.sql("""SELECT text_hash, vector FROM embeddings
+            WHERE model = ? AND text_hash IN (SELECT unnest(?))""", [model, sorted(set(rest.values()))])}
+        out.update({nid: np.asarray(by_hash[h], dtype=np.float32) for nid, h in rest.items() if h in by_hash})
+    return out

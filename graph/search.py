@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import ann
 from .errors import InvalidInput, StoreError
 from .models import NodeType, SearchResult, node_type_value
 from .schema import EMBED_DIM
@@ -361,32 +362,59 @@ def search(store: "Store", query: str, *, type: NodeType | str | None = None, k:
     index = keyword_index(store, fp)
     bm25, hit, ideal = index.bm25(terms)
     use_sem = bool(fp[3])
+    mask = index.type_mask(tval)
+    searched = hit if mask is None else hit & mask  # the nodes the keyword part ranks
+    cos = np.full(index.n, np.nan, dtype=np.float32)  # [n] semantic part, NaN without a vector (or not scored)
     if use_sem:
         if embedder is None:
             from .embed import get_embedder
             embedder = get_embedder()
         qvec = np.asarray(embedder.encode([query], progress=False)[0], dtype=np.float32)  # [384], unit norm
-        cos = _cosines(store, qvec, model, backend, index, fp)  # [n], NaN without a vector
-        cand = ~np.isnan(cos) | hit
+        saved = ann.load(store, model) if backend == "numpy" and fp[3] >= ann.ANN_MIN_NODES else None
+        if saved is not None:
+            cand = _ann_candidates(store, qvec, model, saved, index, bm25, searched, cos, max(8 * k, 100))
+        else:
+            cos = _cosines(store, qvec, model, backend, index, fp)
+            cand = ~np.isnan(cos) | hit
     else:
-        cos = np.full(index.n, np.nan, dtype=np.float32)
         cand = hit.copy()
-    mask = index.type_mask(tval)
     if mask is not None:
         cand &= mask
-    searched = hit & cand
     # keyword = BM25 / max(best BM25 among the nodes searched, ideal); undefined when both are 0
     scale = max(float(bm25[searched].max()) if searched.any() else 0.0, ideal)
+    pos = np.flatnonzero(cand)
+    c = cos[pos].astype(np.float64)
     if scale == 0:
         kw = None
-        score = cos.astype(np.float64)
+        score = c
     else:
-        kw = bm25 / scale
-        score = ALPHA * np.nan_to_num(cos.astype(np.float64), nan=0.0) + (1 - ALPHA) * kw if use_sem else kw
-    top = _top(score, cand, k)
-    ids = [index.ids[int(i)].as_py() for i in top]
+        kw = bm25[pos] / scale
+        score = ALPHA * np.nan_to_num(c, nan=0.0) + (1 - ALPHA) * kw if use_sem else kw
+    top = _top(score, np.ones(len(pos), dtype=bool), k, tiebreak=pos)
+    ids = [index.ids[int(pos[t])].as_py() for t in top]
     rows = {r[0]: r[1:] for r in _query(store, "SELECT id, type, title FROM nodes WHERE id IN (SELECT unnest(?))",
                                         [ids])} if ids else {}
-    return [SearchResult(id=nid, type=NodeType(rows[nid][0]), title=rows[nid][1], score=float(score[i]),
-                         semantic=None if np.isnan(cos[i]) else float(cos[i]),
-                         keyword=None if kw is None else float(kw[i])) for nid, i in zip(ids, top)]
+    return [SearchResult(id=nid, type=NodeType(rows[nid][0]), title=rows[nid][1], score=float(score[t]),
+                         semantic=None if np.isnan(c[t]) else float(c[t]),
+                         keyword=None if kw is None else float(kw[t])) for nid, t in zip(ids, top)]
+
+
+def _ann_candidates(store: "Store", qvec: "np.ndarray", model: str, saved: Any, index: KeywordIndex,
+                    bm25: "np.ndarray", searched: "np.ndarray", cos: "np.ndarray", width: int) -> "np.ndarray":
+    """At scale: [n] bool of the nodes worth scoring, the `width` nearest by the saved index and the `width`
+    best by BM25, with their cosines written into `cos`. The best hybrid scores are among them unless a node
+    outside both lists beats all of them on the sum, which needs it near the top of both."""
+    import numpy as np
+
+    cand = np.zeros(index.n, dtype=bool)
+    for nid, c in ann.nearest(store, qvec, width, model) or []:
+        p = ann.sorted_position(index.ids, nid)
+        if p >= 0:
+            cos[p] = c
+            cand[p] = True
+    kw_top = _top(bm25, searched, width)
+    cand[kw_top] = True
+    need = [index.ids[int(p)].as_py() for p in kw_top if np.isnan(cos[p])]
+    for nid, vec in ann.vectors_of(store, need, model, saved).items():
+        cos[ann.sorted_position(index.ids, nid)] = float(vec @ qvec)
+    return cand

@@ -53,10 +53,21 @@ def computed_neighbors(store: "Store", node_id: str, *, k: int = 8, threshold: f
     """Up to `k` (node id, cosine >= threshold) most similar to `node_id` by stored vectors, best first.
 
     Excludes the node itself and every node it has a typed edge with (either direction). Empty when the
-    node has no stored vector for `model`. One SQL scan; no encoder, no torch.
+    node has no stored vector for `model`. Through the saved nearest-neighbour index when the store has one
+    (`claimgraph.graph.ann`, written by `suggest` at scale: approximate, as fresh as the store), else one SQL
+    scan. No encoder, no torch.
     """
     if not store.has_node(node_id):
         raise NotFound(f"no node {node_id!r}; `claimgraph search` or `claimgraph list` finds ids")
+    saved = ann.load(store, model)
+    if saved is not None:
+        vec = ann.vectors_of(store, [node_id], model, saved).get(node_id)
+        if vec is None:
+            return []
+        linked = {r[0] for r in _q(store, "SELECT dst FROM edges WHERE src = $id UNION SELECT src FROM edges WHERE dst = $id",
+                                   {"id": node_id})}
+        near = ann.nearest(store, vec, k + len(linked) + 1, model) or []
+        return [(i, c) for i, c in near if c >= threshold and i != node_id and i not in linked][:k]
     rows = _q(store, """
         WITH me AS (SELECT e.vector FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = $model
                     WHERE n.id = $id),
