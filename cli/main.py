@@ -445,18 +445,18 @@ def runs(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(me
 def evidence(ctx: typer.Context, claim: Annotated[str, typer.Argument(metavar="CLAIM")],
              all_: Annotated[bool, typer.Option("--all", help="Include evidence superseded by later runs.")] = False):
     """Evidence about a claim or finding, and its derived status. Example: claimgraph evidence claim:..."""
-    from claimgraph.graph.queries import claim_statuses, evidence_for
+    from claimgraph.graph.queries import evidence_for, status_reports
 
     with _store(ctx) as s:
         s.get_node(claim)
         ev = evidence_for(s, claim, include_superseded=all_)
-        status = claim_statuses(s, [claim])[claim]
+        report = status_reports(s, [claim])[claim]
     if _opts(ctx).json:
-        emit_json({"claim": claim, "status": status,
+        emit_json({"claim": claim, "status": report.status, "status_report": report.model_dump(mode="json"),
                    "evidence": [{"id": e.id, "title": e.title, "text": e.text, **e.attrs} for e in ev]})
         return
     d = lambda e: e.attrs.get("decision", {})
-    table(f"{claim}: {status}", ["verdict", "value", "CI", "n", "criterion", "experiment", "run"],
+    table(f"{claim}: {report.describe()}", ["verdict", "value", "CI", "n", "criterion", "experiment", "run"],
           [(e.attrs.get("verdict"), fmt_score(d(e).get("mean")),
             "" if d(e).get("n", 0) < 2 else f"[{d(e)['ci_low']:.3g}, {d(e)['ci_high']:.3g}]", d(e).get("n"),
             _criterion_text(e.attrs.get("criterion")), e.attrs.get("experiment"), e.attrs.get("run_id")) for e in ev],

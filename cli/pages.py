@@ -33,6 +33,7 @@ def page_json(page: NodePage) -> dict:
     return {
         "node": node,
         "status": page.status,
+        "status_report": page.status_report.model_dump(mode="json") if page.status_report else None,
         "source": {"papers": [{"id": p.id, "title": p.title, **{k: p.attrs.get(k) for k in ("year", "authors")}}
                               for p in page.source.papers], "documents": page.source.documents},
         "neighbors": [{"id": n.id, "type": n.type.value, "title": n.title, "edge": n.edge.value,
@@ -49,8 +50,8 @@ def render_page(page: NodePage) -> None:
     n = page.node
     out: list = [(n.type.value, "bold")]
     status: list[str] = []
-    if page.status:
-        status.append(page.status)
+    if page.status_report:
+        status.append(page.status_report.describe())
     if n.attrs.get("page_status"):
         status.append(f"page status: {n.attrs['page_status']}")
     if status:

@@ -184,6 +184,8 @@ class EvidenceAttrs(BaseModel):
     criterion: dict[str, Any]
     metrics: dict[str, Any] = Field(default_factory=dict)
     superseded: bool = False
+    decisive: bool = Field(True, description="False when the run cannot decide (e.g. fewer seeds than its rule "
+                                             "needs): listed, but it does not move the claim's status")
 
 
 ATTRS_MODELS: dict[NodeType, type[BaseModel]] = {
@@ -224,7 +226,17 @@ class ApplyReport(BaseModel):
     node_ids: list[str] = Field(default_factory=list, description="Every node id the document touches")
 
 
-ClaimStatus = Literal["untested", "supported", "refuted", "contested", "inconclusive"]
+ClaimStatus = Literal["untested", "supported", "refuted", "contested", "mixed", "inconclusive"]
+STATUS_RULES = """\
+A claim's (or finding's) status comes from its current evidence (not superseded by a later run of the same
+experiment), counting only evidence that decides (evidence marked `decisive: false`, such as a run with fewer
+seeds than its decision rule needs, is listed but does not move the status):
+- untested: no deciding evidence;
+- supported: every deciding verdict is supported;
+- refuted: every deciding verdict is refuted;
+- contested: some evidence supports and some refutes;
+- mixed: evidence in one direction (supported or refuted) beside inconclusive evidence, none in the other;
+- inconclusive: every deciding verdict is inconclusive."""
 
 
 class Neighbor(BaseModel):

@@ -24,11 +24,41 @@ class SourceInfo(BaseModel):
     documents: list[str] = Field(default_factory=list)
 
 
+class StatusReport(BaseModel):
+    """A claim's derived status and what it rests on: which evidence (labelled by method) gave which verdict."""
+
+    status: ClaimStatus
+    by_verdict: dict[str, list[str]] = Field(default_factory=dict,
+                                             description="verdict -> method labels of deciding evidence, sorted")
+    not_deciding: list[str] = Field(default_factory=list,
+                                    description="method labels of evidence listed but not deciding")
+
+    def describe(self) -> str:
+        """`mixed (supported: logit_weights; inconclusive: ablation x2)` — the status with who said what."""
+        if self.status == "untested" and not self.not_deciding:
+            return self.status
+        parts = [f"{v}: {_count_labels(self.by_verdict[v])}" for v in VERDICT_ORDER if self.by_verdict.get(v)]
+        if self.not_deciding:
+            parts.append(f"not deciding: {_count_labels(self.not_deciding)}")
+        return f"{self.status} ({'; '.join(parts)})"
+
+
+VERDICT_ORDER = ("supported", "refuted", "inconclusive")
+
+
+def _count_labels(labels: list[str]) -> str:
+    counts: dict[str, int] = defaultdict(int)
+    for label in labels:
+        counts[label] += 1
+    return ", ".join(k if n == 1 else f"{k} x{n}" for k, n in sorted(counts.items()))
+
+
 class NodePage(BaseModel):
     """Everything `show` renders: the node, its derived status, its source, typed neighbours, similarity."""
 
     node: Node
     status: ClaimStatus | None = None
+    status_report: StatusReport | None = None
     source: SourceInfo
     neighbors: list[Neighbor]
     similar: list[Similar]
@@ -36,10 +66,26 @@ class NodePage(BaseModel):
     evidence: list[Node] = Field(default_factory=list)
 
 
-def claim_statuses(store: Store, ids: list[str]) -> dict[str, ClaimStatus]:
-    """Status of each claim or finding, derived from the verdicts of its current (non-superseded) evidence:
-    none -> untested; only supported -> supported; only refuted -> refuted; both -> contested;
-    only inconclusive -> inconclusive."""
+def status_from_verdicts(verdicts: list[str]) -> ClaimStatus:
+    """The status rule (graph.models.STATUS_RULES) applied to the verdicts of deciding evidence."""
+    v = set(verdicts)
+    if "supported" in v and "refuted" in v:
+        return "contested"
+    direction = v & {"supported", "refuted"}
+    if direction:
+        (only,) = direction
+        return "mixed" if "inconclusive" in v else only  # type: ignore[return-value]
+    return "inconclusive" if "inconclusive" in v else "untested"
+
+
+def _method_label(attrs: dict[str, Any]) -> str:
+    kind = attrs.get("kind") or "evidence"
+    model = attrs.get("model")
+    return f"{kind} on {model}" if model else str(kind)
+
+
+def status_reports(store: Store, ids: list[str]) -> dict[str, StatusReport]:
+    """Status of each claim or finding with the verdicts it rests on (rules: graph.models.STATUS_RULES)."""
     if not ids:
         return {}
     rows = store.sql("""
@@ -49,25 +95,31 @@ def claim_statuses(store: Store, ids: list[str]) -> dict[str, ClaimStatus]:
             UNION
             SELECT t.dst AS target, p.dst AS evidence FROM edges t JOIN edges p ON p.src = t.src
               WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst IN (SELECT unnest($1)))
-        SELECT ev.target, n.attrs->>'verdict' FROM ev JOIN nodes n ON n.id = ev.evidence
-        WHERE n.type = 'evidence' AND coalesce(CAST(n.attrs->>'superseded' AS BOOLEAN), false) = false""", [list(ids)])
-    verdicts: dict[str, set[str]] = defaultdict(set)
-    for target, verdict in rows:
-        verdicts[target].add(verdict)
-    out: dict[str, ClaimStatus] = {}
+        SELECT ev.target, n.attrs FROM ev JOIN nodes n ON n.id = ev.evidence
+        WHERE n.type = 'evidence' AND coalesce(CAST(n.attrs->>'superseded' AS BOOLEAN), false) = false
+        ORDER BY ev.target, n.id""", [list(ids)])
+    by_target: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for target, attrs in rows:
+        by_target[target].append(json.loads(attrs) if isinstance(attrs, str) else (attrs or {}))
+    out: dict[str, StatusReport] = {}
     for i in ids:
-        v = verdicts.get(i, set())
-        if "supported" in v and "refuted" in v:
-            out[i] = "contested"
-        elif "supported" in v:
-            out[i] = "supported"
-        elif "refuted" in v:
-            out[i] = "refuted"
-        elif "inconclusive" in v:
-            out[i] = "inconclusive"
-        else:
-            out[i] = "untested"
+        by_verdict: dict[str, list[str]] = defaultdict(list)
+        not_deciding: list[str] = []
+        for attrs in by_target.get(i, []):
+            label = _method_label(attrs)
+            if attrs.get("decisive", True) is False:
+                not_deciding.append(label)
+            elif attrs.get("verdict") in VERDICT_ORDER:
+                by_verdict[attrs["verdict"]].append(label)
+        out[i] = StatusReport(status=status_from_verdicts(list(by_verdict)),
+                              by_verdict={k: sorted(v) for k, v in by_verdict.items()},
+                              not_deciding=sorted(not_deciding))
     return out
+
+
+def claim_statuses(store: Store, ids: list[str]) -> dict[str, ClaimStatus]:
+    """Status word of each claim or finding (rules: graph.models.STATUS_RULES)."""
+    return {i: r.status for i, r in status_reports(store, ids).items()}
 
 
 def evidence_for(store: Store, node_id: str, *, include_superseded: bool = False) -> list[Node]:
@@ -139,9 +191,9 @@ def node_page(store: Store, node_id: str, *, k_similar: int = 8, threshold: floa
     papers = [store.get_node(nb.id) for nb in neighbors
               if nb.edge == EdgeType.extracted_from and nb.direction == "out"]
     docs = [r[0] for r in store.sql("SELECT path FROM node_sources WHERE node_id = ? ORDER BY path", [node_id])]
-    status = claim_statuses(store, [node_id])[node_id] if node.type in STATUS_TYPES else None
+    report = status_reports(store, [node_id])[node_id] if node.type in STATUS_TYPES else None
     evidence = evidence_for(store, node_id) if node.type in STATUS_TYPES else []
-    return NodePage(node=node, status=status, source=SourceInfo(papers=papers, documents=docs),
+    return NodePage(node=node, status=report.status if report else None, status_report=report, source=SourceInfo(papers=papers, documents=docs),
                     neighbors=neighbors, similar=similar_for(store, node_id, k=k_similar, threshold=threshold),
                     similarity_threshold=threshold, evidence=evidence)
 

@@ -180,7 +180,7 @@ def test_refuting_and_inconclusive_verdicts(plugin, db):
         kinds = {e.type.value for e in s.edges(out2["evidence_id"])}
         assert kinds == {"produced"}  # inconclusive evidence is kept with no supports/refutes edge
     status = json.loads(cli("evidence", "claim:samples-are-positive").stdout)["status"]
-    assert status == "refuted"  # refuted + inconclusive: the refutation stands
+    assert status == "mixed"  # refuted beside inconclusive evidence (graph.models.STATUS_RULES)
 
 
 def test_more_seeds_on_the_command_line(plugin, db):
