@@ -140,10 +140,9 @@ def load(store: "Store", model: str) -> SavedIndex | None:
         from usearch.index import Index
 
         meta = json.loads(meta_path.read_text())
-        index = Index.restore(str(idx_path), view=True)
+        index = Index.restore(str(idx_path), view=True)  # keeps the expansion_search it was saved with
         if index is None:
             return None
-        index.expansion_search = EXPANSION_SEARCH
         keys = ipc.open_file(pa.memory_map(str(keys_path))).read_all()
     except (OSError, ValueError, RuntimeError, KeyError):
         return None  # unreadable (e.g. replaced while reading): answer without it
