@@ -17,9 +17,9 @@ A rolled-back write never reaches it (it is built from one read transaction, aft
 committed). Written to temporary names and renamed into place, so a reader sees an old or a new index,
 never half of one.
 
-Library: bench/bench_ann.py measured usearch, hnswlib and faiss's HNSW on the benchmark's vectors
-(docs/benchmarks.md); usearch is chosen for build plus all-nodes search time at the recall target and because
-it can serve a saved index memory-mapped (hnswlib and faiss's HNSW load it whole).
+Library: bench/bench_ann.py compares usearch, hnswlib and faiss's HNSW on the benchmark's vectors
+(docs/benchmarks.md); usearch is used because it serves a saved index memory-mapped (`restore(view=True)`),
+which a cold node page at a million nodes needs, where hnswlib loads the whole index.
 """
 from __future__ import annotations
 
