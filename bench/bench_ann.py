@@ -27,22 +27,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scale import noisy_copies, pool_sentences, pool_vectors
+from bench_scale import exact_candidates, noisy_copies, pool_sentences, pool_vectors
 
 THREADS = 2
 
 
 def exact_lists(X: np.ndarray, sample: np.ndarray, threshold: float, per_node: int) -> dict[int, list[int]]:
-    out = {}
-    for s0 in range(0, len(sample), 256):
-        rows = sample[s0:s0 + 256]
-        S = X[rows] @ X.T  # [r, n]
-        for r, p in enumerate(rows.tolist()):
-            s = S[r]
-            s[p] = -2
-            cand = np.flatnonzero(s >= threshold)
-            out[p] = cand[np.lexsort((cand, -s[cand]))][:per_node].tolist()
-    return out
+    return {p: cand[:per_node] for p, cand in exact_candidates(X, sample, threshold).items()}
 
 
 def recall(knn: np.ndarray, want: dict[int, list[int]]) -> float:

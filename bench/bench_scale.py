@@ -151,11 +151,10 @@ def build_store(path: Path, n: int, pool: list[tuple[str, str]], pool_vec: np.nd
     return stats
 
 
-def exact_best(store: Store, sample: np.ndarray, ids: list[str], X: np.ndarray, threshold: float,
-               per_node: int) -> set[tuple[str, str]]:
-    """The best `per_node` pairs (cosine >= threshold, no typed edge) of each sampled position, by brute force."""
-    linked = {tuple(sorted(r)) for r in store.sql("SELECT src, dst FROM edges")}
-    out = set()
+def exact_candidates(X: np.ndarray, sample: np.ndarray, threshold: float) -> dict[int, list[int]]:
+    """For each sampled position, every other position with cosine >= threshold, best first (ties by position),
+    by brute force against every row of X."""
+    out = {}
     for s0 in range(0, len(sample), 256):
         rows = sample[s0:s0 + 256]
         S = X[rows] @ X.T  # [r, n]
@@ -163,16 +162,18 @@ def exact_best(store: Store, sample: np.ndarray, ids: list[str], X: np.ndarray, 
             s = S[r]
             s[p] = -2
             cand = np.flatnonzero(s >= threshold)
-            cand = cand[np.lexsort((cand, -s[cand]))]
-            got = 0
-            for q in cand.tolist():
-                pair = tuple(sorted((ids[p], ids[q])))
-                if pair in linked:
-                    continue
-                out.add(pair)
-                got += 1
-                if got == per_node:
-                    break
+            out[p] = cand[np.lexsort((cand, -s[cand]))].tolist()
+    return out
+
+
+def exact_best(store: Store, sample: np.ndarray, ids: list[str], X: np.ndarray, threshold: float,
+               per_node: int) -> set[tuple[str, str]]:
+    """The best `per_node` pairs (cosine >= threshold, no typed edge) of each sampled position, by brute force."""
+    linked = {tuple(sorted(r)) for r in store.sql("SELECT src, dst FROM edges")}
+    out = set()
+    for p, cand in exact_candidates(X, sample, threshold).items():
+        pairs = (tuple(sorted((ids[p], ids[q]))) for q in cand)
+        out.update([pair for pair in pairs if pair not in linked][:per_node])
     return out
 
 

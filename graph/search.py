@@ -415,6 +415,6 @@ def _ann_candidates(store: "Store", qvec: "np.ndarray", model: str, saved: Any, 
     kw_top = _top(bm25, searched, width)
     cand[kw_top] = True
     need = [index.ids[int(p)].as_py() for p in kw_top if np.isnan(cos[p])]
-    for nid, vec in ann.vectors_of(store, need, model, saved).items():
+    for nid, vec in ann.vectors_of(store, need, model).items():
         cos[ann.sorted_position(index.ids, nid)] = float(vec @ qvec)
     return cand

@@ -61,7 +61,7 @@ def computed_neighbors(store: "Store", node_id: str, *, k: int = 8, threshold: f
         raise NotFound(f"no node {node_id!r}; `claimgraph search` or `claimgraph list` finds ids")
     saved = ann.load(store, model)
     if saved is not None:
-        vec = ann.vectors_of(store, [node_id], model, saved).get(node_id)
+        vec = ann.vectors_of(store, [node_id], model).get(node_id)
         if vec is None:
             return []
         linked = {r[0] for r in _q(store, "SELECT dst FROM edges WHERE src = $id UNION SELECT src FROM edges WHERE dst = $id",

@@ -23,12 +23,6 @@ from sim_corpus import DUP_A, DUP_B, EDGES, NODES, POLY
 DOC = DocumentRef(path="/corpus.yaml", content_hash="c1", format="structured")
 
 
-@pytest.fixture(scope="module")
-def vectors():
-    with Store(None) as s:
-        return vectors_for(s, NODES, progress=False)
-
-
 @pytest.fixture
 def graph(db_path, vectors):
     with Store(db_path) as s:

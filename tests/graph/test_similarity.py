@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from claimgraph.graph import DocumentRef, EdgeType, GraphDelta, InvalidInput, MadeBy, NodeType, NotFound, Store
-from claimgraph.graph.embed import MODEL_NAME, vectors_for
+from claimgraph.graph.embed import MODEL_NAME
 from claimgraph.graph.similarity import (
     accept,
     best_per_node,
@@ -32,13 +32,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sim_corpus import DUP_A, DUP_B, EDGES, FUNC, MONO, NODES, SAE, SHUFFLE
 
 DOC = DocumentRef(path="/corpus.yaml", content_hash="c1", format="structured")
-
-
-@pytest.fixture(scope="module")
-def vectors():
-    """Real all-MiniLM-L6-v2 vectors of the corpus, encoded once for the module."""
-    with Store(None) as s:
-        return vectors_for(s, NODES, progress=False)
 
 
 @pytest.fixture(scope="module")
