@@ -10,8 +10,8 @@ Consistency. DuckDB stays the truth; the index is a derived copy of the vectors 
 be stale, and `nearest` makes every answer agree with the store as it is now:
 - a candidate from the index counts only if its node still exists with the text hash it was indexed under
   (deleted and rewritten nodes drop out);
-- nodes written or vectors stored at or after the build's last write time are scored exactly, by a scan of
-  just those rows (zone maps skip the rest of the table), and merged in.
+- nodes written or vectors stored after the last write the build saw are scored exactly, by a scan of just
+  those rows (zone maps skip the rest of the table), and merged in.
 So the index only goes out of date in speed, never in what it answers; `suggest` at scale rebuilds it.
 A rolled-back write never reaches it (it is built from one read transaction, after the writes it saw had
 committed). Written to temporary names and renamed into place, so a reader sees an old or a new index,
@@ -166,7 +166,7 @@ def nearest(store: "Store", qvec: "np.ndarray", k: int, model: str) -> list[tupl
     if saved is None:
         return None
     q = np.asarray(qvec, dtype=np.float32).reshape(1, EMBED_DIM)
-    keys, _ = knn(saved.index, q, k)
+    keys, _ = knn(saved.index, q, 2 * k + 16)  # oversampled: the int8 distances only nominate, exact ones decide
     keys = keys[0][keys[0] >= 0]
     cand = {saved.ids[int(x)].as_py(): saved.hashes[int(x)].as_py() for x in keys}
     now = dict(store.sql("SELECT id, text_hash FROM nodes WHERE id IN (SELECT unnest(?))", [list(cand)])) if cand else {}
@@ -178,13 +178,14 @@ def nearest(store: "Store", qvec: "np.ndarray", k: int, model: str) -> list[tupl
 
 
 def _changed_since(store: "Store", saved: SavedIndex, q: "np.ndarray", model: str) -> dict[str, float]:
-    """Exact cosines to `q` of the nodes written, or given a vector, at or after the index was built."""
+    """Exact cosines to `q` of the nodes written, or given a vector, after the index was built: strictly after
+    the last write the build saw (a bulk write gives all its rows one time, so `>=` would rescan all of them)."""
     import numpy as np
 
-    rows: list[tuple] = store.sql("""SELECT n.id, e.vector FROM (SELECT id, text_hash FROM nodes WHERE updated_at >= ?) n
+    rows: list[tuple] = store.sql("""SELECT n.id, e.vector FROM (SELECT id, text_hash FROM nodes WHERE updated_at > ?) n
             JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = ?""", [saved.nodes_since, model])
     rows += store.sql("""SELECT n.id, e.vector FROM (SELECT text_hash, vector FROM embeddings
-        WHERE model = ? AND created_at >= ?) e JOIN nodes n ON n.text_hash = e.text_hash""",
+        WHERE model = ? AND created_at > ?) e JOIN nodes n ON n.text_hash = e.text_hash""",
                       [model, saved.vectors_since])
     if not rows:
         return {}
