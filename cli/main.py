@@ -95,7 +95,7 @@ def init(ctx: typer.Context):
 
 @app.command()
 def ingest(ctx: typer.Context,
-           paths: Annotated[list[Path], typer.Argument(help="Documents or folders of documents.")],
+           paths: Annotated[list[str], typer.Argument(help="Documents or folders of documents.")],
            format: Annotated[str, typer.Option("--format", "-f",
                                                help="auto|structured|claim-page|novelty|summary")] = "auto",
            title: Annotated[str | None, typer.Option(help="Paper title for a summary document (it has none).")] = None,
@@ -106,11 +106,14 @@ def ingest(ctx: typer.Context,
 
     with _store(ctx, create=True) as s:
         reports = ingest_paths(s, paths, format=format, title=title, embed=embed)
+    for w in (w for r in reports for w in r.warnings):
+        typer.echo(f"Warning: {w}", err=True)
     if _opts(ctx).json:
         emit_json({"documents": [{"path": r.path, "format": r.format, "unchanged": r.unchanged,
                                   "nodes_added": r.nodes_added, "edges_added": r.edges_added,
                                   "nodes_updated": r.nodes_updated, "nodes_removed": r.nodes_removed,
-                                  "edges_removed": r.edges_removed} for r in reports]})
+                                  "edges_removed": r.edges_removed,
+                                  "warnings": [w.model_dump(mode="json") for w in r.warnings]} for r in reports]})
         return
     table("Ingested", ["document", "format", "nodes added", "edges added", "updated", "removed"],
           [(Path(r.path).name, r.format, "unchanged" if r.unchanged else fmt_counts(r.nodes_added),
@@ -277,24 +280,6 @@ def link(ctx: typer.Context, src: str, edge: str, dst: str,
         emit_json({"edge": e})
     else:
         note(f"added {e.src} -{e.type.value}-> {e.dst}")
-
-
-@app.command()
-def export(ctx: typer.Context,
-           format: Annotated[str, typer.Option("--format", "-f", help="graphml | json (JSON-LD) | parquet")] = "json",
-           out: Annotated[Path | None, typer.Option("--out", "-o", help="File, or folder for parquet.")] = None):
-    """Export the graph. Example: claimgraph export --format graphml -o claims.graphml"""
-    from claimgraph.graph.export import export as do_export
-
-    default = {"graphml": "claimgraph.graphml", "json": "claimgraph.jsonld", "parquet": "claimgraph-parquet"}
-    target = out or Path(default.get(format, "claimgraph.out"))
-    with _store(ctx) as s:
-        files = do_export(s, format, target)
-    if _opts(ctx).json:
-        emit_json({"files": [str(f) for f in files]})
-    else:
-        for f in files:
-            note(f"wrote {f}")
 
 
 @app.command()
@@ -487,6 +472,17 @@ def _criterion_text(c: dict | None) -> str:
     from claimgraph.experiments.spec import Criterion
 
     return Criterion.model_validate(c).describe()
+
+
+# ---- exchange formats (cli/exchange.py) -------------------------------------------------------------
+from .exchange import register as _register_exchange  # noqa: E402
+
+_register_exchange(app)
+
+# ---- the web UI (cli/serve.py) ----------------------------------------------------------------------
+from .serve import serve  # noqa: E402
+
+app.command()(serve)
 
 
 def main() -> None:

@@ -84,9 +84,11 @@ def build_spec(kind: str, *, params: dict[str, Any] | None = None, criterion: Cr
     if timeout_s is not None:
         fields["timeout_s"] = timeout_s
     try:
-        return JobSpec(**fields)
+        spec = JobSpec(**fields)
     except ValidationError as e:
         raise InvalidInput(f"bad experiment spec: {_first_error(e, '')}") from None
+    job.check_spec(spec)  # e.g. a model family or hook the adapter cannot serve (substrate.families.ModelJob)
+    return spec
 
 
 def add_experiment(store: Store, targets: list[str], kind: str, *, title: str | None = None,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .spec import Criterion
+from .spec import Criterion, JobSpec
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -115,6 +115,15 @@ class Job(Generic[P]):
     default_model: ClassVar[str | None] = "toy:default"
     default_data: ClassVar[str | None] = "synthetic:default"
     default_seeds: ClassVar[list[int]] = [0, 1, 2]
+
+    def check_spec(self, spec: JobSpec) -> None:
+        """Refuse (InvalidInput), at `experiment add`, a spec this kind could not run; by default nothing beyond
+        its Params' own validation. Kinds on a substrate model inherit a check of the model reference
+        (substrate.families.ModelJob)."""
+
+    def input_provenance(self, spec: JobSpec) -> dict[str, Any] | None:
+        """Where the run's inputs come from, recorded in environment.json as `model_provenance`; None by default."""
+        return None
 
     @classmethod
     def computation(cls) -> ModuleType | None:

@@ -83,8 +83,9 @@ def run_worker(run_dir: Path, *, progress: bool = True) -> int:
     try:  # from the first "running" report on, a signal ends the run as killed
         write_state(run_dir, state)
         threading.Thread(target=heartbeat_loop, daemon=True).start()
-        write_json_atomic(run_dir / "environment.json", environment(cfg.device, cfg.spec.kind))
         job = get_job(cfg.spec.kind)
+        write_json_atomic(run_dir / "environment.json", {**environment(cfg.device, cfg.spec.kind),
+                                                         "model_provenance": job.input_provenance(cfg.spec)})
         params = job.Params.model_validate(cfg.spec.params)
         ctx.log(f"run {cfg.run_id}: {cfg.spec.kind} on {cfg.spec.model} / {cfg.spec.data}, device {cfg.device}, "
                 f"seeds {cfg.spec.seeds}")

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .errors import InvalidInput, NotFound
-from .models import ClaimStatus, EdgeType, Neighbor, Node, NodeType, Similar
+from .models import ClaimStatus, Edge, EdgeType, Neighbor, Node, NodeType, Similar
 from .store import Store
 
 STATUS_TYPES = (NodeType.claim, NodeType.finding)
@@ -88,19 +88,9 @@ def status_reports(store: Store, ids: list[str]) -> dict[str, StatusReport]:
     """Status of each claim or finding with the verdicts it rests on (rules: graph.models.STATUS_RULES)."""
     if not ids:
         return {}
-    rows = store.sql("""
-        WITH ev AS (
-            SELECT e.dst AS target, e.src AS evidence FROM edges e
-              WHERE e.type IN ('supports', 'refutes') AND e.dst IN (SELECT unnest($1))
-            UNION
-            SELECT t.dst AS target, p.dst AS evidence FROM edges t JOIN edges p ON p.src = t.src
-              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst IN (SELECT unnest($1)))
-        SELECT ev.target, n.attrs FROM ev JOIN nodes n ON n.id = ev.evidence
-        WHERE n.type = 'evidence' AND coalesce(CAST(n.attrs->>'superseded' AS BOOLEAN), false) = false
-        ORDER BY ev.target, n.id""", [list(ids)])
-    by_target: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for target, attrs in rows:
-        by_target[target].append(json.loads(attrs) if isinstance(attrs, str) else (attrs or {}))
+    ev = evidence_map(store, ids)
+    nodes = store.get_nodes(i for evs in ev.values() for i in evs)
+    by_target = {t: [nodes[i].attrs for i in evs] for t, evs in ev.items()}
     out: dict[str, StatusReport] = {}
     for i in ids:
         by_verdict: dict[str, list[str]] = defaultdict(list)
@@ -124,23 +114,43 @@ def claim_statuses(store: Store, ids: list[str]) -> dict[str, ClaimStatus]:
 
 def evidence_for(store: Store, node_id: str, *, include_superseded: bool = False) -> list[Node]:
     """Evidence nodes about a claim or finding: linked by supports/refutes, or produced by an experiment testing it."""
+    ids = evidence_map(store, [node_id], include_superseded=include_superseded).get(node_id, [])
+    nodes = store.get_nodes(ids)
+    return sorted((nodes[i] for i in ids), key=lambda n: (n.provenance.at if n.provenance else None) or 0,
+                  reverse=True)
+
+
+def evidence_map(store: Store, ids: list[str], *, include_superseded: bool = False) -> dict[str, list[str]]:
+    """For each of these claims or findings that has any, the ids of its evidence nodes (sorted), in one query."""
+    if not ids:
+        return {}
     rows = store.sql("""
-        SELECT DISTINCT evidence FROM (
-            SELECT src AS evidence FROM edges WHERE type IN ('supports', 'refutes') AND dst = $1
+        WITH ev AS (
+            SELECT src AS evidence, dst AS target FROM edges WHERE type IN ('supports', 'refutes')
+              AND dst IN (SELECT unnest($1))
             UNION
-            SELECT p.dst FROM edges t JOIN edges p ON p.src = t.src
-              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst = $1)""", [node_id])
-    nodes = store.get_nodes(r[0] for r in rows)
-    ev = [n for n in nodes.values() if n.type == NodeType.evidence]
-    if not include_superseded:
-        ev = [n for n in ev if not n.attrs.get("superseded")]
-    return sorted(ev, key=lambda n: (n.provenance.at if n.provenance else None) or 0, reverse=True)
+            SELECT p.dst, t.dst FROM edges t JOIN edges p ON p.src = t.src
+              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst IN (SELECT unnest($1)))
+        SELECT DISTINCT ev.target, ev.evidence FROM ev JOIN nodes n ON n.id = ev.evidence
+        WHERE n.type = 'evidence' AND ($2 OR coalesce(CAST(n.attrs->>'superseded' AS BOOLEAN), false) = false)
+        ORDER BY 1, 2""", [list(ids), include_superseded])
+    out: dict[str, list[str]] = defaultdict(list)
+    for target, evidence in rows:
+        out[target].append(evidence)
+    return dict(out)
+
+
+def _edges_of(store: Store, node_id: str) -> list[Edge]:
+    """`store.edges(node_id)` as two lookups, one per indexed end: `src = ? OR dst = ?` scans the whole edges table
+    (4x slower at 100k nodes on a freshly opened file, as the web UI opens it per request). Same order."""
+    both = store.edges(node_id, direction="out") + store.edges(node_id, direction="in")
+    return sorted(both, key=lambda e: e.key)
 
 
 def typed_neighbors(store: Store, node_id: str) -> list[Neighbor]:
     """One entry per typed edge touching the node, grouped by neighbour type and ranked by the neighbour's own
     edge count (most connected first), then title."""
-    edges = store.edges(node_id)
+    edges = _edges_of(store, node_id)
     other_ids = [e.dst if e.src == node_id else e.src for e in edges]
     nodes = store.get_nodes(other_ids)
     degree = store.degrees(nodes)
@@ -157,13 +167,16 @@ def typed_neighbors(store: Store, node_id: str) -> list[Neighbor]:
     return out
 
 
-def similar_for(store: Store, node_id: str, *, k: int = 8, threshold: float = 0.65) -> list[Similar]:
+def similar_for(store: Store, node_id: str, *, k: int = 8, threshold: float = 0.65,
+                linked: set[str] | None = None) -> list[Similar]:
     """Similarity neighbours with no typed edge: those the source document states (with its cosine), joined by
-    those the encoder finds in stored vectors (marked computed)."""
+    those the encoder finds in stored vectors (marked computed). `linked`: the node's typed neighbours, when the
+    caller has them (saves reading its edges again)."""
     from .similarity import computed_neighbors
 
     stated = store.stated_similar(node_id)
-    linked = {e.dst if e.src == node_id else e.src for e in store.edges(node_id)}
+    if linked is None:
+        linked = {e.dst if e.src == node_id else e.src for e in _edges_of(store, node_id)}
     computed = dict(computed_neighbors(store, node_id, k=k + len(stated), threshold=threshold))
     out: list[Similar] = []
     seen: set[str] = set()
@@ -194,7 +207,8 @@ def node_page(store: Store, node_id: str, *, k_similar: int = 8, threshold: floa
     report = status_reports(store, [node_id])[node_id] if node.type in STATUS_TYPES else None
     evidence = evidence_for(store, node_id) if node.type in STATUS_TYPES else []
     return NodePage(node=node, status=report.status if report else None, status_report=report, source=SourceInfo(papers=papers, documents=docs),
-                    neighbors=neighbors, similar=similar_for(store, node_id, k=k_similar, threshold=threshold),
+                    neighbors=neighbors, similar=similar_for(store, node_id, k=k_similar, threshold=threshold,
+                                                         linked={nb.id for nb in neighbors}),
                     similarity_threshold=threshold, evidence=evidence)
 
 

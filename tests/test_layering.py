@@ -1,15 +1,18 @@
 """The import graph, read from the source with ast (claimgraph.experiments.codeversion), points one way:
 
-- packages: cli and the web UI -> ingest, experiments -> graph; graph imports none of them, ingest and
-  experiments not each other, and nothing above graph/ imports duckdb;
+- packages: cli and the web UI (two shells; `claimgraph serve` starts the web UI, which renders with the CLI's
+  page helpers) -> ingest, experiments -> graph; graph imports none of them, ingest and experiments not each
+  other nor a shell, and nothing above graph/ imports duckdb;
 - graph/ imports neither torch nor sentence_transformers when a module is imported (lazily inside functions is
   how the embedder is loaded by the commands that need it);
 - inside experiments: kinds -> libraries -> core, never back. The core is the top-level modules (job contract,
   spec, registry, runner, worker, records, context, api, codeversion); the libraries are substrate < sae <
   features < pages, each importing only those before it; a kind imports the core, the libraries and its own
   package, never another kind;
-- no import cycles, counting every import that runs (at module level or inside a function; a kind's `__init__`
-  never imports its `run.py`: the job contract loads it by name, which keeps the `__init__` torch-free);
+- no import cycles when modules are imported (imports at module level); an import inside a function may close a
+  cycle only within one unit (a top-level package, or inside experiments one library, one kind or the core), so
+  a cycle between two folders, even through a lazy import, fails. A kind's `__init__` never imports its `run.py`:
+  the job contract loads it by name, which keeps the `__init__` torch-free;
 - a kind's `__init__` imports no torch when imported, and a fresh process that registers every kind's spec never
   loads torch.
 
@@ -31,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOP = ("graph", "ingest", "experiments", "cli", "web")
 # which claimgraph packages each one may import (itself always)
 MAY_IMPORT = {"graph": set(), "ingest": {"graph"}, "experiments": {"graph"},
-              "cli": {"graph", "ingest", "experiments"}, "web": {"graph", "ingest", "experiments", "cli"}}
+              "cli": {"graph", "ingest", "experiments", "web"}, "web": {"graph", "ingest", "experiments", "cli"}}
 LIBRARIES = ("substrate", "sae", "features", "pages")  # in layer order: each may import those before it
 HEAVY = ("torch", "sentence_transformers", "transformers")
 
@@ -132,10 +135,16 @@ def experiments_violations(g: Mapping[str, list[Import]]) -> list[str]:
     return out
 
 
-def cycles(g: Mapping[str, list[Import]]) -> list[list[str]]:
+def where(module: str) -> str:
+    """The unit a module belongs to: inside experiments its core, library or kind; else its top-level package."""
+    u = unit(module)
+    return f"experiments:{u[0]}:{u[1]}" if u is not None else (top(module) or module)
+
+
+def cycles(g: Mapping[str, list[Import]], *, lazy: bool = False) -> list[list[str]]:
     """Strongly connected components of more than one module (or a module importing itself), over the imports
-    that run."""
-    edges = {m: sorted({i.dst for i in imports if i.dst in g and not i.type_only})
+    that run when a module is imported, or with `lazy` over every import that runs, functions' included."""
+    edges = {m: sorted({i.dst for i in imports if i.dst in g and not i.type_only and (lazy or not i.lazy)})
              for m, imports in g.items()}
     index: dict[str, int] = {}
     low: dict[str, int] = {}
@@ -206,6 +215,11 @@ def test_no_import_cycles(graph):
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
+def test_lazy_import_cycles_stay_inside_one_unit(graph):
+    found = [c for c in cycles(graph, lazy=True) if len({where(m) for m in c}) > 1]
+    assert not found, "cycles across folders:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
 def test_kind_inits_are_torch_free(graph):
     inits = kind_inits(graph)
     assert len(inits) >= 7, inits
@@ -258,7 +272,7 @@ def test_checkers_find_planted_violations(tmp_path):
         "ingest/parse.py": "import duckdb\n",
         "experiments/runner.py": "from .features import select\n",
         "experiments/features/select.py": "from claimgraph.experiments.pages import page\n",
-        "experiments/pages/page.py": "",
+        "experiments/pages/page.py": "def back():\n    from claimgraph.experiments.features import select\n",
         "experiments/sae/train.py": "from claimgraph.experiments.kinds.ablation import run\n",
         "experiments/kinds/ablation/__init__.py": "import torch\n\ndef run():\n    from .run import go\n",
         "experiments/kinds/ablation/run.py": "from claimgraph.experiments.kinds.sae import SaeParams\nfrom . import X\n",
@@ -278,8 +292,11 @@ def test_checkers_find_planted_violations(tmp_path):
     assert "a kind imports no other kind" in exp
     found = cycles(g)
     assert ["claimgraph.experiments.kinds.sae", "claimgraph.experiments.kinds.sae.params"] in found
-    assert ["claimgraph.experiments.kinds.ablation", "claimgraph.experiments.kinds.ablation.run"] in found, \
-        "an import inside a function closes a cycle too"
+    assert not any("kinds.ablation" in m for c in found for m in c), "a lazy import does not run at import time"
+    lazy = cycles(g, lazy=True)
+    assert ["claimgraph.experiments.kinds.ablation", "claimgraph.experiments.kinds.ablation.run"] in lazy
+    across = [c for c in lazy if len({where(m) for m in c}) > 1]
+    assert across == [["claimgraph.experiments.features.select", "claimgraph.experiments.pages.page"]], across
     assert "kinds.ablation imports torch" in "\n".join(heavy_at_import(g, kind_inits(g)))
 
 

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import Field
 
 from claimgraph.experiments.context import RunContext, resolve_device, torch_threads
-from claimgraph.experiments.job import Job, JobParams, SeedResult
+from claimgraph.experiments.job import JobParams, SeedResult
 from claimgraph.experiments.sae.recipe import SaeRecipe
+from claimgraph.experiments.substrate.families import ModelJob
 from claimgraph.graph.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -225,7 +226,7 @@ def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> T
 FP = TypeVar("FP", bound=FeatureParams)
 
 
-class FeatureJob(Job[FP]):
+class FeatureJob(ModelJob[FP]):
     """A causal feature job (logit_weights, ablation, pinned_sampling): each seed loads the model, provisions the
     SAE and chooses the feature (`prepare`), then `measure(ctx, params, seed, target)` of the kind's run.py
     measures it."""

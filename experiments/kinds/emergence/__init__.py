@@ -32,9 +32,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from claimgraph.experiments.job import Job, JobParams
+from claimgraph.experiments.job import JobParams
 from claimgraph.experiments.sae.recipe import SaeRecipe
 from claimgraph.experiments.spec import Criterion
+from claimgraph.experiments.substrate.families import ModelJob
 
 DEFAULT_CATEGORIES = ["base64_span", "arabic_span", "paren_span", "induction", "cat:function", "cat:color",
                       "cat:animal", "cat:number_word", "cat:verb", "cat:first_name", "cat:digit"]
@@ -85,7 +86,7 @@ class EmergenceParams(JobParams):
         return self
 
 
-class EmergenceJob(Job[EmergenceParams]):
+class EmergenceJob(ModelJob[EmergenceParams]):
     kind = "emergence"
     summary = ("SAEs across checkpoints, layers and model sizes: where each planted category's best latent "
                "crosses a detection threshold, and whether it re-emerges in later layers (heatmap + table)")

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from claimgraph.experiments.job import Job, JobParams
+from claimgraph.experiments.job import JobParams
 from claimgraph.experiments.spec import Criterion
+from claimgraph.experiments.substrate.families import ModelJob
 
 CHECKED_TERMS = ("output", "value", "attention")  # the three of the paper's Theorem 4.1, in expected causal order
 TERMS = CHECKED_TERMS + ("position",)
@@ -65,7 +66,7 @@ class LeadingTermsParams(JobParams):
         return self
 
 
-class LeadingTermsJob(Job[LeadingTermsParams]):
+class LeadingTermsJob(ModelJob[LeadingTermsParams]):
     kind = "leading_terms"
     summary = "Cosine of SGD-trained attention-only weights with closed-form gradient leading terms (B, Phi, Sigma, Q)"
     Params = LeadingTermsParams

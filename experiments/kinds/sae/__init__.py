@@ -22,9 +22,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from claimgraph.experiments.job import Job, JobParams
+from claimgraph.experiments.job import JobParams
 from claimgraph.experiments.sae.recipe import SaeRecipe
 from claimgraph.experiments.spec import Criterion
+from claimgraph.experiments.substrate.families import ModelJob
 
 CONDITIONS = ("trained", "shuffled")
 
@@ -42,7 +43,7 @@ class SaeParams(JobParams):
     flat_aliases = {name: f"sae.{name}" for name in SaeRecipe.model_fields}
 
 
-class SaeJob(Job[SaeParams]):
+class SaeJob(ModelJob[SaeParams]):
     kind = "sae"
     summary = ("Train a sparse autoencoder at a hook; L0, FVE, CE recovered, dead/dense and single-token feature "
                "fractions, with a shuffled-weights control")
