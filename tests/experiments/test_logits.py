@@ -216,3 +216,60 @@ def test_direct_effect_matches_a_hugging_face_gpt_neox(tmp_path):
     clean = _perturbed_logits(m, tokens, "blocks.1.mlp.hook_post", pos, torch.zeros_like(u))[0, pos]
     moved = _perturbed_logits(m, tokens, "blocks.1.mlp.hook_post", pos, step * u)[0, pos]
     assert torch.allclose((moved - clean) / step, eff, rtol=2e-2, atol=2e-3 * eff.abs().max())
+
+
+def _planted_model_and_sae(all_planted: bool):
+    """The planted-unembedding toy model above and an SAE at hook_embed with 64 random decoder rows; latent 0's
+    row is the planted direction p. With `all_planted`, every row carries p as strongly (p plus a random part)."""
+    from claimgraph.experiments.sae import SaeRecipe
+    from claimgraph.experiments.sae.relu import ReluSAE
+
+    vocab = get_corpus("synthetic:default").vocab
+    V = len(vocab)
+    torch.manual_seed(3)
+    m = ToyTransformer(ToyConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=8, d_vocab=V), vocab).eval()
+    mask = vocab.category_mask("base64")
+    g = torch.Generator().manual_seed(4)
+    p = torch.randn(32, generator=g)
+    p = p - p.mean()
+    p = p / p.norm()
+    with torch.no_grad():
+        m.W_U.copy_(torch.randn(32, V, generator=g) * 0.02 + 0.05 * p[:, None] * mask[None].float())
+    sae = ReluSAE(SaeRecipe(d_sae=64).config(32, 0))
+    rows = torch.randn(64, 32, generator=g)
+    rows = rows / rows.norm(dim=1, keepdim=True)
+    rows[0] = p
+    if all_planted:
+        rows = p + 0.7 * rows
+        rows[0] = p
+    with torch.no_grad():
+        sae.W_dec.copy_(rows)
+    return m, sae, mask
+
+
+@pytest.mark.parametrize("all_planted", [False, True])
+def test_rank_among_live_latents_planted(all_planted):
+    """Positive: a latent whose decoder row is the planted direction ranks above every other latent of its SAE
+    and above random directions. Negative: when every latent of the SAE raises the category as much, the same
+    latent still beats random directions (z would pass) but ranks like a typical latent among its own."""
+    from claimgraph.experiments.features.logits import latent_category_scores, rank_among
+
+    m, sae, mask = _planted_model_and_sae(all_planted)
+    cmo, ratio = latent_category_scores(m, sae, "hook_embed", mask, 20, chunk=16)
+    eff = feature_logit_effects(m, sae, "hook_embed", list(range(64)))
+    assert torch.allclose(cmo, eff[:, mask].mean(1) - eff[:, ~mask].mean(1), atol=1e-6)
+    assert torch.allclose(ratio, enrichment_ratios(eff, mask, 20))
+    rand = torch.randn(200, 32, generator=torch.Generator().manual_seed(9))
+    rand = rand / rand.norm(dim=1, keepdim=True)
+    r_eff = direct_logit_effects(m, rand, "hook_embed")
+    r_cmo = r_eff[:, mask].mean(1) - r_eff[:, ~mask].mean(1)
+    z = float((cmo[0] - r_cmo.mean()) / r_cmo.std())
+    assert z > 4 and rank_among(float(cmo[0]), r_cmo) == 1.0
+    pct = rank_among(float(cmo[0]), cmo[1:])
+    if not all_planted:
+        assert pct == 1.0 and rank_among(float(ratio[0]), ratio[1:]) > 0.95
+    else:
+        assert pct < 0.9
+    # each random-row latent ranked among the others: about uniform, so few reach the top 5%
+    ranks = torch.tensor([rank_among(float(cmo[j]), torch.cat([cmo[1:j], cmo[j + 1:]])) for j in range(1, 64)])
+    assert float((ranks > 0.95).float().mean()) < 0.1 and 0.35 < float(ranks.mean()) < 0.65
