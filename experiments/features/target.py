@@ -102,6 +102,8 @@ class LatentStats:
     max_act: Tensor  # largest activation seen
     n_tokens: int
     seed: int
+    open_share: float | None = None  # text corpora: share of the label's positives whose token leaves it open
+    open_recall: Tensor | None = None  # [d_sae] share of those open positives where the latent fires
 
 
 def score_latents(model: HookedModel, sae: SparseAutoencoder, corpus: SyntheticCorpus, hook: str, label: str, *, seed: int, n_tokens: int,
@@ -131,8 +133,22 @@ def score_latents(model: HookedModel, sae: SparseAutoencoder, corpus: SyntheticC
     if not bool(y.any()):
         raise InvalidInput(f"no {label} positions among {len(y)} tokens; raise select_tokens")
     det = detection_scores(acts, y)
-    return LatentStats(label=label, detection=det, freq=(acts > 0).float().mean(0), max_act=acts.amax(0),
-                       n_tokens=int(y.numel()), seed=seed)
+    stats = LatentStats(label=label, detection=det, freq=(acts > 0).float().mean(0), max_act=acts.amax(0),
+                        n_tokens=int(y.numel()), seed=seed)
+    if is_text(corpus):  # where the token leaves the label open (< 90% of its train occurrences carry it)
+        from claimgraph.experiments.substrate.text import LABELS
+
+        j = LABELS.index(label)
+        tok_tr = corpus.tokens["train"].reshape(-1)
+        pos = np.bincount(tok_tr, weights=corpus.labels["train"][..., j].reshape(-1), minlength=model.d_vocab)
+        cnt = np.bincount(tok_tr, minlength=model.d_vocab)
+        open_tok = torch.from_numpy((cnt == 0) | (pos < 0.9 * cnt))                    # [V]
+        ids = torch.from_numpy(corpus.tokens["eval"][:n_windows].reshape(-1))[keep]
+        open_pos = y & open_tok[ids]                                                    # [M]
+        stats.open_share = float(open_pos.sum()) / max(int(y.sum()), 1)
+        stats.open_recall = ((acts[open_pos] > 0).float().mean(0) if bool(open_pos.any())
+                             else torch.zeros(acts.shape[1]))
+    return stats
 
 
 def encode_cached(model: HookedModel, sae: SparseAutoencoder, corpus: Any, hook: str, split: str, start: int,
@@ -152,8 +168,12 @@ def encode_cached(model: HookedModel, sae: SparseAutoencoder, corpus: Any, hook:
 
 def _scores(stats: LatentStats, j: int) -> dict[str, float]:
     d = stats.detection
-    return {"f1": float(d.f1[j]), "precision": float(d.precision[j]), "recall": float(d.recall[j]),
-            "auroc": float(d.auroc[j]), "freq": float(stats.freq[j]), "max_act": float(stats.max_act[j])}
+    out = {"f1": float(d.f1[j]), "precision": float(d.precision[j]), "recall": float(d.recall[j]),
+           "auroc": float(d.auroc[j]), "freq": float(stats.freq[j]), "max_act": float(stats.max_act[j])}
+    if stats.open_recall is not None:  # recall where the token carries the label < 90% of the time (context)
+        out["open_recall"] = float(stats.open_recall[j])
+        out["open_share"] = float(stats.open_share or 0.0)
+    return out
 
 
 def describe_choice(stats: LatentStats, feature: int, *, chosen_by: str) -> dict[str, Any]:
@@ -306,6 +326,7 @@ def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> T
     d_corpus = model.d_vocab if is_text(corpus) else len(corpus.vocab)
     hook = params.sae.hook
     check_fit(model, ctx.model_ref, corpus, data_ref, hook=hook)
+    record_corpus(ctx, corpus)
     label, predict = category_spec(corpus.vocab, params.category, params.predict)
     sae_seed = seed if params.sae_seed is None else params.sae_seed
     sae, folder = provision_sae(model, ctx.model_ref, corpus, data_ref, params.sae, sae_seed, log=ctx.log,
@@ -320,6 +341,40 @@ def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> T
                   category=params.category, label=label, predict=predict, feature=int(choice["feature"]),
                   choice=choice, stats=stats, d_corpus=d_corpus,
                   n_select_windows=math.ceil(params.select_tokens / corpus.seq_len) if is_text(corpus) else 0)
+
+
+def record_corpus(ctx: RunContext, corpus: Any) -> None:
+    """Copy a text corpus' manifest, document list (package, version, path, sha256 of each) and stats table into
+    the run's artifacts (`corpus/`), once per run; nothing for the synthetic corpus (its recipe is the ref)."""
+    import shutil
+
+    if not is_text(corpus) or (ctx.artifacts_dir / "corpus" / "documents.jsonl").is_file():
+        return
+    for name in ("manifest.json", "documents.jsonl", "stats.json", "stats.md"):
+        shutil.copyfile(corpus.folder / name, ctx.artifact(f"corpus/{name}"))
+
+
+def setting_note(model_ref: str | None, data_ref: str | None) -> str:
+    """One sentence on what limits a real-model setting (model size, quantization, corpus size), for the
+    evidence notes; "" for toy models."""
+    if not model_ref or not model_ref.startswith("lm:"):
+        return ""
+    from claimgraph.experiments.substrate.lm import lm_manifest
+
+    m = lm_manifest(model_ref.partition(":")[2])
+    corpus = ""
+    if data_ref and data_ref.startswith("text:"):
+        from claimgraph.experiments.substrate.text import recipe_of
+
+        _, recipe = recipe_of(data_ref)
+        corpus = (f" on {data_ref} ({sum(recipe.sources.values()) / 1e6:.1f}M characters from "
+                  f"{len(recipe.sources)} sources in installed packages, every {recipe.eval_every}th document "
+                  "held out)")
+    return (f" Setting: {m['model']} ({model_ref}: {m.get('n_layers')} blocks, d_model {m.get('d_model')}, "
+            f"{m['quantization']} weights from {m['package']} {m['package_version']} dequantized to float32)"
+            f"{corpus}. What limits it: a 135M-parameter model with 4-bit weights (not the original bfloat16 "
+            "checkpoint), a small corpus, one hook and SAEs trained on tens of thousands of tokens; a larger model, "
+            "more text or wider SAEs could change the result.")
 
 
 FP = TypeVar("FP", bound=FeatureParams)

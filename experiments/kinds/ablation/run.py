@@ -13,7 +13,7 @@ from torch import Tensor
 
 from claimgraph.experiments.context import RunContext
 from claimgraph.experiments.features.intervene import clamp_hook, latent_acts_and_logits
-from claimgraph.experiments.features.target import Target, control_latent, null_latents
+from claimgraph.experiments.features.target import Target, control_latent, null_latents, setting_note
 from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.sae.base import SparseAutoencoder
 from claimgraph.experiments.substrate.hooks import HookedModel
@@ -71,7 +71,7 @@ def summarize(ctx: RunContext, params: AblationParams, results: list[SeedResult]
                  "positions, so single-latent values are noisy; the interval covers the SAE seed (and the "
                  "feature and nulls chosen in it), not the positions. Other latents and the error term may carry "
                  "the same information (redundancy), which keeps single-feature ablation effects small.")
-        return {"notes": notes, "null_drop_z": [r.metrics["null_drop_z"] for r in results]}
+        return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), "null_drop_z": [r.metrics["null_drop_z"] for r in results]}
 
     notes = (f"Zero-ablating the SAE feature that best detects {d0['label']} at {d0['hook']} (SAE spliced in, "
              f"error term kept) where it fires: {d0['predict']} tokens lose "
@@ -84,7 +84,7 @@ def summarize(ctx: RunContext, params: AblationParams, results: list[SeedResult]
              "information (redundancy), which makes single-feature ablation effects small; a narrower SAE, "
              "ablating the feature's close siblings together, or a model where the span is represented "
              "once could change the size of the effect.")
-    return {"notes": notes,
+    return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref),
             "category_logprob_drop_minus_other": [r.metrics["category_logprob_drop_minus_other"] for r in results]}
 
 

@@ -20,7 +20,7 @@ from claimgraph.experiments.features.logits import (
     residual_scale,
     top_tokens,
 )
-from claimgraph.experiments.features.target import Target
+from claimgraph.experiments.features.target import Target, setting_note
 from claimgraph.experiments.job import SeedResult
 
 from . import LogitWeightsParams
@@ -123,7 +123,7 @@ def summarize(ctx: RunContext, params: LogitWeightsParams, results: list[SeedRes
              "null). Only the direct path is counted: a feature in an early layer may act through later "
              "layers instead, so a low z there does not show the feature has no effect on the category; "
              "features read at the last layer's MLP, or a wider SAE with a cleaner feature, could change it.")
-    return {"notes": notes, "category_effect_z": z, "enrichment_ratio": r}
+    return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), "category_effect_z": z, "enrichment_ratio": r}
 
 
 def _csv(s: str) -> str:

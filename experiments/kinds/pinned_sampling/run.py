@@ -12,7 +12,7 @@ from torch import Tensor
 from claimgraph.experiments.context import RunContext
 from claimgraph.experiments.features.intervene import RowClamp, clamp_hook
 from claimgraph.experiments.features.sampling import sample, sample_rows
-from claimgraph.experiments.features.target import PROMPT_OFFSET, Target, control_latent, null_latents
+from claimgraph.experiments.features.target import PROMPT_OFFSET, Target, control_latent, null_latents, setting_note
 from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.substrate.corpus import SyntheticCorpus, Vocab
 from claimgraph.graph.errors import InvalidInput
@@ -103,7 +103,7 @@ def summarize(ctx: RunContext, params: PinnedSamplingParams, results: list[SeedR
                  f"run): feature minus controls {per_seed('share_over_controls')}. The pin acts through one "
                  "decoder row at one layer while the error term and other latents keep the prompt's context; "
                  "few prompts and short continuations make each share noisy; the interval covers SAE seeds.")
-        return {"notes": notes, "share_over_controls": [r.metrics["share_over_controls"] for r in results]}
+        return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), "share_over_controls": [r.metrics["share_over_controls"] for r in results]}
 
     notes = (f"Pinning the SAE feature that best detects {d0['label']} at {d0['hook']} at its maximum "
              f"activation while sampling {params.n_new} tokens after {params.n_prompts} plain prompts: the share "
@@ -117,7 +117,7 @@ def summarize(ctx: RunContext, params: PinnedSamplingParams, results: list[SeedR
              f"{per_seed('pin_value')}. The pin acts through the SAE's decoder row at one layer "
              "while the error term and other latents keep saying the text is a plain sentence; pinning at "
              "several times the maximum, at a later layer, or with a model trained longer could change it.")
-    return {"notes": notes, "category_share_diff": [r.metrics["category_share_diff"] for r in results]}
+    return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), "category_share_diff": [r.metrics["category_share_diff"] for r in results]}
 
 
 def plain_prompts(corpus: SyntheticCorpus, n: int, length: int, seed: int) -> Tensor:

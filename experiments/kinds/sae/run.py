@@ -11,6 +11,7 @@ from typing import Any
 from torch import Tensor
 
 from claimgraph.experiments.context import RunContext, resolve_device, torch_threads
+from claimgraph.experiments.features.target import record_corpus, setting_note
 from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.sae import ce_loss_recovered, evaluate_sae, save_sae, train_sae
 from claimgraph.experiments.sae.provision import provision_sae, training_activations
@@ -38,6 +39,7 @@ def _run_seed(ctx: RunContext, params: SaeParams, seed: int) -> SeedResult:
     model = load_model(ctx.model_ref, device=resolve_device(ctx.device), progress=ctx.show_progress)
     corpus, data_ref = corpus_for(ctx.model_ref, ctx.data_ref)
     check_fit(model, ctx.model_ref, corpus, data_ref, hook=recipe.hook)
+    record_corpus(ctx, corpus)
     n_train = math.ceil(recipe.train_tokens / corpus.seq_len)
     n_eval = math.ceil(params.eval_tokens / corpus.seq_len)
     if is_text(corpus):  # fixed slices through the activation cache: train windows [0, n), eval windows [0, n)
@@ -140,4 +142,19 @@ def summarize(ctx: RunContext, params: SaeParams, results: list[SeedResult]) -> 
     out: dict[str, Any] = {"plot": path.name}
     if "shuffled" in conds:
         out["single_token_frac_diff"] = [r.metrics["single_token_frac_diff"] for r in results]
+
+        def per_seed(name: str, fmt: str = ".3f") -> str:
+            return ", ".join(format(r.metrics[name], fmt) for r in results)
+
+        cond_parts = "; ".join(
+            f"{c}: single-token {per_seed(f'{c}_single_token_frac_common')} of {per_seed(f'{c}_n_common', '.0f')} "
+            f"latents with >= 20 activations, token R^2 {per_seed(f'{c}_token_r2')}, L0 {per_seed(f'{c}_l0', '.1f')}, "
+            f"FVE {per_seed(f'{c}_fve')}, CE recovered {per_seed(f'{c}_ce_recovered')}, dense "
+            f"{per_seed(f'{c}_dense_frac')}" for c in conds)
+        out["notes"] = (f"{params.sae.architecture} SAEs at {params.sae.hook} of the trained model and of a copy with "
+                        f"its weight matrices shuffled, per seed: {cond_parts}. Differences (shuffled - trained): "
+                        f"single-token (common latents) {per_seed('single_token_frac_common_diff')}, token R^2 "
+                        f"{per_seed('token_r2_diff')}, single-token (all live latents) "
+                        f"{per_seed('single_token_frac_diff')}. The interval covers SAE seeds (and the shuffle)."
+                        + setting_note(ctx.model_ref, ctx.data_ref))
     return out
