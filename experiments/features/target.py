@@ -277,20 +277,21 @@ class Target:
 
     def category_mask(self) -> Tensor:
         """BoolTensor[d_corpus]: the predicted category's tokens (text corpora: from the tokenizer's strings)."""
-        if not self.text:
+        if not is_text(self.corpus):
             return self.corpus.vocab.category_mask(self.predict)
         if self._mask is None:
             import torch
 
             from claimgraph.experiments.substrate.text import category_token_mask
 
-            self._mask = torch.from_numpy(category_token_mask(self.model.tokenizer, self.predict, self.d_corpus))
+            tok = getattr(self.model, "tokenizer", None)
+            self._mask = torch.from_numpy(category_token_mask(tok, self.predict, self.d_corpus))
         return self._mask
 
     def measure_windows(self, n: int, seed: int) -> Tensor:
         """n windows [n, T] to measure on: synthetic, sampled with seed + MEASURE_OFFSET; text, eval windows
         [n_select, n_select + n) (held-out documents, not those the feature was chosen on)."""
-        if not self.text:
+        if not is_text(self.corpus):
             return self.corpus.sample(n, seed + MEASURE_OFFSET)
         have = self.corpus.n_windows("eval") - self.n_select_windows
         if n > have:
@@ -303,7 +304,9 @@ class Target:
         or, on real text, the tokenizer's decoded strings."""
         if self.text:
             ids = ids.reshape(-1).tolist() if hasattr(ids, "reshape") else [int(i) for i in ids]
-            return [self.model.tokenizer.decode([int(i)]) for i in ids]
+            tok = getattr(self.model, "tokenizer", None)
+            assert tok is not None, "a text: corpus is read by a model with a tokenizer"
+            return [tok.decode([int(i)]) for i in ids]
         return self.corpus.vocab.decode(ids)
 
     def details(self) -> dict[str, Any]:

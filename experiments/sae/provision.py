@@ -25,6 +25,7 @@ from .recipe import SaeRecipe
 if TYPE_CHECKING:
     from claimgraph.experiments.substrate.corpus import SyntheticCorpus
     from claimgraph.experiments.substrate.hooks import HookedModel
+    from claimgraph.experiments.substrate.text import TextCorpus
 
 SAE_SOURCE = Path(__file__).resolve().parent
 
@@ -73,7 +74,7 @@ def training_activations(model: HookedModel, corpus: Any, recipe: SaeRecipe, see
     return activations(model, tokens, recipe.hook, batch_size=batch_size, out_device="cpu")  # [n * T, d_in]
 
 
-def provision_sae(model: HookedModel, model_ref: str, corpus: SyntheticCorpus, data_ref: str, recipe: SaeRecipe, seed: int, *,
+def provision_sae(model: HookedModel, model_ref: str, corpus: SyntheticCorpus | TextCorpus, data_ref: str, recipe: SaeRecipe, seed: int, *,
                   log: Callable[[str], None] | None = None,
                   progress: Callable[[Any], Any] | None = None, batch_size: int = 64) -> tuple[Any, Path]:
     """The SAE for these inputs, trained now or loaded from the cache; returns (sae on the model's device,

@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -531,7 +531,7 @@ class TextCorpus:
         return json.loads((self.folder / "stats.json").read_text())
 
 
-def is_text(corpus: Any) -> bool:
+def is_text(corpus: Any) -> TypeGuard[TextCorpus]:
     """A real-text corpus (a TextCorpus, or anything with its interface) rather than the synthetic one."""
     return getattr(corpus, "vocab", None) is None and hasattr(corpus, "window_slice")
 

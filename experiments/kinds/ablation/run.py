@@ -17,6 +17,7 @@ from claimgraph.experiments.features.target import Target, control_latent, null_
 from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.sae.base import SparseAutoencoder
 from claimgraph.experiments.substrate.hooks import HookedModel
+from claimgraph.experiments.substrate.text import is_text
 from claimgraph.graph.errors import InvalidInput
 
 from . import CONDITIONS, AblationParams
@@ -176,7 +177,7 @@ def measure_null(ctx: RunContext, params: AblationParams, seed: int, t: Target) 
     nulls = null_latents(t.stats, t.feature, params.n_null, seed)
     L = min(params.null_len, t.corpus.seq_len)
     windows = t.measure_windows(params.null_windows, seed)[:, :L]                        # [n, L]
-    sep = int(t.corpus.manifest["separator_id"]) if t.text else None
+    sep = int(t.corpus.manifest["separator_id"]) if is_text(t.corpus) else None
     ctx.log(f"ablating feature {t.feature} and {len(nulls)} null latents (fire on "
             f"{float(t.stats.freq[nulls].min()):.4f}..{float(t.stats.freq[nulls].max()):.4f} of selection tokens "
             f"vs {float(t.stats.freq[t.feature]):.4f}) at up to {params.null_pairs} single positions each in "

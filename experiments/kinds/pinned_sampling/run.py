@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -155,14 +156,15 @@ def span_opener(vocab: Vocab, predict: str) -> int | None:
 def text_prompts(t: Target, n: int, length: int) -> Tensor:
     """n prompts [n, length]: the first `length` tokens of measurement windows (eval split, after the selection
     windows) that hold no base64 or Arabic position; each starts with the document separator."""
-    from claimgraph.experiments.substrate.text import LABELS
+    from claimgraph.experiments.substrate.text import LABELS, is_text
 
     corpus = t.corpus
+    assert is_text(corpus), "text_prompts reads a text: corpus"
     if length > corpus.seq_len:
         raise InvalidInput(f"prompt_len {length} exceeds the corpus window of {corpus.seq_len} tokens")
     lab = corpus.labels["eval"][t.n_select_windows:, :length]                      # [N, length, L]
     span = lab[..., [LABELS.index("base64"), LABELS.index("arabic")]].any(axis=(1, 2))  # [N]
-    rows = (~span).nonzero()[0][:n] + t.n_select_windows
+    rows = np.flatnonzero(~span)[:n] + t.n_select_windows
     if len(rows) < n:
         raise InvalidInput(f"only {len(rows)} measurement windows of {corpus.ref} start without a span; lower n_prompts")
     return torch.from_numpy(corpus.tokens["eval"][rows, :length]).long()
