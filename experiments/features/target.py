@@ -33,7 +33,7 @@ from claimgraph.experiments.context import RunContext, resolve_device, torch_thr
 from claimgraph.experiments.job import JobParams, SeedResult
 from claimgraph.experiments.sae.recipe import SaeRecipe
 from claimgraph.experiments.substrate.families import ModelJob
-from claimgraph.experiments.substrate.text import is_text
+from claimgraph.experiments.substrate.text import is_text, record_corpus
 from claimgraph.graph.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -329,7 +329,7 @@ def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> T
     d_corpus = model.d_vocab if is_text(corpus) else len(corpus.vocab)
     hook = params.sae.hook
     check_fit(model, ctx.model_ref, corpus, data_ref, hook=hook)
-    record_corpus(ctx, corpus)
+    record_corpus(ctx.artifacts_dir, corpus)
     label, predict = category_spec(corpus.vocab, params.category, params.predict)
     sae_seed = seed if params.sae_seed is None else params.sae_seed
     sae, folder = provision_sae(model, ctx.model_ref, corpus, data_ref, params.sae, sae_seed, log=ctx.log,
@@ -344,40 +344,6 @@ def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> T
                   category=params.category, label=label, predict=predict, feature=int(choice["feature"]),
                   choice=choice, stats=stats, d_corpus=d_corpus,
                   n_select_windows=math.ceil(params.select_tokens / corpus.seq_len) if is_text(corpus) else 0)
-
-
-def record_corpus(ctx: RunContext, corpus: Any) -> None:
-    """Copy a text corpus' manifest, document list (package, version, path, sha256 of each) and stats table into
-    the run's artifacts (`corpus/`), once per run; nothing for the synthetic corpus (its recipe is the ref)."""
-    import shutil
-
-    if not is_text(corpus) or (ctx.artifacts_dir / "corpus" / "documents.jsonl").is_file():
-        return
-    for name in ("manifest.json", "documents.jsonl", "stats.json", "stats.md"):
-        shutil.copyfile(corpus.folder / name, ctx.artifact(f"corpus/{name}"))
-
-
-def setting_note(model_ref: str | None, data_ref: str | None) -> str:
-    """One sentence on what limits a real-model setting (model size, quantization, corpus size), for the
-    evidence notes; "" for toy models."""
-    if not model_ref or not model_ref.startswith("lm:"):
-        return ""
-    from claimgraph.experiments.substrate.lm import lm_manifest
-
-    m = lm_manifest(model_ref.partition(":")[2])
-    corpus = ""
-    if data_ref and data_ref.startswith("text:"):
-        from claimgraph.experiments.substrate.text import recipe_of
-
-        _, recipe = recipe_of(data_ref)
-        corpus = (f" on {data_ref} ({sum(recipe.sources.values()) / 1e6:.1f}M characters from "
-                  f"{len(recipe.sources)} sources in installed packages, every {recipe.eval_every}th document "
-                  "held out)")
-    return (f" Setting: {m['model']} ({model_ref}: {m.get('n_layers')} blocks, d_model {m.get('d_model')}, "
-            f"{m['quantization']} weights from {m['package']} {m['package_version']} dequantized to float32)"
-            f"{corpus}. What limits it: a 135M-parameter model with 4-bit weights (not the original bfloat16 "
-            "checkpoint), a small corpus, one hook and SAEs trained on tens of thousands of tokens; a larger model, "
-            "more text or wider SAEs could change the result.")
 
 
 FP = TypeVar("FP", bound=FeatureParams)

@@ -536,6 +536,19 @@ def is_text(corpus: Any) -> TypeGuard[TextCorpus]:
     return getattr(corpus, "vocab", None) is None and hasattr(corpus, "window_slice")
 
 
+def record_corpus(folder: Path, corpus: Any) -> None:
+    """Copy a text corpus' manifest, document list (package, version, path, sha256 of each) and stats table into
+    `folder`/corpus/ (a run's artifacts), once; nothing for the synthetic corpus (its recipe is the ref)."""
+    import shutil
+
+    dest = Path(folder) / "corpus"
+    if not is_text(corpus) or (dest / "documents.jsonl").is_file():
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("manifest.json", "documents.jsonl", "stats.json", "stats.md"):
+        shutil.copyfile(corpus.folder / name, dest / name)
+
+
 def _split(split: str) -> str:
     if split not in SPLITS:
         raise InvalidInput(f"split {split!r} unknown; use one of {', '.join(SPLITS)}")

@@ -13,10 +13,11 @@ from torch import Tensor
 
 from claimgraph.experiments.context import RunContext
 from claimgraph.experiments.features.intervene import clamp_hook, latent_acts_and_logits
-from claimgraph.experiments.features.target import Target, control_latent, null_latents, setting_note
+from claimgraph.experiments.features.target import Target, control_latent, null_latents
 from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.sae.base import SparseAutoencoder
 from claimgraph.experiments.substrate.hooks import HookedModel
+from claimgraph.experiments.substrate.lm import setting_note
 from claimgraph.experiments.substrate.text import is_text
 from claimgraph.graph.errors import InvalidInput
 

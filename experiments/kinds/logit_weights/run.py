@@ -20,8 +20,9 @@ from claimgraph.experiments.features.logits import (
     residual_scale,
     top_tokens,
 )
-from claimgraph.experiments.features.target import Target, setting_note
+from claimgraph.experiments.features.target import Target
 from claimgraph.experiments.job import SeedResult
+from claimgraph.experiments.substrate.lm import setting_note
 
 from . import LogitWeightsParams
 from .plots import plot_effects

@@ -13,9 +13,10 @@ from torch import Tensor
 from claimgraph.experiments.context import RunContext
 from claimgraph.experiments.features.intervene import RowClamp, clamp_hook
 from claimgraph.experiments.features.sampling import sample, sample_rows
-from claimgraph.experiments.features.target import PROMPT_OFFSET, Target, control_latent, null_latents, setting_note
+from claimgraph.experiments.features.target import PROMPT_OFFSET, Target, control_latent, null_latents
 from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.substrate.corpus import SyntheticCorpus, Vocab
+from claimgraph.experiments.substrate.lm import setting_note
 from claimgraph.graph.errors import InvalidInput
 
 from . import CONDITIONS, PinnedSamplingParams

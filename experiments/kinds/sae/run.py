@@ -11,7 +11,6 @@ from typing import Any
 from torch import Tensor
 
 from claimgraph.experiments.context import RunContext, resolve_device, torch_threads
-from claimgraph.experiments.features.target import record_corpus, setting_note
 from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.sae import ce_loss_recovered, evaluate_sae, save_sae, train_sae
 from claimgraph.experiments.sae.provision import provision_sae, training_activations
@@ -19,8 +18,9 @@ from claimgraph.experiments.sae.recipe import EVAL_SEED_OFFSET
 from claimgraph.experiments.substrate.acts_cache import cached_activations
 from claimgraph.experiments.substrate.corpus import SyntheticCorpus
 from claimgraph.experiments.substrate.hooks import HookedModel
+from claimgraph.experiments.substrate.lm import setting_note
 from claimgraph.experiments.substrate.load import activations, check_fit, corpus_for, load_model, shuffled_copy
-from claimgraph.experiments.substrate.text import is_text
+from claimgraph.experiments.substrate.text import is_text, record_corpus
 from claimgraph.graph.errors import InvalidInput
 
 from . import CONDITIONS, SaeParams
@@ -39,7 +39,7 @@ def _run_seed(ctx: RunContext, params: SaeParams, seed: int) -> SeedResult:
     model = load_model(ctx.model_ref, device=resolve_device(ctx.device), progress=ctx.show_progress)
     corpus, data_ref = corpus_for(ctx.model_ref, ctx.data_ref)
     check_fit(model, ctx.model_ref, corpus, data_ref, hook=recipe.hook)
-    record_corpus(ctx, corpus)
+    record_corpus(ctx.artifacts_dir, corpus)
     n_train = math.ceil(recipe.train_tokens / corpus.seq_len)
     n_eval = math.ceil(params.eval_tokens / corpus.seq_len)
     if is_text(corpus):  # fixed slices through the activation cache: train windows [0, n), eval windows [0, n)
