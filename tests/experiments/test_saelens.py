@@ -210,3 +210,33 @@ def test_jumprelu_is_not_trained_here():
     cfg = SaeConfig(architecture="jumprelu", d_in=4, d_sae=8)
     with pytest.raises(InvalidInput, match="trains relu and topk"):
         make_trainer(cfg, torch.randn(10, 4))
+
+
+@pytest.mark.slow
+def test_trainer_benchmark_runs_on_a_cached_activation_file(tmp_path, monkeypatch, capsys):
+    """bench/bench_saelens.py end to end on a small activation file in the format it documents (not a timing)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_saelens.py"
+    spec = importlib.util.spec_from_file_location("bench_saelens", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_saelens", bench)  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    save_file({"acts": planted(5000, seed=3)}, str(tmp_path / "acts.safetensors"))
+    out = tmp_path / "rows.json"
+    monkeypatch.setattr(sys, "argv", ["bench_saelens.py", "--acts", str(tmp_path / "acts.safetensors"), "--steps", "40",
+                                      "--batch", "128", "--l1", "0.5,2", "--k", "4", "--expansion", "2",
+                                      "--json", str(out)])
+    bench.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["arch"], r["knob"], r["trainer"]) for r in rows] == [
+        ("relu", "l1=0.5", "claimgraph"), ("relu", "l1=0.5", "saelens"), ("relu", "l1=2", "claimgraph"),
+        ("relu", "l1=2", "saelens"), ("topk", "k=4", "claimgraph"), ("topk", "k=4", "saelens")]
+    for r in rows:
+        assert r["vec_per_s"] > 0 and -1 < r["metrics"]["fve"] <= 1 and 0 <= r["metrics"]["dead_frac"] <= 1, r
+    assert all(r["metrics"]["l0"] <= 4 + 1e-6 for r in rows if r["arch"] == "topk")
+    assert "throughput claimgraph / SAELens" in capsys.readouterr().out
