@@ -280,24 +280,6 @@ def link(ctx: typer.Context, src: str, edge: str, dst: str,
 
 
 @app.command()
-def export(ctx: typer.Context,
-           format: Annotated[str, typer.Option("--format", "-f", help="graphml | json (JSON-LD) | parquet")] = "json",
-           out: Annotated[Path | None, typer.Option("--out", "-o", help="File, or folder for parquet.")] = None):
-    """Export the graph. Example: claimgraph export --format graphml -o claims.graphml"""
-    from claimgraph.graph.export import export as do_export
-
-    default = {"graphml": "claimgraph.graphml", "json": "claimgraph.jsonld", "parquet": "claimgraph-parquet"}
-    target = out or Path(default.get(format, "claimgraph.out"))
-    with _store(ctx) as s:
-        files = do_export(s, format, target)
-    if _opts(ctx).json:
-        emit_json({"files": [str(f) for f in files]})
-    else:
-        for f in files:
-            note(f"wrote {f}")
-
-
-@app.command()
 def embed(ctx: typer.Context):
     """Encode every node whose text has no vector yet (ingest does this unless --no-embed). Example: claimgraph embed"""
     from claimgraph.graph.embed import embed_all
@@ -487,6 +469,12 @@ def _criterion_text(c: dict | None) -> str:
     from claimgraph.experiments.spec import Criterion
 
     return Criterion.model_validate(c).describe()
+
+
+# ---- exchange formats (cli/exchange.py) -------------------------------------------------------------
+from .exchange import register as _register_exchange  # noqa: E402
+
+_register_exchange(app)
 
 
 def main() -> None:

@@ -88,19 +88,9 @@ def status_reports(store: Store, ids: list[str]) -> dict[str, StatusReport]:
     """Status of each claim or finding with the verdicts it rests on (rules: graph.models.STATUS_RULES)."""
     if not ids:
         return {}
-    rows = store.sql("""
-        WITH ev AS (
-            SELECT e.dst AS target, e.src AS evidence FROM edges e
-              WHERE e.type IN ('supports', 'refutes') AND e.dst IN (SELECT unnest($1))
-            UNION
-            SELECT t.dst AS target, p.dst AS evidence FROM edges t JOIN edges p ON p.src = t.src
-              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst IN (SELECT unnest($1)))
-        SELECT ev.target, n.attrs FROM ev JOIN nodes n ON n.id = ev.evidence
-        WHERE n.type = 'evidence' AND coalesce(CAST(n.attrs->>'superseded' AS BOOLEAN), false) = false
-        ORDER BY ev.target, n.id""", [list(ids)])
-    by_target: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for target, attrs in rows:
-        by_target[target].append(json.loads(attrs) if isinstance(attrs, str) else (attrs or {}))
+    ev = evidence_map(store, ids)
+    nodes = store.get_nodes(i for evs in ev.values() for i in evs)
+    by_target = {t: [nodes[i].attrs for i in evs] for t, evs in ev.items()}
     out: dict[str, StatusReport] = {}
     for i in ids:
         by_verdict: dict[str, list[str]] = defaultdict(list)
@@ -124,17 +114,30 @@ def claim_statuses(store: Store, ids: list[str]) -> dict[str, ClaimStatus]:
 
 def evidence_for(store: Store, node_id: str, *, include_superseded: bool = False) -> list[Node]:
     """Evidence nodes about a claim or finding: linked by supports/refutes, or produced by an experiment testing it."""
+    ids = evidence_map(store, [node_id], include_superseded=include_superseded).get(node_id, [])
+    nodes = store.get_nodes(ids)
+    return sorted((nodes[i] for i in ids), key=lambda n: (n.provenance.at if n.provenance else None) or 0,
+                  reverse=True)
+
+
+def evidence_map(store: Store, ids: list[str], *, include_superseded: bool = False) -> dict[str, list[str]]:
+    """For each of these claims or findings that has any, the ids of its evidence nodes (sorted), in one query."""
+    if not ids:
+        return {}
     rows = store.sql("""
-        SELECT DISTINCT evidence FROM (
-            SELECT src AS evidence FROM edges WHERE type IN ('supports', 'refutes') AND dst = $1
+        WITH ev AS (
+            SELECT src AS evidence, dst AS target FROM edges WHERE type IN ('supports', 'refutes')
+              AND dst IN (SELECT unnest($1))
             UNION
-            SELECT p.dst FROM edges t JOIN edges p ON p.src = t.src
-              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst = $1)""", [node_id])
-    nodes = store.get_nodes(r[0] for r in rows)
-    ev = [n for n in nodes.values() if n.type == NodeType.evidence]
-    if not include_superseded:
-        ev = [n for n in ev if not n.attrs.get("superseded")]
-    return sorted(ev, key=lambda n: (n.provenance.at if n.provenance else None) or 0, reverse=True)
+            SELECT p.dst, t.dst FROM edges t JOIN edges p ON p.src = t.src
+              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst IN (SELECT unnest($1)))
+        SELECT DISTINCT ev.target, ev.evidence FROM ev JOIN nodes n ON n.id = ev.evidence
+        WHERE n.type = 'evidence' AND ($2 OR coalesce(CAST(n.attrs->>'superseded' AS BOOLEAN), false) = false)
+        ORDER BY 1, 2""", [list(ids), include_superseded])
+    out: dict[str, list[str]] = defaultdict(list)
+    for target, evidence in rows:
+        out[target].append(evidence)
+    return dict(out)
 
 
 def typed_neighbors(store: Store, node_id: str) -> list[Neighbor]:
