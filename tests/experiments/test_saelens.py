@@ -8,6 +8,7 @@ import hashlib
 import json
 
 import pytest
+import sae_lens  # in the test extras (scripts/env.sh installs it); a missing install fails here, it does not skip
 import torch
 
 from claimgraph.experiments.sae import (
@@ -23,8 +24,6 @@ from claimgraph.experiments.sae import (
 )
 from claimgraph.experiments.sae.train import batch_indices
 from claimgraph.graph.errors import InvalidDocument, InvalidInput
-
-sae_lens = pytest.importorskip("sae_lens", reason="sae-lens is in the test extras (scripts/env.sh installs it)")
 
 D_IN, D_SAE = 16, 48
 HOOK = "blocks.0.mlp.hook_post"
