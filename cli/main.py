@@ -95,7 +95,7 @@ def init(ctx: typer.Context):
 
 @app.command()
 def ingest(ctx: typer.Context,
-           paths: Annotated[list[Path], typer.Argument(help="Documents or folders of documents.")],
+           paths: Annotated[list[str], typer.Argument(help="Documents or folders of documents.")],
            format: Annotated[str, typer.Option("--format", "-f",
                                                help="auto|structured|claim-page|novelty|summary")] = "auto",
            title: Annotated[str | None, typer.Option(help="Paper title for a summary document (it has none).")] = None,
@@ -106,11 +106,14 @@ def ingest(ctx: typer.Context,
 
     with _store(ctx, create=True) as s:
         reports = ingest_paths(s, paths, format=format, title=title, embed=embed)
+    for w in (w for r in reports for w in r.warnings):
+        typer.echo(f"Warning: {w}", err=True)
     if _opts(ctx).json:
         emit_json({"documents": [{"path": r.path, "format": r.format, "unchanged": r.unchanged,
                                   "nodes_added": r.nodes_added, "edges_added": r.edges_added,
                                   "nodes_updated": r.nodes_updated, "nodes_removed": r.nodes_removed,
-                                  "edges_removed": r.edges_removed} for r in reports]})
+                                  "edges_removed": r.edges_removed,
+                                  "warnings": [w.model_dump(mode="json") for w in r.warnings]} for r in reports]})
         return
     table("Ingested", ["document", "format", "nodes added", "edges added", "updated", "removed"],
           [(Path(r.path).name, r.format, "unchanged" if r.unchanged else fmt_counts(r.nodes_added),
@@ -454,7 +457,7 @@ def feature(ctx: typer.Context,
             device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu"):
     """A feature's page: top activating contexts, density, logit table, related runs; HTML in the run folder.
     Example: claimgraph feature 20261121T061739-7838174d 186"""
-    from claimgraph.experiments.features.pages import page_for_run
+    from claimgraph.experiments.pages import page_for_run
 
     from .feature import render_feature
 
@@ -475,6 +478,11 @@ def _criterion_text(c: dict | None) -> str:
 from .exchange import register as _register_exchange  # noqa: E402
 
 _register_exchange(app)
+
+# ---- the web UI (cli/serve.py) ----------------------------------------------------------------------
+from .serve import serve  # noqa: E402
+
+app.command()(serve)
 
 
 def main() -> None:

@@ -212,6 +212,17 @@ class DocumentRef(BaseModel):
     title: str | None = None
 
 
+class IngestWarning(BaseModel):
+    """Something a document left ambiguous or that ingest merged, and what ingest did about it."""
+
+    path: str
+    line: int | None = None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}{f':{self.line}' if self.line is not None else ''}: {self.message}"
+
+
 class ApplyReport(BaseModel):
     """What applying a delta changed. `unchanged` is True when the document had been ingested before as-is."""
 
@@ -224,6 +235,7 @@ class ApplyReport(BaseModel):
     edges_added: dict[str, int] = Field(default_factory=dict)
     edges_removed: dict[str, int] = Field(default_factory=dict)
     node_ids: list[str] = Field(default_factory=list, description="Every node id the document touches")
+    warnings: list[IngestWarning] = Field(default_factory=list, description="What the document left ambiguous")
 
 
 ClaimStatus = Literal["untested", "supported", "refuted", "contested", "mixed", "inconclusive"]

@@ -32,6 +32,7 @@ from claimgraph.graph.errors import InvalidDocument, InvalidInput, NotFound
 
 from .base import SparseAutoencoder
 from .config import SaeConfig
+from .recipe import SaeRecipe
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -182,9 +183,13 @@ def _from_saelens(raw: dict[str, Any], tensors: dict[str, Tensor], path: Path) -
             # SAELens: x @ W_enc + b_enc; ours subtracts b_dec first, so compensate in b_enc
             w["b_enc"] = w["b_enc"] + w["b_dec"] @ w["W_enc"]
     try:
-        cfg = SaeConfig(architecture=architecture, d_in=int(raw["d_in"]), d_sae=int(raw["d_sae"]),
-                        model_name=get("model_name"), hook_name=get("hook_name", "hook_point"),
-                        dataset_path=get("dataset_path"), context_size=get("context_size"), **extra)
+        # what trained it is unknown: the training fields are the recipe's defaults, never used to load
+        recipe = SaeRecipe(architecture="topk" if architecture == "topk" else "relu", d_sae=int(raw["d_sae"]),
+                           **extra)
+        made = recipe.config(int(raw["d_in"]), 0, model_name=get("model_name"), dataset_path=get("dataset_path"),
+                             context_size=get("context_size"))
+        cfg = SaeConfig.model_validate({**made.model_dump(), "architecture": architecture,
+                                        "hook_name": get("hook_name", "hook_point")})
     except KeyError as e:
         raise _bad(f"missing SAELens field {e.args[0]!r}", path, e.args[0]) from e
     except ValueError as e:  # pydantic's ValidationError is a ValueError

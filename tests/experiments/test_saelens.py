@@ -15,6 +15,7 @@ from claimgraph.experiments.sae import (
     JumpReluSAE,
     ReluSAE,
     SaeConfig,
+    SaeRecipe,
     TopKSAE,
     load_sae,
     make_trainer,
@@ -27,6 +28,12 @@ from claimgraph.graph.errors import InvalidDocument, InvalidInput
 
 D_IN, D_SAE = 16, 48
 HOOK = "blocks.0.mlp.hook_post"
+
+
+def config(d_in: int = D_IN, **fields) -> SaeConfig:
+    """A trainer config from the one SAE recipe (its defaults, these fields), with provenance fields set."""
+    prov = {k: fields.pop(k) for k in ("model_name", "dataset_path", "context_size") if k in fields}
+    return SaeRecipe(hook=HOOK, **fields).config(d_in, 0, **prov)
 
 
 def planted(n: int, seed: int) -> torch.Tensor:
@@ -67,8 +74,8 @@ def assert_same_maps(ours, theirs, x: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("arch", ["relu", "topk"])
 def test_claimgraph_sae_loads_in_saelens(arch, acts, tmp_path):
-    cfg = SaeConfig(architecture=arch, d_in=D_IN, d_sae=D_SAE, k=4, l1_coefficient=1.0, steps=150, batch_size=128,
-                    lr=3e-3, model_name="toy:tiny", hook_name=HOOK, dataset_path="synthetic:tiny", context_size=32)
+    cfg = config(architecture=arch, d_sae=D_SAE, k=4, l1_coefficient=1.0, steps=150, batch_size=128, lr=3e-3,
+                 model_name="toy:tiny", dataset_path="synthetic:tiny", context_size=32)
     sae, _ = train_sae(cfg, acts)  # normalisation on: the folded scale must reach SAELens too
     assert sae.activation_scale != pytest.approx(1.0, abs=0.05)
     folder = save_sae(sae, tmp_path / "sae")
@@ -87,8 +94,7 @@ def test_claimgraph_sae_loads_in_saelens(arch, acts, tmp_path):
 
 def test_pre6_reader_fields_agree_with_the_6x_fields(acts, tmp_path):
     """The same file read through SAELens's pre-6 path (no metadata.sae_lens_version) gives the same SAE."""
-    cfg = SaeConfig(architecture="topk", d_in=D_IN, d_sae=D_SAE, k=4, steps=40, batch_size=128, hook_name=HOOK,
-                    model_name="toy:tiny")
+    cfg = config(architecture="topk", d_sae=D_SAE, k=4, steps=40, batch_size=128, model_name="toy:tiny")
     sae, _ = train_sae(cfg, acts)
     folder = save_sae(sae, tmp_path / "sae")
     raw = json.loads((folder / "cfg.json").read_text())
@@ -172,7 +178,7 @@ def test_saelens_jumprelu_round_trips_through_claimgraph(acts, tmp_path):
 
 
 def test_provenance_digests_are_the_files_read(acts, tmp_path):
-    cfg = SaeConfig(d_in=D_IN, d_sae=D_SAE, steps=5, batch_size=128, hook_name=HOOK)
+    cfg = config(d_sae=D_SAE, steps=5, batch_size=128)
     sae, _ = train_sae(cfg, acts)
     folder = save_sae(sae, tmp_path / "sae")
     _, source = sae_from_path(folder, d_in=D_IN, hook_name=HOOK)
@@ -206,7 +212,7 @@ def test_mismatched_or_unsupported_saes_are_refused(acts, tmp_path):
 
 
 def test_jumprelu_is_not_trained_here():
-    cfg = SaeConfig(architecture="jumprelu", d_in=4, d_sae=8)
+    cfg = SaeConfig.model_validate({**config(4, d_sae=8).model_dump(), "architecture": "jumprelu"})
     with pytest.raises(InvalidInput, match="trains relu and topk"):
         make_trainer(cfg, torch.randn(10, 4))
 

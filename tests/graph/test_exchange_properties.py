@@ -113,7 +113,7 @@ def stores(draw, text=TEXT):
     runs = [{"run_id": rid, "experiment_id": f"experiment:{draw(SLUG)}", "config_hash": draw(SLUG),
              "status": draw(st.sampled_from(["queued", "running", "completed", "failed", "killed", "timed-out"])),
              "device": draw(st.none() | st.just("cpu")), "run_dir": f"runs/x/{rid}", "pid": draw(st.none() |
-                                                                                                 st.integers(1, 2**31)),
+                                                                                                 st.integers(1, 2**22)),  # Linux PID_MAX_LIMIT
              "host": draw(st.none() | SLUG), "created_at": draw(TIME), "started_at": draw(st.none() | TIME),
              "ended_at": draw(st.none() | TIME), "error": draw(st.none() | text), "verdict": draw(st.none() | SLUG),
              "evidence_id": draw(st.none() | st.sampled_from(sorted(by_type)))}
