@@ -28,14 +28,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from claimgraph.graph.errors import InvalidDocument, InvalidInput, NotFound
+from claimgraph.graph.errors import InvalidDocument, InvalidInput
 
 from .base import SparseAutoencoder
 from .config import SaeConfig
+from .folder import CFG_FILE, WEIGHTS_FILE, _bad, read_cfg, sae_files, saelens_fields
 from .recipe import SaeRecipe
 
-CFG_FILE = "cfg.json"
-WEIGHTS_FILE = "sae_weights.safetensors"
 FORMAT_VERSION = 2  # 2: SAELens 6 cfg.json fields (1: pre-6 fields only); the `claimgraph` key is unchanged
 SAELENS_LAYOUT_VERSION = "6.54.12"  # the SAELens release whose cfg.json layout save_sae writes (metadata field
 #                                     sae_lens_version: SAELens picks its cfg parser by it); tests load with it
@@ -63,7 +62,7 @@ def saelens_cfg(sae: SparseAutoencoder) -> dict[str, Any]:
     `claimgraph`."""
     cfg = sae.cfg
     topk = cfg.architecture == "topk"
-    provenance = {
+    provenance: dict[str, Any] = {
         "model_name": cfg.model_name,
         "hook_name": cfg.hook_name,
         "hook_head_index": None,
@@ -119,61 +118,20 @@ def save_sae(sae: SparseAutoencoder, folder: str | Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------- import
 
-def _bad(msg: str, path: Path, field: str | None = None) -> InvalidDocument:
-    return InvalidDocument(msg, path=str(path), field=field)
-
-
 def _from_saelens(raw: dict[str, Any], tensors: dict[str, Tensor], path: Path) -> tuple[SaeConfig, dict[str, Tensor]]:
     """A SaeConfig and our weights for a cfg.json SAELens wrote (6.x: fields plus `metadata`; pre-6: all top
     level), with SAELens's computation folded into the weights where it differs from ours."""
-    meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
-    def get(*names: str) -> Any:  # metadata first (6.x), then top level (pre-6), under any of its names
-        for n in names:
-            for src in (meta, raw):
-                if src.get(n) is not None:
-                    return src[n]
-        return None
-
-    arch = raw.get("architecture") or "standard"
-    fn = raw.get("activation_fn") or raw.get("activation_fn_str") or "relu"
-    fn_kwargs = raw.get("activation_fn_kwargs") or {}
-    if arch == "topk" or fn == "topk":
-        k = raw.get("k", fn_kwargs.get("k"))
-        if k is None:
-            raise _bad("topk SAE without k (cfg field k or activation_fn_kwargs.k)", path, "k")
-        architecture, extra = "topk", {"k": int(k)}
-    elif arch == "standard" and fn == "relu":
-        architecture, extra = "relu", {}
-    elif arch == "jumprelu":
-        architecture, extra = "jumprelu", {}
-    else:
-        raise _bad(f"architecture {arch!r} with activation {fn!r} is not supported; claimgraph loads standard (ReLU), "
-                   "topk and jumprelu SAEs (SAELens saves BatchTopK SAEs as jumprelu with save_inference_model)",
-                   path, "architecture")
-    norm = raw.get("normalize_activations", "none")
-    if norm not in ("none", None, False):
-        raise _bad(f"normalize_activations={norm!r}: this SAE expects inputs SAELens normalises first; fold the "
-                   "normalisation into the weights (SAELens fold_activation_norm_scaling_factor, or the folding "
-                   "SAETrainer.fit does at the end) and save again", path, "normalize_activations")
-    if raw.get("finetuning_scaling_factor"):
-        raise _bad("finetuning_scaling_factor is set; fold the scaling factor into the weights first", path,
-                   "finetuning_scaling_factor")
-    if get("hook_head_index") is not None:
-        raise _bad("the SAE reads one attention head (hook_head_index); claimgraph feeds all heads flattened",
-                   path, "hook_head_index")
-    dtype_name = str(raw.get("dtype") or "float32").removeprefix("torch.")
-    if dtype_name not in DTYPES:
-        raise _bad(f"dtype {raw.get('dtype')!r} is not one of {', '.join(DTYPES)}", path, "dtype")
-    dtype = DTYPES[dtype_name]
-
+    f = saelens_fields(raw, path)
+    architecture, dtype = f.architecture, DTYPES[f.dtype]
     w = dict(tensors)
     if architecture == "jumprelu" and "threshold" not in w and "log_threshold" in w:
         w["threshold"] = torch.exp(w.pop("log_threshold"))  # older SAELens JumpReLU checkpoints
     missing = [n for n in weight_names(architecture) if n not in w]
     if missing:
-        raise _bad(f"missing tensors {missing} for a {arch} SAE", path.parent / WEIGHTS_FILE)
+        raise _bad(f"missing tensors {missing} for a {raw.get('architecture') or 'standard'} SAE",
+                   path.parent / WEIGHTS_FILE)
     w = {n: w[n].to(dtype) for n in weight_names(architecture)}  # SAELens casts to the cfg dtype on load too
-    _check_shapes(w, architecture, raw, path)
+    _check_shapes(w, architecture, f.d_in, f.d_sae, path)
     with torch.no_grad():
         if architecture == "topk" and raw.get("rescale_acts_by_decoder_norm"):
             # SAELens ranks and decodes pre * |W_dec row|; folding the norms makes that our plain TopK exactly
@@ -182,26 +140,18 @@ def _from_saelens(raw: dict[str, Any], tensors: dict[str, Tensor], path: Path) -
         if raw.get("apply_b_dec_to_input") is False:
             # SAELens: x @ W_enc + b_enc; ours subtracts b_dec first, so compensate in b_enc
             w["b_enc"] = w["b_enc"] + w["b_dec"] @ w["W_enc"]
-    try:
-        # what trained it is unknown: the training fields are the recipe's defaults, never used to load
-        recipe = SaeRecipe(architecture="topk" if architecture == "topk" else "relu", d_sae=int(raw["d_sae"]),
-                           **extra)
-        made = recipe.config(int(raw["d_in"]), 0, model_name=get("model_name"), dataset_path=get("dataset_path"),
-                             context_size=get("context_size"))
-        cfg = SaeConfig.model_validate({**made.model_dump(), "architecture": architecture,
-                                        "hook_name": get("hook_name", "hook_point")})
-    except KeyError as e:
-        raise _bad(f"missing SAELens field {e.args[0]!r}", path, e.args[0]) from e
+    try:  # what trained it is unknown: the training fields are the recipe's defaults, never used to load
+        recipe = SaeRecipe(architecture="topk" if architecture == "topk" else "relu", d_sae=f.d_sae,
+                           **({"k": f.k} if f.k is not None else {}))
+        made = recipe.config(f.d_in, 0, model_name=f.model_name, dataset_path=f.dataset_path,
+                             context_size=f.context_size)
+        cfg = SaeConfig.model_validate({**made.model_dump(), "architecture": architecture, "hook_name": f.hook_name})
     except ValueError as e:  # pydantic's ValidationError is a ValueError
         raise _bad(f"invalid SAELens config: {e}", path) from e
     return cfg, w
 
 
-def _check_shapes(w: dict[str, Tensor], architecture: str, raw: dict[str, Any], path: Path) -> None:
-    try:
-        d_in, d_sae = int(raw["d_in"]), int(raw["d_sae"])
-    except KeyError as e:
-        raise _bad(f"missing SAELens field {e.args[0]!r}", path, e.args[0]) from e
+def _check_shapes(w: dict[str, Tensor], architecture: str, d_in: int, d_sae: int, path: Path) -> None:
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,),
                 "threshold": (d_sae,)}
     for name in weight_names(architecture):
@@ -217,17 +167,9 @@ def _read(folder: Path) -> tuple[SparseAutoencoder, bytes, bytes, dict[str, Any]
 
     from .train import SAES
 
-    cfg_path, weights_path = folder / CFG_FILE, folder / WEIGHTS_FILE
-    for p in (cfg_path, weights_path):
-        if not p.is_file():
-            raise NotFound(f"{p} does not exist; an SAE folder holds {CFG_FILE} and {WEIGHTS_FILE}")
+    _, cfg_path, weights_path = sae_files(folder)
     cfg_bytes, weight_bytes = cfg_path.read_bytes(), weights_path.read_bytes()
-    try:
-        raw = json.loads(cfg_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidDocument(f"not valid JSON: {e}", path=str(cfg_path), line=getattr(e, "lineno", None)) from e
-    if not isinstance(raw, dict):
-        raise InvalidDocument("cfg.json must hold a JSON object", path=str(cfg_path))
+    raw = read_cfg(cfg_bytes, cfg_path)
     try:
         tensors = load_bytes(weight_bytes)
     except Exception as e:  # safetensors raises its own error types for a truncated or foreign file
@@ -242,7 +184,7 @@ def _read(folder: Path) -> tuple[SparseAutoencoder, bytes, bytes, dict[str, Any]
         if missing:
             raise InvalidDocument(f"missing tensors {missing}", path=str(weights_path))
         weights = {n: tensors[n] for n in weight_names(cfg.architecture)}
-        _check_shapes(weights, cfg.architecture, {"d_in": cfg.d_in, "d_sae": cfg.d_sae}, cfg_path)
+        _check_shapes(weights, cfg.architecture, cfg.d_in, cfg.d_sae, cfg_path)
     else:
         cfg, weights = _from_saelens(raw, tensors, cfg_path)
     sae = SAES[cfg.architecture](cfg)
@@ -287,10 +229,7 @@ def sae_from_path(path: str | Path, *, device: str = "cpu", d_in: int | None = N
 
     With `d_in`, refuse an SAE of another input width; with `hook_name`, refuse one whose cfg.json names another
     hook (one that names none is accepted: it is the caller's hook). Errors name the folder and the field."""
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise NotFound(f"SAE folder {folder} does not exist; give a folder with {CFG_FILE} and {WEIGHTS_FILE}")
-    folder = folder.resolve()
+    folder, _, _ = sae_files(path)
     sae, cfg_bytes, weight_bytes, raw = _read(folder)
     where = str(folder / CFG_FILE)
     if d_in is not None and sae.d_in != d_in:
@@ -298,7 +237,7 @@ def sae_from_path(path: str | Path, *, device: str = "cpu", d_in: int | None = N
                            f"gives {d_in}; {where}: d_in")
     if hook_name is not None and sae.cfg.hook_name not in (None, hook_name):
         raise InvalidInput(f"the SAE at {folder} was trained at hook {sae.cfg.hook_name!r} (cfg.json hook_name), "
-                           f"not {hook_name!r}; give hook={sae.cfg.hook_name} or another SAE")
+                           f"not {hook_name!r}; give --param sae.hook={sae.cfg.hook_name} or another SAE")
     source = SaeSource(
         path=str(folder), cfg_sha256=hashlib.sha256(cfg_bytes).hexdigest(),
         weights_sha256=hashlib.sha256(weight_bytes).hexdigest(),

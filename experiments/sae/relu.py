@@ -44,7 +44,7 @@ class ReluCode(torch.autograd.Function):
     the first two outputs with respect to W_enc, bias and W_dec."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, W_enc: Tensor, bias: Tensor, W_dec: Tensor):  # type: ignore[override]
+    def forward(ctx, x: Tensor, W_enc: Tensor, bias: Tensor, W_dec: Tensor):
         B, d_sae = x.shape[0], W_enc.shape[1]
         pre = torch.addmm(bias, x, W_enc)  # [B, d_sae]
         active = pre > 0  # [B, d_sae]
@@ -69,7 +69,7 @@ class ReluCode(torch.autograd.Function):
         return x_hat, l1, fired, count
 
     @staticmethod
-    def backward(ctx, g: Tensor, g_l1: Tensor, _fired: None, _count: None):  # type: ignore[override]
+    def backward(ctx, g: Tensor, g_l1: Tensor, _fired: None, _count: None):
         if not ctx.sparse:
             x, W_dec, f = ctx.saved_tensors
             grad_pre = (g @ W_dec.t() + g_l1) * (f > 0)  # [B, d_sae]

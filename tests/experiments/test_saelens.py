@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import sae_lens  # in the test extras (scripts/env.sh installs it); a missing install fails here, it does not skip
@@ -245,3 +246,186 @@ def test_trainer_benchmark_runs_on_a_cached_activation_file(tmp_path, monkeypatc
         assert r["vec_per_s"] > 0 and -1 < r["metrics"]["fve"] <= 1 and 0 <= r["metrics"]["dead_frac"] <= 1, r
     assert all(r["metrics"]["l0"] <= 4 + 1e-6 for r in rows if r["arch"] == "topk")
     assert "throughput claimgraph / SAELens" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------- feature jobs on an SAE given by path
+
+TOY_HOOK = "blocks.0.mlp.hook_post"  # toy:tiny: 128 wide
+CLAIM = "claim:a-shared-sae-has-a-base64-feature"
+SMALL = {"logit_weights": ["n_random=100", "scale_tokens=2048"], "ablation": ["measure_tokens=2048", "kl_positions=32"]}
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from claimgraph.cli.main import app
+
+    return CliRunner().invoke(app, ["--json", *args])
+
+
+@pytest.fixture(scope="module")
+def shared_sae(tmp_path_factory):
+    """A standard SAE that SAELens itself trains (its SAETrainer) on toy:tiny's activations at TOY_HOOK and saves;
+    cfg.json's metadata names the hook and model, as an SAE shared for a model does."""
+    from claimgraph.experiments.substrate.load import activations, load_model, model_corpus
+
+    model, corpus = load_model("toy:tiny", progress=False), model_corpus("toy:tiny")
+    x = activations(model, corpus.sample(8192 // corpus.seq_len, 0), TOY_HOOK, out_device="cpu")  # [8192, 128]
+    sae = sae_lens.StandardTrainingSAE(sae_lens.StandardTrainingSAEConfig(
+        d_in=x.shape[1], d_sae=256, l1_coefficient=1.0, normalize_activations="expected_average_only_in"))
+    torch.manual_seed(0)
+    trained = saelens_train(sae, x, steps=300)
+    folder = tmp_path_factory.mktemp("shared") / "sae"
+    trained.save_inference_model(str(folder))
+    raw = json.loads((folder / "cfg.json").read_text())
+    raw["metadata"] = {**raw["metadata"], "hook_name": TOY_HOOK, "model_name": "toy:tiny"}
+    (folder / "cfg.json").write_text(json.dumps(raw))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    import os
+
+    from claimgraph.graph import Node, Store
+
+    path = tmp_path_factory.mktemp("sae_path_db") / "g.duckdb"
+    old = os.environ.get("CLAIMGRAPH_DB")
+    os.environ["CLAIMGRAPH_DB"] = str(path)
+    with Store(path) as s:
+        s.add_node(Node(id=CLAIM, type="claim", title="A shared SAE has a base64 feature that promotes base64"))
+    yield path
+    if old is None:
+        os.environ.pop("CLAIMGRAPH_DB", None)
+    else:
+        os.environ["CLAIMGRAPH_DB"] = old
+
+
+def _add(kind: str, folder, *extra: str, seeds: str = "2"):
+    params = [f"sae_path={folder}", "select_tokens=4096", *SMALL.get(kind, []), *extra]
+    return _cli("experiment", "add", "--claim", CLAIM, "--kind", kind, "--model", "toy:tiny", "--data",
+                "synthetic:tiny", "--seeds", seeds, "--device", "cpu", *[a for p in params for a in ("--param", p)])
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["logit_weights", "ablation"])
+def test_feature_job_reads_the_given_sae(kind, shared_sae, db):
+    from claimgraph.experiments.context import cache_dir
+
+    r = _add(kind, shared_sae, seeds="2" if kind == "logit_weights" else "1")
+    assert r.exit_code == 0, r.output
+    exp = json.loads(r.stdout)["experiment"]
+    params = exp["attrs"]["spec"]["params"]
+    assert params["sae_path"] == str(shared_sae.resolve())
+    assert params["sae_sha256"] == _sha(shared_sae / "sae_weights.safetensors")
+    assert params["sae_cfg_sha256"] == _sha(shared_sae / "cfg.json")
+    provisioned = set((cache_dir() / "saes").glob("*")) if (cache_dir() / "saes").is_dir() else set()
+    r = _cli("run", exp["id"])
+    assert r.exit_code == 0, r.output
+    run = json.loads(r.stdout)
+    assert run["status"] == "completed" and run["evidence_id"], run
+    run_dir = Path(run["run_dir"])
+    result = json.loads((run_dir / "result.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["spec"]["params"]["sae_sha256"] == params["sae_sha256"]  # in what the config hash covers
+    for seed in result["per_seed"]:
+        d = seed["details"]
+        assert d["sae_folder"] == str(shared_sae.resolve()) and d["sae_key"] is None
+        assert d["sae_source"]["weights_sha256"] == params["sae_sha256"] and d["sae_source"]["origin"] == "saelens"
+        assert d["d_sae"] == 256 and d["hook"] == TOY_HOOK
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["model_provenance"]["sae"]["weights_sha256"] == params["sae_sha256"]
+    now = set((cache_dir() / "saes").glob("*")) if (cache_dir() / "saes").is_dir() else set()
+    assert now == provisioned, "a given SAE must not train one"
+    ev = next(e for e in json.loads(_cli("evidence", CLAIM).stdout)["evidence"] if e["run_id"] == run["run_id"])
+    assert ev["verdict"] == result["decision"]["verdict"]
+    assert "does not cover SAE seeds" in ev["text"] and params["sae_sha256"][:12] in ev["text"]
+    if kind == "logit_weights":  # the page of the run's feature reads the same SAE
+        feature = result["per_seed"][0]["details"]["feature"]
+        r = _cli("feature", run["run_id"], str(feature))
+        assert r.exit_code == 0, r.output
+        page = json.loads(r.stdout)
+        assert page["sae_folder"] == str(shared_sae.resolve()) and page["sae_sha256"] == params["sae_sha256"]
+
+
+def test_a_changed_sae_is_a_new_experiment(shared_sae, db, tmp_path):
+    import shutil
+
+    folder = tmp_path / "sae"
+    shutil.copytree(shared_sae, folder)
+    r = _add("logit_weights", folder, seeds="1")
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.stdout)["experiment"]
+    assert _cli("run", first["id"]).exit_code == 0
+    runs_root = db.parent / "g.duckdb.d" / "runs"
+    runs_before = sorted(runs_root.rglob("config.json"))
+    assert runs_before
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(folder / "sae_weights.safetensors"))
+    save_file({**w, "b_enc": w["b_enc"] - 0.1}, str(folder / "sae_weights.safetensors"))
+    r = _cli("run", first["id"])
+    assert r.exit_code == 2 and "Error:" in r.output and "sae_sha256" in r.output, r.output
+    assert "changed" in r.output or "not the one this experiment registered" in r.output
+    assert sorted(runs_root.rglob("config.json")) == runs_before  # refused before anything was written
+    r = _add("logit_weights", folder, seeds="1")
+    assert r.exit_code == 0, r.output
+    second = json.loads(r.stdout)["experiment"]
+    assert second["id"] != first["id"]
+    assert second["attrs"]["spec"]["params"]["sae_sha256"] == _sha(folder / "sae_weights.safetensors") \
+        != first["attrs"]["spec"]["params"]["sae_sha256"]
+
+
+def test_mismatched_saes_are_refused_at_add(shared_sae, db, tmp_path):
+    for extra, field in ((["sae.hook=blocks.1.hook_resid_post"], "sae.hook"), (["sae_seed=3"], "sae_seed"),
+                         (["sae.steps=50"], "sae.steps")):
+        r = _add("logit_weights", shared_sae, *extra)
+        assert r.exit_code == 2 and r.output.startswith("Error:") and f"param {field}" in r.output, r.output
+    r = _add("logit_weights", tmp_path / "nowhere")
+    assert r.exit_code == 2 and "Error: param sae_path" in r.output and "nowhere" in r.output, r.output
+    # a model whose width at the hook its config says: refused at add, without loading anything
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
+                                                   "vocab_size": 100}))
+    narrow = tmp_path / "narrow"
+    import shutil
+
+    shutil.copytree(shared_sae, narrow)
+    raw = json.loads((narrow / "cfg.json").read_text())
+    raw["metadata"]["hook_name"] = "blocks.0.hook_resid_post"
+    (narrow / "cfg.json").write_text(json.dumps(raw))
+    r = _cli("experiment", "add", "--claim", CLAIM, "--kind", "ablation", "--model", f"hf:{llama}",
+             "--param", f"sae_path={narrow}", "--param", "sae.hook=blocks.0.hook_resid_post")
+    assert r.exit_code == 2 and "param sae_path" in r.output and "128-wide" in r.output and "gives 64" in r.output, \
+        r.output
+
+
+def test_width_mismatch_on_a_toy_model_is_refused_at_run_start(shared_sae, db, tmp_path):
+    """toy: models' hook widths are known once built, so the run refuses a wrong-width SAE before measuring."""
+    import shutil
+
+    folder = tmp_path / "nohook"
+    shutil.copytree(shared_sae, folder)
+    raw = json.loads((folder / "cfg.json").read_text())
+    raw["metadata"]["hook_name"] = None  # no hook named: only the width can tell
+    (folder / "cfg.json").write_text(json.dumps(raw))
+    r = _add("logit_weights", folder, "sae.hook=blocks.0.hook_resid_post", seeds="1")
+    assert r.exit_code == 0, r.output
+    r = _cli("run", json.loads(r.stdout)["experiment"]["id"])
+    assert r.exit_code != 0
+    assert "128-wide" in r.output and "gives 32" in r.output, r.output
+
+
+def test_adding_with_an_sae_path_does_not_import_torch(shared_sae):
+    import subprocess
+    import sys
+
+    code = ("import sys; from claimgraph.experiments.api import build_spec; "
+            f"s = build_spec('logit_weights', params={{'sae_path': {str(shared_sae)!r}}}, model='toy:tiny'); "
+            "assert s.params['sae_sha256'], s.params; assert 'torch' not in sys.modules, 'torch imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
