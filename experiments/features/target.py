@@ -250,13 +250,18 @@ def given_sae(model: HookedModel, corpus: SyntheticCorpus, params: FeatureParams
     hook = params.sae.hook
     width = int(activations(model, corpus.sample(1, 0)[:, :2], hook, out_device="cpu").shape[-1])
     sae, source = sae_from_path(params.sae_path, device=device, d_in=width, hook_name=hook)
-    for field, now in (("sae_sha256", source.weights_sha256), ("sae_cfg_sha256", source.cfg_sha256)):
+    check_registered(params, source.path, source.weights_sha256, source.cfg_sha256)
+    return sae, source.record()
+
+
+def check_registered(params: FeatureParams, path: str, weights_sha256: str, cfg_sha256: str) -> None:
+    """Refuse an SAE folder whose files are not those `params` registered (when it registered digests)."""
+    for field, now in (("sae_sha256", weights_sha256), ("sae_cfg_sha256", cfg_sha256)):
         registered = getattr(params, field)
         if registered is not None and registered != now:
-            raise InvalidInput(f"param {field}: the SAE at {source.path} changed since the experiment was "
-                               f"registered (sha256 {registered[:12]} then, {now[:12]} now); a changed SAE is a "
-                               "new experiment: add it again with `claimgraph experiment add`")
-    return sae, source.record()
+            raise InvalidInput(f"param {field}: the SAE at {path} is not the one this experiment registered "
+                               f"(sha256 {registered[:12]} then, {now[:12]} now); a changed SAE is a new "
+                               "experiment: add it again with `claimgraph experiment add`")
 
 
 def seeds_note(params: FeatureParams, n_seeds: int) -> str:
@@ -322,12 +327,7 @@ class FeatureJob(ModelJob[FP]):
         except NotFound as e:  # a parameter naming nothing is bad input (exit 2), as a bad value is
             raise InvalidInput(f"param sae_path: {e}") from None
         where = f"{f.path}/cfg.json"
-        for field, now in (("sae_sha256", f.weights_sha256), ("sae_cfg_sha256", f.cfg_sha256)):
-            registered = getattr(params, field)
-            if registered is not None and registered != now:
-                raise InvalidInput(f"param {field}: the SAE at {f.path} is not the one this experiment registered "
-                                   f"(sha256 {registered[:12]} then, {now[:12]} now); a changed SAE is a new "
-                                   "experiment: add it again with `claimgraph experiment add`")
+        check_registered(params, f.path, f.weights_sha256, f.cfg_sha256)
         if f.hook_name is not None and f.hook_name != params.sae.hook:
             raise InvalidInput(f"param sae.hook: the SAE at {f.path} reads hook {f.hook_name!r} ({where}: hook_name), "
                                f"not {params.sae.hook!r}; add --param sae.hook={f.hook_name}")

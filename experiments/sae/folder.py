@@ -9,12 +9,12 @@ level).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from claimgraph.experiments.records import sha256_file
 from claimgraph.graph.errors import InvalidDocument, NotFound
 
 CFG_FILE = "cfg.json"
@@ -120,14 +120,6 @@ def sae_files(path: str | Path) -> tuple[Path, Path, Path]:
     return folder, cfg_path, weights_path
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class SaeFolder:
     """An SAE folder as cfg.json describes it (no weights read), with digests of both files."""
@@ -164,5 +156,5 @@ def read_sae_folder(path: str | Path) -> SaeFolder:
         f = saelens_fields(raw, cfg_path)
         arch, d_in, d_sae, hook, model = f.architecture, f.d_in, f.d_sae, f.hook_name, f.model_name
     return SaeFolder(path=str(folder), origin="claimgraph" if ours else "saelens", architecture=arch, d_in=d_in,
-                     d_sae=d_sae, hook_name=hook, model_name=model, cfg_sha256=file_sha256(cfg_path),
-                     weights_sha256=file_sha256(weights_path))
+                     d_sae=d_sae, hook_name=hook, model_name=model, cfg_sha256=sha256_file(cfg_path),
+                     weights_sha256=sha256_file(weights_path))
