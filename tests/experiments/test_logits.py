@@ -145,9 +145,9 @@ def test_top_tokens_orders_both_ends():
     assert out["bottom"] == [("t1", -2.0), ("t4", -1.0)]
 
 
-def test_planted_category_is_enriched_and_random_directions_are_not():
-    """A toy model over the synthetic vocabulary whose unembedding has a planted direction p that raises the
-    base64 tokens (on top of random columns): p comes out enriched; random directions of the same norm do not."""
+def _planted_unembedding():
+    """A toy model over the synthetic vocabulary whose unembedding has a planted unit direction p raising the
+    base64 tokens on top of random columns; returns (model, base64 mask, p, the generator, to draw on from)."""
     vocab = get_corpus("synthetic:default").vocab
     V = len(vocab)
     torch.manual_seed(3)
@@ -159,6 +159,13 @@ def test_planted_category_is_enriched_and_random_directions_are_not():
     p = p / p.norm()
     with torch.no_grad():
         m.W_U.copy_(torch.randn(32, V, generator=g) * 0.02 + 0.05 * p[:, None] * mask[None].float())
+    return m, mask, p, g
+
+
+def test_planted_category_is_enriched_and_random_directions_are_not():
+    """A toy model over the synthetic vocabulary whose unembedding has a planted direction p that raises the
+    base64 tokens (on top of random columns): p comes out enriched; random directions of the same norm do not."""
+    m, mask, p, g = _planted_unembedding()
     top_k = 20
     planted = enrichment(direct_logit_effects(m, p[None], "hook_embed")[0], mask, top_k)
     assert planted["hits"] >= 18 and planted["ratio"] > 4 and planted["p_value"] < 1e-10
@@ -224,17 +231,7 @@ def _planted_model_and_sae(all_planted: bool):
     from claimgraph.experiments.sae import SaeRecipe
     from claimgraph.experiments.sae.relu import ReluSAE
 
-    vocab = get_corpus("synthetic:default").vocab
-    V = len(vocab)
-    torch.manual_seed(3)
-    m = ToyTransformer(ToyConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=8, d_vocab=V), vocab).eval()
-    mask = vocab.category_mask("base64")
-    g = torch.Generator().manual_seed(4)
-    p = torch.randn(32, generator=g)
-    p = p - p.mean()
-    p = p / p.norm()
-    with torch.no_grad():
-        m.W_U.copy_(torch.randn(32, V, generator=g) * 0.02 + 0.05 * p[:, None] * mask[None].float())
+    m, mask, p, g = _planted_unembedding()
     sae = ReluSAE(SaeRecipe(d_sae=64).config(32, 0))
     rows = torch.randn(64, 32, generator=g)
     rows = rows / rows.norm(dim=1, keepdim=True)
