@@ -32,6 +32,11 @@ class Embedder:
         self.device = device
         self._model: Any = None  # a SentenceTransformer, loaded on first use
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory (the first encode loads it, which takes seconds)."""
+        return self._model is not None
+
     def _load(self):
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -7,12 +7,13 @@ from typing import Any
 
 from .errors import InvalidInput
 from .models import EdgeType
-from .store import Store
+from .store import Store, reads
 
 FORMATS = ("graphml", "json", "parquet")
 VOCAB = "https://github.com/claimgraph/claimgraph/blob/main/docs/data-model.md#"
 
 
+@reads
 def export(store: Store, fmt: str, out: str | Path) -> list[Path]:
     """Write the graph to `out` (a file, or a folder for parquet); returns the files written."""
     out = Path(out)

@@ -11,8 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .errors import InvalidInput, NotFound
-from .models import ClaimStatus, EdgeType, Neighbor, Node, NodeType, Similar
-from .store import Store
+from .models import ClaimStatus, EdgeType, Neighbor, Node, NodeType, Similar, parse_edge_type
+from .store import Store, reads
 
 STATUS_TYPES = (NodeType.claim, NodeType.finding)
 
@@ -36,6 +36,7 @@ class NodePage(BaseModel):
     evidence: list[Node] = Field(default_factory=list)
 
 
+@reads
 def claim_statuses(store: Store, ids: list[str]) -> dict[str, ClaimStatus]:
     """Status of each claim or finding, derived from the verdicts of its current (non-superseded) evidence:
     none -> untested; only supported -> supported; only refuted -> refuted; both -> contested;
@@ -70,6 +71,7 @@ def claim_statuses(store: Store, ids: list[str]) -> dict[str, ClaimStatus]:
     return out
 
 
+@reads
 def evidence_for(store: Store, node_id: str, *, include_superseded: bool = False) -> list[Node]:
     """Evidence nodes about a claim or finding: linked by supports/refutes, or produced by an experiment testing it."""
     rows = store.sql("""
@@ -85,6 +87,7 @@ def evidence_for(store: Store, node_id: str, *, include_superseded: bool = False
     return sorted(ev, key=lambda n: (n.provenance.at if n.provenance else None) or 0, reverse=True)
 
 
+@reads
 def typed_neighbors(store: Store, node_id: str) -> list[Neighbor]:
     """One entry per typed edge touching the node, grouped by neighbour type and ranked by the neighbour's own
     edge count (most connected first), then title."""
@@ -105,6 +108,7 @@ def typed_neighbors(store: Store, node_id: str) -> list[Neighbor]:
     return out
 
 
+@reads
 def similar_for(store: Store, node_id: str, *, k: int = 8, threshold: float = 0.65) -> list[Similar]:
     """Similarity neighbours with no typed edge: those the source document states (with its cosine), joined by
     those the encoder finds in stored vectors (marked computed)."""
@@ -132,6 +136,7 @@ def similar_for(store: Store, node_id: str, *, k: int = 8, threshold: float = 0.
     return out
 
 
+@reads
 def node_page(store: Store, node_id: str, *, k_similar: int = 8, threshold: float = 0.65) -> NodePage:
     """The page `show` renders for one node."""
     node = store.get_node(node_id)
@@ -158,6 +163,7 @@ class Hop(BaseModel):
     direction: Literal["out", "in"] | None
 
 
+@reads
 def neighborhood(store: Store, node_id: str, *, depth: int = 1, edge_types: list[str] | None = None) -> list[Hop]:
     """Breadth-first over typed edges (both directions) up to `depth` hops; one SQL query per level."""
     if depth < 1:
@@ -166,7 +172,7 @@ def neighborhood(store: Store, node_id: str, *, depth: int = 1, edge_types: list
     seen = {node_id: Hop(id=start.id, type=start.type, title=start.title, depth=0, via=None, edge=None,
                          direction=None)}
     frontier = [node_id]
-    types = [EdgeType(t).value for t in edge_types] if edge_types else [t.value for t in EdgeType]
+    types = [parse_edge_type(t).value for t in edge_types] if edge_types else [t.value for t in EdgeType]
     for d in range(1, depth + 1):
         rows = store.sql("""SELECT src, type, dst FROM edges WHERE type IN (SELECT unnest($2))
             AND (src IN (SELECT unnest($1)) OR dst IN (SELECT unnest($1))) ORDER BY src, type, dst""",
@@ -188,6 +194,7 @@ def neighborhood(store: Store, node_id: str, *, depth: int = 1, edge_types: list
     return sorted(seen.values(), key=lambda h: (h.depth, h.type.value, h.id))
 
 
+@reads
 def to_networkx(store: Store, *, with_text: bool = True):
     """The whole typed graph as a networkx MultiDiGraph (node and edge attributes JSON-flattened)."""
     import networkx as nx
@@ -212,6 +219,7 @@ class Step(BaseModel):
     direction: Literal["out", "in"] | None = None
 
 
+@reads
 def shortest_path(store: Store, a: str, b: str) -> list[Step]:
     """Shortest chain of typed edges between two nodes, edges walked in either direction."""
     import networkx as nx

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .errors import InvalidInput, StoreError
 from .models import NodeType, SearchResult, node_type_value
 from .schema import EMBED_DIM
+from .store import reads
 from .text import tokens
 
 if TYPE_CHECKING:
@@ -132,6 +133,7 @@ def _keyword_source(store: "Store", fp: tuple | None = None) -> Iterator[None]:
         con.unregister("_search_dl")
 
 
+@reads
 def keyword_search(store: "Store", query: str, *, type: NodeType | str | None = None,
                    k: int = 10) -> list[tuple[str, float]]:
     """The `k` best (node id, raw BM25) for `query`, best first; the keyword part of `search` on its own."""
@@ -195,6 +197,7 @@ def _semantic_source(store: "Store", qvec: "np.ndarray", model: str, backend: Ba
         con.unregister(name)
 
 
+@reads
 def semantic_search(store: "Store", qvec: "np.ndarray", *, model: str, type: NodeType | str | None = None,
                     k: int = 10, backend: Backend = "numpy") -> list[tuple[str, float]]:
     """The `k` (node id, cosine) most similar to a unit query vector [384], best first; no encoder."""
@@ -235,16 +238,25 @@ def search(store: "Store", query: str, *, type: NodeType | str | None = None, k:
         model = MODEL_NAME
     else:
         model = embedder.model_name
-    fp = _fingerprint(store, model)  # one read serves both caches and says whether vectors exist
-    use_sem = bool(fp[3])
     params: dict[str, Any] = {"terms": terms, "k1": K1, "b": B, "prefix": _prefix(tval), "k": k, "alpha": ALPHA}
-    with ExitStack() as stack:
-        stack.enter_context(_keyword_source(store, fp))
+    with store.session(), ExitStack() as stack:
+        fp = _fingerprint(store, model)  # one read serves both caches and says whether vectors exist
+        use_sem = bool(fp[3])
+        qvec = None
         if use_sem:
             if embedder is None:
                 from .embed import get_embedder
                 embedder = get_embedder()
-            qvec = embedder.encode([query], progress=False)[0]  # [384], unit norm
+            if not embedder.loaded:
+                store.release()  # loading the encoder takes seconds: not while holding the store
+                qvec = embedder.encode([query], progress=False)[0]  # [384], unit norm
+                fp = _fingerprint(store, model)
+                use_sem = bool(fp[3])
+        stack.enter_context(_keyword_source(store, fp))
+        if use_sem:
+            assert embedder is not None
+            if qvec is None:
+                qvec = embedder.encode([query], progress=False)[0]  # [384], unit norm
             sem = stack.enter_context(_semantic_source(store, qvec, model, backend, fp))
         else:
             sem = "SELECT NULL::VARCHAR AS id, NULL::FLOAT AS cos WHERE false"

@@ -25,6 +25,7 @@ from .embed import MODEL_NAME
 from .errors import InvalidInput, NotFound, StoreError
 from .models import Edge, EdgeType, MadeBy, NodeType, Suggestion, node_type_value
 from .schema import EMBED_DIM
+from .store import reads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,6 +48,7 @@ def _now() -> datetime:
 
 
 # -- neighbours of one node -----------------------------------------------------------------------
+@reads
 def computed_neighbors(store: "Store", node_id: str, *, k: int = 8, threshold: float = 0.65,
                        model: str = MODEL_NAME) -> list[tuple[str, float]]:
     """Up to `k` (node id, cosine >= threshold) most similar to `node_id` by stored vectors, best first.
@@ -136,11 +138,9 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
     """Every pair with cosine >= threshold and no typed edge, not accepted or rejected before, best first.
 
     Persists them as open rows of `suggestions` (see the module docstring for scope, duplicates and
-    what is replaced) in one transaction, and returns the best `limit` (all when None).
+    what is replaced) in one transaction, and returns the best `limit` (all when None). The pairs are
+    computed between a reading turn and a writing one, so the store is not held meanwhile.
     """
-    import numpy as np
-    import pyarrow as pa
-
     if not -1.0 <= threshold <= 1.0:
         raise InvalidInput(f"threshold is a cosine, between -1 and 1; got {threshold}")
     if limit is not None and limit < 0:
@@ -150,8 +150,20 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
     if tval is not None:
         where.append("n.type = $type")
         params["type"] = tval
-    tbl = store.con.execute(f"""SELECT n.id, n.type, {_TITLE_NORM.format(t="n")} AS tnorm, e.vector FROM nodes n
-        JOIN embeddings e ON e.text_hash = n.text_hash WHERE {' AND '.join(where)}""", params).to_arrow_table()
+    with store.session():
+        tbl = store.con.execute(f"""SELECT n.id, n.type, {_TITLE_NORM.format(t="n")} AS tnorm, e.vector FROM nodes n
+            JOIN embeddings e ON e.text_hash = n.text_hash WHERE {' AND '.join(where)}""", params).to_arrow_table()
+        store.release()  # the pairs are computed without holding the store ...
+        return _persist_suggestions(store, tbl, threshold=threshold, tval=tval, limit=limit,
+                                    duplicate_threshold=duplicate_threshold, block=block, model=model,
+                                    progress=progress)
+
+
+def _persist_suggestions(store: "Store", tbl: Any, *, threshold: float, tval: str | None, limit: int | None,
+                         duplicate_threshold: float, block: int, model: str, progress: bool | None) -> list[Suggestion]:
+    import numpy as np
+    import pyarrow as pa
+
     n = tbl.num_rows
     if n:
         vec = tbl.column("vector").combine_chunks()
@@ -163,8 +175,8 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
                           "type": tbl.column("type"), "tnorm": tbl.column("tnorm")})
     pairs_tbl = pa.table({"i": pa.array(i), "j": pa.array(j), "score": pa.array(score)})
     scope = "true" if tval is None else "split_part(a, ':', 1) = $type AND split_part(b, ':', 1) = $type"
-    con = store.con
-    with store.transaction():
+    with store.transaction():  # ... and written in one transaction, dropping pairs whose nodes went meanwhile
+        con = store.con
         con.register("_sg_nodes", nodes_tbl)
         con.register("_sg_pairs", pairs_tbl)
         try:
@@ -176,6 +188,7 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
                 linked AS (SELECT DISTINCT least(src, dst) AS a, greatest(src, dst) AS b FROM edges),
                 decided AS (SELECT a, b FROM suggestions WHERE state <> 'open')
                 SELECT * FROM p ANTI JOIN linked USING (a, b) ANTI JOIN decided USING (a, b)
+                WHERE a IN (SELECT id FROM nodes) AND b IN (SELECT id FROM nodes)
                 ORDER BY a, b  -- key order: inserting into the primary key index in order is ~3x faster""",
                {"dup": duplicate_threshold})
             _q(store, f"""DELETE FROM suggestions s WHERE state = 'open' AND {scope}
@@ -198,6 +211,7 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
                        dst_title=r[5], src_type=NodeType(r[6]), dst_type=NodeType(r[7])) for r in rows]
 
 
+@reads
 def suggestions(store: "Store", *, state: str | None = "open", type: NodeType | str | None = None,
                 limit: int | None = None) -> list[Suggestion]:
     """Stored suggestions (open ones by default; `state=None` for all), best first; computes nothing."""
@@ -275,9 +289,11 @@ def reject(store: "Store", src: str, dst: str, *, model: str = MODEL_NAME) -> Su
     """Record that the pair is unrelated, so `suggest` never proposes it again; returns the rejected suggestion."""
     with store.transaction():
         a, b, score, duplicate, state = _pair_row(store, src, dst, model)
-        if state == "accepted" and _q(store, """SELECT 1 FROM edges WHERE (src = $a AND dst = $b)
-                                                 OR (src = $b AND dst = $a) LIMIT 1""", {"a": a, "b": b}):
-            raise InvalidInput(f"{a} and {b} were accepted as a typed edge; remove the edge with "
-                               "`claimgraph unlink` before rejecting the pair")
+        linked = _q(store, """SELECT src, type, dst FROM edges WHERE (src = $a AND dst = $b) OR (src = $b AND dst = $a)
+                              ORDER BY type""", {"a": a, "b": b}) if state == "accepted" else []
+        if linked:
+            how = " and ".join(f"`claimgraph unlink {s} {t} {d}`" for s, t, d in linked)
+            raise InvalidInput(f"{a} and {b} were accepted as a typed edge; remove it with {how}, "
+                               "then reject the pair")
         _write_decision(store, a, b, score, duplicate, "rejected", None, model)
         return _suggestion_rows(store, "s.a = $a AND s.b = $b", {"a": a, "b": b}, None)[0]

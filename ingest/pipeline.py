@@ -93,6 +93,11 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
                                f"({', '.join(Path(s).name for s in summaries)}); ingest them one at a time")
         if not summaries:
             raise InvalidInput("--title applies to summary pages, and none was given; leave it out")
+    with store.session(write=True):  # the encoder runs between turns (vectors_for lets go of the store)
+        return _apply_all(store, docs, embed=embed, progress=progress)
+
+
+def _apply_all(store: Store, docs: list[ParsedDocument], *, embed: bool, progress: bool | None) -> list[ApplyReport]:
     order, aliases = _plan(store, docs)
     embedder = None
     if embed:
@@ -118,6 +123,7 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
         mine = {h: vectors[h] for h in {text_hash(n) for n in delta.nodes} if h in vectors}
         reports.append(store.apply(delta, doc.ref, vectors=mine,
                                    model=embedder.model_name if embedder is not None else None))
+        store.yield_turn()  # a long ingest lets a waiting command in between documents
     return reports
 
 
