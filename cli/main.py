@@ -115,7 +115,7 @@ def _store(ctx: typer.Context, *, write: bool = False, create: bool = False, ses
     take its own turn (commands that compute between database steps)."""
     from claimgraph.graph import Store
 
-    s = Store(_opts(ctx).db, create=create, label=_label(ctx))
+    s = Store(_opts(ctx).db, create=create, label=_label(ctx), check=False)  # the first turn checks the file
     if not session:
         yield s
         return

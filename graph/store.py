@@ -146,6 +146,18 @@ def _identity(path: Path) -> tuple | None:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+@functools.cache
+def _preload() -> None:
+    """Import, before the first turn, what DuckDB and the store import on first use: duckdb imports pandas on
+    the first query with parameters (0.5-1 s) and pyarrow.dataset on the first Arrow table it is handed (the
+    store stages rows that way). Paid inside a turn, it would be paid by everyone waiting behind it."""
+    for name in ("pandas", "pyarrow", "pyarrow.dataset"):  # duckdb imports pyarrow.dataset on the first register
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+
+
 def _stderr_line(message: str) -> None:
     print(f"claimgraph: {message}", file=sys.stderr, flush=True)
 
@@ -158,17 +170,29 @@ def check_page(limit: int | None, offset: int = 0) -> None:
         raise InvalidInput(f"--offset must be 0 or more, got {offset}")
 
 
+def _ambiguous(text: str, what: str, candidates: list[str]) -> str:
+    """The message for a prefix that names several things: the first ten of them, one a line."""
+    many = "more than 10" if len(candidates) > 10 else str(len(candidates))
+    return (f"{text!r} is ambiguous: {many} {what} begin with it (give more of the id):\n"
+            + "\n".join(f"  {c}" for c in candidates[:10]))
+
+
 def text_hash(node: Node) -> str:
     return sha256_hex(node.embed_text())
 
 
 class Store:
     """The claim graph in one DuckDB file (or in memory when `path` is None); see the module docstring for how
-    it shares the file with other processes."""
+    it shares the file with other processes.
+
+    `read_only`: refuse every write. `busy_timeout`: seconds to wait for a turn. `on_wait`: gets the "waiting
+    for process N (command)" line (default: stderr). `label`: how the queue names this process to others.
+    `check`: open the file now to check it is a current claimgraph store (False: at the first call).
+    """
 
     def __init__(self, path: str | os.PathLike | None = None, *, read_only: bool = False,
                  busy_timeout: float | None = None, create: bool = True,
-                 on_wait: Callable[[str], None] | None = _stderr_line, label: str | None = None):
+                 on_wait: Callable[[str], None] | None = _stderr_line, label: str | None = None, check: bool = True):
         self.path = Path(path).resolve() if path not in (None, ":memory:") else None
         self.read_only = read_only
         self.busy_timeout = busy_timeout_default() if busy_timeout is None else busy_timeout
@@ -196,7 +220,7 @@ class Store:
                 raise StoreError(f"cannot create {self.path}: {e.strerror}") from None
             with self.session(write=True):
                 self.schema_version()  # creates the file and its schema
-        elif _CHECKED.get(str(self.path)) != _identity(self.path):
+        elif check and _CHECKED.get(str(self.path)) != _identity(self.path):
             with self.session():
                 self.schema_version()  # checks (or migrates) it now, so a bad file fails here
 
@@ -254,6 +278,7 @@ class Store:
         if write and self.path.exists() and not self.writable():
             raise StoreError(f"{self.path} is read-only (file or mount): this command writes to the store; "
                              "reading commands work, or copy the store somewhere writable")
+        _preload()
         t0 = time.monotonic()
         self._turn = queue.acquire(self.path, write=write, timeout=self.busy_timeout, label=self.label,
                                    on_wait=self.on_wait)
@@ -498,9 +523,7 @@ class Store:
         what = f"{want} " if want else ""
         if not rows:
             raise NotFound(f"no {what}node {text!r}; `claimgraph search` or `claimgraph list` finds ids")
-        more = "more than 10" if len(rows) > 10 else str(len(rows))
-        raise InvalidInput(f"{text!r} is ambiguous: {more} {what}ids begin with it: "
-                           + ", ".join(r[0] for r in rows[:10]) + "; give more of the id")
+        raise InvalidInput(_ambiguous(text, f"{what}ids", [r[0] for r in rows]))
 
     @reads
     def resolve_run(self, text: str) -> str:
@@ -512,9 +535,7 @@ class Store:
             return rows[0][0]
         if not rows:
             raise NotFound(f"no run {text!r}; `claimgraph runs` lists them")
-        more = "more than 10" if len(rows) > 10 else str(len(rows))
-        raise InvalidInput(f"{text!r} is ambiguous: {more} run ids begin with it: "
-                           + ", ".join(r[0] for r in rows[:10]) + "; give more of the id")
+        raise InvalidInput(_ambiguous(text, "run ids", [r[0] for r in rows]))
 
     @reads
     def has_node(self, node_id: str) -> bool:

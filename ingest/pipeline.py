@@ -93,26 +93,29 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
                                f"({', '.join(Path(s).name for s in summaries)}); ingest them one at a time")
         if not summaries:
             raise InvalidInput("--title applies to summary pages, and none was given; leave it out")
-    with store.session(write=True):  # the encoder runs between turns (vectors_for lets go of the store)
-        return _apply_all(store, docs, embed=embed, progress=progress)
-
-
-def _apply_all(store: Store, docs: list[ParsedDocument], *, embed: bool, progress: bool | None) -> list[ApplyReport]:
-    order, aliases = _plan(store, docs)
     embedder = None
     if embed:
         from claimgraph.graph.embed import get_embedder
 
         embedder = get_embedder()
-    remapped: dict[str, str] = {}  # paper ids of applied documents -> the stored paper they were merged into
     vectors: dict[str, Any] = {}
-    if embedder is not None:
-        # one encoder pass over every new text of the batch (large batches, and the store is let go meanwhile)
-        from claimgraph.graph.embed import vectors_for
+    with store.session():  # a reading turn plans; the encoder runs after it (vectors_for lets go of the store)
+        order, aliases = _plan(store, docs)
+        if embedder is not None:
+            # one encoder pass over every new text of the batch (large batches, and the store is let go meanwhile)
+            from claimgraph.graph.embed import vectors_for
 
-        changed = [d for d in docs if (p := store.document(d.ref.path)) is None or p.content_hash != d.ref.content_hash]
-        vectors = vectors_for(store, [n for d in changed for n in d.delta.nodes], embedder=embedder,
-                              progress=progress)
+            changed = [d for d in docs
+                       if (p := store.document(d.ref.path)) is None or p.content_hash != d.ref.content_hash]
+            vectors = vectors_for(store, [n for d in changed for n in d.delta.nodes], embedder=embedder,
+                                  progress=progress)
+    with store.session(write=True):  # then a writing turn applies, one transaction per document
+        return _apply_all(store, docs, order, aliases, vectors, embedder)
+
+
+def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], aliases: list[dict[str, str]],
+               vectors: dict[str, Any], embedder: Any) -> list[ApplyReport]:
+    remapped: dict[str, str] = {}  # paper ids of applied documents -> the stored paper they were merged into
     reports = []
     for i in order:
         doc = docs[i]
