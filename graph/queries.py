@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .errors import InvalidInput, NotFound
-from .models import ClaimStatus, EdgeType, Neighbor, Node, NodeType, Similar, parse_edge_type
+from .models import ClaimStatus, EdgeType, Neighbor, Node, NodeType, Records, Similar, parse_edge_type
 from .store import Store, reads
 
 STATUS_TYPES = (NodeType.claim, NodeType.finding)
@@ -72,7 +72,7 @@ def claim_statuses(store: Store, ids: list[str]) -> dict[str, ClaimStatus]:
 
 
 @reads
-def evidence_for(store: Store, node_id: str, *, include_superseded: bool = False) -> list[Node]:
+def evidence_for(store: Store, node_id: str, *, include_superseded: bool = False) -> Records[Node]:
     """Evidence nodes about a claim or finding: linked by supports/refutes, or produced by an experiment testing it."""
     rows = store.sql("""
         SELECT DISTINCT evidence FROM (
@@ -84,7 +84,7 @@ def evidence_for(store: Store, node_id: str, *, include_superseded: bool = False
     ev = [n for n in nodes.values() if n.type == NodeType.evidence]
     if not include_superseded:
         ev = [n for n in ev if not n.attrs.get("superseded")]
-    return sorted(ev, key=lambda n: (n.provenance.at if n.provenance else None) or 0, reverse=True)
+    return Records(sorted(ev, key=lambda n: (n.provenance.at if n.provenance else None) or 0, reverse=True))
 
 
 @reads

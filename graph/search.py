@@ -31,7 +31,7 @@ from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import InvalidInput, StoreError
-from .models import NodeType, SearchResult, node_type_value
+from .models import NodeType, Records, SearchResult, node_type_value
 from .schema import EMBED_DIM
 from .store import reads
 from .text import tokens
@@ -219,7 +219,7 @@ def semantic_search(store: "Store", qvec: "np.ndarray", *, model: str, type: Nod
 
 # -- hybrid ---------------------------------------------------------------------------------------
 def search(store: "Store", query: str, *, type: NodeType | str | None = None, k: int = 10,
-           embedder: "Embedder | None" = None, backend: Backend = "numpy") -> list[SearchResult]:
+           embedder: "Embedder | None" = None, backend: Backend = "numpy") -> Records[SearchResult]:
     """The `k` nodes best matching `query` (optionally of one type), best first, with both score parts.
 
     Encodes the query (loading the encoder on first use) only when the store holds vectors for the
@@ -277,6 +277,6 @@ def search(store: "Store", query: str, *, type: NodeType | str | None = None, k:
                 FROM scaled ORDER BY score DESC, id LIMIT $k)
             SELECT top.id, n.type, n.title, top.cos, top.kw, top.score FROM top JOIN nodes n ON n.id = top.id
             ORDER BY top.score DESC, top.id""", params)
-    return [SearchResult(id=r[0], type=NodeType(r[1]), title=r[2], score=float(r[5]),
+    return Records(SearchResult(id=r[0], type=NodeType(r[1]), title=r[2], score=float(r[5]),
                          semantic=None if r[3] is None else float(r[3]),
-                         keyword=None if r[4] is None else float(r[4])) for r in rows]
+                         keyword=None if r[4] is None else float(r[4])) for r in rows)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .embed import MODEL_NAME
 from .errors import InvalidInput, NotFound, StoreError
-from .models import Edge, EdgeType, MadeBy, NodeType, Suggestion, node_type_value
+from .models import Edge, EdgeType, MadeBy, NodeType, Records, Suggestion, node_type_value
 from .schema import EMBED_DIM
 from .store import reads
 
@@ -213,7 +213,7 @@ def _persist_suggestions(store: "Store", tbl: Any, *, threshold: float, tval: st
 
 @reads
 def suggestions(store: "Store", *, state: str | None = "open", type: NodeType | str | None = None,
-                limit: int | None = None) -> list[Suggestion]:
+                limit: int | None = None) -> Records[Suggestion]:
     """Stored suggestions (open ones by default; `state=None` for all), best first; computes nothing."""
     where, params = ["true"], {}
     if state is not None:
@@ -223,7 +223,7 @@ def suggestions(store: "Store", *, state: str | None = "open", type: NodeType | 
     tval = node_type_value(type)
     if tval is not None:
         where.append("na.type = $type AND nb.type = $type"); params["type"] = tval
-    return _suggestion_rows(store, " AND ".join(where), params, limit)
+    return Records(_suggestion_rows(store, " AND ".join(where), params, limit))
 
 
 # -- decisions ------------------------------------------------------------------------------------

@@ -204,7 +204,7 @@ class Store:
         self._depth = 0          # nesting of session() blocks
         self._writing = False    # the current session's mode
         self._tx_depth = 0
-        self._opened_at = 0.0
+        self._opened_at = self._opened_cpu = 0.0
         self._waited = 0.0
         if self.path is None:
             self._con = duckdb.connect(":memory:")
@@ -282,10 +282,10 @@ class Store:
         t0 = time.monotonic()
         self._turn = queue.acquire(self.path, write=write, timeout=self.busy_timeout, label=self.label,
                                    on_wait=self.on_wait)
+        self._opened_at, self._opened_cpu = time.monotonic(), time.process_time()
+        self._waited = self._opened_at - t0
         try:
             self._con = self._connect(read_only=not write, deadline=t0 + self.busy_timeout)
-            self._opened_at = time.monotonic()
-            self._waited = self._opened_at - t0
             if not self._migrate():  # a reading turn found an old schema: migrate it in a writing one
                 self._end_turn()
                 self._writing = True
@@ -317,6 +317,7 @@ class Store:
         """One JSON line per turn (CLAIMGRAPH_LOCK_LOG names the file): how long it waited and held the store."""
         rec = {"pid": os.getpid(), "label": self.label or queue._command_label(), "write": self._writing,
                "waited_s": round(self._waited, 4), "held_s": round(time.monotonic() - self._opened_at, 4),
+               "cpu_s": round(time.process_time() - self._opened_cpu, 4),
                "queued": turn is not None, "at": time.time()}
         with open(os.environ["CLAIMGRAPH_LOCK_LOG"], "a") as f:
             f.write(json.dumps(rec) + "\n")
