@@ -291,10 +291,10 @@ def _partial_documents(db: Path, expect: dict[str, tuple[set[str], set[tuple[str
     return bad
 
 
-def crash_ingest(base_db: Path, trials: int, work: Path, rng: random.Random) -> dict[str, Any]:
+def crash_ingest(base_db: Path, trials: int, work: Path, rng: random.Random, docs: int = 30) -> dict[str, Any]:
     folder = work / "docs"
     folder.mkdir(parents=True, exist_ok=True)
-    for i in range(30):
+    for i in range(docs):
         (folder / f"d{i:02d}.yaml").write_text(stress_doc("crash", i))
     expect = {str(p.resolve()): _doc_expectation(p) for p in sorted(folder.glob("*.yaml"))}
     durations = {}
@@ -313,7 +313,7 @@ def crash_ingest(base_db: Path, trials: int, work: Path, rng: random.Random) -> 
         db = work / f"trial-{trial}.duckdb"
         shutil.copy(base_db, db)
         if trial % 3 == 2:  # start from a store that already holds part of the folder (an update)
-            r = call(db, "ingest", *[str(p) for p in sorted(folder.glob("*.yaml"))[:10]], "--no-embed")
+            r = call(db, "ingest", *[str(p) for p in sorted(folder.glob("*.yaml"))[:docs // 3]], "--no-embed")
             assert r.returncode == 0, r.stderr
         delay = rng.uniform(0.2, durations[embed])
         proc = subprocess.Popen(cg(db, "ingest", str(folder), *([] if embed else ["--no-embed"])),

@@ -164,13 +164,24 @@ def _page(rows: Sequence[Any], limit: int | None, offset: int) -> list[Any]:
     return list(rows[offset:offset + limit] if limit is not None else rows[offset:])
 
 
+FIELDS = {  # CSV header of an empty listing
+    "nodes": ("id", "type", "title", "text", "status", "edges", "attrs"),
+    "results": ("id", "type", "title", "score", "semantic", "keyword"),
+    "suggestions": ("src", "dst", "score", "duplicate", "src_type", "dst_type", "src_title", "dst_title"),
+    "runs": ("run_id", "experiment_id", "config_hash", "status", "device", "run_dir", "pid", "host", "created_at",
+             "started_at", "ended_at", "error", "verdict", "evidence_id"),
+    "experiments": ("id", "title", "kind", "targets", "criterion", "model", "seeds", "last_run", "last_status",
+                    "verdict"),
+}
+
+
 def _listing(out: str, key: str, records: list[dict[str, Any]], title: str, columns: Sequence[str],
              rows: Iterable[Sequence[Any]], **table_kw: Any) -> None:
     """One listing in the chosen format: {key: records} as JSON, the records as CSV, or the table."""
     if out == "json":
         emit_json({key: records})
     elif out == "csv":
-        emit_csv(records)
+        emit_csv(records, None if records else FIELDS.get(key))
     else:
         table(title, columns, rows, **table_kw)
 

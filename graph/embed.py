@@ -3,21 +3,17 @@
 sentence-transformers (and so torch) is imported only when an Embedder is first used, so commands
 that never encode stay fast. Vectors are L2-normalised float32 and cached in the store by text hash.
 
-Encoding is batch work: on Linux the model loads and encodes on a thread of its own at a lower CPU priority
-(nice +CLAIMGRAPH_ENCODER_NICE, default 10; 0 turns it off), and torch's worker threads, started from it,
-inherit that. On an idle machine this changes nothing; when many commands share the cores, it keeps a
-command that holds the store (and any interactive one) from waiting for CPU behind encoders: in the store
-stress test, holders used 0.1 s of CPU in turns that lasted 6-9 s beside a dozen encoding processes.
+Encoding is batch work: the model loads and encodes on claimgraph's lower-priority thread
+(`claimgraph.graph.batch`), and torch's worker threads, started from it, inherit its priority.
 """
 from __future__ import annotations
 
 import os
-import queue
 import sys
-import threading
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
+from .batch import BatchThread, batch_thread
 from .errors import StoreError
 from .models import Node
 from .store import text_hash
@@ -29,56 +25,6 @@ if TYPE_CHECKING:
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 BATCH_SIZE = 64
-T = TypeVar("T")
-
-
-def encoder_nice() -> int:
-    raw = os.environ.get("CLAIMGRAPH_ENCODER_NICE", "10")
-    try:
-        return max(0, min(19, int(raw)))
-    except ValueError:
-        from .errors import InvalidInput
-
-        raise InvalidInput(f"CLAIMGRAPH_ENCODER_NICE={raw!r} is not a whole number (0 to 19)") from None
-
-
-class _BatchThread:
-    """One daemon thread, at a lower CPU priority, that runs the encoder's work; the caller waits for it (and a
-    Ctrl-C still interrupts the caller)."""
-
-    def __init__(self, nice: int):
-        self.nice = nice
-        self._jobs: queue.Queue = queue.Queue()
-        self._thread: threading.Thread | None = None
-
-    def _serve(self) -> None:
-        if self.nice and sys.platform.startswith("linux"):  # on Linux a thread id sets that thread's priority only
-            tid = threading.get_native_id()
-            try:
-                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + self.nice))
-            except OSError:
-                pass
-        while True:
-            fn, box, done = self._jobs.get()
-            try:
-                box["value"] = fn()
-            except BaseException as e:  # handed back to the caller
-                box["error"] = e
-            done.set()
-
-    def run(self, fn: Callable[[], T]) -> T:
-        if not self.nice or not sys.platform.startswith("linux"):
-            return fn()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="claimgraph-encoder", daemon=True)
-            self._thread.start()
-        box: dict[str, Any] = {}
-        done = threading.Event()
-        self._jobs.put((fn, box, done))
-        done.wait()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
 
 
 class Embedder:
@@ -89,7 +35,7 @@ class Embedder:
     def __init__(self, device: str = "cpu"):
         self.device = device
         self._model: Any = None  # a SentenceTransformer, loaded on first use
-        self._worker = _BatchThread(encoder_nice())
+        self._worker: BatchThread = batch_thread()
 
     @property
     def loaded(self) -> bool:

@@ -47,6 +47,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 import duckdb
 
 from . import lock as queue
+from .batch import batch_thread
 from .errors import ClaimgraphError, InvalidDocument, InvalidInput, NotFound, StoreBusy, StoreError
 from .ids import normalize_arxiv, normalize_doi, normalize_title, parse_id, sha256_hex, slugify
 from .models import (
@@ -150,12 +151,16 @@ def _identity(path: Path) -> tuple | None:
 def _preload() -> None:
     """Import, before the first turn, what DuckDB and the store import on first use: duckdb imports pandas on
     the first query with parameters (0.5-1 s) and pyarrow.dataset on the first Arrow table it is handed (the
-    store stages rows that way). Paid inside a turn, it would be paid by everyone waiting behind it."""
-    for name in ("pandas", "pyarrow", "pyarrow.dataset"):  # duckdb imports pyarrow.dataset on the first register
-        try:
-            __import__(name)
-        except ImportError:
-            pass
+    store stages rows that way). Paid inside a turn, it would be paid by everyone waiting behind it; it runs
+    on the batch thread (graph/batch.py), so a process that holds the store gets a core first."""
+    def load() -> None:
+        for name in ("pandas", "pyarrow", "pyarrow.dataset"):
+            try:
+                __import__(name)
+            except ImportError:
+                pass
+
+    batch_thread().run(load)
 
 
 def _stderr_line(message: str) -> None:

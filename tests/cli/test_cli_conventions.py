@@ -50,7 +50,7 @@ def test_version():
 def test_shell_completion_is_offered():
     r = ok(CliRunner().invoke(app, ["--help"]))
     assert "--install-completion" in r.stdout and "--show-completion" in r.stdout
-    r = ok(CliRunner().invoke(app, ["--show-completion", "bash"]))
+    r = ok(CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="claimgraph"))
     assert "complete" in r.stdout and "_CLAIMGRAPH_COMPLETE" in r.stdout.upper()
 
 

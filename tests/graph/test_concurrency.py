@@ -233,6 +233,7 @@ def test_a_long_writer_lets_a_waiting_reader_in_between_documents(db):
 def stress(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("stress_store", REPO / "bench" / "stress_store.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["stress_store"] = mod  # its dataclasses look their module up there
     spec.loader.exec_module(mod)
     root = tmp_path_factory.mktemp("stress")
     return mod, mod.build_base(root), root
@@ -251,7 +252,7 @@ def test_kill_during_ingest_leaves_no_partial_document(stress):
     import random
 
     mod, base, root = stress
-    res = mod.crash_ingest(base, 3, root / "crash-ingest", random.Random(3))
+    res = mod.crash_ingest(base, 3, root / "crash-ingest", random.Random(3), docs=12)
     assert [t["problems"] for t in res["trials"]] == [[]] * 3
 
 
@@ -292,14 +293,15 @@ def test_a_bad_busy_timeout_is_refused_clearly(db, value):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread CPU priorities are Linux's")
-def test_the_encoder_computes_at_a_lower_cpu_priority_than_the_caller(monkeypatch):
+def test_the_encoder_computes_at_a_lower_cpu_priority_than_the_caller():
     """Encoding is batch work: its thread (and torch's threads, started from it) run at nice +N, so a command
     holding the store is not starved by encoders; the calling thread keeps its priority."""
+    from claimgraph.graph.batch import BatchThread
     from claimgraph.graph.embed import Embedder
 
-    monkeypatch.setenv("CLAIMGRAPH_ENCODER_NICE", "5")
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     e = Embedder()
+    e._worker = BatchThread(5)
     vec = e.encode(["sparse autoencoders find interpretable features"], progress=False)
     assert vec.shape == (1, 384)
     worker = e._worker._thread
