@@ -200,7 +200,7 @@ def init(ctx: typer.Context):
 
 @app.command()
 def ingest(ctx: typer.Context,
-           paths: Annotated[list[Path], typer.Argument(help="Documents or folders of documents.")],
+           paths: Annotated[list[str], typer.Argument(help="Documents or folders of documents.")],
            format: Annotated[str, typer.Option("--format", "-f",
                                                help="auto|structured|claim-page|novelty|summary")] = "auto",
            title: Annotated[str | None, typer.Option(help="Paper title for a summary document (it has none).")] = None,
@@ -211,11 +211,14 @@ def ingest(ctx: typer.Context,
 
     with _store(ctx, create=True, session=False) as s:  # parsing and encoding happen between turns
         reports = ingest_paths(s, paths, format=format, title=title, embed=embed)
+    for w in (w for r in reports for w in r.warnings):
+        typer.echo(f"Warning: {w}", err=True)
     if _opts(ctx).json:
         emit_json({"documents": [{"path": r.path, "format": r.format, "unchanged": r.unchanged,
                                   "nodes_added": r.nodes_added, "edges_added": r.edges_added,
                                   "nodes_updated": r.nodes_updated, "nodes_removed": r.nodes_removed,
-                                  "edges_removed": r.edges_removed} for r in reports]})
+                                  "edges_removed": r.edges_removed,
+                                  "warnings": [w.model_dump(mode="json") for w in r.warnings]} for r in reports]})
         return
     table("Ingested", ["document", "format", "nodes added", "edges added", "updated", "removed"],
           [(Path(r.path).name, r.format, "unchanged" if r.unchanged else fmt_counts(r.nodes_added),
@@ -415,24 +418,6 @@ def unlink(ctx: typer.Context, src: str, edge: str, dst: str,
 
 
 @app.command()
-def export(ctx: typer.Context,
-           format: Annotated[str, typer.Option("--format", "-f", help="graphml | json (JSON-LD) | parquet")] = "json",
-           out: Annotated[Path | None, typer.Option("--out", "-o", help="File, or folder for parquet.")] = None):
-    """Export the graph. Example: claimgraph export --format graphml -o claims.graphml"""
-    from claimgraph.graph.export import export as do_export
-
-    default = {"graphml": "claimgraph.graphml", "json": "claimgraph.jsonld", "parquet": "claimgraph-parquet"}
-    target = out or Path(default.get(format, "claimgraph.out"))
-    with _store(ctx) as s:
-        files = do_export(s, format, target)
-    if _opts(ctx).json:
-        emit_json({"files": [str(f) for f in files]})
-    else:
-        for f in files:
-            note(f"wrote {f}")
-
-
-@app.command()
 def embed(ctx: typer.Context):
     """Encode every node whose text has no vector yet (ingest does this unless --no-embed). Example: claimgraph embed"""
     from claimgraph.graph.embed import embed_all
@@ -591,7 +576,7 @@ def evidence(ctx: typer.Context, claim: Annotated[str, typer.Argument(metavar="C
              all_: Annotated[bool, typer.Option("--all", help="Include evidence superseded by later runs.")] = False,
              limit: LimitOpt = None, offset: OffsetOpt = 0, fmt: FormatOpt = None, csv: CsvOpt = False):
     """Evidence about a claim or finding, and its derived status. Example: claimgraph evidence claim:..."""
-    from claimgraph.graph.queries import STATUS_TYPES, claim_statuses, evidence_for
+    from claimgraph.graph.queries import STATUS_TYPES, evidence_for, status_reports
 
     out = _format(ctx, fmt, csv)
     with _store(ctx) as s:
@@ -601,9 +586,9 @@ def evidence(ctx: typer.Context, claim: Annotated[str, typer.Argument(metavar="C
             raise InvalidInput(f"{claim} is a {node.type.value}; evidence is about claims and findings "
                                "(`claimgraph list --type claim` lists them)")
         ev = _page(evidence_for(s, claim, include_superseded=all_), limit, offset)
-        status = claim_statuses(s, [claim])[claim]
+        report = status_reports(s, [claim])[claim]
     if out == "json":
-        emit_json({"claim": claim, "status": status,
+        emit_json({"claim": claim, "status": report.status, "status_report": report.model_dump(mode="json"),
                    "evidence": [{"id": e.id, "title": e.title, "text": e.text, **e.attrs} for e in ev]})
         return
     d = lambda e: e.attrs.get("decision", {})
@@ -613,7 +598,7 @@ def evidence(ctx: typer.Context, claim: Annotated[str, typer.Argument(metavar="C
                    "criterion": _criterion_text(e.attrs.get("criterion")), "experiment": e.attrs.get("experiment"),
                    "run_id": e.attrs.get("run_id"), "title": e.title} for e in ev])
         return
-    table(f"{claim}: {status}", ["verdict", "value", "CI", "n", "criterion", "experiment", "run"],
+    table(f"{claim}: {report.describe()}", ["verdict", "value", "CI", "n", "criterion", "experiment", "run"],
           [(e.attrs.get("verdict"), fmt_score(d(e).get("mean")),
             "" if d(e).get("n", 0) < 2 else f"[{d(e)['ci_low']:.3g}, {d(e)['ci_high']:.3g}]", d(e).get("n"),
             _criterion_text(e.attrs.get("criterion")), e.attrs.get("experiment"), e.attrs.get("run_id")) for e in ev],
@@ -645,6 +630,17 @@ def _criterion_text(c: dict | None) -> str:
     from claimgraph.experiments.spec import Criterion
 
     return Criterion.model_validate(c).describe()
+
+
+# ---- exchange formats (cli/exchange.py) -------------------------------------------------------------
+from .exchange import register as _register_exchange  # noqa: E402
+
+_register_exchange(app)
+
+# ---- the web UI (cli/serve.py) ----------------------------------------------------------------------
+from .serve import serve  # noqa: E402
+
+app.command()(serve)
 
 
 def main() -> None:

@@ -83,9 +83,14 @@ def build_spec(kind: str, *, params: dict[str, Any] | None = None, criterion: Cr
     if timeout_s is not None:
         fields["timeout_s"] = timeout_s
     try:
-        return JobSpec(**fields)
+        spec = JobSpec(**fields)
     except ValidationError as e:
         raise InvalidInput(f"bad experiment spec: {_first_error(e, '')}") from None
+    # a model family or hook the adapter cannot serve is refused now, from config.json / gguf metadata (no torch)
+    from .substrate.families import check_model_ref
+
+    check_model_ref(spec.model, spec.params)
+    return spec
 
 
 def add_experiment(store: Store, targets: list[str], kind: str, *, title: str | None = None,

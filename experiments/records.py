@@ -183,9 +183,11 @@ def metric_summaries(per_seed: list[dict[str, float]]) -> dict[str, MetricSummar
 
 
 def _git(*args: str) -> str | None:
+    # --no-optional-locks: reading the state must not take .git/index.lock (a worker killed mid-`git status`
+    # would leave the lock behind and block the user's next commit)
     try:
-        return subprocess.run(["git", "-C", str(PACKAGE_ROOT), *args], capture_output=True, text=True,
-                              timeout=5, check=True).stdout.strip()
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(PACKAGE_ROOT), *args], capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from claimgraph.graph import EdgeType, MadeBy, Node, NodeType, Store
 from claimgraph.graph.errors import InvalidInput, NotFound
 from claimgraph.graph.ids import slugify
+from claimgraph.graph.portable import stored_path
 
 from .api import get_spec, seed_list
 from .context import write_json_atomic
@@ -120,7 +121,11 @@ def attach_result(store: Store, run_dir: Path) -> str:
     if result is None:
         raise NotFound(f"{run_dir} has no readable result.json")
     node = evidence_node(config, result)
-    node.attrs["run_dir"] = str(run_dir)
+    # portable store: the run folder (and a reused one) as recorded relative to the store's folder
+    source = stored_path(store, run_dir)
+    node.attrs["run_dir"] = source
+    if result.reused_from:
+        node.attrs["reused_from"] = stored_path(store, result.reused_from)
     verdict_edge = {"supported": EdgeType.supports, "refuted": EdgeType.refutes}.get(result.decision.verdict)
     with store.transaction():
         for old in store.edges(config.experiment_id, direction="out", type=EdgeType.produced):
@@ -130,13 +135,13 @@ def attach_result(store: Store, run_dir: Path) -> str:
                     store.add_node(prev.model_copy(update={"attrs": {**prev.attrs, "superseded": True}}),
                                    made_by=MadeBy.experiment, source=prev.provenance.source if prev.provenance else None,
                                    source_hash=prev.provenance.source_hash if prev.provenance else None)
-        store.add_node(node, made_by=MadeBy.experiment, source=str(run_dir), source_hash=config.config_hash)
+        store.add_node(node, made_by=MadeBy.experiment, source=source, source_hash=config.config_hash)
         store.link(config.experiment_id, EdgeType.produced, node.id, made_by=MadeBy.experiment,
-                   source=str(run_dir), source_hash=config.config_hash)
+                   source=source, source_hash=config.config_hash)
         if verdict_edge is not None:
             for target in config.targets:
                 if store.has_node(target):
-                    store.link(node.id, verdict_edge, target, made_by=MadeBy.experiment, source=str(run_dir),
+                    store.link(node.id, verdict_edge, target, made_by=MadeBy.experiment, source=source,
                                source_hash=config.config_hash, attrs={"run_id": config.run_id})
         store.put_run(run_id=config.run_id, status="completed", verdict=result.decision.verdict,
                       evidence_id=node.id, ended_at=now_utc())
@@ -219,7 +224,8 @@ def _reuse(store: Store, cfg: RunConfig, run_dir: Path) -> RunOutcome | None:
         "run_id": cfg.run_id, "experiment_id": cfg.experiment_id, "decision": decision, "metrics": summaries,
         "effect_size": effect, "reused_from": str(source), "wall_s": 0.0,
         "summary": {**original.summary, "notes": notes},
-        "artifacts": {str(source / k): v for k, v in original.artifacts.items()}})
+        # relative to this run's folder like a computed run's own (portable store)
+        "artifacts": {os.path.relpath(source / k, run_dir): v for k, v in original.artifacts.items()}})
     run_dir.mkdir(parents=True, exist_ok=False)
     write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
     write_json_atomic(run_dir / "result.json", result.model_dump(mode="json"))

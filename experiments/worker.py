@@ -80,7 +80,10 @@ def run_worker(run_dir: Path, *, progress: bool = True) -> int:
                      progress=progress, status_writer=beat)
     t0 = time.monotonic()
     try:
-        write_json_atomic(run_dir / "environment.json", environment(cfg.device))
+        from .substrate.families import ref_provenance  # the model's source (lm: gguf sha256, quantization)
+
+        write_json_atomic(run_dir / "environment.json",
+                          {**environment(cfg.device), "model_provenance": ref_provenance(cfg.spec.model)})
         job = get_job(cfg.spec.kind)
         params = job.Params.model_validate(cfg.spec.params)
         ctx.log(f"run {cfg.run_id}: {cfg.spec.kind} on {cfg.spec.model} / {cfg.spec.data}, device {cfg.device}, "

@@ -202,6 +202,8 @@ class EvidenceAttrs(BaseModel):
     criterion: dict[str, Any]
     metrics: dict[str, Any] = Field(default_factory=dict)
     superseded: bool = False
+    decisive: bool = Field(True, description="False when the run cannot decide (e.g. fewer seeds than its rule "
+                                             "needs): listed, but it does not move the claim's status")
 
 
 ATTRS_MODELS: dict[NodeType, type[BaseModel]] = {
@@ -228,6 +230,17 @@ class DocumentRef(BaseModel):
     title: str | None = None
 
 
+class IngestWarning(BaseModel):
+    """Something a document left ambiguous or that ingest merged, and what ingest did about it."""
+
+    path: str
+    line: int | None = None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}{f':{self.line}' if self.line is not None else ''}: {self.message}"
+
+
 class ApplyReport(BaseModel):
     """What applying a delta changed. `unchanged` is True when the document had been ingested before as-is."""
 
@@ -240,9 +253,20 @@ class ApplyReport(BaseModel):
     edges_added: dict[str, int] = Field(default_factory=dict)
     edges_removed: dict[str, int] = Field(default_factory=dict)
     node_ids: list[str] = Field(default_factory=list, description="Every node id the document touches")
+    warnings: list[IngestWarning] = Field(default_factory=list, description="What the document left ambiguous")
 
 
-ClaimStatus = Literal["untested", "supported", "refuted", "contested", "inconclusive"]
+ClaimStatus = Literal["untested", "supported", "refuted", "contested", "mixed", "inconclusive"]
+STATUS_RULES = """\
+A claim's (or finding's) status comes from its current evidence (not superseded by a later run of the same
+experiment), counting only evidence that decides (evidence marked `decisive: false`, such as a run with fewer
+seeds than its decision rule needs, is listed but does not move the status):
+- untested: no deciding evidence;
+- supported: every deciding verdict is supported;
+- refuted: every deciding verdict is refuted;
+- contested: some evidence supports and some refutes;
+- mixed: evidence in one direction (supported or refuted) beside inconclusive evidence, none in the other;
+- inconclusive: every deciding verdict is inconclusive."""
 
 
 class Neighbor(BaseModel):

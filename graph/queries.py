@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .errors import InvalidInput, NotFound
-from .models import ClaimStatus, EdgeType, Neighbor, Node, NodeType, Records, Similar, parse_edge_type
+from .models import ClaimStatus, Edge, EdgeType, Neighbor, Node, NodeType, Records, Similar, parse_edge_type
 from .store import Store, reads
 
 STATUS_TYPES = (NodeType.claim, NodeType.finding)
@@ -24,11 +24,41 @@ class SourceInfo(BaseModel):
     documents: list[str] = Field(default_factory=list)
 
 
+class StatusReport(BaseModel):
+    """A claim's derived status and what it rests on: which evidence (labelled by method) gave which verdict."""
+
+    status: ClaimStatus
+    by_verdict: dict[str, list[str]] = Field(default_factory=dict,
+                                             description="verdict -> method labels of deciding evidence, sorted")
+    not_deciding: list[str] = Field(default_factory=list,
+                                    description="method labels of evidence listed but not deciding")
+
+    def describe(self) -> str:
+        """`mixed (supported: logit_weights; inconclusive: ablation x2)` — the status with who said what."""
+        if self.status == "untested" and not self.not_deciding:
+            return self.status
+        parts = [f"{v}: {_count_labels(self.by_verdict[v])}" for v in VERDICT_ORDER if self.by_verdict.get(v)]
+        if self.not_deciding:
+            parts.append(f"not deciding: {_count_labels(self.not_deciding)}")
+        return f"{self.status} ({'; '.join(parts)})"
+
+
+VERDICT_ORDER = ("supported", "refuted", "inconclusive")
+
+
+def _count_labels(labels: list[str]) -> str:
+    counts: dict[str, int] = defaultdict(int)
+    for label in labels:
+        counts[label] += 1
+    return ", ".join(k if n == 1 else f"{k} x{n}" for k, n in sorted(counts.items()))
+
+
 class NodePage(BaseModel):
     """Everything `show` renders: the node, its derived status, its source, typed neighbours, similarity."""
 
     node: Node
     status: ClaimStatus | None = None
+    status_report: StatusReport | None = None
     source: SourceInfo
     neighbors: list[Neighbor]
     similar: list[Similar]
@@ -36,62 +66,96 @@ class NodePage(BaseModel):
     evidence: list[Node] = Field(default_factory=list)
 
 
+def status_from_verdicts(verdicts: list[str]) -> ClaimStatus:
+    """The status rule (graph.models.STATUS_RULES) applied to the verdicts of deciding evidence."""
+    v = set(verdicts)
+    if "supported" in v and "refuted" in v:
+        return "contested"
+    direction = v & {"supported", "refuted"}
+    if direction:
+        (only,) = direction
+        return "mixed" if "inconclusive" in v else only  # type: ignore[return-value]
+    return "inconclusive" if "inconclusive" in v else "untested"
+
+
+def _method_label(attrs: dict[str, Any]) -> str:
+    kind = attrs.get("kind") or "evidence"
+    model = attrs.get("model")
+    return f"{kind} on {model}" if model else str(kind)
+
+
 @reads
-def claim_statuses(store: Store, ids: list[str]) -> dict[str, ClaimStatus]:
-    """Status of each claim or finding, derived from the verdicts of its current (non-superseded) evidence:
-    none -> untested; only supported -> supported; only refuted -> refuted; both -> contested;
-    only inconclusive -> inconclusive."""
+def status_reports(store: Store, ids: list[str]) -> dict[str, StatusReport]:
+    """Status of each claim or finding with the verdicts it rests on (rules: graph.models.STATUS_RULES)."""
     if not ids:
         return {}
-    rows = store.sql("""
-        WITH ev AS (
-            SELECT e.dst AS target, e.src AS evidence FROM edges e
-              WHERE e.type IN ('supports', 'refutes') AND e.dst IN (SELECT unnest($1))
-            UNION
-            SELECT t.dst AS target, p.dst AS evidence FROM edges t JOIN edges p ON p.src = t.src
-              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst IN (SELECT unnest($1)))
-        SELECT ev.target, n.attrs->>'verdict' FROM ev JOIN nodes n ON n.id = ev.evidence
-        WHERE n.type = 'evidence' AND coalesce(CAST(n.attrs->>'superseded' AS BOOLEAN), false) = false""", [list(ids)])
-    verdicts: dict[str, set[str]] = defaultdict(set)
-    for target, verdict in rows:
-        verdicts[target].add(verdict)
-    out: dict[str, ClaimStatus] = {}
+    ev = evidence_map(store, ids)
+    nodes = store.get_nodes(i for evs in ev.values() for i in evs)
+    by_target = {t: [nodes[i].attrs for i in evs] for t, evs in ev.items()}
+    out: dict[str, StatusReport] = {}
     for i in ids:
-        v = verdicts.get(i, set())
-        if "supported" in v and "refuted" in v:
-            out[i] = "contested"
-        elif "supported" in v:
-            out[i] = "supported"
-        elif "refuted" in v:
-            out[i] = "refuted"
-        elif "inconclusive" in v:
-            out[i] = "inconclusive"
-        else:
-            out[i] = "untested"
+        by_verdict: dict[str, list[str]] = defaultdict(list)
+        not_deciding: list[str] = []
+        for attrs in by_target.get(i, []):
+            label = _method_label(attrs)
+            if attrs.get("decisive", True) is False:
+                not_deciding.append(label)
+            elif attrs.get("verdict") in VERDICT_ORDER:
+                by_verdict[attrs["verdict"]].append(label)
+        out[i] = StatusReport(status=status_from_verdicts(list(by_verdict)),
+                              by_verdict={k: sorted(v) for k, v in by_verdict.items()},
+                              not_deciding=sorted(not_deciding))
     return out
+
+
+@reads
+def claim_statuses(store: Store, ids: list[str]) -> dict[str, ClaimStatus]:
+    """Status word of each claim or finding (rules: graph.models.STATUS_RULES)."""
+    return {i: r.status for i, r in status_reports(store, ids).items()}
 
 
 @reads
 def evidence_for(store: Store, node_id: str, *, include_superseded: bool = False) -> Records[Node]:
     """Evidence nodes about a claim or finding: linked by supports/refutes, or produced by an experiment testing it."""
+    ids = evidence_map(store, [node_id], include_superseded=include_superseded).get(node_id, [])
+    nodes = store.get_nodes(ids)
+    return Records(sorted((nodes[i] for i in ids), key=lambda n: (n.provenance.at if n.provenance else None) or 0,
+                          reverse=True))
+
+
+@reads
+def evidence_map(store: Store, ids: list[str], *, include_superseded: bool = False) -> dict[str, list[str]]:
+    """For each of these claims or findings that has any, the ids of its evidence nodes (sorted), in one query."""
+    if not ids:
+        return {}
     rows = store.sql("""
-        SELECT DISTINCT evidence FROM (
-            SELECT src AS evidence FROM edges WHERE type IN ('supports', 'refutes') AND dst = $1
+        WITH ev AS (
+            SELECT src AS evidence, dst AS target FROM edges WHERE type IN ('supports', 'refutes')
+              AND dst IN (SELECT unnest($1))
             UNION
-            SELECT p.dst FROM edges t JOIN edges p ON p.src = t.src
-              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst = $1)""", [node_id])
-    nodes = store.get_nodes(r[0] for r in rows)
-    ev = [n for n in nodes.values() if n.type == NodeType.evidence]
-    if not include_superseded:
-        ev = [n for n in ev if not n.attrs.get("superseded")]
-    return Records(sorted(ev, key=lambda n: (n.provenance.at if n.provenance else None) or 0, reverse=True))
+            SELECT p.dst, t.dst FROM edges t JOIN edges p ON p.src = t.src
+              WHERE t.type = 'tests' AND p.type = 'produced' AND t.dst IN (SELECT unnest($1)))
+        SELECT DISTINCT ev.target, ev.evidence FROM ev JOIN nodes n ON n.id = ev.evidence
+        WHERE n.type = 'evidence' AND ($2 OR coalesce(CAST(n.attrs->>'superseded' AS BOOLEAN), false) = false)
+        ORDER BY 1, 2""", [list(ids), include_superseded])
+    out: dict[str, list[str]] = defaultdict(list)
+    for target, evidence in rows:
+        out[target].append(evidence)
+    return dict(out)
+
+
+def _edges_of(store: Store, node_id: str) -> list[Edge]:
+    """`store.edges(node_id)` as two lookups, one per indexed end: `src = ? OR dst = ?` scans the whole edges table
+    (4x slower at 100k nodes on a freshly opened file, as the web UI opens it per request). Same order."""
+    both = store.edges(node_id, direction="out") + store.edges(node_id, direction="in")
+    return sorted(both, key=lambda e: e.key)
 
 
 @reads
 def typed_neighbors(store: Store, node_id: str) -> list[Neighbor]:
     """One entry per typed edge touching the node, grouped by neighbour type and ranked by the neighbour's own
     edge count (most connected first), then title."""
-    edges = store.edges(node_id)
+    edges = _edges_of(store, node_id)
     other_ids = [e.dst if e.src == node_id else e.src for e in edges]
     nodes = store.get_nodes(other_ids)
     degree = store.degrees(nodes)
@@ -109,13 +173,16 @@ def typed_neighbors(store: Store, node_id: str) -> list[Neighbor]:
 
 
 @reads
-def similar_for(store: Store, node_id: str, *, k: int = 8, threshold: float = 0.65) -> list[Similar]:
+def similar_for(store: Store, node_id: str, *, k: int = 8, threshold: float = 0.65,
+                linked: set[str] | None = None) -> list[Similar]:
     """Similarity neighbours with no typed edge: those the source document states (with its cosine), joined by
-    those the encoder finds in stored vectors (marked computed)."""
+    those the encoder finds in stored vectors (marked computed). `linked`: the node's typed neighbours, when the
+    caller has them (saves reading its edges again)."""
     from .similarity import computed_neighbors
 
     stated = store.stated_similar(node_id)
-    linked = {e.dst if e.src == node_id else e.src for e in store.edges(node_id)}
+    if linked is None:
+        linked = {e.dst if e.src == node_id else e.src for e in _edges_of(store, node_id)}
     computed = dict(computed_neighbors(store, node_id, k=k + len(stated), threshold=threshold))
     out: list[Similar] = []
     seen: set[str] = set()
@@ -144,10 +211,11 @@ def node_page(store: Store, node_id: str, *, k_similar: int = 8, threshold: floa
     papers = [store.get_node(nb.id) for nb in neighbors
               if nb.edge == EdgeType.extracted_from and nb.direction == "out"]
     docs = [r[0] for r in store.sql("SELECT path FROM node_sources WHERE node_id = ? ORDER BY path", [node_id])]
-    status = claim_statuses(store, [node_id])[node_id] if node.type in STATUS_TYPES else None
+    report = status_reports(store, [node_id])[node_id] if node.type in STATUS_TYPES else None
     evidence = evidence_for(store, node_id) if node.type in STATUS_TYPES else []
-    return NodePage(node=node, status=status, source=SourceInfo(papers=papers, documents=docs),
-                    neighbors=neighbors, similar=similar_for(store, node_id, k=k_similar, threshold=threshold),
+    return NodePage(node=node, status=report.status if report else None, status_report=report, source=SourceInfo(papers=papers, documents=docs),
+                    neighbors=neighbors, similar=similar_for(store, node_id, k=k_similar, threshold=threshold,
+                                                         linked={nb.id for nb in neighbors}),
                     similarity_threshold=threshold, evidence=evidence)
 
 

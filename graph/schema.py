@@ -21,6 +21,18 @@ class Migration:
     backfill: Callable[[Any], None] | None = None  # run after the statements, in the same transaction
 
 
+def relativize_run_paths(con: Any) -> None:
+    """Run folders under the store's own folder recorded relative to it (see graph/portable.py)."""
+    from pathlib import Path
+
+    from .portable import relativize_home
+
+    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    if row and row[0]:
+        db = Path(row[0])
+        relativize_home(con, db.parent / (db.name + ".d"))
+
+
 def assign_paper_keys(con: Any, only: set[str] | None = None) -> None:
     """Give each paper identity key (all, or those in `only`) to the first stored paper that carries it."""
     import json
@@ -170,6 +182,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "CREATE INDEX removed_edges_src ON removed_edges(src)",
     )),
+    Migration(6, "portable stores: run folders recorded relative to the store's folder <db>.d/", (),
+              backfill=relativize_run_paths),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -162,6 +162,15 @@ def vector_matrix(store: "Store", model: str, fp: tuple | None = None) -> tuple[
     return _cached(store, "vectors", fp or _fingerprint(store, model), fill)
 
 
+def cached_vector_matrix(store: "Store", model: str) -> tuple[Any, "np.ndarray"] | None:
+    """`vector_matrix(store, model)` if it is already cached for this store and still current, else None (reads
+    no vectors). A long-lived process (the web UI) keeps it warm; a one-off command does not pay to load it."""
+    hit = _CACHE.get("vectors")
+    if hit is None or hit[0]() is not store:
+        return None
+    return hit[2] if hit[1] == _fingerprint(store, model) else None
+
+
 @contextmanager
 def _semantic_source(store: "Store", qvec: "np.ndarray", model: str, backend: Backend,
                      fp: tuple | None = None) -> Iterator[str]:

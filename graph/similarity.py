@@ -54,10 +54,16 @@ def computed_neighbors(store: "Store", node_id: str, *, k: int = 8, threshold: f
     """Up to `k` (node id, cosine >= threshold) most similar to `node_id` by stored vectors, best first.
 
     Excludes the node itself and every node it has a typed edge with (either direction). Empty when the
-    node has no stored vector for `model`. One SQL scan; no encoder, no torch.
+    node has no stored vector for `model`. No encoder, no torch. One SQL scan; or, when this process already
+    holds the store's vector matrix (`search.cached_vector_matrix`, kept warm by the web UI), one product with it.
     """
     if not store.has_node(node_id):
         raise NotFound(f"no node {node_id!r}; `claimgraph search` or `claimgraph list` finds ids")
+    from .search import cached_vector_matrix
+
+    cached = cached_vector_matrix(store, model)
+    if cached is not None:
+        return _neighbors_in_matrix(store, node_id, *cached, k=k, threshold=threshold)
     rows = _q(store, """
         WITH me AS (SELECT e.vector FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = $model
                     WHERE n.id = $id),
@@ -70,6 +76,27 @@ def computed_neighbors(store: "Store", node_id: str, *, k: int = 8, threshold: f
         ORDER BY s.score DESC, n.id LIMIT $k""",
            {"model": model, "id": node_id, "threshold": threshold, "k": k})
     return [(r[0], float(r[1])) for r in rows]
+
+
+def _neighbors_in_matrix(store: "Store", node_id: str, ids: Any, mat: "np.ndarray", *, k: int,
+                         threshold: float) -> list[tuple[str, float]]:
+    """`computed_neighbors` over an in-process matrix: ids (pyarrow array [n]) and unit vectors [n, 384]."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    row = pc.index(ids, node_id).as_py()
+    if row < 0:
+        return []
+    linked = {r[0] for r in _q(store, "SELECT dst FROM edges WHERE src = $id UNION SELECT src FROM edges WHERE dst = $id",
+                               {"id": node_id})} | {node_id}
+    cos = mat @ mat[row]                                              # [n]
+    hit = np.flatnonzero(cos >= np.float32(threshold))                # [m]
+    keep = k + len(linked)
+    if len(hit) > keep:  # the best `keep`, and every tie with the last of them (ties go by id)
+        cut = np.partition(-cos[hit], keep - 1)[keep - 1]
+        hit = hit[-cos[hit] <= cut]
+    ranked = sorted(((ids[int(j)].as_py(), float(cos[j])) for j in hit), key=lambda p: (-p[1], p[0]))
+    return [(i, s) for i, s in ranked if i not in linked][:k]
 
 
 # -- the matrix routine ---------------------------------------------------------------------------

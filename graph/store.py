@@ -69,6 +69,7 @@ from .models import (
     parse_edge_type,
     parse_node_type,
 )
+from .portable import local_path, stored_path
 from .schema import EMBED_DIM, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE, assign_paper_keys
 from .text import term_counts
 
@@ -482,6 +483,14 @@ class Store:
         """Run read SQL against the store (for power users and tests); duckdb errors become StoreError."""
         try:
             return self.con.execute(query, list(params) if params is not None else None).fetchall()
+        except duckdb.Error as e:
+            raise StoreError(str(e)) from None
+
+    @reads
+    def arrow(self, query: str, params: Iterable[Any] | None = None) -> Any:
+        """Run read SQL and return a pyarrow Table (for bulk reads: exports); duckdb errors become StoreError."""
+        try:
+            return self.con.execute(query, list(params) if params is not None else None).to_arrow_table()
         except duckdb.Error as e:
             raise StoreError(str(e)) from None
 
@@ -1079,6 +1088,8 @@ class Store:
         if "run_id" not in fields:
             raise InvalidInput("a run record needs run_id")
         fields = {k: _naive_utc(v) if isinstance(v, datetime) else v for k, v in fields.items()}
+        if fields.get("run_dir") is not None:  # portable: relative to the store's folder (graph/portable.py)
+            fields["run_dir"] = stored_path(self, fields["run_dir"])
         with self.transaction():
             exists = self.con.execute("SELECT 1 FROM runs WHERE run_id = ?", [fields["run_id"]]).fetchone()
             if exists:
@@ -1103,7 +1114,140 @@ class Store:
                 where.append(f"{col} = ?"); params.append(val)
         q = f"SELECT {', '.join(self._RUN_COLS)} FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self.con.execute(q + " ORDER BY created_at DESC, run_id DESC", params).fetchall()
-        return Records({k: (_aware(v) if isinstance(v, datetime) else v) for k, v in zip(self._RUN_COLS, r)} for r in rows)
+        out = [{k: (_aware(v) if isinstance(v, datetime) else v) for k, v in zip(self._RUN_COLS, r)} for r in rows]
+        for row in out:  # recorded relative to the store's folder; given back as a path on this machine
+            row["run_dir"] = str(local_path(self, str(row["run_dir"])))
+        return Records(out)
+
+    # -- bulk import (claimgraph.graph.exchange, `claimgraph import`) ----------------------------------------
+    _CONTENT_TABLES = ("nodes", "edges", "documents", "stated_similarity", "suggestions", "runs")
+
+    @reads
+    def is_empty(self) -> bool:
+        """True when the store holds no nodes, edges, documents, similarities, suggestions or runs."""
+        return not any(_scalar(self.con, f"SELECT count(*) FROM {t}") for t in self._CONTENT_TABLES)
+
+    @writes
+    def import_rows(self, tables: dict[str, Any]) -> dict[str, int]:
+        """Write exported rows (`claimgraph.graph.exchange.snapshot.COLUMNS` per table) into this empty store in
+        one transaction, keeping their timestamps and provenance. Nodes and edges are validated as ingest
+        validates them; the keyword index and paper identity keys are rebuilt. A table is a list of row dicts, or a
+        pyarrow Table with those columns (suggestions and vectors from Parquet). Returns rows written per table."""
+        import pyarrow as pa
+
+        from .exchange.snapshot import COLUMNS
+
+        unknown = set(tables) - set(COLUMNS)
+        if unknown:
+            raise InvalidInput(f"unknown table(s) {', '.join(sorted(unknown))}; known: {', '.join(COLUMNS)}")
+        if not self.is_empty():
+            raise InvalidInput(f"{self.path or 'the store'} is not empty ({sum(self.count_nodes().values())} nodes); "
+                               "import into a new store: --db NEW.duckdb")
+        nodes = self._import_check(tables)
+        counts: dict[str, int] = {}
+        with self.transaction():
+            for name, cols in COLUMNS.items():
+                rows = tables.get(name)
+                if isinstance(rows, pa.Table):  # bulk tables from Parquet, inserted as they are
+                    counts[name] = rows.num_rows
+                    select = [f"vector::FLOAT[{EMBED_DIM}]" if c == "vector" else c for c in cols]
+                    self._arrow("_stage_import", rows.select(list(cols)))
+                    self.con.execute(f"INSERT INTO {name} ({', '.join(cols)}) SELECT {', '.join(select)} "
+                                     "FROM _stage_import")
+                    self.con.unregister("_stage_import")
+                    continue
+                rows = rows or []
+                counts[name] = len(rows)
+                if not rows:
+                    continue
+                data: dict[str, list[Any]] = {c: [r.get(c) for r in rows] for c in cols}
+                select = list(cols)
+                if name in ("nodes", "edges"):
+                    data["attrs"] = [json.dumps(a or {}, sort_keys=True) for a in data["attrs"]]
+                    select[select.index("attrs")] = "attrs::JSON"
+                for c in ("created_at", "updated_at", "ingested_at", "decided_at", "started_at", "ended_at"):
+                    if c in data:
+                        data[c] = [_naive_utc(v) for v in data[c]]
+                if name == "nodes":
+                    data["text_hash"] = [text_hash(nodes[i]) for i in data["id"]]
+                    select.append("text_hash")
+                if name == "embeddings":
+                    select[select.index("vector")] = f"vector::FLOAT[{EMBED_DIM}]"
+                self._arrow("_stage_import", pa.table(data))
+                target = [c for c in cols] + (["text_hash"] if name == "nodes" else [])
+                self.con.execute(f"INSERT INTO {name} ({', '.join(target)}) SELECT {', '.join(select)} "
+                                 "FROM _stage_import")
+                self.con.unregister("_stage_import")
+            self._index_terms(list(nodes.values()))
+            assign_paper_keys(self.con)
+        return counts
+
+    @staticmethod
+    def _import_check(tables: dict[str, Any]) -> dict[str, Node]:
+        """Validate imported rows as ingest would (ids, attrs, edge rules, references); the nodes by id."""
+        nodes: dict[str, Node] = {}
+        for r in tables.get("nodes") or []:
+            where = f"nodes row {r.get('id')!r}"
+            if r.get("id") in nodes:
+                raise InvalidInput(f"{where}: the id appears twice")
+            try:
+                n = Node(id=r["id"], type=r["type"], title=r["title"], text=r.get("text") or "",
+                         attrs=r.get("attrs") or {})
+                MadeBy(r["made_by"])
+            except (KeyError, ValueError) as e:
+                raise InvalidInput(f"{where}: {e}") from None
+            if n.title != r["title"]:
+                raise InvalidInput(f"{where}: title {r['title']!r} has surrounding whitespace")
+            try:
+                _validate_node(n)
+            except InvalidInput as e:
+                raise InvalidInput(f"{where}: {e}") from None
+            nodes[n.id] = n
+        seen: set[tuple[str, str, str]] = set()
+        for r in tables.get("edges") or []:
+            key = (r.get("src"), r.get("type"), r.get("dst"))
+            where = f"edges row {key[0]} -{key[1]}-> {key[2]}"
+            try:
+                edge = Edge(src=r["src"], type=r["type"], dst=r["dst"], attrs=r.get("attrs") or {})
+                MadeBy(r["made_by"])
+            except (KeyError, ValueError) as err:
+                raise InvalidInput(f"{where}: {err}") from None
+            missing = [x for x in (edge.src, edge.dst) if x not in nodes]
+            if missing:
+                raise InvalidInput(f"{where}: no node {missing[0]!r} among the imported nodes")
+            if edge.key in seen:
+                raise InvalidInput(f"{where}: the edge appears twice")
+            seen.add(edge.key)
+            try:
+                _check_edge(edge, nodes[edge.src].type, nodes[edge.dst].type)
+            except InvalidInput as err:
+                raise InvalidInput(f"{where}: {err}") from None
+        refs = (("node_sources", ("node_id",)), ("stated_similarity", ("node_id",)), ("suggestions", ("a", "b")))
+        for name, cols in refs:
+            rows = tables.get(name)
+            if rows is not None and not isinstance(rows, list):  # an Arrow table: checked column-wise
+                import pyarrow as pa
+                import pyarrow.compute as pc
+
+                known = pa.array(list(nodes), pa.string())
+                for c in cols:
+                    bad = pc.filter(rows[c], pc.invert(pc.is_in(rows[c], value_set=known)))
+                    if len(bad):
+                        raise InvalidInput(f"{name} row: {c} {bad[0].as_py()!r} is not among the imported nodes")
+                continue
+            for r in rows or []:
+                for c in cols:
+                    if r.get(c) not in nodes:
+                        raise InvalidInput(f"{name} row: {c} {r.get(c)!r} is not among the imported nodes")
+        for r in tables.get("edge_sources") or []:
+            if (r.get("src"), r.get("type"), r.get("dst")) not in seen:
+                raise InvalidInput(f"edge_sources row: no edge {r.get('src')} -{r.get('type')}-> {r.get('dst')} "
+                                   "among the imported edges")
+        emb = tables.get("embeddings")
+        for r in emb if isinstance(emb, list) else []:  # an Arrow table's type fixes the length already
+            if len(r.get("vector") or []) != EMBED_DIM:
+                raise InvalidInput(f"embeddings row {r.get('text_hash')!r}: a vector of {EMBED_DIM} numbers expected")
+        return nodes
 
 
 def _similar_key(s: StatedSimilarity) -> str:

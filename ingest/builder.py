@@ -6,22 +6,37 @@ the line it came from.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
 
 from claimgraph.graph.errors import InvalidDocument, InvalidInput
-from claimgraph.graph.ids import make_id, parse_id
+from claimgraph.graph.ids import make_id, normalize_title, parse_id
 from claimgraph.graph.models import (
     ATTRS_MODELS,
     EDGE_RULES,
     Edge,
     EdgeType,
     GraphDelta,
+    IngestWarning,
     Node,
     NodeType,
     StatedSimilarity,
 )
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text quoted from a document, safe to print: control characters (terminal escapes) shown as \\xNN."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+def quote(text: str, width: int = 70) -> str:
+    """A short, printable quotation of document text for a message."""
+    t = " ".join(text.split())
+    return repr(printable(t if len(t) <= width else t[: width - 3] + "..."))
 
 
 def edge_allowed(etype: EdgeType, src_type: NodeType, dst_type: NodeType) -> bool:
@@ -52,6 +67,13 @@ class DeltaBuilder:
         self.node_lines: dict[str, int | None] = {}
         self.edge_lines: dict[tuple[str, str, str], int | None] = {}
         self.ref_lines: dict[str, int | None] = {}
+        self.warnings: list[IngestWarning] = []
+
+    def warn(self, message: str, line: int | None = None) -> None:
+        """Record something the document leaves ambiguous, and what was made of it (shown to the user)."""
+        w = IngestWarning(path=self.path, line=line, message=printable(message))
+        if w not in self.warnings:
+            self.warnings.append(w)
 
     def fail(self, message: str, line: int | None = None, field: str | None = None) -> InvalidDocument:
         return InvalidDocument(message, path=self.path, line=line, field=field)
@@ -90,6 +112,16 @@ class DeltaBuilder:
             self.nodes[nid] = Node(id=nid, type=ntype, title=title, text=text, attrs=attrs)
             self.node_lines[nid] = line
             return nid
+        if normalize_title(old.title) != normalize_title(title):
+            first_line = self.node_lines.get(nid)
+            where = f" (first at line {first_line})" if first_line else ""
+            why = "its DOI" if nid.startswith("paper:doi-") else "its arXiv id" if nid.startswith("paper:arxiv-") \
+                else "an explicit id" if id is not None else "titles that slug alike"
+            if self.strict:
+                raise self.fail(f"{nid} ({why}) is given two different titles: {quote(old.title)}{where} and "
+                                f"{quote(title)}; give each its own id, or one title", line, field)
+            self.warn(f"{quote(title)} has the same id {nid} ({why}) as {quote(old.title)}{where}; read as one "
+                      "node under the first title", line)
         if self.strict and text and old.text and text != old.text:
             first_line = self.node_lines.get(nid)
             raise self.fail(f"{nid} is defined twice with different text"

@@ -34,10 +34,7 @@ def format_scores(text: str) -> dict[str, int]:
     for i, s in enumerate(lines):
         if claim_page.ID_LINE.match(s):
             scores["claim-page"] += 2 + any(p.lower() in _TYPE_WORDS for p in lines[max(0, i - 2):i])
-        elif claim_page.SOURCE_HEADING.match(s) or claim_page.NEIGHBORHOOD.match(s):
-            scores["claim-page"] += 1
-        elif (m := claim_page.SECTION.match(s)) and (claim_page.SIMILARITY_LABEL.match(m["label"].strip())
-                                                     or claim_page.section_type(m["label"])):
+        elif (h := claim_page.heading(s)) is not None and h.kind != "extra":
             scores["claim-page"] += 1
         if novelty._heading(s):
             scores["novelty"] += 2 if novelty._heading(s) in ("claimed", "analysis", "assessment") else 1

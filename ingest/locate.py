@@ -77,6 +77,7 @@ class JsonLines:
         self._newlines = [m.start() for m in re.finditer("\n", text)]
         self._decoder = json.JSONDecoder()
         self.lines: dict[Loc, int] = {}
+        self.repeated: dict[str, tuple[int, int]] = {}  # first key seen twice in one object -> (first, second line)
         try:
             self._value(self._ws(0), ())
         except (ValueError, IndexError, RecursionError):
@@ -100,6 +101,8 @@ class JsonLines:
             while True:
                 key_at = i
                 key, i = json.decoder.scanstring(self.text, i + 1)  # type: ignore[attr-defined]
+                if path + (key,) in self.lines and key not in self.repeated:
+                    self.repeated[key] = (self.lines[path + (key,)], self._line(key_at))
                 self.lines[path + (key,)] = self._line(key_at)
                 i = self._ws(self._ws(i) + 1)  # past ':'
                 i = self._ws(self._value(i, path + (key,)))

@@ -31,23 +31,35 @@ from claimgraph.graph.errors import InvalidDocument, InvalidInput
 from claimgraph.graph.ids import normalize_text, normalize_title, paper_id
 from claimgraph.graph.models import EdgeType, NodeType
 
-from .builder import DeltaBuilder
+from .builder import DeltaBuilder, quote
 from .words import NUMBER, clean_title, content_stems, overlap, parse_number, sentences
 
-HEADINGS = {
-    "overview": "Overview",
-    "assessment": "Overall Novelty Assessment",
-    "taxonomy": "Taxonomy",
-    "landscape": "Research Landscape Overview",
-    "claimed": "Claimed Contributions",
-    "core": "Core Task Comparisons",
-    "same_category": "Comparisons with papers in the same taxonomy category",
-    "analysis": "Contribution Analysis",
-    "detailed": "Detailed comparisons for each claimed contribution",
+# Each heading kind and the wordings it is read from (case-insensitive, whole line; markdown marks, numbering
+# and a trailing colon are ignored). "extra" sections are kept as text in the paper's attrs.report_sections.
+HEADINGS: dict[str, str] = {
+    "assessment": r"overall (?:novelty )?assessment|novelty assessment|assessment of novelty|novelty verdict",
+    "overview": r"overview|summary|novelty (?:overview|summary)|executive summary|at a glance",
+    "landscape": r"research landscape(?: overview)?|(?:the )?landscape|field overview",
+    "taxonomy": r"taxonomy(?: placement| position| overview| tree)?|position in the taxonomy",
+    "claimed": r"(?:claimed|stated|main|key|listed|the paper'?s) contributions?|contributions?(?: claimed| stated| listed)?"
+               r"|what the paper claims",
+    "core": r"core[- ]task comparisons?|comparisons? on the core task",
+    "same_category": r"(?:comparisons? with )?(?:papers|work|works) in the same (?:taxonomy )?(?:category|leaf|branch)"
+                     r"|same[- ](?:category|leaf) (?:papers|comparisons?)|sibling papers",
+    "analysis": r"contribution analysis|contribution[- ]by[- ]contribution(?: analysis)?|analysis (?:of|by|per) "
+                r"(?:each )?contributions?|per[- ]contribution analysis|contributions? in detail",
+    "detailed": r"detailed comparisons?(?: (?:for|of) each (?:claimed )?contribution)?|prior work per contribution",
+    "extra": r"limitations?(?: of (?:the|this) (?:search|assessment|analysis))?|search scope|scope of the search|"
+             r"notes?|caveats?|references|appendix|methodology(?: of the search)?|discussion|comments?",
 }
-_BY_TEXT = {v.casefold(): k for k, v in HEADINGS.items()}
-CANDIDATE = re.compile(r"^\[(?P<n>\d+)\]\s*(?P<title>.*)$")
-
+_HEADING_RX = {k: re.compile(rf"^(?:{v})$", re.I) for k, v in HEADINGS.items()}
+_HEADING_NOISE = re.compile(r"^(?:#+\s*|\*\*|(?:\d+|[ivx]+)[.)]\s+)|\*\*$|\s*:$", re.I)
+CANDIDATE = re.compile(r"^(?:[-•*]\s*)?(?:\[(?P<n>\d+)\]|\((?P<n2>\d+)\))\s*(?P<title>.*)$")
+LIST_MARK = re.compile(r"^(?:[-•*]|\d{1,2}[.)]|\([a-z\d]\))\s+")
+INLINE = re.compile(r"^(?P<h>[^.:;\u2014\u2013]{3,140}?)\s*(?::|\s[\u2014\u2013]\s)\s*(?P<d>[A-Z\"'\u201c(].*)$")
+CONTRIBUTION_LABEL = re.compile(r"^contribution\s+(?P<letter>[A-Z]|\d+)\s*[:.\u2014\u2013-]\s*", re.I)
+SENTENCE_START = re.compile(r"^(?:the authors|we|they|this|these|it|the paper|the work|our)\b", re.I)
+TITLE_LABEL = re.compile(r"^(?:title|paper)\s*:\s*", re.I)
 _Q = "['\u2018\u2019\"\u201c\u201d]"
 LEAF_UNDER = re.compile(rf"in the {_Q}(?P<leaf>[^'\u2018\u2019\"\u201c\u201d]+){_Q} leaf under {_Q}(?P<parent>[^'\u2018\u2019\"\u201c\u201d]+){_Q}", re.I)
 LEAF_QUOTED = re.compile(rf"\b(?:resides|sits|is placed|falls) in the {_Q}(?P<leaf>[^'\u2018\u2019\"\u201c\u201d]+){_Q} leaf\b", re.I)
@@ -86,17 +98,22 @@ class Contribution(BaseModel):
 
 
 def _heading(s: str) -> str | None:
-    return _BY_TEXT.get(re.sub(r"\s+", " ", s).strip().rstrip(":").casefold())
+    t = re.sub(r"\s+", " ", s).strip()
+    if len(t.split()) > 10:
+        return None
+    t = _HEADING_NOISE.sub("", _HEADING_NOISE.sub("", t)).strip()
+    return next((k for k, rx in _HEADING_RX.items() if rx.match(t)), None)
 
 
 def _candidate(s: str, no: int, path: str) -> tuple[int, str, int] | None:
     m = CANDIDATE.match(s)
     if not m:
         return None
-    title = clean_title(m["title"])
+    n = m["n"] or m["n2"]
+    title = clean_title(re.sub(r"\s*\[PDF\]\s*$|\s*\((?:19|20)\d{2}\)\s*$", "", m["title"]))
     if not re.search(r"[^\W_]", title):
-        raise InvalidDocument(f"candidate [{m['n']}] has no title", path=path, line=no)
-    return int(m["n"]), title, no
+        raise InvalidDocument(f"candidate [{n}] has no title", path=path, line=no)
+    return int(n), title, no
 
 
 def _same_text(a: str, b: str) -> bool:
@@ -123,32 +140,52 @@ def parse_novelty(lines: list[tuple[int, str]], path: str) -> tuple[DeltaBuilder
     if first_heading == 0:
         raise InvalidDocument("the first line should be the paper's title, not a heading", path=path, line=lines[0][0])
     title_no = lines[0][0]
-    title = " ".join(s for _, s in lines[:first_heading])  # a long title may wrap onto several lines
+    title = TITLE_LABEL.sub("", " ".join(s for _, s in lines[:first_heading]))  # a long title may wrap
     sections: dict[str, list[tuple[int, str]]] = {}
-    current = None
+    extra: dict[str, list[str]] = {}
+    current = extra_label = None
     for no, s in lines[first_heading:]:
         h = _heading(s)
-        if h:
+        if h == "extra":
+            extra_label = _HEADING_NOISE.sub("", s.strip()).strip()
+            extra.setdefault(extra_label, [])
+            b.warn(f"section {quote(extra_label)} is not one novelty reports are read for; its lines are kept in "
+                   "the paper's attrs.report_sections", no)
+            current = h
+        elif h:
             current = h
             sections.setdefault(h, [])
+        elif current == "extra":
+            assert extra_label is not None
+            extra[extra_label].append(s)
         else:
             assert current is not None, "the lines after the title start with a heading"
             sections[current].append((no, s))
 
     overview = [s for _, s in sections.get("assessment", []) + sections.get("overview", [])]
-    claimed = [s for _, s in sections.get("claimed", [])]
-    contributions = _contributions(sections.get("detailed", []) + sections.get("analysis", []), claimed, path)
-    if len(claimed) == len(contributions):  # one analysis block per claimed contribution, in the same order
-        for c, desc in zip(contributions, claimed):
-            c.description = c.description or desc
+    prose = " ".join(overview + [s for k in ("taxonomy", "landscape") for _, s in sections.get(k, [])
+                                 if not CANDIDATE.match(s)])
+    claimed = _claimed(sections.get("claimed", []), b)
+    contributions = _contributions(sections.get("detailed", []) + sections.get("analysis", []),
+                                   [c.description for c in claimed], path)
+    if claimed and len(claimed) == len(contributions):  # one analysis block per claimed contribution, in order
+        for c, stated in zip(contributions, claimed):
+            c.description = c.description or stated.description
+            c.heading = c.heading or stated.heading
+            c.line = c.line or stated.line
     else:  # claimed contributions the analysis does not cover still become claims
-        for desc in claimed:
-            if not any(_same_text(desc, c.description) for c in contributions):
-                contributions.append(Contribution(heading=None, description=desc))
+        if claimed and contributions:
+            b.warn(f"the report claims {len(claimed)} contributions but analyses {len(contributions)}; claimed ones "
+                   "matched by their wording, the rest added as they are", claimed[0].line)
+        for stated in claimed:
+            if not any(_same_text(stated.description, c.description)
+                       or (stated.heading and c.heading and _same_text(stated.heading, c.heading))
+                       for c in contributions):
+                contributions.append(stated)
     if not contributions:
         raise InvalidDocument("the report states no contributions (sections 'Claimed Contributions' and "
                               "'Contribution Analysis' are empty or missing)", path=path, line=title_no)
-    total = _apply_counts(" ".join(overview), contributions)
+    total = _apply_counts(prose, contributions)
 
     try:
         pid = paper_id(title=title)
@@ -157,24 +194,28 @@ def parse_novelty(lines: list[tuple[int, str]], path: str) -> tuple[DeltaBuilder
     paper_attrs: dict = {"title_norm": normalize_title(title), "title_known": True, "candidates_examined": total}
     if overview:
         paper_attrs["novelty_overview"] = "\n\n".join(overview)
-    size = TAXONOMY_SIZE.search(" ".join(overview))
+    if extra:
+        paper_attrs["report_sections"] = extra
+    size = TAXONOMY_SIZE.search(prose)
     if size:
         paper_attrs["taxonomy_papers"] = parse_number(size["papers"])
         paper_attrs["taxonomy_leaves"] = parse_number(size["leaves"])
     b.node(NodeType.paper, title, "", paper_attrs, id=pid, line=title_no)
 
-    leaf = _taxonomy(b, " ".join(overview), title_no)
+    leaf = _taxonomy(b, prose, title_no)
     if leaf:
         b.edge(pid, EdgeType.in_topic, leaf, line=title_no)
 
-    same_category = [cand for no, s in sections.get("same_category", []) if (cand := _candidate(s, no, path))]
-    for n, ctitle, no in same_category:
-        cid = _candidate_paper(b, ctitle, no)
-        if cid == pid:
-            continue
-        b.edge(pid, EdgeType.compared_with, cid, {"candidate": n, "same_category": True}, line=no)
-        if leaf:
-            b.edge(cid, EdgeType.in_topic, leaf, line=no)
+    for key in ("same_category", "core", "taxonomy", "landscape"):
+        for n, ctitle, no in [cand for no, s in sections.get(key, []) if (cand := _candidate(s, no, path))]:
+            cid = _candidate_paper(b, ctitle, no)
+            if cid == pid:
+                continue
+            same = key == "same_category"
+            b.edge(pid, EdgeType.compared_with, cid, {"candidate": n, "same_category": True} if same
+                   else {"candidate": n}, line=no)
+            if leaf and same:
+                b.edge(cid, EdgeType.in_topic, leaf, line=no)
 
     for k, c in enumerate(contributions):
         heading = c.heading or _short_title(c.description)
@@ -203,15 +244,50 @@ def _short_title(description: str) -> str:
     return " ".join(words[:20]) + ("..." if len(words) > 20 else "")
 
 
+def _split_inline(s: str) -> tuple[str | None, str]:
+    """`Heading: description` or `Heading — description` -> (heading, description); else (None, s)."""
+    s = CONTRIBUTION_LABEL.sub("", LIST_MARK.sub("", s)).strip()
+    m = INLINE.match(s)
+    if m and len(m["h"].split()) <= 14 and len(m["d"].split()) >= 6 and not SENTENCE_START.match(m["h"]):
+        return m["h"].strip(), m["d"].strip()
+    return None, s
+
+
+def _claimed(lines: list[tuple[int, str]], b: DeltaBuilder) -> list[Contribution]:
+    """The 'Claimed Contributions' section: one description per line, each perhaps with a heading."""
+    out: list[Contribution] = []
+    pending: tuple[int, str] | None = None  # a heading on a line of its own, waiting for its description
+    for no, raw in lines:
+        heading, desc = _split_inline(raw)
+        if heading is None and not _looks_like_description(desc, []):
+            if pending is not None:
+                b.warn(f"{quote(pending[1])} in the claimed contributions has no description; read as one on its "
+                       "own", pending[0])
+                out.append(Contribution(heading=pending[1], description="", line=pending[0]))
+            pending = (no, desc)
+            continue
+        if pending is not None:
+            heading, no = pending[1], pending[0]
+            pending = None
+        out.append(Contribution(heading=heading, description=desc, line=no))
+    if pending is not None:
+        out.append(Contribution(heading=pending[1], description="", line=pending[0]))
+    return out
+
+
 def _contributions(lines: list[tuple[int, str]], claimed: list[str], path: str) -> list[Contribution]:
     """Headings, descriptions and candidate lists of the analysis section, in order."""
     out: list[Contribution] = []
-    for no, s in lines:
-        cand = _candidate(s, no, path)
+    for no, raw in lines:
+        cand = _candidate(raw, no, path)
         if cand:
             if not out:
                 raise InvalidDocument("a candidate line comes before any contribution heading", path=path, line=no)
             out[-1].candidates.append(cand)
+            continue
+        heading, s = _split_inline(raw)
+        if heading is not None:
+            out.append(Contribution(heading=heading, description=s, line=no))
             continue
         current = out[-1] if out else None
         if _looks_like_description(s, claimed):

@@ -9,11 +9,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from claimgraph.graph.errors import InvalidDocument, InvalidInput
-from claimgraph.graph.ids import normalize_title, sha256_hex
-from claimgraph.graph.models import ApplyReport, DocumentRef, GraphDelta, Node, NodeType
+from claimgraph.graph.errors import InvalidDocument, InvalidInput, StoreError
+from claimgraph.graph.ids import make_id, normalize_title, paper_id, sha256_hex
+from claimgraph.graph.models import ApplyReport, DocumentRef, GraphDelta, IngestWarning, Node, NodeType
 from claimgraph.graph.store import Store, text_hash
 
+from .builder import quote
 from .claim_page import parse_claim_page
 from .detect import FORMATS, detect_format
 from .novelty import parse_novelty
@@ -31,6 +32,7 @@ class ParsedDocument(BaseModel):
         default_factory=dict, description="Edge ends the document refers to but does not define -> line of first use")
     external_papers: dict[str, str] = Field(
         default_factory=dict, description="Of those, papers referred to by title -> that title")
+    warnings: list[IngestWarning] = Field(default_factory=list, description="What the document left ambiguous")
 
 
 def parse_text(text: str, path: str, *, format: str = "auto", title: str | None = None,
@@ -61,7 +63,8 @@ def parse_text(text: str, path: str, *, format: str = "auto", title: str | None 
         raise InvalidDocument(f"{e.errors()[0]['msg']}", path=path) from None
     ref = DocumentRef(path=path, content_hash=content_hash or sha256_hex(text), format=fmt, title=doc_title)
     return ParsedDocument(ref=ref, delta=delta, external_refs=b.external_refs(),
-                          external_papers={k: v for k, v in external_papers.items() if k in b.external_refs()})
+                          external_papers={k: v for k, v in external_papers.items() if k in b.external_refs()},
+                          warnings=b.warnings)
 
 
 def parse_document(path: str | os.PathLike, *, format: str = "auto", title: str | None = None) -> ParsedDocument:
@@ -109,25 +112,82 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
                        if (p := store.document(d.ref.path)) is None or p.content_hash != d.ref.content_hash]
             vectors = vectors_for(store, [n for d in changed for n in d.delta.nodes], embedder=embedder,
                                   progress=progress)
-    with store.session(write=True):  # then a writing turn applies, one transaction per document
-        return _apply_all(store, docs, order, aliases, vectors, embedder)
+    reports: list[ApplyReport] = []  # filled as documents are written, so a failure can say which were
+    try:
+        with store.session(write=True):  # then a writing turn applies, one transaction per document
+            _apply_all(store, docs, order, aliases, vectors, embedder, reports)
+    except StoreError as e:
+        if not reports:
+            raise
+        raise _partly_written(e, reports, [docs[i] for i in order]) from None
+    return reports
 
 
 def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], aliases: list[dict[str, str]],
-               vectors: dict[str, Any], embedder: Any) -> list[ApplyReport]:
+               vectors: dict[str, Any], embedder: Any, reports: list[ApplyReport]) -> None:
+    """Apply the documents in `order`, one transaction each, appending each written one's report to `reports`."""
     remapped: dict[str, str] = {}  # paper ids of applied documents -> the stored paper they were merged into
-    reports = []
     for i in order:
         doc = docs[i]
         delta = _rename(doc.delta, {**remapped, **{k: remapped.get(v, v) for k, v in aliases[i].items()}})
-        for before, after in zip(delta.nodes, store.resolve_papers(delta).nodes):
+        resolved = store.resolve_papers(delta)
+        for before, after in zip(delta.nodes, resolved.nodes):
             if before.id != after.id:
                 remapped[before.id] = after.id
+        delta, merged = _note_retitled(store, delta, resolved, doc.ref.path)
         mine = {h: vectors[h] for h in {text_hash(n) for n in delta.nodes} if h in vectors}
-        reports.append(store.apply(delta, doc.ref, vectors=mine,
-                                   model=embedder.model_name if embedder is not None else None))
+        report = store.apply(delta, doc.ref, vectors=mine, model=embedder.model_name if embedder is not None else None)
+        report.warnings = doc.warnings + merged
+        reports.append(report)
         store.yield_turn()  # a long ingest lets a waiting command in between documents
-    return reports
+
+
+def _partly_written(e: StoreError, reports: list[ApplyReport], docs: list[ParsedDocument]) -> StoreError:
+    """A write failure after some documents were written: say which were, which was not, and what to do
+    (`docs` in the order they were applied)."""
+    done = {r.path for r in reports}
+    failed = next((d.ref.path for d in docs if d.ref.path not in done), "the next document")
+    written = [r.path for r in reports if not r.unchanged]
+    names = ", ".join(Path(p).name for p in written[:5]) + (", ..." if len(written) > 5 else "")
+    return StoreError(
+        f"{failed} was not written ({str(e).replace(', nothing was written', '')}); {len(reports)} of {len(docs)} "
+        f"documents given were applied before it, {len(written)} of them with changes ({names}), and "
+        f"{len(docs) - len(reports)} were not; fix the cause and run the same command again: documents already "
+        "written are skipped as unchanged")
+
+
+def _note_retitled(store: Store, delta: GraphDelta, resolved: GraphDelta,
+                   path: str) -> tuple[GraphDelta, list[IngestWarning]]:
+    """Warn where a node this document defines is already stored, from another document, under another title
+    (an explicit id or DOI given twice); for papers the earlier title is kept in attrs.other_titles."""
+    # Only a node whose id does not come from its own title (an explicit id, a DOI or arXiv id, a paper merged
+    # into a stored one) can meet a stored node of another title: the others are not looked up.
+    derived = lambda n: paper_id(title=n.title) if n.type == NodeType.paper and normalize_title(n.title) \
+        else make_id(n.type, n.title)
+    stored = store.get_nodes({n.id for n in resolved.nodes if n.id != derived(n)})
+    warnings: list[IngestWarning] = []
+    nodes = []
+    for before, n in zip(delta.nodes, resolved.nodes):
+        old = stored.get(n.id)
+        same = old is None or normalize_title(old.title) == normalize_title(n.title) \
+            or (old.provenance is not None and old.provenance.source == path) \
+            or not (old.attrs.get("title_known", True) and n.attrs.get("title_known", True))
+        if not same:
+            assert old is not None
+            src = old.provenance.source if old.provenance else "an earlier ingest"
+            if n.type == NodeType.paper:
+                others = sorted({*old.attrs.get("other_titles", []), old.title} - {n.title})
+                before = before.model_copy(update={"attrs": {**before.attrs, "other_titles": others}})
+                warnings.append(IngestWarning(path=path, message=(
+                    f"paper {n.id} (same {'DOI' if n.attrs.get('doi') else 'arXiv id' if n.attrs.get('arxiv') else 'id'}) "
+                    f"was titled {quote(old.title)} by {src}; this document titles it {quote(n.title)}; merged into one "
+                    "paper under the new title, the earlier one kept in attrs.other_titles")))
+            else:
+                warnings.append(IngestWarning(path=path, message=(
+                    f"{n.id} was titled {quote(old.title)} by {src}; this document gives the same id the title "
+                    f"{quote(n.title)}; the node now has the new title")))
+        nodes.append(before)
+    return delta.model_copy(update={"nodes": nodes}), warnings
 
 
 def _rename(delta: GraphDelta, mapping: dict[str, str]) -> GraphDelta:

@@ -38,6 +38,7 @@ from claimgraph.graph.models import EdgeType, NodeType
 
 from .builder import DeltaBuilder
 from .locate import JsonLines, Loc, YamlLines
+from .yamlsafe import MAX_DEPTH, compose_bounded, data_depth
 
 Ref = str  # `type:slug` or `type:Free Title`
 
@@ -187,29 +188,27 @@ def load_document(text: str, path: str, *, fmt: str | None = None) -> tuple[Stru
     locate: Callable[[Loc], int | None]
     if is_json:
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_no_repeated_keys)
         except json.JSONDecodeError as e:
             raise InvalidDocument(f"is not valid JSON: {e.msg} (column {e.colno})", path=path, line=e.lineno) from None
         except RecursionError:
             raise InvalidDocument("JSON nests too deeply", path=path) from None
+        except _RepeatedKey as e:
+            at = JsonLines(text).repeated.get(e.key)
+            raise InvalidDocument(f"key {e.key!r} appears twice in the same object; JSON readers keep only the "
+                                  "last, so the first would be lost silently" + (f" (first at line {at[0]})" if at else ""),
+                                  path=path, line=at[1] if at else None, field=e.key) from None
+        if data_depth(data) > MAX_DEPTH:
+            raise InvalidDocument(f"nests deeper than {MAX_DEPTH} levels (docs/limits.md)", path=path)
         locate = JsonLines(text).line_of
     else:
-        try:
-            root, data = _compose_and_construct(text)
-        except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            raise InvalidDocument(f"is not valid YAML: {e.problem or e.context}", path=path,
-                                  line=mark.line + 1 if mark else None) from None
-        except yaml.YAMLError as e:
-            raise InvalidDocument(f"is not valid YAML: {e}", path=path) from None
-        except RecursionError:
-            raise InvalidDocument("YAML nests too deeply", path=path) from None
-        lines = YamlLines(root)
-        dup = lines.duplicate_key()
+        root, data = compose_bounded(text, path)
+        yaml_lines = YamlLines(root)
+        dup = yaml_lines.duplicate_key()
         if dup:
             raise InvalidDocument(f"key {dup[0]!r} appears twice in the same mapping; YAML would keep only the last",
                                   path=path, line=dup[1], field=dup[0])
-        locate = lines.line_of
+        locate = yaml_lines.line_of
     if not isinstance(data, dict):
         raise InvalidDocument("a structured document is a mapping with a `papers:` list at the top "
                               f"(found {type(data).__name__}); see docs/document-format.md", path=path, line=1)
@@ -225,14 +224,18 @@ def load_document(text: str, path: str, *, fmt: str | None = None) -> tuple[Stru
     return doc, locate
 
 
-def _compose_and_construct(text: str) -> tuple[yaml.Node | None, Any]:
-    """One YAML parse giving both the node tree (for line numbers) and the data (libyaml when installed)."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
-    try:
-        root = loader.get_single_node()
-        return root, (loader.construct_document(root) if root is not None else None)
-    finally:
-        loader.dispose()
+class _RepeatedKey(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _RepeatedKey(k)
+        out[k] = v
+    return out
 
 
 # -- to a graph delta ----------------------------------------------------------------------------------

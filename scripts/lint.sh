@@ -10,8 +10,8 @@ T="$(mktemp -d)"
 trap 'rm -rf "$T"' EXIT
 mkdir -p "$T/claimgraph"
 touch "$T/claimgraph/__init__.py"
-for p in graph ingest experiments cli; do ln -s "$ROOT/$p" "$T/claimgraph/$p"; done
-PACKAGES=(claimgraph.graph claimgraph.ingest claimgraph.cli)
+for p in graph ingest experiments cli web; do ln -s "$ROOT/$p" "$T/claimgraph/$p"; done
+PACKAGES=(claimgraph.graph claimgraph.ingest claimgraph.cli claimgraph.web)
 args=()
 for p in "${PACKAGES[@]}"; do args+=(-p "$p"); done
 (cd "$T" && mypy --config-file "$ROOT/pyproject.toml" "${args[@]}")

@@ -1,14 +1,27 @@
 """The model substrate: a synthetic corpus with planted structure, small transformers trained on it here,
-and Hugging Face causal LMs loaded from local directories, all behind one hooked-model interface.
+Hugging Face causal LMs loaded from local directories, a real pretrained LM that installs offline, and real text,
+all behind one hooked-model interface.
 
 Modules: corpus (SyntheticCorpus, get_corpus), hooks (HookPoint, HookedModel), model (ToyTransformer),
-train (TrainConfig), load (load_model, activations, ...), hf (HFHookedModel; imports transformers lazily).
-"""
-from .corpus import CorpusConfig, SyntheticCorpus, Vocab, get_corpus
-from .hooks import HookedModel, HookPoint
-from .load import TOY_PRESETS, activations, list_checkpoints, load_model, model_corpus, resolve_device, shuffled_copy
-from .model import ToyConfig, ToyTransformer
+train (TrainConfig), load (load_model, activations, ...), hf (HFHookedModel; imports transformers lazily),
+families (supported families and hook names, torch-free), lm (`lm:` models from gguf files),
+text (`text:` real-text corpora), acts_cache (activations cached on disk).
 
-__all__ = ["CorpusConfig", "SyntheticCorpus", "Vocab", "get_corpus", "HookedModel", "HookPoint", "TOY_PRESETS",
-           "activations", "list_checkpoints", "load_model", "model_corpus", "resolve_device", "shuffled_copy",
-           "ToyConfig", "ToyTransformer"]
+Names are imported on first use, so `from claimgraph.experiments.substrate.families import ...` does not import
+torch (`experiment add` uses it).
+"""
+from importlib import import_module
+from typing import Any
+
+_WHERE = {"CorpusConfig": "corpus", "SyntheticCorpus": "corpus", "Vocab": "corpus", "get_corpus": "corpus",
+          "HookedModel": "hooks", "HookPoint": "hooks", "TOY_PRESETS": "load", "activations": "load",
+          "list_checkpoints": "load", "load_model": "load", "model_corpus": "load", "resolve_device": "load",
+          "shuffled_copy": "load", "ToyConfig": "model", "ToyTransformer": "model"}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

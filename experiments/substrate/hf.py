@@ -1,23 +1,29 @@
-"""Hugging Face causal LMs (GPT-NeoX/Pythia, GPT-2) from a local directory, behind the hooked-model interface.
+"""Hugging Face causal LMs (Llama/SmolLM2, GPT-NeoX/Pythia, GPT-2) from a local directory, behind the hooked-model
+interface.
 
-Contract hook names are mapped onto the architecture's own modules with forward hooks (read and overwrite):
+Contract hook names are mapped onto the architecture's own modules with forward hooks (read and overwrite);
+the list of names per family comes from families.hook_names (read without weights at `experiment add`):
 
-| hook name                   | GPT-NeoX (`gpt_neox.`)                      | GPT-2 (`transformer.`)          |
-|-----------------------------|---------------------------------------------|---------------------------------|
-| hook_embed                  | embed_in output                             | wte output                      |
-| hook_pos_embed              | (rotary: none)                              | wpe output, [1, T, d]           |
-| blocks.i.hook_resid_pre     | layers[i] input                             | h[i] input                      |
-| blocks.i.attn.hook_z        | attention.dense input, as [B, T, H, d_head] | attn.c_proj input, same view    |
-| blocks.i.hook_attn_out      | attention output                            | attn output                     |
-| blocks.i.hook_resid_mid     | post_attention_layernorm input (sequential  | ln_2 input                      |
-|                             | residual only; Pythia is parallel: none)    |                                 |
-| blocks.i.mlp.hook_pre       | mlp.dense_h_to_4h output                    | mlp.c_fc output                 |
-| blocks.i.mlp.hook_post      | mlp.dense_4h_to_h input                     | mlp.c_proj input                |
-| blocks.i.hook_mlp_out       | mlp output                                  | mlp output                      |
-| blocks.i.hook_resid_post    | layers[i] output                            | h[i] output                     |
-| ln_final.hook_normalized    | final_layer_norm output                     | ln_f output                     |
+| hook name                   | Llama (`model.`)             | GPT-NeoX (`gpt_neox.`)             | GPT-2 (`transformer.`)   |
+|-----------------------------|------------------------------|------------------------------------|--------------------------|
+| hook_embed                  | embed_tokens output          | embed_in output                    | wte output               |
+| hook_pos_embed              | (rotary: none)               | (rotary: none)                     | wpe output, [1, T, d]    |
+| blocks.i.hook_resid_pre     | layers[i] input              | layers[i] input                    | h[i] input               |
+| blocks.i.ln1.hook_normalized| input_layernorm output       | input_layernorm output             | ln_1 output              |
+| blocks.i.attn.hook_z        | o_proj input [B, T, H, dh]   | attention.dense input, same view   | attn.c_proj input, same  |
+| blocks.i.hook_attn_out      | self_attn output             | attention output                   | attn output              |
+| blocks.i.hook_resid_mid     | post_attention_layernorm in  | post_attention_layernorm input     | ln_2 input               |
+|                             |                              | (sequential residual only)         |                          |
+| blocks.i.ln2.hook_normalized| post_attention_layernorm out | post_attention_layernorm output    | ln_2 output              |
+| blocks.i.mlp.hook_pre       | gate_proj output             | mlp.dense_h_to_4h output           | mlp.c_fc output          |
+| blocks.i.mlp.hook_pre_linear| up_proj output               | -                                  | -                        |
+| blocks.i.mlp.hook_post      | down_proj input              | mlp.dense_4h_to_h input            | mlp.c_proj input         |
+| blocks.i.hook_mlp_out       | mlp output                   | mlp output                         | mlp output               |
+| blocks.i.hook_resid_post    | layers[i] output             | layers[i] output                   | h[i] output              |
+| ln_final.hook_normalized    | norm output                  | final_layer_norm output            | ln_f output              |
 
-So `logits = ln_final.hook_normalized @ W_U` and `mlp_out = mlp.hook_post @ W_out(i) + b_out(i)` hold exactly.
+So `logits = ln_final.hook_normalized @ W_U` and `mlp_out = mlp.hook_post @ W_out(i) + b_out(i)` hold exactly
+(Llama has no biases: b_out is zeros). `capture` stops the forward pass at the hook (hooks.py).
 transformers is imported only inside functions here.
 """
 from __future__ import annotations
@@ -28,11 +34,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from claimgraph.graph.errors import InvalidInput, NotFound
+from claimgraph.graph.errors import InvalidInput
 
+from .families import FAMILIES, hf_dir, hook_names
 from .hooks import HookedModel, HookSite
 
-ARCHITECTURES = ("gpt_neox", "gpt2")
+ARCHITECTURES = FAMILIES
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
@@ -47,7 +54,9 @@ def _heads_view(n_heads: int):
 
 
 class HFHookedModel(HookedModel):
-    """A GPT-NeoX or GPT-2 AutoModelForCausalLM with contract hook names, weights and dimensions."""
+    """A Llama, GPT-NeoX or GPT-2 AutoModelForCausalLM with contract hook names, weights and dimensions.
+
+    `provenance` says where the weights came from (set by the loaders: the lm: manifest, or the hf: folder)."""
 
     def __init__(self, hf_model: nn.Module, tokenizer: Any = None, ref: str | None = None):
         super().__init__()
@@ -59,50 +68,69 @@ class HFHookedModel(HookedModel):
         self.tokenizer = tokenizer
         self.ref = ref
         self.vocab = None
-        if self.arch == "gpt_neox":
-            self.n_layers, self.d_model = cfg.num_hidden_layers, cfg.hidden_size
-            self.d_mlp, self.n_heads, self.n_ctx = cfg.intermediate_size, cfg.num_attention_heads, cfg.max_position_embeddings
-        else:
+        self.provenance: dict[str, Any] = {}
+        self.parallel_residual = False
+        if self.arch == "gpt2":
             self.n_layers, self.d_model = cfg.n_layer, cfg.n_embd
             self.d_mlp, self.n_heads, self.n_ctx = cfg.n_inner or 4 * cfg.n_embd, cfg.n_head, cfg.n_positions
+        else:
+            self.n_layers, self.d_model = cfg.num_hidden_layers, cfg.hidden_size
+            self.d_mlp, self.n_heads, self.n_ctx = cfg.intermediate_size, cfg.num_attention_heads, cfg.max_position_embeddings
+            self.parallel_residual = self.arch == "gpt_neox" and bool(cfg.use_parallel_residual)
         self.d_vocab = self.W_U.shape[1]
         self._sites = self._map_sites()
 
     # -- hook sites
-    def _map_sites(self) -> dict[str, HookSite]:
-        view = _heads_view(self.n_heads)
-        sites: dict[str, HookSite] = {}
+    def _blocks(self) -> tuple[nn.Module, list[nn.Module], nn.Module, nn.Module]:
+        """(embedding, blocks, final norm, base model) of this architecture."""
+        if self.arch == "llama":
+            base = self.hf.model
+            return base.embed_tokens, list(base.layers), base.norm, base
         if self.arch == "gpt_neox":
             base = self.hf.gpt_neox
-            sites["hook_embed"] = HookSite(base.embed_in)
-            for i, layer in enumerate(base.layers):
-                b = f"blocks.{i}."
-                sites[b + "hook_resid_pre"] = HookSite(layer, "input")
-                sites[b + "attn.hook_z"] = HookSite(layer.attention.dense, "input", *view)
-                sites[b + "hook_attn_out"] = HookSite(layer.attention)
-                if not layer.use_parallel_residual:
-                    sites[b + "hook_resid_mid"] = HookSite(layer.post_attention_layernorm, "input")
-                sites[b + "mlp.hook_pre"] = HookSite(layer.mlp.dense_h_to_4h)
-                sites[b + "mlp.hook_post"] = HookSite(layer.mlp.dense_4h_to_h, "input")
-                sites[b + "hook_mlp_out"] = HookSite(layer.mlp)
-                sites[b + "hook_resid_post"] = HookSite(layer)
-            sites["ln_final.hook_normalized"] = HookSite(base.final_layer_norm)
-        else:
-            base = self.hf.transformer
-            sites["hook_embed"] = HookSite(base.wte)
+            return base.embed_in, list(base.layers), base.final_layer_norm, base
+        base = self.hf.transformer
+        return base.wte, list(base.h), base.ln_f, base
+
+    def _block_sites(self, block: nn.Module) -> dict[str, HookSite]:
+        """The per-block sites, keyed by the name after `blocks.i.`."""
+        z = _heads_view(self.n_heads)
+        if self.arch == "llama":
+            attn, mlp = block.self_attn, block.mlp
+            return {"hook_resid_pre": HookSite(block, "input"), "ln1.hook_normalized": HookSite(block.input_layernorm),
+                    "attn.hook_z": HookSite(attn.o_proj, "input", *z), "hook_attn_out": HookSite(attn),
+                    "hook_resid_mid": HookSite(block.post_attention_layernorm, "input"),
+                    "ln2.hook_normalized": HookSite(block.post_attention_layernorm),
+                    "mlp.hook_pre": HookSite(mlp.gate_proj), "mlp.hook_pre_linear": HookSite(mlp.up_proj),
+                    "mlp.hook_post": HookSite(mlp.down_proj, "input"), "hook_mlp_out": HookSite(mlp),
+                    "hook_resid_post": HookSite(block)}
+        if self.arch == "gpt_neox":
+            sites = {"hook_resid_pre": HookSite(block, "input"), "ln1.hook_normalized": HookSite(block.input_layernorm),
+                     "attn.hook_z": HookSite(block.attention.dense, "input", *z),
+                     "hook_attn_out": HookSite(block.attention),
+                     "ln2.hook_normalized": HookSite(block.post_attention_layernorm),
+                     "mlp.hook_pre": HookSite(block.mlp.dense_h_to_4h),
+                     "mlp.hook_post": HookSite(block.mlp.dense_4h_to_h, "input"), "hook_mlp_out": HookSite(block.mlp),
+                     "hook_resid_post": HookSite(block)}
+            if not self.parallel_residual:
+                sites["hook_resid_mid"] = HookSite(block.post_attention_layernorm, "input")
+            return sites
+        return {"hook_resid_pre": HookSite(block, "input"), "ln1.hook_normalized": HookSite(block.ln_1),
+                "attn.hook_z": HookSite(block.attn.c_proj, "input", *z), "hook_attn_out": HookSite(block.attn),
+                "hook_resid_mid": HookSite(block.ln_2, "input"), "ln2.hook_normalized": HookSite(block.ln_2),
+                "mlp.hook_pre": HookSite(block.mlp.c_fc), "mlp.hook_post": HookSite(block.mlp.c_proj, "input"),
+                "hook_mlp_out": HookSite(block.mlp), "hook_resid_post": HookSite(block)}
+
+    def _map_sites(self) -> dict[str, HookSite]:
+        embed, blocks, final_norm, base = self._blocks()
+        sites: dict[str, HookSite] = {"hook_embed": HookSite(embed), "ln_final.hook_normalized": HookSite(final_norm)}
+        if self.arch == "gpt2":
             sites["hook_pos_embed"] = HookSite(base.wpe)
-            for i, block in enumerate(base.h):
-                b = f"blocks.{i}."
-                sites[b + "hook_resid_pre"] = HookSite(block, "input")
-                sites[b + "attn.hook_z"] = HookSite(block.attn.c_proj, "input", *view)
-                sites[b + "hook_attn_out"] = HookSite(block.attn)
-                sites[b + "hook_resid_mid"] = HookSite(block.ln_2, "input")
-                sites[b + "mlp.hook_pre"] = HookSite(block.mlp.c_fc)
-                sites[b + "mlp.hook_post"] = HookSite(block.mlp.c_proj, "input")
-                sites[b + "hook_mlp_out"] = HookSite(block.mlp)
-                sites[b + "hook_resid_post"] = HookSite(block)
-            sites["ln_final.hook_normalized"] = HookSite(base.ln_f)
-        return sites
+        for i, block in enumerate(blocks):
+            sites.update({f"blocks.{i}.{k}": v for k, v in self._block_sites(block).items()})
+        names = hook_names(self.arch, self.n_layers, parallel_residual=self.parallel_residual)
+        assert set(names) == set(sites), f"hook sites {sorted(set(sites) ^ set(names))} differ from families.hook_names"
+        return {n: sites[n] for n in names}  # forward order
 
     def hook_sites(self) -> dict[str, HookSite]:
         return self._sites
@@ -120,28 +148,33 @@ class HFHookedModel(HookedModel):
 
     @property
     def W_U(self) -> Tensor:
-        """Unembedding [d_model, d_vocab] (no bias in either architecture)."""
+        """Unembedding [d_model, d_vocab] (no bias in any of these architectures)."""
         return self._unembed().weight.T
 
     def _mlp_out_proj(self, layer: int) -> nn.Module:
+        block = self._blocks()[1][layer]
+        if self.arch == "llama":
+            return block.mlp.down_proj
         if self.arch == "gpt_neox":
-            return self.hf.gpt_neox.layers[layer].mlp.dense_4h_to_h
-        return self.hf.transformer.h[layer].mlp.c_proj
+            return block.mlp.dense_4h_to_h
+        return block.mlp.c_proj
 
     def W_out(self, layer: int) -> Tensor:
         """MLP output projection of `layer`, [d_mlp, d_model]."""
         proj = self._mlp_out_proj(layer)
         # nn.Linear stores [out, in]; GPT-2's Conv1D stores [in, out]
-        return proj.weight.T if self.arch == "gpt_neox" else proj.weight
+        return proj.weight if self.arch == "gpt2" else proj.weight.T
 
     def b_out(self, layer: int) -> Tensor:
-        """MLP output bias of `layer`, [d_model]."""
-        return self._mlp_out_proj(layer).bias
+        """MLP output bias of `layer`, [d_model] (zeros where the projection has none, as in Llama)."""
+        proj = self._mlp_out_proj(layer)
+        if proj.bias is None:
+            return torch.zeros(self.d_model, device=proj.weight.device, dtype=proj.weight.dtype)
+        return proj.bias
 
     def ln_final_weight(self) -> Tensor:
-        """Final LayerNorm weight [d_model]."""
-        ln = self.hf.gpt_neox.final_layer_norm if self.arch == "gpt_neox" else self.hf.transformer.ln_f
-        return ln.weight
+        """Final LayerNorm / RMSNorm weight [d_model]."""
+        return self._blocks()[2].weight
 
     def decode(self, ids: Any) -> list[str]:
         """Tokenizer pieces when the directory has a tokenizer, else `<id>`."""
@@ -152,34 +185,9 @@ class HFHookedModel(HookedModel):
         return [f"<{i}>" for i in ids]
 
 
-def _resolve_revision(path: Path, revision: str | None) -> Path:
-    """The directory holding the weights: `path` itself, `path/<revision>`, or a hub-cache snapshot
-    (`path/refs/<revision>` -> `path/snapshots/<hash>`, or `path/snapshots/<revision>`)."""
-    if revision is None:
-        if (path / "snapshots").is_dir() and (path / "refs" / "main").is_file():
-            return path / "snapshots" / (path / "refs" / "main").read_text().strip()
-        return path
-    candidates = [path / revision, path / "snapshots" / revision]
-    ref_file = path / "refs" / revision
-    if ref_file.is_file():
-        candidates.insert(0, path / "snapshots" / ref_file.read_text().strip())
-    for c in candidates:
-        if (c / "config.json").is_file():
-            return c
-    raise NotFound(f"revision {revision!r} not found under {path}: expected {path / revision}/config.json or a "
-                   "Hugging Face cache layout (refs/<revision>, snapshots/<hash>); download it there first")
-
-
 def load_hf(path: str, *, revision: str | None = None, device: str = "cpu") -> HFHookedModel:
-    """A hooked GPT-NeoX/GPT-2 model from a local directory (no hub access), float32, eval mode, on `device`."""
-    root = Path(path).expanduser()
-    if not root.is_absolute():
-        raise InvalidInput(f"hf model path {path!r} must be absolute: use hf:/abs/path/to/model")
-    if not root.is_dir():
-        raise NotFound(f"no model directory at {root}; save one there with save_pretrained or download it")
-    where = _resolve_revision(root, revision)
-    if not (where / "config.json").is_file():
-        raise NotFound(f"{where} has no config.json; is it a Hugging Face model directory?")
+    """A hooked Llama/GPT-NeoX/GPT-2 model from a local directory (no hub access), float32, eval mode, on `device`."""
+    where = hf_dir(path, revision)
     try:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     except ImportError:
@@ -195,5 +203,7 @@ def load_hf(path: str, *, revision: str | None = None, device: str = "cpu") -> H
             tokenizer = AutoTokenizer.from_pretrained(str(where), local_files_only=True)
         except (OSError, ValueError, TypeError, KeyError):  # unreadable tokenizer files: decode gives <id>
             tokenizer = None
-    ref = f"hf:{root}" + (f"@{revision}" if revision else "")
-    return HFHookedModel(hf_model, tokenizer, ref).to(device).eval()
+    ref = f"hf:{Path(path).expanduser()}" + (f"@{revision}" if revision else "")
+    model = HFHookedModel(hf_model, tokenizer, ref).to(device).eval()
+    model.provenance = {"ref": ref, "folder": str(where), "family": model.arch}
+    return model

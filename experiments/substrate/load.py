@@ -5,20 +5,18 @@ References:
 - `toy:<preset>[@<step>]`: a ToyTransformer trained on its preset's synthetic corpus, cached under
   `cache_dir()/models/<hash of (model, corpus, training config, seed, substrate version)>/`:
   config.json, ckpt-<step>.safetensors (log-spaced steps), curve.json, curve.png.
-- `hf:/abs/local/dir[@<revision>]`: a GPT-NeoX or GPT-2 causal LM from a local directory (see hf.py).
+- `hf:/abs/local/dir[@<revision>]`: a Llama, GPT-NeoX or GPT-2 causal LM from a local directory (see hf.py).
+- `lm:<name>`: a real pretrained LM that installs offline, e.g. `lm:smollm2-135m` (see lm.py).
+Data references: `synthetic:<preset>` (corpus.py) and `text:<recipe>` (real text, text.py).
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
-import os
-import shutil
 import sys
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from claimgraph.experiments.context import cache_dir, torch_threads, train_threads, write_json_atomic
 from claimgraph.graph.errors import InvalidInput, NotFound
 
+from .atomic import build_once
 from .corpus import CORPUS_PRESETS, SyntheticCorpus, get_corpus
 from .hooks import HookedModel, is_weight_matrix
 from .model import ToyConfig, ToyTransformer
@@ -88,9 +87,9 @@ def _toy_preset(ref: str) -> tuple[str, ToyPreset, str | None]:
 
 def _kind(ref: str) -> str:
     kind = ref.partition(":")[0]
-    if kind not in ("toy", "hf") or ":" not in ref:
-        raise InvalidInput(f"model reference {ref!r} is neither 'toy:<preset>' ({', '.join(TOY_PRESETS)}) "
-                           "nor 'hf:/abs/local/dir[@revision]'")
+    if kind not in ("toy", "hf", "lm") or ":" not in ref:
+        raise InvalidInput(f"model reference {ref!r} is neither 'toy:<preset>' ({', '.join(TOY_PRESETS)}), "
+                           "'hf:/abs/local/dir[@revision]' nor 'lm:<name>' (lm:smollm2-135m)")
     return kind
 
 
@@ -119,68 +118,28 @@ def preset_key(preset: ToyPreset) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Advisory exclusive lock so concurrent first loads train once; correctness does not depend on it
-    (the atomic rename does), so a filesystem without flock just proceeds."""
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX
-        yield
-        return
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except OSError:
-            pass
-        try:
-            yield
-        finally:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-            except OSError:
-                pass
-
-
-
-
 def ensure_trained(name: str, preset: ToyPreset, *, progress: bool = True) -> Path:
     """The cache folder of a toy preset, training it first if no finished copy exists."""
-    root = cache_dir() / "models"
-    root.mkdir(parents=True, exist_ok=True)
     key = preset_key(preset)
-    final = root / key
-    if (final / "config.json").is_file():
-        return final
-    with _file_lock(root / f".{key}.lock"):
-        if (final / "config.json").is_file():  # another process finished while we waited
-            return final
-        tmp = root / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            corpus = get_corpus(f"synthetic:{preset.corpus}")
-            assert preset.model.d_vocab == len(corpus.vocab), "preset d_vocab does not match its corpus"
-            torch.manual_seed(preset.seed)
-            model = ToyTransformer(preset.model, corpus.vocab)
-            if progress:
-                print(f"training toy:{name} (first use; cached at {final})", file=sys.stderr, flush=True)
-            with torch_threads(train_threads()):
-                summary = train(model, corpus, preset.train, seed=preset.seed, out_dir=tmp, progress=progress)
-            TRAINING_RUNS.append(key)
-            write_json_atomic(tmp / "config.json", {
-                "preset": name, "key": key, "substrate_version": SUBSTRATE_VERSION,
-                "model": preset.model.model_dump(mode="json"),
-                "corpus": {"preset": preset.corpus, **CORPUS_PRESETS[preset.corpus].model_dump(mode="json")},
-                "train": preset.train.model_dump(mode="json"), "seed": preset.seed, **summary})
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not (final / "config.json").is_file():
-                    raise
-                # lost a race with a process that did not take the lock: use the winner's copy
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    final = cache_dir() / "models" / key
+
+    def build(tmp: Path) -> None:
+        corpus = get_corpus(f"synthetic:{preset.corpus}")
+        assert preset.model.d_vocab == len(corpus.vocab), "preset d_vocab does not match its corpus"
+        torch.manual_seed(preset.seed)
+        model = ToyTransformer(preset.model, corpus.vocab)
+        if progress:
+            print(f"training toy:{name} (first use; cached at {final})", file=sys.stderr, flush=True)
+        with torch_threads(train_threads()):
+            summary = train(model, corpus, preset.train, seed=preset.seed, out_dir=tmp, progress=progress)
+        TRAINING_RUNS.append(key)
+        write_json_atomic(tmp / "config.json", {
+            "preset": name, "key": key, "substrate_version": SUBSTRATE_VERSION,
+            "model": preset.model.model_dump(mode="json"),
+            "corpus": {"preset": preset.corpus, **CORPUS_PRESETS[preset.corpus].model_dump(mode="json")},
+            "train": preset.train.model_dump(mode="json"), "seed": preset.seed, **summary})
+
+    return build_once(final, "config.json", build)
 
 
 def read_config(path: Path) -> dict:
@@ -209,12 +168,19 @@ def _pick_step(steps: list[int], checkpoint: int | str | None, ref: str) -> int:
 
 def load_model(ref: str, *, device: str = "cpu", checkpoint: int | str | None = None,
                progress: bool = True) -> HookedModel:
-    """A hooked model for `toy:<preset>[@step]` or `hf:/abs/local/dir[@revision]`, in eval mode on `device`.
+    """A hooked model for `toy:<preset>[@step]`, `hf:/abs/local/dir[@revision]` or `lm:<name>`, in eval mode on
+    `device`.
 
     Toy presets are trained on first use and cached; later calls load. The model carries `ref` and, for toy
     models, `step` (the checkpoint loaded) and `cache_path`.
     """
     dev = resolve_device(device)
+    if _kind(ref) == "lm":  # ---- real pretrained LMs (lm.py)
+        from .lm import load_lm
+
+        if checkpoint is not None:
+            raise InvalidInput(f"{ref} has one checkpoint; checkpoint={checkpoint!r} does not apply")
+        return load_lm(ref.partition(":")[2], device=dev, progress=progress)
     if _kind(ref) == "hf":
         from .hf import load_hf
 
@@ -241,32 +207,69 @@ def load_model(ref: str, *, device: str = "cpu", checkpoint: int | str | None = 
 def list_checkpoints(ref: str) -> list[int]:
     """Saved training steps of a toy model (trained first if needed); [] for a Hugging Face model, whose
     checkpoints are revisions named in the reference (`hf:/dir@step1000`)."""
-    if _kind(ref) == "hf":
+    if _kind(ref) in ("hf", "lm"):
         return []
     name, preset, _ = _toy_preset(ref)
     return _steps_in(ensure_trained(name, preset, progress=False))
 
 
 def model_corpus(ref: str) -> SyntheticCorpus | None:
-    """The synthetic corpus a toy preset was trained on; None for a Hugging Face model."""
-    if _kind(ref) == "hf":
+    """The synthetic corpus a toy preset was trained on; None for a Hugging Face or lm: model."""
+    if _kind(ref) in ("hf", "lm"):
         return None
     _, preset, _ = _toy_preset(ref)
     return get_corpus(f"synthetic:{preset.corpus}")
 
 
-def corpus_for(model_ref: str, data_ref: str | None) -> tuple[SyntheticCorpus, str]:
-    """(corpus, its reference): the one `data_ref` names, else the one the toy preset was trained on."""
+def tokenizer_for(model_ref: str) -> Any:
+    """The tokenizer of an `lm:` or `hf:` model, without loading its weights (text corpora are tokenized by it)."""
+    kind = _kind(model_ref)
+    if kind == "toy":
+        raise InvalidInput(f"{model_ref} reads synthetic token ids and has no tokenizer; text: corpora need an "
+                           "lm: or hf: model")
+    from transformers import AutoTokenizer
+
+    if kind == "lm":
+        from .lm import ensure_dequantized
+
+        folder = ensure_dequantized(model_ref.partition(":")[2], progress=False)
+    else:
+        from .families import hf_dir, split_ref
+
+        _, path, revision = split_ref(model_ref)
+        folder = hf_dir(path, revision)
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise InvalidInput(f"{model_ref} has no readable tokenizer in {folder} ({e}); text: corpora need one") from None
+
+
+def corpus_for(model_ref: str, data_ref: str | None) -> tuple[Any, str]:
+    """(corpus, its reference): the one `data_ref` names, else the one the toy preset was trained on.
+    `text:<recipe>` gives a TextCorpus tokenized by the model's tokenizer (text.py)."""
+    if data_ref and data_ref.startswith("text:"):
+        from .text import build_text_corpus
+
+        return build_text_corpus(data_ref, tokenizer_for(model_ref)), data_ref
     corpus = get_corpus(data_ref) if data_ref else model_corpus(model_ref)
     if corpus is None:
         raise InvalidInput(f"no data reference for {model_ref}; give --data synthetic:<preset>")
     return corpus, data_ref or f"synthetic:{corpus.name}"
 
 
-def check_fit(model: HookedModel, model_ref: str, corpus: SyntheticCorpus, data_ref: str, *,
+def check_fit(model: HookedModel, model_ref: str, corpus: Any, data_ref: str, *,
               hook: str | None = None, hook_from: str = "") -> None:
     """Refuse, with a message naming both references, a corpus the model cannot read (token ids beyond its
-    vocabulary, sequences beyond its context) or a hook it does not have (`hook_from` says who named it)."""
+    vocabulary, sequences beyond its context, a text corpus tokenized by another tokenizer) or a hook it does
+    not have (`hook_from` says who named it)."""
+    tok_id = getattr(corpus, "tokenizer_id", None)
+    if tok_id is not None:
+        from .text import tokenizer_fingerprint
+
+        tok = getattr(model, "tokenizer", None)
+        if tok is None or tokenizer_fingerprint(tok) != tok_id:
+            raise InvalidInput(f"{data_ref} was tokenized by tokenizer {tok_id}, not by {model_ref}'s; build it "
+                               f"with corpus_for({model_ref!r}, {data_ref!r})")
     vocab = getattr(corpus, "vocab", None)
     if vocab is not None and len(vocab) > model.d_vocab:
         raise InvalidInput(f"{data_ref} uses {len(vocab)} token ids but {model_ref} embeds only {model.d_vocab}; "
@@ -291,6 +294,9 @@ def shuffled_copy(model: HookedModel, seed: int) -> HookedModel:
             if is_weight_matrix(name, p):
                 perm = torch.randperm(p.numel(), generator=g).to(p.device)              # [numel]
                 p.copy_(p.reshape(-1)[perm].reshape(p.shape))
+    clone.shuffled_seed = int(seed)  # so caches keyed on the model (acts_cache) tell it from the original
+    if getattr(model, "provenance", None):
+        clone.provenance = {**model.provenance, "shuffled_seed": int(seed)}
     return clone
 
 

@@ -188,7 +188,7 @@ def test_exports(db, tmp_path):
     assert CLAIM in g and g.nodes[CLAIM]["type"] == "claim"
     out = ok(run(db, "export", "--format", "json", "-o", str(tmp_path / "g.jsonld")))
     doc = json.loads(open(out["files"][0]).read())
-    assert "@context" in doc and any(n["@id"] == CLAIM for n in doc["@graph"])
+    assert "@context" in doc and any(n["id"] == "urn:claimgraph:" + CLAIM for n in doc["@graph"])
     out = ok(run(db, "export", "--format", "parquet", "-o", str(tmp_path / "pq")))
     n = duckdb.sql(f"SELECT count(*) FROM '{tmp_path / 'pq' / 'nodes.parquet'}'").fetchone()[0]
     assert n == sum(ok(run(db, "stats"))["nodes"].values()) and n > 0

@@ -180,7 +180,7 @@ def test_refuting_and_inconclusive_verdicts(plugin, db):
         kinds = {e.type.value for e in s.edges(out2["evidence_id"])}
         assert kinds == {"produced"}  # inconclusive evidence is kept with no supports/refutes edge
     status = json.loads(cli("evidence", "claim:samples-are-positive").stdout)["status"]
-    assert status == "refuted"  # refuted + inconclusive: the refutation stands
+    assert status == "mixed"  # refuted beside inconclusive evidence (graph.models.STATUS_RULES)
 
 
 def test_more_seeds_on_the_command_line(plugin, db):
@@ -273,15 +273,21 @@ def test_timeout_ends_timed_out(plugin, db):
     assert r.exit_code == 1 and out["status"] == "timed-out" and out["evidence_id"] is None
 
 
-def test_same_computation_under_another_criterion_is_re_decided_not_recomputed(plugin, db):
+def _computed_then_reused(db, seeds: str) -> tuple[str, dict, str, dict]:
+    """Run an experiment, then a second one of the same computation under another criterion (a re-decision):
+    (first experiment, its run outcome, second experiment, its run outcome)."""
     with Store(db) as s:
         s.add_node(Node(id="claim:samples-are-large", type="claim", title="Samples are large"))
-    first = add("--seeds", "3")
+    first = add("--seeds", seeds)
     out = json.loads(cli("run", first).stdout)
-    r = cli("experiment", "add", "--claim", "claim:samples-are-large", "--kind", "gauss", "--seeds", "3",
+    r = cli("experiment", "add", "--claim", "claim:samples-are-large", "--kind", "gauss", "--seeds", seeds,
             "--criterion", "mean > 2 band=0.1")
     second = json.loads(r.stdout)["experiment"]["id"]
-    again = json.loads(cli("run", second).stdout)
+    return first, out, second, json.loads(cli("run", second).stdout)
+
+
+def test_same_computation_under_another_criterion_is_re_decided_not_recomputed(plugin, db):
+    first, out, second, again = _computed_then_reused(db, "3")
     assert again["cached"] and again["reused_from"] == out["run_dir"] and again["run_id"] != out["run_id"]
     assert again["verdict"] == "refuted" and out["verdict"] == "supported"
     new_dir = Path(again["run_dir"])
@@ -290,7 +296,9 @@ def test_same_computation_under_another_criterion_is_re_decided_not_recomputed(p
     original = json.loads((Path(out["run_dir"]) / "result.json").read_text())
     assert result["per_seed"] == original["per_seed"] and "reused from run" in result["summary"]["notes"]
     ev = json.loads(cli("evidence", "claim:samples-are-large").stdout)
-    assert ev["status"] == "refuted" and ev["evidence"][0]["reused_from"] == out["run_dir"]
+    assert ev["status"] == "refuted"
+    # recorded relative to the store's folder (portable store)
+    assert str(db.parent / (db.name + ".d") / ev["evidence"][0]["reused_from"]) == out["run_dir"]
     assert json.loads(cli("evidence", "claim:samples-are-positive").stdout)["status"] == "supported"
     # running the second experiment again is a plain cache hit on its own record
     third = json.loads(cli("run", second).stdout)
@@ -302,3 +310,79 @@ def test_same_computation_under_another_criterion_is_re_decided_not_recomputed(p
     assert fourth["cached"] and fourth["reused_from"] == out["run_dir"]
     notes = json.loads((Path(fourth["run_dir"]) / "result.json").read_text())["summary"]["notes"]
     assert notes.count("reused from run") == 1
+
+
+def test_a_moved_store_with_its_folder_works_on_another_path(plugin, db, tmp_path, monkeypatch):
+    """Portable stores: run folders are recorded relative to `<db>.d/`, so the store and its folder moved
+    elsewhere (and renamed) still find their runs: cache hits read result.json there, nothing points back."""
+    import shutil
+
+    exp, out, _, reused = _computed_then_reused(db, "2")
+    assert reused["cached"] and reused["reused_from"] == out["run_dir"]
+    old_home = str(db.parent / (db.name + ".d"))
+    with Store(db) as s:
+        assert s.sql("SELECT run_dir FROM runs WHERE run_dir LIKE '/%'") == []
+
+    moved = tmp_path / "elsewhere" / "copy.duckdb"
+    moved.parent.mkdir()
+    shutil.move(str(db), moved)
+    shutil.move(old_home, str(moved) + ".d")
+    monkeypatch.setenv("CLAIMGRAPH_DB", str(moved))
+    new_home = moved.parent / (moved.name + ".d")
+    runs = json.loads(cli("runs", exp).stdout)["runs"]
+    assert [Path(r["run_dir"]) for r in runs] == [new_home / Path(out["run_dir"]).relative_to(old_home)]
+    again = json.loads(cli("run", exp).stdout)  # the cache reads result.json through the recorded folder
+    assert again["cached"] and again["run_id"] == out["run_id"] and Path(again["run_dir"]).is_dir()
+    ev = json.loads(cli("evidence", "claim:samples-are-positive").stdout)
+    assert ev["status"] == "supported" and (new_home / ev["evidence"][0]["run_dir"] / "result.json").is_file()
+    with Store(moved) as s:
+        texts = s.sql("SELECT run_dir FROM runs UNION ALL SELECT coalesce(source, '') FROM nodes "
+                      "UNION ALL SELECT attrs::VARCHAR FROM nodes UNION ALL SELECT coalesce(source, '') FROM edges")
+    assert not [t for (t,) in texts if old_home in t]
+
+
+def test_a_real_run_is_exported_with_its_evidence_and_imports_back(plugin, db, tmp_path):
+    """The evidence of a real run, as JSON-LD (rdflib), GraphML (networkx) and Parquet, carries the verdict,
+    value, interval, criterion and run that result.json holds; the JSON-LD imports back into an equal store."""
+    import networkx as nx
+    import rdflib
+
+    from claimgraph.graph.exchange import read_snapshot, snapshot_equal
+    from claimgraph.graph.exchange.vocab import CG, PROV
+
+    exp = add("--seeds", "3")
+    out = json.loads(cli("run", exp).stdout)
+    result = json.loads((Path(out["run_dir"]) / "result.json").read_text())
+    d = result["decision"]
+    for fmt, name in (("json", "g.jsonld"), ("graphml", "g.graphml"), ("parquet", "pq")):
+        r = cli("export", "--format", fmt, "-o", str(tmp_path / name))
+        assert r.exit_code == 0, r.output
+    g = rdflib.Graph()
+    g.parse(tmp_path / "g.jsonld", format="json-ld")
+    ev = rdflib.URIRef("urn:claimgraph:" + out["evidence_id"])
+    one = lambda p: next(iter(g.objects(ev, rdflib.URIRef(CG + p)))).toPython()
+    assert one("verdict") == d["verdict"] == "supported"
+    assert (one("value"), one("ciLow"), one("ciHigh"), one("seedCount")) == (d["mean"], d["ci_low"], d["ci_high"], 3)
+    assert one("criterion") == "mean > 0 band=0.05" and one("runId") == out["run_id"]
+    run = next(iter(g.objects(ev, rdflib.URIRef(PROV + "wasGeneratedBy"))))
+    assert str(run) == f"urn:claimgraph:run/{out['run_id']}"
+    assert str(next(iter(g.objects(run, rdflib.URIRef(CG + "runDir"))))) == \
+        str(Path(out["run_dir"]).relative_to(db.parent / (db.name + ".d")))
+    claim = rdflib.URIRef("urn:claimgraph:claim:samples-are-positive")
+    assert str(next(iter(g.objects(claim, rdflib.URIRef(CG + "status"))))) == "supported"
+    gm = nx.read_graphml(tmp_path / "g.graphml")
+    assert gm.nodes["claim:samples-are-positive"]["evidence_supported"] == 1
+    assert gm.nodes[out["evidence_id"]]["ci_low"] == pytest.approx(d["ci_low"])
+    import duckdb
+
+    assert duckdb.sql(f"SELECT verdict, value FROM '{tmp_path / 'pq' / 'evidence.parquet'}'").fetchall() == \
+        [("supported", d["mean"])]
+    copy = tmp_path / "copy.duckdb"
+    r = CliRunner().invoke(app, ["--db", str(copy), "import", str(tmp_path / "g.jsonld"), "--no-embed"])
+    assert r.exit_code == 0, r.output
+    with Store(db) as a, Store(copy) as b:
+        sa, sb = read_snapshot(a, vectors=False), read_snapshot(b, vectors=False)
+        assert snapshot_equal(sa, sb) == {}
+    ev_copy = json.loads(CliRunner().invoke(app, ["--db", str(copy), "--json", "evidence",
+                                                  "claim:samples-are-positive"]).stdout)
+    assert ev_copy["status"] == "supported" and ev_copy["evidence"][0]["run_id"] == out["run_id"]

@@ -1,5 +1,6 @@
-"""Hugging Face models behind the hooked interface, on tiny randomly initialised GPT-NeoX (parallel and
-sequential residual) and GPT-2 models saved with save_pretrained to a temp dir (nothing is downloaded)."""
+"""Hugging Face models behind the hooked interface, on tiny randomly initialised Llama (grouped-query attention,
+tied embeddings, as SmolLM2), GPT-NeoX (parallel and sequential residual) and GPT-2 models saved with
+save_pretrained to a temp dir (nothing is downloaded)."""
 from __future__ import annotations
 
 import pytest
@@ -11,11 +12,16 @@ from claimgraph.experiments.substrate import activations, load_model, shuffled_c
 from claimgraph.graph.errors import InvalidInput, NotFound  # noqa: E402
 
 VOCAB = 97
-ARCHS = ["neox", "neox_seq", "gpt2"]
+ARCHS = ["llama", "neox", "neox_seq", "gpt2"]
 
 
 def _make(arch: str):
     torch.manual_seed(0)
+    if arch == "llama":
+        cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                       num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64,
+                                       tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        return transformers.LlamaForCausalLM(cfg)
     if arch.startswith("neox"):
         cfg = transformers.GPTNeoXConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                          intermediate_size=48, max_position_embeddings=64,
@@ -50,7 +56,8 @@ def tokens():
 
 
 def _final_ln(m):
-    return m.hf.gpt_neox.final_layer_norm if m.arch == "gpt_neox" else m.hf.transformer.ln_f
+    return {"llama": lambda: m.hf.model.norm, "gpt_neox": lambda: m.hf.gpt_neox.final_layer_norm,
+            "gpt2": lambda: m.hf.transformer.ln_f}[m.arch]()
 
 
 def test_dimensions_and_names(hf):
@@ -64,6 +71,10 @@ def test_dimensions_and_names(hf):
         "attn.hook_z")]
     assert set(need) <= set(names)
     assert ("blocks.0.hook_resid_mid" in names) == (arch != "neox")  # none with a parallel residual
+    assert ("blocks.0.mlp.hook_pre_linear" in names) == (arch == "llama")  # the gated MLP's up projection
+    from claimgraph.experiments.substrate.families import hook_names
+
+    assert names == hook_names(m.arch, 2, parallel_residual=(arch == "neox"))  # the list experiment add checks
     assert m.decode([3, 4]) == ["<3>", "<4>"]
 
 
@@ -73,7 +84,8 @@ def test_hooks_fire_with_contract_shapes(hf, tokens):
     B, T = tokens.shape
     assert logits.shape == (B, T, VOCAB) and set(c) == set(m.hook_names())
     for name, act in c.items():
-        want = {"mlp.hook_pre": (B, T, 48), "mlp.hook_post": (B, T, 48), "attn.hook_z": (B, T, 4, 8),
+        want = {"mlp.hook_pre": (B, T, 48), "mlp.hook_pre_linear": (B, T, 48), "mlp.hook_post": (B, T, 48),
+                "attn.hook_z": (B, T, 4, 8),
                 "hook_pos_embed": (1, T, 32)}
         key = next((k for k in want if name.endswith(k)), None)
         assert act.shape == (want[key] if key else (B, T, 32)), name
@@ -126,6 +138,36 @@ def test_overwriting_mlp_post_changes_logits_as_predicted(hf, tokens):
     zeroed = m.run_with_hooks(tokens, [("blocks.0.attn.hook_z", lambda a, n: a * torch.tensor([0., 1, 1, 1])[:, None])])
     assert not torch.allclose(zeroed, m(tokens), atol=1e-4)
     assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
+
+
+def test_logits_equal_plain_transformers_forward(hf, saved, tokens):
+    """Our loader and an independent transformers load of the same folder give the same logits; read-only hooks
+    on every site leave them unchanged."""
+    arch, m = hf
+    plain = transformers.AutoModelForCausalLM.from_pretrained(str(saved / arch), dtype=torch.float32).eval()
+    with torch.no_grad():
+        want = plain(input_ids=tokens).logits
+        assert torch.allclose(m(tokens), want, atol=1e-5)
+        hooked = m.run_with_hooks(tokens, [(n, lambda a, _: None) for n in m.hook_names()])
+    assert torch.allclose(hooked, want, atol=1e-5)
+
+
+def test_early_stop_gives_the_full_forward_activations(hf, tokens):
+    """capture() stops at the hook (the final norm never runs) and returns what the full forward computes there."""
+    _, m = hf
+    _, full = m.run_with_cache(tokens)
+    final_norm = m._site("ln_final.hook_normalized").module
+    calls = []
+    handle = final_norm.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        for name in m.hook_names():
+            got = m.capture(tokens, name)
+            assert torch.equal(got, full[name]), name
+            if name != "ln_final.hook_normalized":
+                assert not calls, f"the forward pass went past {name}"
+            calls.clear()
+    finally:
+        handle.remove()
 
 
 def test_activations_and_shuffled_copy(hf, tokens):

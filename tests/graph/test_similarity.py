@@ -239,3 +239,26 @@ def test_computed_neighbors_does_not_import_torch(db_path, vectors):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "loaded: []"
+
+
+def test_computed_neighbors_from_a_warm_vector_matrix_equal_the_sql_scan(graph):
+    """With the store's vector matrix cached in-process (as the web UI keeps it), the neighbours come from one
+    product with it; same ids, order and scores as the SQL scan, and a write makes the cache stale again."""
+    from claimgraph.graph.embed import MODEL_NAME
+    from claimgraph.graph.search import cached_vector_matrix, vector_matrix
+
+    assert cached_vector_matrix(graph, MODEL_NAME) is None
+    cases = [(n.id, k, t) for n in NODES for k, t in ((100, -1.0), (3, 0.3), (1, 0.65))]
+    sql = [computed_neighbors(graph, i, k=k, threshold=t) for i, k, t in cases]
+    vector_matrix(graph, MODEL_NAME)
+    assert cached_vector_matrix(graph, MODEL_NAME) is not None
+    warm = [computed_neighbors(graph, i, k=k, threshold=t) for i, k, t in cases]
+    for a, b in zip(sql, warm):
+        assert [i for i, _ in a] == [i for i, _ in b]
+        np.testing.assert_allclose([s for _, s in a], [s for _, s in b], atol=1e-5)
+    graph.link(NODES[0].id, "associated_with", warm[0][0][0] if warm[0] else NODES[1].id)
+    assert cached_vector_matrix(graph, MODEL_NAME) is not None  # an edge changes no vector...
+    after = computed_neighbors(graph, NODES[0].id, k=100, threshold=-1.0)
+    assert warm[0][0][0] not in {i for i, _ in after}  # ...and the new typed neighbour is excluded
+    graph.add_node(NODES[1].model_copy(update={"text": "rewritten"}))
+    assert cached_vector_matrix(graph, MODEL_NAME) is None  # a rewritten node: stale

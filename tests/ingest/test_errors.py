@@ -114,14 +114,13 @@ def test_wrong_forced_format_fails_cleanly(seed):
         path = seed("000") if fmt != "novelty" else seed("003")
         with pytest.raises(InvalidDocument) as e:
             parse_document(path, format=fmt, title="T")
-        assert e.value.path == str(path)
+        assert e.value.path == str(path.resolve())
 
 
 TEXT_ERRORS = [
     # (format, text, line, words)
     ("claim-page", "claim\nactive\nclaim:abcNothing like abc\nDescr", 3, "cannot split the id line"),
     ("claim-page", "claim\nactive\nclaim:title-aaTitle Aa\nDesc\nSource paper\nsomething else", 6, "extracted_from(2024)"),
-    ("claim-page", "claim\nclaim:aaAa\nWidgets (2)\n- one", 3, "names no node type"),
     ("claim-page", "claim\nclaim:aaAa\nFindings (1)\nmethod\n- x", 4, "labelled"),
     ("claim-page", "claim\nclaim:aaAa\nFindings (1)\nfinding\n- Xrefutes\u00e9", None, ""),  # no split: a bare title
     ("claim-page", "claim\nclaim:aaAa\nTopics (1)\ntopic\n- Some topicextracted_fromThe description", 5, "cannot join"),
@@ -142,6 +141,15 @@ def test_page_errors_name_the_line(fmt, text, line, words):
         parse_text(text, "/p.txt", format=fmt, title="T")
     assert e.value.path == "/p.txt" and e.value.line == line, str(e.value)
     assert words in str(e.value)
+
+
+def test_unknown_claim_page_section_is_kept_with_a_warning_not_dropped():
+    d = parse_text("claim\nclaim:aaAa\nWidgets (2)\n- one\n- two\nFindings (1)\n- A finding", "/p.txt",
+                   format="claim-page")
+    page = next(n for n in d.delta.nodes if n.id == "claim:aa")
+    assert page.attrs["extra_sections"] == {"Widgets": ["- one", "- two"]}
+    assert [(w.line, "Widgets" in w.message) for w in d.warnings] == [(3, True)]
+    assert {n.id for n in d.delta.nodes} == {"claim:aa", "finding:a-finding"}
 
 
 def test_front_matter_only_on_summaries(seed):
