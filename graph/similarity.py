@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from . import ann
 from .embed import MODEL_NAME
 from .errors import InvalidInput, NotFound, StoreError
 from .models import Edge, EdgeType, MadeBy, NodeType, Records, Suggestion, node_type_value
@@ -54,11 +55,22 @@ def computed_neighbors(store: "Store", node_id: str, *, k: int = 8, threshold: f
     """Up to `k` (node id, cosine >= threshold) most similar to `node_id` by stored vectors, best first.
 
     Excludes the node itself and every node it has a typed edge with (either direction). Empty when the
-    node has no stored vector for `model`. No encoder, no torch. One SQL scan; or, when this process already
-    holds the store's vector matrix (`search.cached_vector_matrix`, kept warm by the web UI), one product with it.
+    node has no stored vector for `model`. Through the saved nearest-neighbour index when the store has one
+    (`claimgraph.graph.ann`, written by `suggest` at scale: approximate, as fresh as the store); else, when this
+    process already holds the store's vector matrix (`search.cached_vector_matrix`, kept warm by the web UI), one
+    product with it; else one SQL scan. No encoder, no torch.
     """
     if not store.has_node(node_id):
         raise NotFound(f"no node {node_id!r}; `claimgraph search` or `claimgraph list` finds ids")
+    saved = ann.load(store, model)
+    if saved is not None:
+        vec = ann.vectors_of(store, [node_id], model).get(node_id)
+        if vec is None:
+            return []
+        linked = {r[0] for r in _q(store, "SELECT dst FROM edges WHERE src = $id UNION SELECT src FROM edges WHERE dst = $id",
+                                   {"id": node_id})}
+        near = ann.nearest(store, vec, k + len(linked) + 1, model) or []
+        return [(i, c) for i, c in near if c >= threshold and i != node_id and i not in linked][:k]
     from .search import cached_vector_matrix
 
     cached = cached_vector_matrix(store, model)
@@ -159,83 +171,210 @@ def _suggestion_rows(store: "Store", where: str, params: dict[str, Any], limit: 
                        dst_title=r[6], src_type=NodeType(r[7]), dst_type=NodeType(r[8])) for r in rows]
 
 
+Method = Literal["auto", "exact", "ann"]
+PER_NODE = 10  # default: keep each node's best 10 eligible pairs
+
+
+def best_per_node(i: "np.ndarray", j: "np.ndarray", score: "np.ndarray", n: int,
+                  per_node: int | None) -> "np.ndarray":
+    """[m] bool: the pairs (i [m], j [m], score [m], i < j, positions < n) that are among the best `per_node`
+    of either end, by score, ties by the other end's position (id order in `suggest`); all pairs when `per_node` is None.
+
+    One stable sort of both directions' entries on (node, score descending): entries go in with the other
+    end ascending (the reversed direction first), so equal scores keep that order.
+    """
+    import numpy as np
+
+    m = len(i)
+    if per_node is None or m == 0:
+        return np.ones(m, dtype=bool)
+    if per_node < 1:
+        return np.zeros(m, dtype=bool)
+    order_in = np.lexsort((i, j))  # reversed direction (node j, other i) with the other end ascending
+    node = np.concatenate([j[order_in], i])  # [2m]; forward entries come from similar_pairs with j ascending per i
+    which = np.concatenate([order_in, np.arange(m)])
+    bits = score.astype(np.float32).view(np.int32).astype(np.int64)
+    bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2**31  # [m] order-preserving float -> [0, 2^32)
+    desc = (2**32 - 1) - bits[which]
+    key = node.astype(np.int64) << 32 | desc  # node ascending, then score descending
+    order = np.argsort(key, kind="stable")
+    node_sorted = node[order]
+    start = np.searchsorted(node_sorted, node_sorted, side="left")  # [2m] first entry of each entry's node
+    keep = np.zeros(m, dtype=bool)
+    keep[which[order[np.arange(2 * m) - start < per_node]]] = True
+    return keep
+
+
+ANN_SLACK = 13  # neighbours asked beyond per_node + the node itself: room for pairs with an edge or a decision
+
+
+def ann_pairs(index: Any, X: "np.ndarray", threshold: float, k: int) -> tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
+    """Pairs i < j (each once, ordered by i then j) with j among i's `k` nearest in `index` or i among j's,
+    and exact cosine X[i] . X[j] >= threshold: (i [m] int64, j [m] int64, score [m] float32)."""
+    import numpy as np
+
+    n = len(X)
+    keys, _ = ann.knn(index, X, k)  # [n, k]
+    p = np.repeat(np.arange(n, dtype=np.int64), keys.shape[1])
+    q = keys.reshape(-1)
+    ok = (q >= 0) & (q != p)
+    pair = np.unique(_pair_keys(p[ok], q[ok], n))  # sorted: i ascending, then j
+    i, j = pair // n, pair % n
+    score = np.empty(len(i), dtype=np.float32)
+    for c0 in range(0, len(i), 1 << 20):  # exact cosines from the stored vectors, a chunk at a time
+        sl = slice(c0, c0 + (1 << 20))
+        score[sl] = np.einsum("nd,nd->n", X[i[sl]], X[j[sl]])
+    keep = score >= threshold
+    return i[keep], j[keep], score[keep]
+
+
+def _pair_keys(a: "np.ndarray", b: "np.ndarray", n: int) -> "np.ndarray":
+    """One int64 per unordered pair of positions < n."""
+    import numpy as np
+
+    return np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b)
+
+
 def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | None = None,
             limit: int | None = None, duplicate_threshold: float = DUPLICATE_THRESHOLD, block: int = 4096,
-            model: str = MODEL_NAME, progress: bool | None = None) -> list[Suggestion]:
-    """Every pair with cosine >= threshold and no typed edge, not accepted or rejected before, best first.
+            model: str = MODEL_NAME, progress: bool | None = None,
+            per_node: int | None = PER_NODE, method: Method = "auto") -> list[Suggestion]:
+    """Pairs with cosine >= threshold, no typed edge and not accepted or rejected before, best first:
+    each node's best `per_node` such pairs (all of them when None).
 
-    Persists them as open rows of `suggestions` (see the module docstring for scope, duplicates and
-    what is replaced) in one transaction, and returns the best `limit` (all when None). The pairs are
-    computed between a reading turn and a writing one, so the store is not held meanwhile.
+    `method`: "exact" computes every pair's cosine in blocked products; "ann" finds each node's nearest
+    neighbours through an HNSW index (`claimgraph.graph.ann`, saved beside the database for node pages and
+    search) and then ranks them exactly as "exact" does; "auto" takes "ann" from `ann.ANN_MIN_NODES`
+    embedded nodes. Persists the pairs as the open rows of `suggestions` (see the module docstring for
+    scope, duplicates and what is replaced) in one transaction, and returns the best `limit` (all when None).
+
+    The store is not held while the pairs are computed: vectors, edges and decisions are read in one reading
+    turn, the pairs ranked between turns, and written in one writing turn (with the saved index). A pair whose
+    node went, or that got an edge or a decision meanwhile, is dropped at the write (its nodes then keep
+    fewer than `per_node` pairs until the next `suggest`).
     """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if not -1.0 <= threshold <= 1.0:
         raise InvalidInput(f"threshold is a cosine, between -1 and 1; got {threshold}")
     if limit is not None and limit < 0:
         raise InvalidInput(f"limit must be at least 0, got {limit}")
+    if per_node is not None and per_node < 1:
+        raise InvalidInput(f"per_node must be at least 1 (or None for every pair), got {per_node}")
+    if method not in ("auto", "exact", "ann"):
+        raise InvalidInput(f"unknown suggest method {method!r}; use auto, exact or ann")
     tval = node_type_value(type)
     where, params = ["e.model = $model"], {"model": model}
     if tval is not None:
         where.append("n.type = $type")
         params["type"] = tval
-    with store.session():
-        tbl = store.con.execute(f"""SELECT n.id, n.type, {_TITLE_NORM.format(t="n")} AS tnorm, e.vector FROM nodes n
-            JOIN embeddings e ON e.text_hash = n.text_hash WHERE {' AND '.join(where)}""", params).to_arrow_table()
-        store.release()  # the pairs are computed without holding the store ...
-        return _persist_suggestions(store, tbl, threshold=threshold, tval=tval, limit=limit,
-                                    duplicate_threshold=duplicate_threshold, block=block, model=model,
-                                    progress=progress)
-
-
-def _persist_suggestions(store: "Store", tbl: Any, *, threshold: float, tval: str | None, limit: int | None,
-                         duplicate_threshold: float, block: int, model: str, progress: bool | None) -> list[Suggestion]:
-    import numpy as np
-    import pyarrow as pa
-
-    n = tbl.num_rows
+    with store.session():  # one reading turn, one snapshot
+        con = store.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            tbl = con.execute(f"""SELECT n.id, n.type, n.title, {_TITLE_NORM.format(t="n")} AS tnorm, n.text_hash,
+                e.vector FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash WHERE {' AND '.join(where)}""",
+                              params).to_arrow_table()
+            built_after = con.execute("SELECT (SELECT max(updated_at) FROM nodes), (SELECT max(created_at) "
+                                      "FROM embeddings)").fetchone()
+            n = tbl.num_rows
+            if n:  # positions in id order: ties break by id, and i < j means a < b
+                tbl = tbl.take(pc.sort_indices(tbl.column("id")))
+            ids = tbl.column("id").combine_chunks() if n else pa.array([], pa.string())
+            # pairs never to propose: a typed edge either way, or a decision; as keys over positions in `ids`
+            con.register("_sg_ids", pa.table({"id": ids, "pos": pa.array(np.arange(n, dtype=np.int64))}))
+            try:
+                excl = con.execute("""
+                    SELECT x.pos AS p, y.pos AS q FROM edges JOIN _sg_ids x ON x.id = edges.src
+                    JOIN _sg_ids y ON y.id = edges.dst
+                    UNION ALL
+                    SELECT x.pos, y.pos FROM suggestions s JOIN _sg_ids x ON x.id = s.a JOIN _sg_ids y ON y.id = s.b
+                    WHERE s.state <> 'open'""").to_arrow_table()
+            finally:
+                con.unregister("_sg_ids")
+        finally:
+            con.execute("COMMIT")
+    # -- between turns: rank the pairs
     if n:
-        vec = tbl.column("vector").combine_chunks()
-        X = vec.values.to_numpy(zero_copy_only=False).reshape(n, EMBED_DIM)  # [n, 384]
+        X = tbl.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False).reshape(n, EMBED_DIM)
     else:
         X = np.zeros((0, EMBED_DIM), np.float32)
-    i, j, score = similar_pairs(X, threshold, block=block, progress=progress)
-    nodes_tbl = pa.table({"idx": pa.array(np.arange(n, dtype=np.int64)), "id": tbl.column("id"),
-                          "type": tbl.column("type"), "tnorm": tbl.column("tnorm")})
-    pairs_tbl = pa.table({"i": pa.array(i), "j": pa.array(j), "score": pa.array(score)})
+    excluded = np.unique(_pair_keys(excl.column("p").to_numpy(), excl.column("q").to_numpy(), n))
+    use_ann = method == "ann" or (method == "auto" and n >= ann.ANN_MIN_NODES)
+    index = None
+    if use_ann:
+        if per_node is None:
+            raise InvalidInput(f"every pair (per_node=None) needs method='exact'; {n} nodes have "
+                               f"{n * (n - 1) // 2} pairs to score")
+        index = ann.build(X)
+        i, j, score = ann_pairs(index, X, threshold, per_node + 1 + ANN_SLACK)
+    else:
+        i, j, score = similar_pairs(X, threshold, block=block, progress=progress)
+    del X
+    if len(excluded):
+        keys = _pair_keys(i, j, n)
+        at = np.minimum(np.searchsorted(excluded, keys), len(excluded) - 1)
+        ok = excluded[at] != keys
+        i, j, score = i[ok], j[ok], score[ok]
+    keep = best_per_node(i, j, score, n, per_node)
+    i, j, score = i[keep], j[keep], score[keep]
+    # duplicates: same type and (cosine >= duplicate_threshold or equal normalised titles)
+    types = tbl.column("type").combine_chunks().dictionary_encode().indices.to_numpy() if n else np.zeros(0)
+    tnorm = tbl.column("tnorm").combine_chunks().dictionary_encode().indices.to_numpy() if n else np.zeros(0)
+    dup = (types[i] == types[j]) & ((score >= duplicate_threshold) | (tnorm[i] == tnorm[j]))
+    new = pa.table({"a": ids.take(pa.array(i)), "b": ids.take(pa.array(j)),
+                    "score": pa.array(score.astype(np.float64)), "duplicate": pa.array(dup)})
     scope = "true" if tval is None else "split_part(a, ':', 1) = $type AND split_part(b, ':', 1) = $type"
-    with store.transaction():  # ... and written in one transaction, dropping pairs whose nodes went meanwhile
+    scope_params = {"type": tval} if tval else {}
+    # -- one writing turn
+    with store.transaction():
         con = store.con
-        con.register("_sg_nodes", nodes_tbl)
-        con.register("_sg_pairs", pairs_tbl)
+        con.register("_sg_new", new)
         try:
-            _q(store, """CREATE OR REPLACE TEMP TABLE _sg_new AS
-                WITH p AS (
-                    SELECT least(x.id, y.id) AS a, greatest(x.id, y.id) AS b, p.score::DOUBLE AS score,
-                           x.type = y.type AND (p.score >= $dup OR x.tnorm = y.tnorm) AS duplicate
-                    FROM _sg_pairs p JOIN _sg_nodes x ON x.idx = p.i JOIN _sg_nodes y ON y.idx = p.j),
-                linked AS (SELECT DISTINCT least(src, dst) AS a, greatest(src, dst) AS b FROM edges),
-                decided AS (SELECT a, b FROM suggestions WHERE state <> 'open')
-                SELECT * FROM p ANTI JOIN linked USING (a, b) ANTI JOIN decided USING (a, b)
-                WHERE a IN (SELECT id FROM nodes) AND b IN (SELECT id FROM nodes)
-                ORDER BY a, b  -- key order: inserting into the primary key index in order is ~3x faster""",
-               {"dup": duplicate_threshold})
-            _q(store, f"""DELETE FROM suggestions s WHERE state = 'open' AND {scope}
-                AND NOT EXISTS (SELECT 1 FROM _sg_new n WHERE n.a = s.a AND n.b = s.b)""",
-               {"type": tval} if tval else None)
+            # pairs whose node went, or that got an edge or a decision, since the reading turn
+            gone = _q(store, """SELECT n.a, n.b FROM _sg_new n
+                WHERE n.a NOT IN (SELECT id FROM nodes) OR n.b NOT IN (SELECT id FROM nodes)
+                   OR EXISTS (SELECT 1 FROM edges e WHERE (e.src = n.a AND e.dst = n.b) OR (e.src = n.b AND e.dst = n.a))
+                   OR EXISTS (SELECT 1 FROM suggestions s WHERE s.a = n.a AND s.b = n.b AND s.state <> 'open')""")
+            # an open pair that is proposed again keeps the time it was first proposed
+            _q(store, f"""CREATE OR REPLACE TEMP TABLE _sg_old AS
+                SELECT a, b, created_at FROM suggestions WHERE state = 'open' AND {scope}""", scope_params)
+            _q(store, f"DELETE FROM suggestions WHERE state = 'open' AND {scope}", scope_params)
             _q(store, """INSERT INTO suggestions
-                SELECT a, b, score, duplicate, 'open', NULL, $model, $now, NULL FROM _sg_new
-                ON CONFLICT (a, b) DO UPDATE SET score = excluded.score, duplicate = excluded.duplicate,
-                    model = excluded.model WHERE suggestions.state = 'open'""", {"model": model, "now": _now()})
-            rows = _q(store, f"""
-                SELECT t.a, t.b, t.score, t.duplicate, na.title, nb.title, na.type, nb.type
-                FROM (SELECT * FROM _sg_new ORDER BY score DESC, a, b {'LIMIT $limit' if limit is not None else ''}) t
-                JOIN nodes na ON na.id = t.a JOIN nodes nb ON nb.id = t.b ORDER BY t.score DESC, t.a, t.b""",
-                      {"limit": limit} if limit is not None else None)
-            _q(store, "DROP TABLE _sg_new")
+                SELECT n.a, n.b, n.score, n.duplicate, 'open', NULL, $model, coalesce(o.created_at, $now), NULL
+                FROM _sg_new n LEFT JOIN _sg_old o ON o.a = n.a AND o.b = n.b
+                WHERE n.a IN (SELECT id FROM nodes) AND n.b IN (SELECT id FROM nodes)
+                  AND NOT EXISTS (SELECT 1 FROM suggestions s WHERE s.a = n.a AND s.b = n.b)
+                  AND NOT EXISTS (SELECT 1 FROM edges e WHERE (e.src = n.a AND e.dst = n.b)
+                                                          OR (e.src = n.b AND e.dst = n.a))
+                ORDER BY n.a, n.b  -- key order: inserting into the primary key index in order is ~3x faster""",
+               {"model": model, "now": _now()})
+            _q(store, "DROP TABLE _sg_old")
         finally:
-            con.unregister("_sg_nodes")
-            con.unregister("_sg_pairs")
-    return [Suggestion(src=r[0], dst=r[1], score=float(r[2]), duplicate=bool(r[3]), state="open", src_title=r[4],
-                       dst_title=r[5], src_type=NodeType(r[6]), dst_type=NodeType(r[7])) for r in rows]
+            con.unregister("_sg_new")
+        if index is not None and tval is None:  # the saved index serves node pages and search over every node;
+            assert built_after is not None      # written in the writing turn, so no reader sees it half-replaced
+            ann.save(store, model, index, ids, tbl.column("text_hash").combine_chunks(), built_after[0], built_after[1])
+    del index
+    if gone:
+        ga = pc.index_in(pa.array([g[0] for g in gone]), value_set=ids).to_numpy(zero_copy_only=False)
+        gb = pc.index_in(pa.array([g[1] for g in gone]), value_set=ids).to_numpy(zero_copy_only=False)
+        ok = ~np.isin(_pair_keys(i, j, n), _pair_keys(ga.astype(np.int64), gb.astype(np.int64), n))
+        i, j, score, dup = i[ok], j[ok], score[ok], dup[ok]
+    # best first, ties by (a, b): positions are in id order, so by (i, j)
+    best = np.lexsort((j, i, -score))
+    if limit is not None:
+        best = best[:limit]
+    titles, tcodes = tbl.column("title"), tbl.column("type")
+    out = []
+    for t in best.tolist():
+        x, y = int(i[t]), int(j[t])
+        out.append(Suggestion(src=ids[x].as_py(), dst=ids[y].as_py(), score=float(score[t]), duplicate=bool(dup[t]),
+                              state="open", src_title=titles[x].as_py(), dst_title=titles[y].as_py(),
+                              src_type=NodeType(tcodes[x].as_py()), dst_type=NodeType(tcodes[y].as_py())))
+    return out
 
 
 @reads

@@ -360,13 +360,18 @@ class Store:
             if self.holding and self._tx_depth == 0:
                 self._end_turn()
 
+    def should_yield(self, *, after: float = 0.25) -> bool:
+        """Whether this Store has held the file `after` seconds and another process is waiting for it (long
+        work inside a transaction checks it to end the transaction early and then `yield_turn`)."""
+        turn = self._turn
+        return (self.holding and turn is not None and time.monotonic() - self._opened_at >= after
+                and turn.others_waiting())
+
     def yield_turn(self, *, after: float = 0.25) -> bool:
         """Between steps of long work in a session: if the store has been held `after` seconds and another
         process is waiting for it, let go (the next call queues again, behind it). Returns whether it did."""
         with self._thread_lock:
-            turn = self._turn
-            if (not self.holding or self._tx_depth or turn is None
-                    or time.monotonic() - self._opened_at < after or not turn.others_waiting()):
+            if self._tx_depth or not self.should_yield(after=after):
                 return False
             self._end_turn()
             return True

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from claimgraph.graph.errors import InvalidDocument, InvalidInput, StoreError
+from claimgraph.graph.errors import ClaimgraphError, InvalidDocument, InvalidInput, StoreError
 from claimgraph.graph.ids import make_id, normalize_title, paper_id, sha256_hex
 from claimgraph.graph.models import ApplyReport, DocumentRef, GraphDelta, IngestWarning, Node, NodeType
 from claimgraph.graph.store import Store, text_hash
@@ -77,13 +77,17 @@ def parse_document(path: str | os.PathLike, *, format: str = "auto", title: str 
     return parse_text(src.text, src.path, format=format, title=title, content_hash=src.content_hash)
 
 
+APPLY_BATCH = 64  # documents per write transaction
+
+
 def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: str = "auto", title: str | None = None,
                  embed: bool = True, progress: bool | None = None) -> list[ApplyReport]:
     """Ingest document files and directories; one ApplyReport per document, in the order applied.
 
     Directories expand to their *.yaml *.yml *.json *.txt *.md files (sorted, recursive). Every document
     is read, parsed and checked first, so a bad one fails the command before anything is written. Then
-    each is applied in its own transaction, documents that refer to nodes of others after those. With
+    they are applied, each all or nothing, in groups of APPLY_BATCH per transaction, documents that refer
+    to nodes of others after those. With
     `embed`, node texts the store lacks are encoded first (the database is let go meanwhile); `progress`
     shows the encoder's progress bar (None: only for long work on a terminal).
     """
@@ -112,7 +116,7 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
                        if (p := store.document(d.ref.path)) is None or p.content_hash != d.ref.content_hash]
             vectors = vectors_for(store, [n for d in changed for n in d.delta.nodes], embedder=embedder,
                                   progress=progress)
-    reports: list[ApplyReport] = []  # filled as documents are written, so a failure can say which were
+    reports: list[ApplyReport] = []  # filled as documents are committed, so a failure can say which were
     try:
         with store.session(write=True):  # then a writing turn applies, one transaction per document
             _apply_all(store, docs, order, aliases, vectors, embedder, reports)
@@ -125,9 +129,19 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
 
 def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], aliases: list[dict[str, str]],
                vectors: dict[str, Any], embedder: Any, reports: list[ApplyReport]) -> None:
-    """Apply the documents in `order`, one transaction each, appending each written one's report to `reports`."""
+    """Apply the documents in `order`, each all or nothing, appending each committed one's report to `reports`.
+
+    Documents go in groups of APPLY_BATCH per transaction (a commit per document was a third of the write
+    time at 100k nodes). Each document stays all or nothing: `apply` checks a document completely before
+    it writes any of it, so a document refused there leaves the group's earlier documents intact, and they
+    are committed before the error is raised; any other error rolls the group back and the group is
+    applied again a document per transaction, so the failing document fails alone, as it would have.
+    A group ends early when another command has waited for the store (`Store.should_yield`): it is committed
+    and the turn handed on, so grouping buys throughput without making others wait for 64 documents."""
     remapped: dict[str, str] = {}  # paper ids of applied documents -> the stored paper they were merged into
-    for i in order:
+    model = embedder.model_name if embedder is not None else None
+
+    def apply_one(i: int) -> ApplyReport:
         doc = docs[i]
         delta = _rename(doc.delta, {**remapped, **{k: remapped.get(v, v) for k, v in aliases[i].items()}})
         resolved = store.resolve_papers(delta)
@@ -136,10 +150,41 @@ def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], alias
                 remapped[before.id] = after.id
         delta, merged = _note_retitled(store, delta, resolved, doc.ref.path)
         mine = {h: vectors[h] for h in {text_hash(n) for n in delta.nodes} if h in vectors}
-        report = store.apply(delta, doc.ref, vectors=mine, model=embedder.model_name if embedder is not None else None)
+        report = store.apply(delta, doc.ref, vectors=mine, model=model)
         report.warnings = doc.warnings + merged
-        reports.append(report)
-        store.yield_turn()  # a long ingest lets a waiting command in between documents
+        return report
+
+    pos = 0
+    while pos < len(order):
+        group = order[pos:pos + APPLY_BATCH]
+        saved = dict(remapped)
+        done: list[ApplyReport] = []
+        refused: InvalidDocument | None = None
+        attempted = 0
+        try:
+            with store.transaction():
+                for i in group:
+                    attempted += 1
+                    try:
+                        done.append(apply_one(i))
+                    except InvalidDocument as e:
+                        refused = e
+                        break
+                    if store.should_yield():  # someone is waiting: commit the group so far and let them in
+                        break
+        except ClaimgraphError:  # rolled back: replay the group a document at a time
+            remapped.clear()
+            remapped.update(saved)
+            for i in group[:attempted]:  # one transaction each: the error fails its own document only
+                reports.append(apply_one(i))
+                store.yield_turn()
+            pos += attempted
+            continue
+        reports.extend(done)  # committed
+        if refused is not None:
+            raise refused
+        pos += attempted
+        store.yield_turn()  # a long ingest lets a waiting command in between groups
 
 
 def _partly_written(e: StoreError, reports: list[ApplyReport], docs: list[ParsedDocument]) -> StoreError:

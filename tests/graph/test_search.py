@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import pytest
 
-from claimgraph.graph import DocumentRef, GraphDelta, InvalidInput, Node, NodeType, Store
+from claimgraph.graph import DocumentRef, GraphDelta, InvalidInput, Node, NodeType
 from claimgraph.graph import search as search_mod
 from claimgraph.graph.embed import get_embedder, vectors_for
 from claimgraph.graph.search import ALPHA, K1, B, keyword_search, search, semantic_search
@@ -23,13 +23,6 @@ from claimgraph.graph.text import tokens
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sim_corpus import DUP_A, DUP_B, EDGES, IOI, NODES, POLY
-
-
-@pytest.fixture(scope="module")
-def vectors():
-    """Real all-MiniLM-L6-v2 vectors of the corpus, encoded once for the module."""
-    with Store(None) as s:
-        return vectors_for(s, NODES, progress=False)
 
 
 @pytest.fixture

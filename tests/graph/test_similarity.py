@@ -16,21 +16,22 @@ import numpy as np
 import pytest
 
 from claimgraph.graph import DocumentRef, EdgeType, GraphDelta, InvalidInput, MadeBy, NodeType, NotFound, Store
-from claimgraph.graph.embed import MODEL_NAME, vectors_for
-from claimgraph.graph.similarity import accept, computed_neighbors, reject, similar_pairs, suggest, suggestions
+from claimgraph.graph.embed import MODEL_NAME
+from claimgraph.graph.similarity import (
+    accept,
+    best_per_node,
+    computed_neighbors,
+    reject,
+    similar_pairs,
+    suggest,
+    suggestions,
+)
 from claimgraph.graph.store import text_hash
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sim_corpus import DUP_A, DUP_B, EDGES, FUNC, MONO, NODES, SAE, SHUFFLE
 
 DOC = DocumentRef(path="/corpus.yaml", content_hash="c1", format="structured")
-
-
-@pytest.fixture(scope="module")
-def vectors():
-    """Real all-MiniLM-L6-v2 vectors of the corpus, encoded once for the module."""
-    with Store(None) as s:
-        return vectors_for(s, NODES, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +86,31 @@ def test_blocked_pairs_threshold_above_everything():
 
 
 # -- suggest --------------------------------------------------------------------------------------
+def _best_n_reference(pairs: dict[tuple, float], n_best: int) -> set[tuple]:
+    """Each node's best `n_best` pairs by score, ties by the other end ascending, written independently."""
+    by_node: dict = {}
+    for (a, b), s in pairs.items():
+        by_node.setdefault(a, []).append((-s, b, (a, b)))
+        by_node.setdefault(b, []).append((-s, a, (a, b)))
+    return {p for cands in by_node.values() for _, _, p in sorted(cands)[:n_best]}
+
+
+@pytest.mark.parametrize("per_node", [1, 2, 3, 7, 1000])
+def test_best_per_node_equals_brute_force(per_node):
+    rng = np.random.default_rng(per_node)
+    n = 60
+    X = rng.standard_normal((n, 5)).astype(np.float32)
+    X[30:40] = X[0:10]  # exact copies: equal scores, so ties must break by the other end's position
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    i, j, s = similar_pairs(X, 0.2, block=16, progress=False)
+    keep = best_per_node(i, j, s, n, per_node)
+    pairs = {(a, b): float(x) for a, b, x in zip(i.tolist(), j.tolist(), s.tolist())}
+    got = {p for p, k in zip(pairs, keep.tolist()) if k}
+    assert got == _best_n_reference(pairs, per_node)
+    assert len(got) < len(pairs) or per_node == 1000
+    assert best_per_node(i, j, s, n, None).all()
+
+
 def test_suggest_equals_brute_force_and_flags_planted_duplicate(graph, cos):
     threshold = 0.5
     got = suggest(graph, threshold=threshold, progress=False)
@@ -108,6 +134,27 @@ def test_suggest_equals_brute_force_and_flags_planted_duplicate(graph, cos):
     # small tiles that do not divide the node count give the same answer
     tiled = suggest(graph, threshold=threshold, block=5, progress=False)
     assert [(g.src, g.dst) for g in tiled] == [(g.src, g.dst) for g in got]
+
+
+def test_suggest_keeps_each_nodes_best_pairs_and_a_rejection_frees_a_slot(graph, cos):
+    threshold = 0.2
+    linked = _linked(graph)
+    eligible = {p: s for p, s in cos.items() if s >= threshold and p not in linked}
+    everything = suggest(graph, threshold=threshold, per_node=None, progress=False)
+    assert {(g.src, g.dst) for g in everything} == set(eligible)
+    got = suggest(graph, threshold=threshold, per_node=2, progress=False)
+    want = _best_n_reference(eligible, 2)
+    assert {(g.src, g.dst) for g in got} == want and len(want) < len(eligible)
+    assert {tuple(r) for r in graph.sql("SELECT a, b FROM suggestions WHERE state = 'open'")} == want
+    # a rejected pair is gone for good and the next-best pair of its ends takes the slot
+    target = got[0]
+    reject(graph, target.src, target.dst)
+    del eligible[(target.src, target.dst)]
+    again = suggest(graph, threshold=threshold, per_node=2, progress=False)
+    assert {(g.src, g.dst) for g in again} == _best_n_reference(eligible, 2)
+    assert (target.src, target.dst) not in {(g.src, g.dst) for g in again}
+    with pytest.raises(InvalidInput, match="per_node"):
+        suggest(graph, per_node=0)
 
 
 def test_suggest_skips_pairs_with_a_typed_edge(store, vectors, cos):
@@ -262,3 +309,33 @@ def test_computed_neighbors_from_a_warm_vector_matrix_equal_the_sql_scan(graph):
     assert warm[0][0][0] not in {i for i, _ in after}  # ...and the new typed neighbour is excluded
     graph.add_node(NODES[1].model_copy(update={"text": "rewritten"}))
     assert cached_vector_matrix(graph, MODEL_NAME) is None  # a rewritten node: stale
+
+
+def test_suggest_lets_go_of_the_store_while_ranking_and_drops_pairs_decided_meanwhile(file_store, vectors, cos,
+                                                                                      monkeypatch):
+    """The pairs are ranked between a reading turn and a writing one: another Store (as another process would)
+    writes while they are computed, and a pair it rejected, linked or whose node it deleted is not written
+    nor returned."""
+    from claimgraph.graph import similarity
+
+    graph = _build(file_store, vectors)
+    threshold = 0.3
+    linked = _linked(graph)
+    eligible = sorted((p for p, s in cos.items() if s >= threshold and p not in linked), key=lambda p: -cos[p])
+    rejected, linked_now = eligible[0], eligible[1]
+    gone_node = next(x for p in eligible[2:] for x in p if x not in rejected + linked_now)
+    real = similarity.similar_pairs
+
+    def meanwhile(*a, **kw):
+        other = Store(graph.path, busy_timeout=5, on_wait=None)  # times out if suggest held the store
+        reject(other, *rejected)
+        other.link(linked_now[0], "associated_with", linked_now[1])
+        other.delete_node(gone_node)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(similarity, "similar_pairs", meanwhile)
+    got = {(g.src, g.dst) for g in suggest(graph, threshold=threshold, per_node=None, progress=False)}
+    stored = {tuple(r) for r in graph.sql("SELECT a, b FROM suggestions WHERE state = 'open'")}
+    want = {p for p in eligible if p not in (rejected, linked_now) and gone_node not in p}
+    assert got == stored == want
+    assert graph.sql("SELECT state FROM suggestions WHERE a = ? AND b = ?", list(rejected)) == [("rejected",)]

@@ -1,0 +1,216 @@
+"""Approximate nearest neighbours over stored vectors, for stores too large to scan (usearch HNSW).
+
+`suggest` on a store with at least `ANN_MIN_NODES` embedded nodes finds each node's neighbours through an
+HNSW index instead of all-pairs products, and saves the index beside the database
+(`<db>.d/ann/<model>.usearch`, the node ids and text hashes in key order in `<model>.keys.arrow`, and what
+it was built from in `<model>.json`). Node pages (`computed_neighbors`) and search then read neighbours from
+it, memory-mapped, so a cold `show` does not load a million vectors.
+
+Consistency. DuckDB stays the truth; the index is a derived copy of the vectors as of its build, which may
+be stale, and `nearest` makes every answer agree with the store as it is now:
+- a candidate from the index counts only if its node still exists with the text hash it was indexed under
+  (deleted and rewritten nodes drop out);
+- nodes written or vectors stored after the last write the build saw are scored exactly, by a scan of just
+  those rows (zone maps skip the rest of the table), and merged in.
+So the index only goes out of date in speed, never in what it answers; `suggest` at scale rebuilds it.
+A rolled-back write never reaches it (it is built from one read transaction, after the writes it saw had
+committed). Written to temporary names and renamed into place, so a reader sees an old or a new index,
+never half of one.
+
+Library: bench/bench_ann.py compares usearch (f32 and int8 storage), hnswlib and faiss's HNSW on the
+benchmark's vectors (docs/benchmarks.md): usearch with int8 storage built and searched fastest at recall
+0.999, and it serves a saved index memory-mapped (`restore(view=True)`), which a cold node page at a million
+nodes needs (hnswlib loads the whole index). The index only proposes candidates: their cosines are
+recomputed from the float vectors in the store.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .schema import EMBED_DIM
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .store import Store
+
+ANN_MIN_NODES = 200_000  # suggest uses the index from this many embedded nodes (exact products below)
+CONNECTIVITY = 16        # HNSW links per node ("M")
+EXPANSION_ADD = 128      # search depth while building ("efConstruction")
+EXPANSION_SEARCH = 96    # search depth while querying ("ef")
+DTYPE = "i8"             # vectors stored as int8 in the index: 3-4x faster than f32 here, recall measured
+                         # (bench_ann.py); every cosine handed out is recomputed from the stored float vectors
+
+
+def threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def build(X: "np.ndarray") -> Any:
+    """An HNSW index (inner product on unit vectors = cosine) over the rows of X [n, 384], keys 0..n-1."""
+    import numpy as np
+    from usearch.index import Index
+
+    index = Index(ndim=EMBED_DIM, metric="ip", dtype=DTYPE, connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD,
+                  expansion_search=EXPANSION_SEARCH)
+    index.add(np.arange(len(X), dtype=np.uint64), np.ascontiguousarray(X, dtype=np.float32), threads=threads())
+    return index
+
+
+def knn(index: Any, Q: "np.ndarray", k: int) -> tuple["np.ndarray", "np.ndarray"]:
+    """(keys [q, k] int64, -1 where fewer were found; cosines [q, k] float32) of the k nearest rows to each query."""
+    import numpy as np
+
+    found = index.search(np.ascontiguousarray(Q, dtype=np.float32), k, threads=threads())
+    if hasattr(found, "counts"):  # a batch: [q, k] with counts
+        keys = np.asarray(found.keys).astype(np.int64).reshape(len(Q), -1)
+        cos = (1 - np.asarray(found.distances, dtype=np.float32)).reshape(len(Q), -1)
+        counts = np.asarray(found.counts).reshape(-1)
+    else:  # one query: only what was found
+        got = np.asarray(found.keys).astype(np.int64)
+        keys = np.full((1, k), -1, dtype=np.int64)
+        cos = np.zeros((1, k), dtype=np.float32)
+        keys[0, :len(got)] = got
+        cos[0, :len(got)] = 1 - np.asarray(found.distances, dtype=np.float32)
+        counts = np.array([len(got)])
+    keys[np.arange(keys.shape[1])[None, :] >= counts[:, None]] = -1
+    return keys, cos
+
+
+# -- the saved index ------------------------------------------------------------------------------
+def _paths(store: "Store", model: str) -> tuple[Path, Path, Path] | None:
+    if store.path is None:
+        return None
+    folder = store.home / "ann"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
+    return folder / f"{safe}.usearch", folder / f"{safe}.keys.arrow", folder / f"{safe}.json"
+
+
+@dataclass
+class SavedIndex:
+    """A loaded index: usearch view, ids and text hashes by key, and the write times it was built after."""
+
+    index: Any
+    ids: Any       # pyarrow strings [n], key order
+    hashes: Any    # pyarrow strings [n]
+    nodes_since: datetime
+    vectors_since: datetime
+
+
+def save(store: "Store", model: str, index: Any, ids: Any, hashes: Any, nodes_since: datetime | None,
+         vectors_since: datetime | None) -> None:
+    """Write the index and its keys beside the database (temporary names, then renamed into place)."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    paths = _paths(store, model)
+    if paths is None:
+        return
+    idx_path, keys_path, meta_path = paths
+    idx_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = [p.with_name(p.name + f".tmp{os.getpid()}") for p in paths]
+    index.save(str(tmp[0]))
+    with ipc.new_file(str(tmp[1]), pa.schema([("id", pa.string()), ("text_hash", pa.string())])) as w:
+        w.write_table(pa.table({"id": ids, "text_hash": hashes}))
+    tmp[2].write_text(json.dumps({"model": model, "n": len(ids), "library": "usearch",
+                                  "nodes_since": nodes_since.isoformat() if nodes_since else None,
+                                  "vectors_since": vectors_since.isoformat() if vectors_since else None}))
+    for t, p in zip(tmp, paths):
+        os.replace(t, p)
+    _LOADED.pop(str(idx_path), None)
+
+
+_LOADED: dict[str, tuple[float, SavedIndex]] = {}
+
+
+def load(store: "Store", model: str) -> SavedIndex | None:
+    """The saved index of `model` (memory-mapped; cached per file until it is replaced), or None."""
+    paths = _paths(store, model)
+    if paths is None or not paths[2].exists():
+        return None
+    idx_path, keys_path, meta_path = paths
+    try:
+        mtime = meta_path.stat().st_mtime
+        hit = _LOADED.get(str(idx_path))
+        if hit is not None and hit[0] == mtime:
+            return hit[1]
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+        from usearch.index import Index
+
+        meta = json.loads(meta_path.read_text())
+        index = Index.restore(str(idx_path), view=True)  # keeps the expansion_search it was saved with
+        if index is None:
+            return None
+        keys = ipc.open_file(pa.memory_map(str(keys_path))).read_all()
+    except (OSError, ValueError, RuntimeError, KeyError):
+        return None  # unreadable (e.g. replaced while reading): answer without it
+    when = lambda v: datetime.fromisoformat(v) if v else datetime(1970, 1, 1)  # built empty: everything is new
+    saved = SavedIndex(index=index, ids=keys.column("id").combine_chunks(), hashes=keys.column("text_hash").combine_chunks(),
+                       nodes_since=when(meta.get("nodes_since")), vectors_since=when(meta.get("vectors_since")))
+    _LOADED[str(idx_path)] = (mtime, saved)
+    return saved
+
+
+def nearest(store: "Store", qvec: "np.ndarray", k: int, model: str) -> list[tuple[str, float]] | None:
+    """Up to `k` (node id, cosine) nearest to the unit vector `qvec` among the store's current nodes, best first;
+    None when the store has no saved index for `model` (then the caller scans)."""
+    import numpy as np
+
+    saved = load(store, model)
+    if saved is None:
+        return None
+    q = np.asarray(qvec, dtype=np.float32).reshape(1, EMBED_DIM)
+    keys, _ = knn(saved.index, q, 2 * k + 16)  # oversampled: the int8 distances only nominate, exact ones decide
+    keys = keys[0][keys[0] >= 0]
+    cand = {saved.ids[int(x)].as_py(): saved.hashes[int(x)].as_py() for x in keys}
+    now = dict(store.sql("SELECT id, text_hash FROM nodes WHERE id IN (SELECT unnest(?))", [list(cand)])) if cand else {}
+    current = [i for i, h in cand.items() if now.get(i) == h]  # still there, with the text it was indexed under
+    out = {i: float(v @ q[0]) for i, v in vectors_of(store, current, model).items()}  # exact cosines
+    for i, c in _changed_since(store, saved, q[0], model).items():
+        out[i] = c
+    return sorted(out.items(), key=lambda p: (-p[1], p[0]))[:k]
+
+
+def _changed_since(store: "Store", saved: SavedIndex, q: "np.ndarray", model: str) -> dict[str, float]:
+    """Exact cosines to `q` of the nodes written, or given a vector, after the index was built: strictly after
+    the last write the build saw (a bulk write gives all its rows one time, so `>=` would rescan all of them)."""
+    import numpy as np
+
+    rows: list[tuple] = store.sql("""SELECT n.id, e.vector FROM (SELECT id, text_hash FROM nodes WHERE updated_at > ?) n
+            JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = ?""", [saved.nodes_since, model])
+    rows += store.sql("""SELECT n.id, e.vector FROM (SELECT text_hash, vector FROM embeddings
+        WHERE model = ? AND created_at > ?) e JOIN nodes n ON n.text_hash = e.text_hash""",
+                      [model, saved.vectors_since])
+    if not rows:
+        return {}
+    mat = np.asarray([r[1] for r in rows], dtype=np.float32)  # [m, 384]
+    return {r[0]: float(c) for r, c in zip(rows, mat @ q)}
+
+
+def sorted_position(ids: Any, node_id: str) -> int:
+    """Position of `node_id` in the sorted pyarrow strings `ids`, or -1 (binary search, no copy)."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ids[mid].as_py() < node_id:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < len(ids) and ids[lo].as_py() == node_id else -1
+
+
+def vectors_of(store: "Store", node_ids: list[str], model: str) -> dict[str, "np.ndarray"]:
+    """The stored float vectors of these nodes (those that have one), from the embeddings table."""
+    import numpy as np
+
+    if not node_ids:
+        return {}
+    rows = store.sql("""SELECT n.id, e.vector FROM (SELECT id, text_hash FROM nodes WHERE id IN (SELECT unnest(?))) n
+        JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = ?""", [node_ids, model])
+    return {r[0]: np.asarray(r[1], dtype=np.float32) for r in rows}
