@@ -210,6 +210,15 @@ def consistency(db: Path, base: dict[str, Any], commands: list[Command]) -> list
     return problems
 
 
+def _turn_totals(log: Path) -> dict[str, float]:
+    """Over every turn of the round: how long the store was held, and of that the holders' CPU time and the
+    DuckDB open and close (the rest is the holders' queries and code, waiting for a core when it is busy)."""
+    recs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    out = {k: sum(r.get(k, 0.0) for r in recs) for k in ("held_s", "cpu_s", "open_s", "close_s")}
+    out["turns"] = len(recs)
+    return out
+
+
 def _waits(log: Path) -> dict[int, float]:
     out: dict[int, float] = {}
     if log.exists():
@@ -234,6 +243,7 @@ def mixed(base_db: Path, n: int, work: Path, seed: int = 0) -> dict[str, Any]:
     log = work / "turns.jsonl"
     env = dict(os.environ, CLAIMGRAPH_LOCK_LOG=str(log), CLAIMGRAPH_PROGRESS="0")
     env.pop("CLAIMGRAPH_BUSY_TIMEOUT", None)  # default settings
+    load_before = os.getloadavg()[0]  # the machine's load from others, just before the round
     t0 = time.monotonic()
     for c in commands:
         c.proc = subprocess.Popen(cg(db, *c.args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -253,7 +263,8 @@ def mixed(base_db: Path, n: int, work: Path, seed: int = 0) -> dict[str, Any]:
     return {"n": n, "ok": n - len(failed), "failed": [f"{c.kind}: {c.stderr.strip()[-300:]}" for c in failed],
             "p50": statistics.median(w), "p95": _pct(w, 0.95), "max": max(w), "wall_max": max(c.wall for c in commands),
             "total": total, "problems": problems, "mix": by_kind,
-            "waited_msgs": sum("waiting for process" in c.stderr for c in commands)}
+            "waited_msgs": sum("waiting for process" in c.stderr for c in commands), "turns": _turn_totals(log),
+            "load_before": load_before}
 
 
 # -- crash trials ------------------------------------------------------------------------------------
@@ -446,14 +457,20 @@ def report(rows: list[dict], ingest: dict | None, run: dict | None, started: str
     out = [f"`python bench/stress_store.py {' '.join(argv)}` — started {started}. Machine: {machine()}.", ""]
     if rows:
         out += ["| N concurrent commands | succeeded | wait p50 / p95 / max, s | slowest command, s | "
-                "all done, s | told whom they waited for | consistency |",
-                "|---|---|---|---|---|---|---|"]
+                "all done, s | told whom they waited for | consistency | load before the round |",
+                "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             out.append(f"| {r['n']} | {r['ok']}/{r['n']} | {r['p50']:.2f} / {r['p95']:.2f} / {r['max']:.2f} | "
                        f"{r['wall_max']:.1f} | {r['total']:.1f} | {r['waited_msgs']} | "
-                       f"{'ok' if not r['problems'] else '; '.join(r['problems'])} |")
+                       f"{'ok' if not r['problems'] else '; '.join(r['problems'])} | {r['load_before']:.1f} |")
         mix = rows[-1]["mix"]
         out += ["", "Mix at the largest N: " + ", ".join(f"{k} {v}" for k, v in mix.items()) + "."]
+        out += ["", "Where the store's time went (all turns of a round; CPU is the holding process's):", "",
+                "| N | turns | held, s | holders' CPU, s | DuckDB open, s | DuckDB close, s |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            t = r["turns"]
+            out.append(f"| {r['n']} | {t['turns']:.0f} | {t['held_s']:.1f} | {t['cpu_s']:.1f} | {t['open_s']:.1f} | "
+                       f"{t['close_s']:.1f} |")
     for name, res in (("ingest", ingest), ("run", run)):
         if not res:
             continue

@@ -211,6 +211,7 @@ class Store:
         self._writing = False    # the current session's mode
         self._tx_depth = 0
         self._opened_at = self._opened_cpu = 0.0
+        self._open_s = self._close_s = 0.0  # how long the last turn's DuckDB open and close took (turn log)
         self._waited = 0.0
         if self.path is None:
             self._con = duckdb.connect(":memory:")
@@ -292,6 +293,7 @@ class Store:
         self._waited = self._opened_at - t0
         try:
             self._con = self._connect(read_only=not write, deadline=t0 + self.busy_timeout)
+            self._open_s = time.monotonic() - self._opened_at
             if not self._migrate():  # a reading turn found an old schema: migrate it in a writing one
                 self._end_turn()
                 self._writing = True
@@ -308,9 +310,11 @@ class Store:
         con, turn = self._con, self._turn
         self._con = self._turn = None
         self._tx_depth = 0
+        t_close = time.monotonic()
         try:
             if con is not None:
                 con.close()
+                self._close_s = time.monotonic() - t_close
         except duckdb.Error as e:
             raise StoreError(f"closing {self.path} failed: {e}") from None
         finally:
@@ -324,6 +328,7 @@ class Store:
         rec = {"pid": os.getpid(), "label": self.label or queue._command_label(), "write": self._writing,
                "waited_s": round(self._waited, 4), "held_s": round(time.monotonic() - self._opened_at, 4),
                "cpu_s": round(time.process_time() - self._opened_cpu, 4),
+               "open_s": round(self._open_s, 4), "close_s": round(self._close_s, 4),
                "queued": turn is not None, "at": time.time()}
         with open(os.environ["CLAIMGRAPH_LOCK_LOG"], "a") as f:
             f.write(json.dumps(rec) + "\n")
