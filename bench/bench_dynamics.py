@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from claimgraph.experiments.dynamics.decomposition import decompose, full_gradient
-from claimgraph.experiments.dynamics.influence import AdamInfluence, ProbeRisk, flat_params
-from claimgraph.experiments.dynamics.majority import MajorityConfig, sample
-from claimgraph.experiments.dynamics.transformer import Transformer, TransformerConfig, token_losses
+from claimgraph.experiments.kinds.gradient_decomposition.decomposition import decompose, full_gradient
+from claimgraph.experiments.kinds.gradient_decomposition.influence import AdamInfluence, ProbeRisk, flat_params
+from claimgraph.experiments.kinds.gradient_decomposition.majority import MajorityConfig, sample
+from claimgraph.experiments.kinds.gradient_decomposition.transformer import Transformer, TransformerConfig, token_losses
 
 LAYER = 1
 RISK_SEQUENCES = 128

@@ -54,7 +54,8 @@ def baseline_step(d_in: int, d_sae: int, x: torch.Tensor, device: str):
 
 
 def trainer_step(arch: str, d_in: int, d_sae: int, x: torch.Tensor, device: str):
-    cfg = SaeConfig(architecture=arch, d_in=d_in, d_sae=d_sae, k=32, steps=10**9, batch_size=x.shape[0],
+    cfg = SaeConfig(architecture=arch, d_in=d_in, d_sae=d_sae, k=32, l1_coefficient=5.0, l1_warmup_steps=0,
+                    resample_steps=(), steps=10**9, batch_size=x.shape[0], lr=1e-3, lr_warmup_steps=50,
                     dead_window_tokens=x.shape[0] * 4, init_sample_size=x.shape[0])
     trainer = make_trainer(cfg, x, device=device)
     return lambda i: trainer.update(i, x)

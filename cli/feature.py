@@ -1,5 +1,5 @@
 """`claimgraph feature RUN FEATURE`: a feature page in the terminal (rich) or as JSON. Torch is not imported
-here; the command computes the page with claimgraph.experiments.features.pages.feature_page and renders it with
+here; the command computes the page with claimgraph.experiments.pages.page.feature_page and renders it with
 `render_feature`."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def context_text(ctx: Any, max_act: float):
     underlined between brackets."""
     from rich.text import Text
 
-    from claimgraph.experiments.features.pages_html import visible
+    from claimgraph.experiments.pages.html import visible
 
     t = Text(f"{ctx.act:8.3f}  ", style="dim")
     for i, (tok, act) in enumerate(zip(ctx.tokens, ctx.acts)):
@@ -42,7 +42,7 @@ def render_feature(page: Any, json_out: bool) -> None:
         return
     from rich.text import Text
 
-    from claimgraph.experiments.features.pages_html import visible
+    from claimgraph.experiments.pages.html import visible
 
     con = _console()
     s = page.sample

@@ -614,7 +614,7 @@ def feature(ctx: typer.Context,
             device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "cpu"):
     """A feature's page: top activating contexts, density, logit table, related runs; HTML in the run folder.
     Example: claimgraph feature 20261121T061739-7838174d 186"""
-    from claimgraph.experiments.features.pages import page_for_run
+    from claimgraph.experiments.pages import page_for_run
 
     from .feature import render_feature
 

@@ -13,6 +13,7 @@ from claimgraph.graph import EdgeType, MadeBy, Node, NodeType, Store
 from claimgraph.graph.errors import InvalidInput, NotFound
 from claimgraph.graph.ids import make_id
 
+from .job import param_names
 from .registry import get_job
 from .spec import Criterion, JobSpec, parse_seeds
 
@@ -62,7 +63,7 @@ def build_spec(kind: str, *, params: dict[str, Any] | None = None, criterion: Cr
     try:
         p = job.Params.model_validate(params or {})
     except ValidationError as e:
-        known = ", ".join(job.Params.model_fields)
+        known = ", ".join(param_names(job.Params))
         raise InvalidInput(f"bad parameter for kind {kind!r}: {_first_error(e, 'param ')}. "
                            f"Parameters of {kind}: {known}") from None
     if isinstance(criterion, str):
@@ -86,10 +87,7 @@ def build_spec(kind: str, *, params: dict[str, Any] | None = None, criterion: Cr
         spec = JobSpec(**fields)
     except ValidationError as e:
         raise InvalidInput(f"bad experiment spec: {_first_error(e, '')}") from None
-    # a model family or hook the adapter cannot serve is refused now, from config.json / gguf metadata (no torch)
-    from .substrate.families import check_model_ref
-
-    check_model_ref(spec.model, spec.params)
+    job.check_spec(spec)  # e.g. a model family or hook the adapter cannot serve (substrate.families.ModelJob)
     return spec
 
 
@@ -114,7 +112,7 @@ def add_experiment(store: Store, targets: list[str], kind: str, *, title: str | 
     while store.has_node(exp_id):
         existing = store.get_node(exp_id)
         tested = {e.dst for e in store.edges(exp_id, direction="out", type=EdgeType.tests)}
-        if existing.attrs.get("spec") == spec_json and tested == set(targets):
+        if _current_form(existing.attrs.get("spec")) == spec_json and tested == set(targets):
             return existing
         if experiment_id:
             raise InvalidInput(f"{experiment_id} exists with a different spec; choose another id")
@@ -129,6 +127,17 @@ def add_experiment(store: Store, targets: list[str], kind: str, *, title: str | 
         for t in targets:
             store.link(exp_id, EdgeType.tests, t, made_by=MadeBy.manual)
     return store.get_node(exp_id)
+
+
+def _current_form(stored: Any) -> dict[str, Any] | None:
+    """A stored spec with its parameters as the kind's Params write them today (a spec stored before a field was
+    nested, e.g. the SAE recipe, names the same computation as the nested one); None when it no longer validates."""
+    try:
+        spec = JobSpec.model_validate(stored)
+        params = get_job(spec.kind).Params.model_validate(spec.params).model_dump(mode="json")
+    except (ValidationError, InvalidInput):
+        return None
+    return spec.model_copy(update={"params": params}).model_dump(mode="json")
 
 
 def get_spec(store: Store, experiment_id: str) -> tuple[Node, JobSpec, list[str]]:

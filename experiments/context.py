@@ -1,7 +1,8 @@
-"""What a running job sees: its run folder, device, model and data references, and ways to report.
+"""What a running job sees: its run folder, device, model and data references, and ways to report; and the
+few helpers every layer of experiments shares (the cache folder, CPU threads, the device, atomic JSON).
 
 Every report also refreshes the heartbeat in `status.json`, so a run that stops reporting is visible.
-Torch is not imported here; `ctx.device` is a string a job passes to torch.
+Torch is not imported at module level; `ctx.device` is a string a job passes to torch.
 """
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+
+from claimgraph.graph.errors import InvalidInput
 
 T = TypeVar("T")
 
@@ -45,6 +48,24 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+def resolve_device(spec: str | None) -> str:
+    """The device a run computes on: 'auto' (or None) is 'cuda' when torch sees a CUDA device, else 'cpu';
+    'cpu'; 'cuda' or 'cuda:N' only where CUDA is available. InvalidInput names the choices otherwise. Torch is
+    imported only to look for CUDA."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "cpu":
+        return "cpu"
+    if spec not in ("auto", "cuda") and not (spec.startswith("cuda:") and spec[5:].isdigit()):
+        raise InvalidInput(f"unknown device {spec!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise InvalidInput(f"device {spec!r} asked for, but torch sees no CUDA device; use --device cpu or auto")
+    return spec
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON so a reader never sees half a file."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -58,7 +79,7 @@ class RunContext:
     HEARTBEAT_EVERY = 2.0  # seconds between status.json refreshes
 
     def __init__(self, run_dir: Path, *, device: str, model_ref: str | None, data_ref: str | None,
-                 progress: bool = True, status_writer: Any = None):
+                 progress: bool = True, status_writer: Callable[[], None] | None = None):
         self.run_dir = Path(run_dir)
         self.device = device
         self.model_ref = model_ref

@@ -19,24 +19,21 @@ import platform
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from .codeversion import code_version
 from .context import write_json_atomic
+from .job import SeedResult
 from .spec import Criterion, Decision, JobSpec
 
 RunStatus = Literal["queued", "running", "completed", "failed", "killed", "timed-out"]
 FINAL: frozenset[str] = frozenset({"completed", "failed", "killed", "timed-out"})
 PACKAGE_ROOT = Path(__file__).resolve().parent
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class RunConfig(BaseModel):
@@ -77,7 +74,7 @@ class RunResult(BaseModel):
     experiment_id: str
     kind: str
     seeds: list[int]
-    per_seed: list[dict[str, Any]]
+    per_seed: list[SeedResult] = Field(description="What each seed computed, in seed order")
     metrics: dict[str, MetricSummary]
     summary: dict[str, Any] = Field(default_factory=dict)
     decision: Decision
@@ -122,16 +119,6 @@ def artifact_hashes(run_dir: Path) -> dict[str, str]:
     return {str(p.relative_to(run_dir)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """Hash of the experiments package's source: results computed by the same code share it."""
-    h = hashlib.sha256()
-    for p in sorted(PACKAGE_ROOT.rglob("*.py")):
-        h.update(str(p.relative_to(PACKAGE_ROOT)).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def input_fingerprint(spec: JobSpec) -> dict[str, Any]:
     """What the spec's references point at, cheaply: local model files by name/size/mtime, text files by hash."""
     out: dict[str, Any] = {}
@@ -149,9 +136,10 @@ def input_fingerprint(spec: JobSpec) -> dict[str, Any]:
 
 def config_hash(spec: JobSpec, device: str, inputs: dict[str, Any]) -> str:
     """Hash of what determines the computation: the spec less its criterion and time limit (they decide and
-    bound a run, they do not change what it computes), the device, the inputs and the code version."""
+    bound a run, they do not change what it computes), the device, the inputs and the kind's code version
+    (codeversion.py: its own package and what it imports, so editing another kind keeps this one's cache)."""
     payload = {"spec": spec.model_dump(mode="json", exclude={"criterion", "timeout_s"}), "device": device,
-               "inputs": inputs, "code": code_version()}
+               "inputs": inputs, "code": code_version(spec.kind)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -162,6 +150,7 @@ def conclude(criterion: Criterion, per_seed: list[dict[str, float]]) -> tuple[De
     metric's mean minus the threshold (in the metric's units)."""
     decision = criterion.decide([m.get(criterion.metric) for m in per_seed])
     summaries = metric_summaries(per_seed)
+    effect: float | None
     if "effect_size" in summaries and summaries["effect_size"].mean is not None:
         effect = summaries["effect_size"].mean
     else:
@@ -192,9 +181,9 @@ def _git(*args: str) -> str | None:
         return None
 
 
-def environment(device: str) -> dict[str, Any]:
-    """environment.json: interpreter, packages, git state, device."""
-    packages = {}
+def environment(device: str, kind: str) -> dict[str, Any]:
+    """environment.json: interpreter, packages, git state, device, the kind's code version."""
+    packages: dict[str, str | None] = {}
     for name in ("claimgraph", "torch", "numpy", "duckdb", "pydantic", "transformers", "safetensors"):
         try:
             packages[name] = metadata.version(name)
@@ -205,7 +194,7 @@ def environment(device: str) -> dict[str, Any]:
     env: dict[str, Any] = {
         "python": sys.version.split()[0], "platform": platform.platform(), "host": socket.gethostname(),
         "cpu_count": os.cpu_count(), "packages": packages, "git_commit": commit, "git_dirty": dirty,
-        "device": device, "code_version": code_version(),
+        "device": device, "code_version": code_version(kind),
     }
     if device.startswith("cuda"):
         import torch

@@ -20,20 +20,20 @@ from pydantic import BaseModel
 from claimgraph.graph import EdgeType, MadeBy, Node, NodeType, Store
 from claimgraph.graph.errors import InvalidInput, NotFound
 from claimgraph.graph.ids import slugify
+from claimgraph.graph.models import utcnow
 from claimgraph.graph.portable import stored_path
 
 from .api import get_spec, seed_list
-from .context import write_json_atomic
+from .codeversion import code_version
+from .context import resolve_device, write_json_atomic
 from .records import (
     FINAL,
     RunConfig,
     RunResult,
     RunState,
-    code_version,
     conclude,
     config_hash,
     input_fingerprint,
-    now_utc,
     read_result,
     read_state,
     write_state,
@@ -57,21 +57,6 @@ class RunOutcome(BaseModel):
     reason: str | None = None
     error: str | None = None
     reused_from: str | None = None
-
-
-def resolve_device(spec: str) -> str:
-    """'auto' -> cuda when available else cpu; 'cuda' without CUDA is refused."""
-    if spec == "cpu":
-        return "cpu"
-    import torch
-
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InvalidInput("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
-        return spec
-    raise InvalidInput(f"unknown device {spec!r}; use cpu, cuda or auto")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -144,7 +129,7 @@ def attach_result(store: Store, run_dir: Path) -> str:
                     store.link(node.id, verdict_edge, target, made_by=MadeBy.experiment, source=source,
                                source_hash=config.config_hash, attrs={"run_id": config.run_id})
         store.put_run(run_id=config.run_id, status="completed", verdict=result.decision.verdict,
-                      evidence_id=node.id, ended_at=now_utc())
+                      evidence_id=node.id, ended_at=utcnow())
     return node.id
 
 
@@ -159,7 +144,7 @@ def _finalize(store: Store, row: dict[str, Any], state: RunState | None, *, over
         if status == "completed":
             status, error = "failed", "status says completed but result.json is missing or unreadable"
         store.put_run(run_id=row["run_id"], status=status, ended_at=(state.ended_at if state and state.ended_at
-                                                                      else now_utc()),
+                                                                      else utcnow()),
                       error=error or (state.error if state else None))
     return store.runs(run_id=row["run_id"])[0]
 
@@ -177,7 +162,7 @@ def reconcile(store: Store) -> list[dict[str, Any]]:
         pid = (state.pid if state else None) or row["pid"]
         same_host = (state.host if state else row["host"]) == os.uname().nodename
         beat = (state.heartbeat_at or state.started_at) if state else row["created_at"]
-        age = (now_utc() - beat).total_seconds() if beat else float("inf")
+        age = (utcnow() - beat).total_seconds() if beat else float("inf")
         if same_host and pid:
             dead = not _pid_alive(pid)
         else:
@@ -185,7 +170,7 @@ def reconcile(store: Store) -> list[dict[str, Any]]:
         if dead:
             why = (f"process {pid} died without a final status" if pid else "the run never started")
             if state is not None:
-                state.status, state.error, state.ended_at = "failed", why, now_utc()
+                state.status, state.error, state.ended_at = "failed", why, utcnow()
                 write_state(run_dir, state)
             changed.append(_finalize(store, row, state, override="failed", error=why))
     return changed
@@ -212,7 +197,7 @@ def _reuse(store: Store, cfg: RunConfig, run_dir: Path) -> RunOutcome | None:
     # re-decide from a run that computed (not from one that itself re-decided), so notes do not nest
     row, original = next(((r, res) for r, res in done if res.reused_from is None), done[0])
     source, prior = Path(row["run_dir"]), configs[row["run_id"]]
-    decision, summaries, effect = conclude(cfg.spec.criterion, [p["metrics"] for p in original.per_seed])
+    decision, summaries, effect = conclude(cfg.spec.criterion, [p.metrics for p in original.per_seed])
     if decision.n == 0:
         raise InvalidInput(f"the cached computation {row['run_id']} reports no {cfg.spec.criterion.metric!r}; "
                            f"it reports: {', '.join(sorted(original.metrics))}")
@@ -229,7 +214,7 @@ def _reuse(store: Store, cfg: RunConfig, run_dir: Path) -> RunOutcome | None:
     run_dir.mkdir(parents=True, exist_ok=False)
     write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
     write_json_atomic(run_dir / "result.json", result.model_dump(mode="json"))
-    now = now_utc()
+    now = utcnow()
     write_state(run_dir, RunState(status="completed", started_at=now, ended_at=now))
     store.put_run(run_id=cfg.run_id, experiment_id=cfg.experiment_id, config_hash=cfg.config_hash,
                   status="completed", device=cfg.device, run_dir=str(run_dir), started_at=now, ended_at=now)
@@ -253,7 +238,7 @@ def prepare_run(store: Store, experiment_id: str, *, device: str | None = None,
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{chash[:8]}"
     run_dir = store.home / "runs" / slugify(experiment_id.split(":", 1)[1])[:80] / run_id
     cfg = RunConfig(run_id=run_id, experiment_id=experiment_id, targets=targets, spec=spec, device=dev,
-                    config_hash=chash, code_version=code_version(), inputs=inputs)
+                    config_hash=chash, code_version=code_version(spec.kind), inputs=inputs)
     return cfg, run_dir
 
 
@@ -324,7 +309,7 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
     if received and override is None and state is not None and state.status != "completed":
         override = "killed"
     if override and state is not None:
-        state.status, state.error, state.ended_at = override, error or state.error, now_utc()  # type: ignore[assignment]
+        state.status, state.error, state.ended_at = override, error or state.error, utcnow()  # type: ignore[assignment]
         write_state(run_dir, state)
     row = _finalize(store, store.runs(run_id=cfg.run_id)[0], state, override=override, error=error)
     result = read_result(run_dir) if row["status"] == "completed" else None

@@ -6,7 +6,8 @@ defaults filled in, so what will run is fixed, visible and hashed before anythin
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -39,6 +40,33 @@ def parse_seeds(text: str | int) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {text!r} names a seed twice")
     return seeds
+
+
+class Interval(NamedTuple):
+    """Mean and two-sided t-interval of per-seed values: `sd`, `low`, `high` are the value itself (sd None) for one
+    finite value, and all None for none."""
+
+    n: int
+    mean: float | None
+    sd: float | None
+    low: float | None
+    high: float | None
+
+
+def t_interval(values: Sequence[float | None], confidence: float = 0.95) -> Interval:
+    """The t-interval at `confidence` over the finite values (None and NaN are left out)."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    n = len(vals)
+    if n == 0:
+        return Interval(0, None, None, None, None)
+    mean = sum(vals) / n
+    if n == 1:
+        return Interval(1, mean, None, mean, mean)
+    from scipy import stats
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return Interval(n, mean, sd, mean - half, mean + half)
 
 
 class Criterion(BaseModel):
@@ -78,23 +106,13 @@ class Criterion(BaseModel):
                    band=float(extra.get("band", 0.0)),
                    confidence=float(extra.get("conf", extra.get("confidence", 0.95))))
 
-    def decide(self, values: list[float]) -> "Decision":
+    def decide(self, values: Sequence[float | None]) -> Decision:
         """The verdict for per-seed values of the metric."""
-        vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-        n = len(vals)
-        if n == 0:
+        iv = t_interval(values, self.confidence)
+        if iv.mean is None or iv.low is None or iv.high is None:
             return Decision(verdict="inconclusive", mean=None, ci_low=None, ci_high=None, n=0,
                             reason=f"no finite values of {self.metric}")
-        mean = sum(vals) / n
-        if n == 1:
-            lo = hi = mean
-            sd = None
-        else:
-            from scipy import stats
-
-            sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
-            half = stats.t.ppf(0.5 + self.confidence / 2, n - 1) * sd / math.sqrt(n)
-            lo, hi = mean - half, mean + half
+        n, mean, sd, lo, hi = iv.n, iv.mean, iv.sd, iv.low, iv.high
         up, down = self.threshold + self.band, self.threshold - self.band
         strict = self.op in (">", "<")
         above = (lo > up) if strict else (lo >= up)      # whole interval beyond the upper edge

@@ -14,8 +14,11 @@ import time
 import traceback
 from pathlib import Path
 
+from claimgraph.graph.models import utcnow
+
 from .context import RunContext, write_json_atomic
-from .records import RunConfig, RunResult, RunState, artifact_hashes, conclude, environment, now_utc, write_state
+from .job import SeedResult
+from .records import RunConfig, RunResult, RunState, artifact_hashes, conclude, environment, write_state
 
 HEARTBEAT_S = 2.0
 
@@ -40,28 +43,25 @@ def run_worker(run_dir: Path, *, progress: bool = True) -> int:
 
     run_dir = Path(run_dir)
     cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
-    state = RunState(status="running", pid=os.getpid(), started_at=now_utc(), heartbeat_at=now_utc())
+    state = RunState(status="running", pid=os.getpid(), started_at=utcnow(), heartbeat_at=utcnow())
     lock = threading.Lock()
 
     def beat() -> None:
         with lock:
             if state.status == "running":
-                state.heartbeat_at = now_utc()
+                state.heartbeat_at = utcnow()
                 write_state(run_dir, state)
 
     def finish(status: str, error: str | None = None) -> None:
         with lock:
             state.status = status  # type: ignore[assignment]
-            state.ended_at = now_utc()
+            state.ended_at = utcnow()
             state.error = error
             write_state(run_dir, state)
 
     def on_signal(signum, frame):
         raise Killed(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    write_state(run_dir, state)
     stop = threading.Event()
 
     timeout = float(os.environ.get("CLAIMGRAPH_RUN_TIMEOUT_S", "0") or 0)
@@ -75,20 +75,21 @@ def run_worker(run_dir: Path, *, progress: bool = True) -> int:
                 timed_out.set()  # the run enforces its own limit even if the launching process is gone
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    threading.Thread(target=heartbeat_loop, daemon=True).start()
     ctx = RunContext(run_dir, device=cfg.device, model_ref=cfg.spec.model, data_ref=cfg.spec.data,
                      progress=progress, status_writer=beat)
     t0 = time.monotonic()
-    try:
-        from .substrate.families import ref_provenance  # the model's source (lm: gguf sha256, quantization)
-
-        write_json_atomic(run_dir / "environment.json",
-                          {**environment(cfg.device), "model_provenance": ref_provenance(cfg.spec.model)})
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:  # from the first "running" report on, a signal ends the run as killed
+        write_state(run_dir, state)
+        threading.Thread(target=heartbeat_loop, daemon=True).start()
         job = get_job(cfg.spec.kind)
+        write_json_atomic(run_dir / "environment.json", {**environment(cfg.device, cfg.spec.kind),
+                                                         "model_provenance": job.input_provenance(cfg.spec)})
         params = job.Params.model_validate(cfg.spec.params)
         ctx.log(f"run {cfg.run_id}: {cfg.spec.kind} on {cfg.spec.model} / {cfg.spec.data}, device {cfg.device}, "
                 f"seeds {cfg.spec.seeds}")
-        results = []
+        results: list[SeedResult] = []
         for seed in cfg.spec.seeds:
             ctx.seed = seed
             _seed_everything(seed)
@@ -104,7 +105,7 @@ def run_worker(run_dir: Path, *, progress: bool = True) -> int:
             raise RuntimeError(f"the job reported no values of the criterion's metric {metric!r}; "
                                f"it reports: {', '.join(sorted(results[0].metrics)) if results else 'nothing'}")
         result = RunResult(run_id=cfg.run_id, experiment_id=cfg.experiment_id, kind=cfg.spec.kind,
-                           seeds=cfg.spec.seeds, per_seed=[r.model_dump(mode="json") for r in results],
+                           seeds=cfg.spec.seeds, per_seed=results,
                            metrics=summaries, summary=summary, decision=decision, effect_size=effect,
                            artifacts=artifact_hashes(run_dir), wall_s=round(time.monotonic() - t0, 3))
         write_json_atomic(run_dir / "result.json", result.model_dump(mode="json"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from typing import Any
 
 from .errors import InvalidInput
 from .models import NodeType
@@ -100,3 +101,17 @@ def is_id(text: str) -> bool:
         return True
     except InvalidInput:
         return False
+
+
+def paper_keys(title: str, attrs: dict[str, Any]) -> list[str]:
+    """Identity keys of a paper: its DOI, arXiv id and (when the title is known) normalised title."""
+    keys = []
+    if attrs.get("doi"):
+        keys.append("doi:" + normalize_doi(attrs["doi"]))
+    if attrs.get("arxiv"):
+        keys.append("arxiv:" + normalize_arxiv(attrs["arxiv"]))
+    if attrs.get("title_known", True):
+        norm = attrs.get("title_norm") or normalize_title(title)
+        if norm:
+            keys.append("title:" + norm)
+    return keys

@@ -37,7 +37,7 @@ def assign_paper_keys(con: Any, only: set[str] | None = None) -> None:
     """Give each paper identity key (all, or those in `only`) to the first stored paper that carries it."""
     import json
 
-    from .store import paper_keys
+    from .ids import paper_keys
 
     rows = con.execute("SELECT id, title, attrs FROM nodes WHERE type = 'paper' ORDER BY created_at, id").fetchall()
     for pid, title, attrs in rows:

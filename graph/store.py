@@ -49,7 +49,7 @@ import duckdb
 from . import lock as queue
 from .batch import batch_thread
 from .errors import ClaimgraphError, InvalidDocument, InvalidInput, NotFound, StoreBusy, StoreError
-from .ids import normalize_arxiv, normalize_doi, normalize_title, parse_id, sha256_hex, slugify
+from .ids import paper_keys, parse_id, sha256_hex, slugify
 from .models import (
     ATTRS_MODELS,
     EDGE_RULES,
@@ -1262,20 +1262,6 @@ class Store:
 
 def _similar_key(s: StatedSimilarity) -> str:
     return s.other_id or f"untyped:{slugify(s.other_title)}"
-
-
-def paper_keys(title: str, attrs: dict[str, Any]) -> list[str]:
-    """Identity keys of a paper: its DOI, arXiv id and (when the title is known) normalised title."""
-    keys = []
-    if attrs.get("doi"):
-        keys.append("doi:" + normalize_doi(attrs["doi"]))
-    if attrs.get("arxiv"):
-        keys.append("arxiv:" + normalize_arxiv(attrs["arxiv"]))
-    if attrs.get("title_known", True):
-        norm = attrs.get("title_norm") or normalize_title(title)
-        if norm:
-            keys.append("title:" + norm)
-    return keys
 
 
 def _validate_node(node: Node) -> None:

@@ -11,7 +11,7 @@ trap 'rm -rf "$T"' EXIT
 mkdir -p "$T/claimgraph"
 touch "$T/claimgraph/__init__.py"
 for p in graph ingest experiments cli web; do ln -s "$ROOT/$p" "$T/claimgraph/$p"; done
-PACKAGES=(claimgraph.graph claimgraph.ingest claimgraph.cli claimgraph.web)
+PACKAGES=(claimgraph.graph claimgraph.ingest claimgraph.experiments claimgraph.cli claimgraph.web)
 args=()
 for p in "${PACKAGES[@]}"; do args+=(-p "$p"); done
 (cd "$T" && mypy --config-file "$ROOT/pyproject.toml" "${args[@]}")

@@ -72,7 +72,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 def _features_named(per_seed: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """(seed, feature) pairs a run's per-seed details name: the latent a feature job studied."""
-    from claimgraph.experiments.features.pages_runs import _feature_of
+    from claimgraph.experiments.pages.runs import _feature_of
 
     out = []
     for r in per_seed:
@@ -153,8 +153,8 @@ def feature_page(access: Any, run_id: str, feature: int, *, seed: int | None = N
     """The FeaturePage of latent `feature` of run `run_id`'s SAE (as `claimgraph feature --json` gives it),
     computed on first request (its HTML and PNGs written to the run folder, as the CLI does) and then kept.
     The store is read (run folder, related runs) and let go before the model runs."""
-    from claimgraph.experiments.features.pages import feature_page as compute
-    from claimgraph.experiments.features.pages import related_run_dirs
+    from claimgraph.experiments.pages.page import feature_page as compute
+    from claimgraph.experiments.pages.runs import related_run_dirs
 
     if feature < 0:
         raise InvalidInput(f"feature must be a latent index (0 or more), got {feature}")
@@ -197,6 +197,6 @@ def related_images(related: Any) -> list[str]:
 
 def visible_token(token: str) -> str:
     """A token as feature pages show it (spaces as middle dots, newlines as arrows)."""
-    from claimgraph.experiments.features.pages_html import visible
+    from claimgraph.experiments.pages.html import visible
 
     return visible(token)

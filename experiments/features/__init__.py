@@ -1,3 +1,5 @@
-"""Feature analysis on SAE latents: SAEs provisioned once per (model, data, hook, recipe, seed), latents
-matched to planted categories, direct logit effects, ablation, pinned sampling, emergence and feature pages.
-Imports torch; job modules import it inside `run` only."""
+"""Analyses of SAE latents that several kinds share: which latent detects a planted category (select), a
+direction's direct effect on the logits (logits), clamping latents inside a running model (intervene), sampling
+under interventions (sampling), and the causal feature kinds' common parameters, set-up and control latent
+(target). Modules other than target import torch; the kinds' `__init__` modules import only target.
+"""

@@ -11,17 +11,18 @@ from decoding and re-adding the error term), so the spliced model's logits are t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from claimgraph.experiments.sae.base import SparseAutoencoder
+from claimgraph.experiments.substrate.hooks import HookedModel
 from claimgraph.graph.errors import InvalidInput
 
 HookFn = Callable[[Tensor, str], Tensor]
 
 
-def clamp_hook(sae: Any, latents: "Sequence[int] | Tensor", value: "float | Sequence[float] | Tensor" = 0.0, *,
+def clamp_hook(sae: SparseAutoencoder, latents: "Sequence[int] | Tensor", value: "float | Sequence[float] | Tensor" = 0.0, *,
                positions: Tensor | None = None) -> HookFn:
     """A hook function for `model.hooks([(hook, fn)])` that splices `sae` in and sets `latents` to `value`
     (a number, or one per latent). `positions`: where to clamp, BoolTensor [B, T_max] or [T_max] (the same for
@@ -58,7 +59,7 @@ def clamp_hook(sae: Any, latents: "Sequence[int] | Tensor", value: "float | Sequ
     return fn
 
 
-def latent_acts_and_logits(model: Any, sae: Any, tokens: Tensor, hook: str, latents: "Sequence[int] | Tensor",
+def latent_acts_and_logits(model: HookedModel, sae: SparseAutoencoder, tokens: Tensor, hook: str, latents: "Sequence[int] | Tensor",
                            fwd_hooks: Sequence[tuple[str, HookFn]] = ()) -> tuple[Tensor, Tensor]:
     """One forward pass of tokens [B, T] (with any extra hooks): logits [B, T, d_vocab] and the activations of
     `latents` at `hook` [B, T, k] as the model computed them (before any replacement at that hook)."""

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from claimgraph.experiments.sae.base import SparseAutoencoder
+from claimgraph.experiments.substrate.hooks import HookedModel
 from claimgraph.graph.errors import InvalidInput
 
 _MLP_POST = re.compile(r"blocks\.(\d+)\.mlp\.hook_post")
@@ -31,7 +33,7 @@ _RESIDUAL = re.compile(r"hook_embed|hook_pos_embed|blocks\.\d+\.(hook_resid_pre|
                        r"hook_attn_out|hook_mlp_out)")
 
 
-def to_residual(model: Any, directions: Tensor, hook: str) -> Tensor:
+def to_residual(model: HookedModel, directions: Tensor, hook: str) -> Tensor:
     """What directions [n, d_hook] added at `hook` add to the residual stream, [n, d_model] float32 on the
     model's device."""
     dev = model.device
@@ -55,7 +57,7 @@ def to_residual(model: Any, directions: Tensor, hook: str) -> Tensor:
 
 
 @torch.no_grad()
-def residual_scale(model: Any, tokens: Tensor, *, batch_size: int = 64) -> float:
+def residual_scale(model: HookedModel, tokens: Tensor, *, batch_size: int = 64) -> float:
     """The typical factor the final LayerNorm divides by: mean over tokens [N, T] of sqrt(var + eps) of the
     final residual stream (the last block's `hook_resid_post`, the final LayerNorm's input)."""
     from claimgraph.experiments.substrate.load import activations
@@ -66,7 +68,7 @@ def residual_scale(model: Any, tokens: Tensor, *, batch_size: int = 64) -> float
 
 
 @torch.no_grad()
-def direct_logit_effects(model: Any, directions: Tensor, hook: str, *, scale: float | None = None) -> Tensor:
+def direct_logit_effects(model: HookedModel, directions: Tensor, hook: str, *, scale: float | None = None) -> Tensor:
     """Direct effect on the output logits of adding each direction (rows of [n, d_hook]) at `hook`:
     [n, d_vocab] float32, on the directions' device. `scale`: the final residual's typical norm
     (`residual_scale`); None leaves that division out (rankings are the same). See the module docstring."""
@@ -83,7 +85,7 @@ def direct_logit_effects(model: Any, directions: Tensor, hook: str, *, scale: fl
     return effects.to(directions.device)
 
 
-def decoder_directions(sae: Any, features: "Sequence[int] | Tensor") -> Tensor:
+def decoder_directions(sae: SparseAutoencoder, features: "Sequence[int] | Tensor") -> Tensor:
     """The SAE decoder rows of `features`, [n, d_in]: what one unit of each latent adds at the hook."""
     idx = torch.as_tensor(features, dtype=torch.long).reshape(-1)
     d_sae = sae.W_dec.shape[0]
@@ -92,7 +94,7 @@ def decoder_directions(sae: Any, features: "Sequence[int] | Tensor") -> Tensor:
     return sae.W_dec.detach()[idx.to(sae.W_dec.device)]                            # [n, d_in]
 
 
-def feature_logit_effects(model: Any, sae: Any, hook: str, features: "Sequence[int] | Tensor", *,
+def feature_logit_effects(model: HookedModel, sae: SparseAutoencoder, hook: str, features: "Sequence[int] | Tensor", *,
                           scale: float | None = None) -> Tensor:
     """Direct logit effects [n, d_vocab] of SAE latents: their decoder rows added at `hook` (per unit of
     activation), on CPU."""

@@ -16,13 +16,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from claimgraph.experiments.substrate.hooks import HookedModel
 from claimgraph.graph.errors import InvalidInput
 
 HookFn = Callable[[Tensor, str], Any]
 
 
 @torch.no_grad()
-def sample(model: Any, prompts: Tensor, n_new: int, *, seed: int, temperature: float = 1.0,
+def sample(model: HookedModel, prompts: Tensor, n_new: int, *, seed: int, temperature: float = 1.0,
            fwd_hooks: Sequence[tuple[str, HookFn]] = (), vocab_limit: int | None = None,
            batch_size: int = 64) -> Tensor:
     """Prompts [B, P] extended by n_new sampled tokens: LongTensor [B, P + n_new] on CPU. `vocab_limit`: sample

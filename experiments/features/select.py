@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from claimgraph.experiments.sae.base import SparseAutoencoder
+from claimgraph.experiments.substrate.hooks import HookedModel
+
 
 @dataclass
 class Detection:
@@ -87,7 +90,7 @@ def detection_scores(acts: Tensor, labels: Tensor, *, chunk: int = 64) -> Detect
     return detection_table(acts, labels[:, None], chunk=chunk).column(0)
 
 
-def latent_acts(model, sae, tokens: Tensor, hook: str, *, batch_size: int = 64,
+def latent_acts(model: HookedModel, sae: SparseAutoencoder, tokens: Tensor, hook: str, *, batch_size: int = 64,
                 latents: list[int] | None = None) -> Tensor:
     """SAE latent activations for tokens [N, T] at `hook`, flattened to [N * T, d_sae] float32 on CPU; with
     `latents`, only those columns ([N * T, len(latents)]), so memory does not grow with the SAE's width."""

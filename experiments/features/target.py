@@ -9,21 +9,32 @@ otherwise, predicts its own tokens.
 
 Token sets are sampled with fixed seed offsets, so the SAE's training tokens (seed), the tokens the feature is
 chosen on (seed + SELECT_OFFSET) and the tokens every measurement uses (seed + MEASURE_OFFSET, PROMPT_OFFSET)
-are independent samples. Torch is imported inside functions: job modules import the Params from here.
+are independent samples. Torch is imported inside functions: the kinds' modules import the Params and
+`FeatureJob` from here without it.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import Field
 
-from claimgraph.experiments.jobs.base import JobParams
+from claimgraph.experiments.context import RunContext, resolve_device, torch_threads
+from claimgraph.experiments.job import JobParams, SeedResult
+from claimgraph.experiments.sae.recipe import SaeRecipe
+from claimgraph.experiments.substrate.families import ModelJob
 from claimgraph.graph.errors import InvalidInput
 
-from .provision import SaeRecipe
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from claimgraph.experiments.sae.base import SparseAutoencoder
+    from claimgraph.experiments.substrate.corpus import SyntheticCorpus, Vocab
+    from claimgraph.experiments.substrate.hooks import HookedModel
+
+    from .select import Detection
 
 SELECT_OFFSET = 2_000_003   # tokens the feature is chosen on
 MEASURE_OFFSET = 3_000_017  # tokens the effects are measured on
@@ -45,7 +56,7 @@ class FeatureParams(JobParams):
     #                                       one); None keeps torch's setting
 
 
-def category_spec(vocab: Any, category: str, predict: str | None = None) -> tuple[str, str]:
+def category_spec(vocab: Vocab, category: str, predict: str | None = None) -> tuple[str, str]:
     """(label name in span_labels, predicted token category) for a category name; InvalidInput lists choices."""
     cats = list(vocab.categories)
     if category in SPAN_LABELS:
@@ -66,14 +77,14 @@ class LatentStats:
     """Every latent scored as a detector of one label on held-out tokens (tensors [d_sae] on CPU)."""
 
     label: str
-    detection: Any  # select.Detection
-    freq: Any  # fraction of tokens where the latent fires
-    max_act: Any  # largest activation seen
+    detection: Detection
+    freq: Tensor  # fraction of tokens where the latent fires
+    max_act: Tensor  # largest activation seen
     n_tokens: int
     seed: int
 
 
-def score_latents(model: Any, sae: Any, corpus: Any, hook: str, label: str, *, seed: int, n_tokens: int,
+def score_latents(model: HookedModel, sae: SparseAutoencoder, corpus: SyntheticCorpus, hook: str, label: str, *, seed: int, n_tokens: int,
                   batch_size: int = 64) -> LatentStats:
     """Detection scores, firing frequency and maximum activation of every latent on n_tokens (whole sequences)
     sampled with `seed`."""
@@ -107,7 +118,7 @@ def describe_choice(stats: LatentStats, feature: int, *, chosen_by: str) -> dict
             "runners_up": [{"feature": j, **_scores(stats, j)} for j in runners]}
 
 
-def choose_feature(model: Any, sae: Any, corpus: Any, hook: str, category: str, *, seed: int,
+def choose_feature(model: HookedModel, sae: SparseAutoencoder, corpus: SyntheticCorpus, hook: str, category: str, *, seed: int,
                    n_tokens: int, feature: int | None = None, batch_size: int = 64) -> dict[str, Any]:
     """The latent that best detects the category's label by F1 (`select.detection_scores`) on n_tokens
     held-out tokens sampled with `seed + SELECT_OFFSET`, with its scores (or, when `feature` is given, that
@@ -152,9 +163,9 @@ def control_latent(stats: LatentStats, feature: int, seed: int) -> int:
 class Target:
     """The model, corpus, SAE and chosen feature one seed of a causal job works on."""
 
-    model: Any
-    corpus: Any
-    sae: Any
+    model: HookedModel
+    corpus: SyntheticCorpus
+    sae: SparseAutoencoder
     sae_folder: Path
     hook: str
     category: str
@@ -169,11 +180,11 @@ class Target:
     def sae_key(self) -> str:
         return self.sae_folder.name
 
-    def category_mask(self) -> Any:
+    def category_mask(self) -> Tensor:
         """BoolTensor[d_corpus]: the predicted category's tokens."""
         return self.corpus.vocab.category_mask(self.predict)
 
-    def decode(self, ids: Any) -> list[str]:
+    def decode(self, ids: Tensor | list[int]) -> list[str]:
         """Synthetic-vocabulary strings for ids (the corpus defines what an id means, also in an HF model)."""
         return self.corpus.vocab.decode(ids)
 
@@ -184,11 +195,10 @@ class Target:
                 "d_sae": int(self.stats.freq.shape[0]), "selection": self.choice}
 
 
-def prepare(ctx: Any, params: FeatureParams, seed: int, *, job: str) -> Target:
+def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> Target:
     """Load the model and corpus named in ctx, provision the SAE, and choose (or score) the feature."""
-    from claimgraph.experiments.substrate.load import check_fit, corpus_for, load_model, resolve_device
-
-    from .provision import provision_sae
+    from claimgraph.experiments.sae.provision import provision_sae
+    from claimgraph.experiments.substrate.load import check_fit, corpus_for, load_model
 
     if ctx.model_ref is None:
         raise InvalidInput(f"the {job} job needs a model; give --model toy:<preset> or hf:/local/dir")
@@ -211,3 +221,19 @@ def prepare(ctx: Any, params: FeatureParams, seed: int, *, job: str) -> Target:
     return Target(model=model, corpus=corpus, sae=sae, sae_folder=Path(folder), hook=hook,
                   category=params.category, label=label, predict=predict, feature=int(choice["feature"]),
                   choice=choice, stats=stats, d_corpus=d_corpus)
+
+
+FP = TypeVar("FP", bound=FeatureParams)
+
+
+class FeatureJob(ModelJob[FP]):
+    """A causal feature job (logit_weights, ablation, pinned_sampling): each seed loads the model, provisions the
+    SAE and chooses the feature (`prepare`), then `measure(ctx, params, seed, target)` of the kind's run.py
+    measures it."""
+
+    def run(self, ctx: RunContext, params: FP, seed: int) -> SeedResult:
+        comp = self.computation()
+        assert comp is not None and hasattr(comp, "measure"), f"{self.kind}: run.py must define measure()"
+        with torch_threads(params.threads):
+            result: SeedResult = comp.measure(ctx, params, seed, prepare(ctx, params, seed, job=self.kind))
+            return result

@@ -1,7 +1,9 @@
 """The configuration of one SAE training run: architecture, sizes, optimisation and provenance.
 
 Pure pydantic (no torch). The same object is stored as-is in the saved SAE's `cfg.json` (under the key
-`claimgraph`) and in the run record, so a saved SAE says exactly how it was made.
+`claimgraph`) and in the run record, so a saved SAE says exactly how it was made. What the SAE recipe decides
+(architecture, k, L1, steps, batch, learning rate and the schedules that follow from them) has no default here:
+a config is made from a recipe (`SaeRecipe.config`, the one set of defaults) or names every one of those fields.
 """
 from __future__ import annotations
 
@@ -17,30 +19,30 @@ class SaeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    architecture: Architecture = "relu"  # relu: Towards Monosemanticity L1 recipe; topk: Gao et al. 2024
+    architecture: Architecture  # relu: Towards Monosemanticity L1 recipe; topk: Gao et al. 2024
     d_in: int = Field(gt=0)  # width of the activation vectors
     d_sae: int = Field(gt=0)  # number of latents (dictionary size)
 
     # ReLU recipe
-    l1_coefficient: float = Field(5.0, ge=0.0)  # weight of mean ||f||_1 against mean ||x - x_hat||^2 (normalised acts)
-    l1_warmup_steps: int = Field(0, ge=0)  # L1 weight ramps linearly from 0 over these steps
-    resample_steps: tuple[int, ...] = ()  # steps after which dead latents are re-initialised (ReLU only)
+    l1_coefficient: float = Field(ge=0.0)  # weight of mean ||f||_1 against mean ||x - x_hat||^2 (normalised acts)
+    l1_warmup_steps: int = Field(ge=0)  # L1 weight ramps linearly from 0 over these steps
+    resample_steps: tuple[int, ...]  # steps after which dead latents are re-initialised (ReLU only)
     resample_encoder_scale: float = Field(0.2, gt=0.0)  # resampled encoder rows: this times the mean live norm
 
     # TopK recipe
-    k: int = Field(32, gt=0)  # latents kept per token
+    k: int = Field(gt=0)  # latents kept per token
     k_aux: int | None = Field(None, gt=0)  # dead latents used by the AuxK loss; None -> d_in // 2
     aux_coefficient: float = Field(1 / 32, ge=0.0)  # weight of the AuxK loss (Gao et al.: 1/32)
 
     # Dead latents (both): a latent is dead once it has not fired on this many consecutive training tokens
-    dead_window_tokens: int = Field(100_000, gt=0)
+    dead_window_tokens: int = Field(gt=0)
 
     # Optimisation
-    steps: int = Field(1000, gt=0)  # optimiser steps
-    batch_size: int = Field(1024, gt=0)  # activation vectors per step
-    lr: float = Field(1e-3, gt=0.0)  # Adam learning rate after warm-up
+    steps: int = Field(gt=0)  # optimiser steps
+    batch_size: int = Field(gt=0)  # activation vectors per step
+    lr: float = Field(gt=0.0)  # Adam learning rate after warm-up
     adam_betas: tuple[float, float] = (0.9, 0.999)  # Adam betas
-    lr_warmup_steps: int = Field(50, ge=0)  # learning rate ramps linearly from 0 over these steps
+    lr_warmup_steps: int = Field(ge=0)  # learning rate ramps linearly from 0 over these steps
     lr_decay_start: float | None = Field(0.8, gt=0.0, le=1.0)  # fraction of steps after which lr decays linearly to 0
 
     # Initialisation and normalisation
@@ -56,7 +58,7 @@ class SaeConfig(BaseModel):
     context_size: int | None = None  # tokens per sequence the activations came from
 
     @model_validator(mode="after")
-    def _check(self) -> "SaeConfig":
+    def _check(self) -> SaeConfig:
         if self.architecture == "topk" and self.k > self.d_sae:
             raise ValueError(f"k={self.k} exceeds d_sae={self.d_sae}; choose k <= d_sae")
         if any(s < 0 or s >= self.steps for s in self.resample_steps):

@@ -19,6 +19,7 @@ from claimgraph.graph.errors import InvalidDocument, NotFound
 
 from .base import SparseAutoencoder
 from .config import SaeConfig
+from .recipe import SaeRecipe
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -99,10 +100,11 @@ def _config_from_saelens(raw: dict[str, Any], path: Path) -> SaeConfig:
         raise InvalidDocument(f"normalize_activations={raw['normalize_activations']!r}: fold the scaling factor "
                               "into the weights first (SAELens fold_activation_norm_scaling_factor)",
                               path=str(path), field="normalize_activations")
-    try:
-        return SaeConfig(architecture=architecture, d_in=int(raw["d_in"]), d_sae=int(raw["d_sae"]),
-                         model_name=raw.get("model_name"), hook_name=raw.get("hook_name"),
-                         dataset_path=raw.get("dataset_path"), context_size=raw.get("context_size"), **extra)
+    try:  # what trained it is unknown: the training fields are the recipe's defaults, never used to load
+        recipe = SaeRecipe(architecture=architecture, d_sae=int(raw["d_sae"]), **extra)
+        cfg = recipe.config(int(raw["d_in"]), 0, model_name=raw.get("model_name"),
+                            dataset_path=raw.get("dataset_path"), context_size=raw.get("context_size"))
+        return cfg.model_copy(update={"hook_name": raw.get("hook_name")})
     except KeyError as e:
         raise InvalidDocument(f"missing SAELens field {e.args[0]!r}", path=str(path), field=e.args[0]) from e
 

@@ -21,11 +21,12 @@ Definitions (fixed here, before any run):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from claimgraph.experiments.substrate.hooks import HookedModel
 
 from .base import SparseAutoencoder
 
@@ -131,7 +132,7 @@ def _next_token_ce_sum(logits: Tensor, tokens: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def ce_loss_recovered(model: Any, sae: SparseAutoencoder, tokens: Tensor, hook_name: str, *,
+def ce_loss_recovered(model: HookedModel, sae: SparseAutoencoder, tokens: Tensor, hook_name: str, *,
                       batch_size: int = 32) -> dict[str, float]:
     """Next-token CE of `model` on tokens [n, T] clean, with the activation at `hook_name` replaced by the SAE
     reconstruction, and zero-ablated; and the fraction of the zero-ablation loss the SAE recovers."""

@@ -62,6 +62,7 @@ class TopKTrainer(SaeTrainer):
     (detached) residual x - x_hat from the top k_aux pre-activations among dead latents (0 when none are dead)."""
 
     sae_class = TopKSAE
+    sae: TopKSAE
 
     def aux_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor) -> Tensor:
         dead = self.dead_mask()  # [d_sae]

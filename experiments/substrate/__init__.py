@@ -15,7 +15,7 @@ from typing import Any
 
 _WHERE = {"CorpusConfig": "corpus", "SyntheticCorpus": "corpus", "Vocab": "corpus", "get_corpus": "corpus",
           "HookedModel": "hooks", "HookPoint": "hooks", "TOY_PRESETS": "load", "activations": "load",
-          "list_checkpoints": "load", "load_model": "load", "model_corpus": "load", "resolve_device": "load",
+          "list_checkpoints": "load", "load_model": "load", "model_corpus": "load",
           "shuffled_copy": "load", "ToyConfig": "model", "ToyTransformer": "model"}
 
 __all__ = list(_WHERE)

@@ -17,8 +17,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from claimgraph.experiments.job import Job, JobParams
+from claimgraph.experiments.spec import JobSpec
 from claimgraph.graph.errors import InvalidInput, NotFound
 
 FAMILIES = ("llama", "gpt_neox", "gpt2")
@@ -196,3 +198,17 @@ def ref_provenance(ref: str | None) -> dict[str, Any] | None:
         return {"ref": ref, "folder": str(where), "weights": weights,
                 "config_sha256": hashlib.sha256((where / "config.json").read_bytes()).hexdigest()}
     return {"ref": ref}
+
+
+P = TypeVar("P", bound=JobParams)
+
+
+class ModelJob(Job[P]):
+    """A job kind that runs on a model reference of the substrate (`toy:`, `hf:`, `lm:`): `experiment add` refuses a
+    family or a hook in the params that the adapter cannot serve, and the run records where the weights came from."""
+
+    def check_spec(self, spec: JobSpec) -> None:
+        check_model_ref(spec.model, spec.params)
+
+    def input_provenance(self, spec: JobSpec) -> dict[str, Any] | None:
+        return ref_provenance(spec.model)

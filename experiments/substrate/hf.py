@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from claimgraph.graph.errors import InvalidInput
 
@@ -58,7 +58,9 @@ class HFHookedModel(HookedModel):
 
     `provenance` says where the weights came from (set by the loaders: the lm: manifest, or the hf: folder)."""
 
-    def __init__(self, hf_model: nn.Module, tokenizer: Any = None, ref: str | None = None):
+    hf: Any  # the transformers model (PreTrainedModel: its config and submodules are read by attribute)
+
+    def __init__(self, hf_model: Any, tokenizer: Any = None, ref: str | None = None):
         super().__init__()
         cfg = hf_model.config
         if cfg.model_type not in ARCHITECTURES:
@@ -81,7 +83,7 @@ class HFHookedModel(HookedModel):
         self._sites = self._map_sites()
 
     # -- hook sites
-    def _blocks(self) -> tuple[nn.Module, list[nn.Module], nn.Module, nn.Module]:
+    def _blocks(self) -> tuple[Any, list[Any], Any, Any]:  # transformers modules (untyped here)
         """(embedding, blocks, final norm, base model) of this architecture."""
         if self.arch == "llama":
             base = self.hf.model
@@ -92,7 +94,7 @@ class HFHookedModel(HookedModel):
         base = self.hf.transformer
         return base.wte, list(base.h), base.ln_f, base
 
-    def _block_sites(self, block: nn.Module) -> dict[str, HookSite]:
+    def _block_sites(self, block: Any) -> dict[str, HookSite]:
         """The per-block sites, keyed by the name after `blocks.i.`."""
         z = _heads_view(self.n_heads)
         if self.arch == "llama":
@@ -143,15 +145,15 @@ class HFHookedModel(HookedModel):
         out = self.hf(input_ids=tokens.to(self.device), use_cache=False)
         return out.logits.float()                                                  # [B, T, V]
 
-    def _unembed(self) -> nn.Module:
+    def _unembed(self) -> Any:
         return self.hf.get_output_embeddings()  # embed_out / lm_head, whatever this transformers version calls it
 
     @property
-    def W_U(self) -> Tensor:
+    def W_U(self) -> Tensor:  # type: ignore[override]  # read-only here, a parameter in the toy
         """Unembedding [d_model, d_vocab] (no bias in any of these architectures)."""
         return self._unembed().weight.T
 
-    def _mlp_out_proj(self, layer: int) -> nn.Module:
+    def _mlp_out_proj(self, layer: int) -> Any:
         block = self._blocks()[1][layer]
         if self.arch == "llama":
             return block.mlp.down_proj

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -82,8 +83,22 @@ class HookedModel(nn.Module):
     n_ctx: int
     n_heads: int
     vocab: Any = None
+    ref: str | None = None  # the model reference it was loaded from
+    step: int | None = None  # a toy model's training step (its checkpoint)
+    cache_path: Path | None = None  # a toy model's training cache folder
+    shuffled_seed: int | None = None  # set on a weight-shuffled copy (substrate.load.shuffled_copy)
+    provenance: dict[str, Any] | None = None  # where the weights came from (lm: manifest, hf: folder)
+    W_U: Tensor  # unembedding [d_model, d_vocab] (a parameter or a property)
 
     def hook_sites(self) -> dict[str, HookSite]:
+        raise NotImplementedError
+
+    def W_out(self, layer: int) -> Tensor:
+        """MLP output projection of `layer`, [d_mlp, d_model]."""
+        raise NotImplementedError
+
+    def ln_final_weight(self) -> Tensor | None:
+        """The final LayerNorm's weight [d_model] (None when it has none)."""
         raise NotImplementedError
 
     @property

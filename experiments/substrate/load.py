@@ -1,5 +1,5 @@
 """Loading models by reference, training toy presets on demand with an atomic on-disk cache, and helpers
-every job uses (activations, shuffled controls, device resolution).
+every job uses (activations, shuffled controls).
 
 References:
 - `toy:<preset>[@<step>]`: a ToyTransformer trained on its preset's synthetic corpus, cached under
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from claimgraph.experiments.context import cache_dir, torch_threads, train_threads, write_json_atomic
+from claimgraph.experiments.context import cache_dir, resolve_device, torch_threads, train_threads, write_json_atomic
 from claimgraph.graph.errors import InvalidInput, NotFound
 
 from .atomic import build_once
@@ -91,20 +91,6 @@ def _kind(ref: str) -> str:
         raise InvalidInput(f"model reference {ref!r} is neither 'toy:<preset>' ({', '.join(TOY_PRESETS)}), "
                            "'hf:/abs/local/dir[@revision]' nor 'lm:<name>' (lm:smollm2-135m)")
     return kind
-
-
-def resolve_device(spec: str) -> str:
-    """'auto' -> 'cuda' when available else 'cpu'; 'cpu'; 'cuda' / 'cuda:N' only where CUDA is available."""
-    spec = (spec or "auto").strip().lower()
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cpu":
-        return "cpu"
-    if spec == "cuda" or (spec.startswith("cuda:") and spec[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise InvalidInput(f"device {spec!r} asked for, but CUDA is not available here; use --device cpu or auto")
-        return spec
-    raise InvalidInput(f"unknown device {spec!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
 # ---------------------------------------------------------------------------------------------- toy cache
@@ -184,12 +170,12 @@ def load_model(ref: str, *, device: str = "cpu", checkpoint: int | str | None = 
     if _kind(ref) == "hf":
         from .hf import load_hf
 
-        path, revision = _split_at(ref.partition(":")[2])
+        folder, revision = _split_at(ref.partition(":")[2])
         if checkpoint is not None:
             if revision is not None and str(checkpoint) != revision:
                 raise InvalidInput(f"{ref} names revision {revision!r} but checkpoint={checkpoint!r} was also given")
             revision = str(checkpoint)
-        return load_hf(path, revision=revision, device=dev)
+        return load_hf(folder, revision=revision, device=dev)
     name, preset, at = _toy_preset(ref)
     if at is not None and checkpoint is not None and str(at) != str(checkpoint):
         raise InvalidInput(f"{ref} names step {at} but checkpoint={checkpoint!r} was also given; use one")
@@ -295,7 +281,7 @@ def shuffled_copy(model: HookedModel, seed: int) -> HookedModel:
                 perm = torch.randperm(p.numel(), generator=g).to(p.device)              # [numel]
                 p.copy_(p.reshape(-1)[perm].reshape(p.shape))
     clone.shuffled_seed = int(seed)  # so caches keyed on the model (acts_cache) tell it from the original
-    if getattr(model, "provenance", None):
+    if model.provenance:
         clone.provenance = {**model.provenance, "shuffled_seed": int(seed)}
     return clone
 

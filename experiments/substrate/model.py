@@ -64,6 +64,8 @@ class LayerNorm(nn.Module):
 class Attention(nn.Module):
     """Causal multi-head self-attention, one weight tensor per role with a head axis."""
 
+    causal: Tensor  # buffer [n_ctx, n_ctx]
+
     def __init__(self, cfg: ToyConfig):
         super().__init__()
         H, d, dh = cfg.n_heads, cfg.d_model, cfg.d_head
@@ -182,11 +184,16 @@ class ToyTransformer(HookedModel):
 
     def W_out(self, layer: int) -> Tensor:
         """MLP output projection of `layer`, [d_mlp, d_model]: mlp_out = hook_post @ W_out + b_out."""
-        return self.blocks[layer].mlp.W_out
+        return self._block(layer).mlp.W_out
 
     def b_out(self, layer: int) -> Tensor:
         """MLP output bias of `layer`, [d_model]."""
-        return self.blocks[layer].mlp.b_out
+        return self._block(layer).mlp.b_out
+
+    def _block(self, layer: int) -> Block:
+        block = self.blocks[layer]
+        assert isinstance(block, Block)
+        return block
 
     def ln_final_weight(self) -> Tensor:
         """Final LayerNorm weight [d_model]."""

@@ -93,7 +93,7 @@ def train(model: ToyTransformer, corpus: SyntheticCorpus, cfg: TrainConfig, *, s
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     save_at = set(checkpoint_steps(cfg.steps, cfg.n_checkpoints))
-    curve = {"step": [], "loss": [], "lr": [], "eval_step": [], "eval_loss": []}
+    curve: dict[str, list[float]] = {"step": [], "loss": [], "lr": [], "eval_step": [], "eval_loss": []}
 
     def checkpoint(step: int) -> None:
         model.eval()

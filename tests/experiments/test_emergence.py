@@ -3,14 +3,18 @@ best-latent scores against select.detection_scores, the heatmap's drawn arrays a
 table, and the job's parameters and criteria (no model training here: all of it runs in seconds)."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from claimgraph.experiments.features.emergence import ScoreTable, SizeScores, analyse, first_crossing, reemergence
-from claimgraph.experiments.jobs.emergence import EmergenceJob, EmergenceParams, mean_table
+from claimgraph.experiments.kinds.emergence import EmergenceJob, EmergenceParams
+from claimgraph.experiments.kinds.emergence.analysis import (
+    ScoreTable,
+    SizeScores,
+    analyse,
+    first_crossing,
+    mean_table,
+    reemergence,
+)
 from claimgraph.experiments.registry import get_job
 
 TH, MARGIN = 0.5, 0.1
@@ -151,8 +155,8 @@ def test_mean_table_averages_cells():
 def test_best_latents_matches_detection_scores_column_by_column():
     import torch
 
-    from claimgraph.experiments.features.emergence_sweep import best_latents
     from claimgraph.experiments.features.select import detection_scores
+    from claimgraph.experiments.kinds.emergence.sweep import best_latents
 
     g = torch.Generator().manual_seed(0)
     m, d = 3000, 40
@@ -176,7 +180,7 @@ def test_best_latents_matches_detection_scores_column_by_column():
 
 
 def test_pick_checkpoints_log_spaced_ends_included():
-    from claimgraph.experiments.features.emergence_sweep import pick_checkpoints
+    from claimgraph.experiments.kinds.emergence.sweep import pick_checkpoints
 
     steps = [0, 1, 2, 6, 13, 32, 75, 178, 422, 1000]
     assert pick_checkpoints(steps, 6) == [0, 2, 13, 32, 178, 1000]
@@ -190,7 +194,7 @@ def test_heatmap_draws_exactly_the_table(tmp_path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.image import imread
 
-    from claimgraph.experiments.features.emergence_plots import DPI, axes_for, heatmap, panel_matrix
+    from claimgraph.experiments.kinds.emergence.plots import DPI, axes_for, heatmap, panel_matrix
 
     t = _table()
     t.sizes[0] = t.sizes[0].model_copy(update={"hooks": t.sizes[0].hooks[:2],
@@ -222,11 +226,18 @@ def test_heatmap_draws_exactly_the_table(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- the job kind
 
-def test_registered_and_importable_without_torch():
+def test_registered():
     assert isinstance(get_job("emergence"), EmergenceJob)
-    code = ("import sys, claimgraph.experiments.jobs.emergence as m; m.EmergenceParams(); "
-            "assert 'torch' not in sys.modules, 'torch imported at module level'")
-    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sae_recipe_keeps_the_kinds_defaults_when_set_in_part():
+    """Emergence's cells use TopK SAEs (k=8, 4x, 400 steps, 32k tokens): setting one field of the recipe keeps
+    the others at the kind's defaults, not at the recipe class's ReLU defaults; flat names of stored specs too."""
+    default = EmergenceParams().sae
+    assert (default.architecture, default.k, default.expansion, default.steps, default.train_tokens) == \
+        ("topk", 8, 4, 400, 32_768)
+    for given in ({"sae.steps": 50}, {"sae": {"steps": 50}}, {"steps": 50}):
+        assert EmergenceParams(**given).sae == default.model_copy(update={"steps": 50}), given
 
 
 @pytest.mark.parametrize("bad", [
@@ -238,8 +249,8 @@ def test_registered_and_importable_without_torch():
     {"n_checkpoints": 1},
     {"threshold": 1.5},
     {"score": "auroc", "threshold": 0.3},
-    {"architecture": "gated"},
-    {"train_tokens": 100, "batch_size": 256},
+    {"sae.architecture": "gated"},
+    {"sae.train_tokens": 100, "sae.batch_size": 256},
 ])
 def test_params_refuse_bad_values(bad):
     with pytest.raises(ValueError):

@@ -18,8 +18,8 @@ from claimgraph.graph import Node, Store
 
 CLAIM = "claim:llm-features-emerge-at-thresholds-of-time-space-and-scale"
 # a tiny recipe: 4 checkpoints x 3 depths of toy:tiny, 12 SAEs of 64 latents
-TINY = {"sizes": [], "n_checkpoints": 4, "expansion": 2, "k": 8, "steps": 100, "batch_size": 128,
-        "train_tokens": 4096, "eval_tokens": 2048, "categories": ["base64_span", "arabic_span", "cat:number_word",
+TINY = {"sizes": [], "n_checkpoints": 4, "sae.expansion": 2, "sae.k": 8, "sae.steps": 100, "sae.batch_size": 128,
+        "sae.train_tokens": 4096, "eval_tokens": 2048, "categories": ["base64_span", "arabic_span", "cat:number_word",
                                                                   "cat:digit", "paren_span"]}
 
 
@@ -72,7 +72,7 @@ def test_run_completes_and_attaches_evidence(tiny_run):
 
 
 def test_table_and_scores_agree_and_metrics_follow_from_them(tiny_run):
-    from claimgraph.experiments.features.emergence import ScoreTable, analyse
+    from claimgraph.experiments.kinds.emergence.analysis import ScoreTable, analyse
 
     out, _ = tiny_run
     art = Path(out["run_dir"]) / "artifacts"
@@ -104,8 +104,8 @@ def test_heatmap_cells_recomputed_independently(tiny_run, checkpoint, depth):
     give the same best-latent F1 as the heatmap's matrix."""
     import torch
 
-    from claimgraph.experiments.features.provision import SaeRecipe
     from claimgraph.experiments.sae import train_sae
+    from claimgraph.experiments.sae.recipe import EVAL_SEED_OFFSET, SaeRecipe
     from claimgraph.experiments.substrate.corpus import get_corpus
     from claimgraph.experiments.substrate.load import activations, list_checkpoints, load_model
 
@@ -118,13 +118,14 @@ def test_heatmap_cells_recomputed_independently(tiny_run, checkpoint, depth):
     corpus = get_corpus("synthetic:tiny")
     model = load_model("toy:tiny", checkpoint=step, progress=False)
     seed = 0
-    train = corpus.sample(math.ceil(TINY["train_tokens"] / corpus.seq_len), seed)
+    train = corpus.sample(math.ceil(TINY["sae.train_tokens"] / corpus.seq_len), seed)
     acts = activations(model, train, hook, batch_size=64)
-    recipe = SaeRecipe(hook=hook, architecture="topk", k=TINY["k"], expansion=TINY["expansion"],
-                       steps=TINY["steps"], batch_size=TINY["batch_size"], train_tokens=TINY["train_tokens"])
+    recipe = SaeRecipe(hook=hook, architecture="topk", k=TINY["sae.k"], expansion=TINY["sae.expansion"],
+                       steps=TINY["sae.steps"], batch_size=TINY["sae.batch_size"],
+                       train_tokens=TINY["sae.train_tokens"])
     cfg = recipe.config(acts.shape[1], seed, model_name=None, dataset_path=None, context_size=corpus.seq_len)
     sae, _ = train_sae(cfg, acts)
-    ev = corpus.sample(math.ceil(TINY["eval_tokens"] / corpus.seq_len), seed + 1_000_003)
+    ev = corpus.sample(math.ceil(TINY["eval_tokens"] / corpus.seq_len), seed + EVAL_SEED_OFFSET)
     with torch.no_grad():
         z = sae.encode(activations(model, ev, hook, batch_size=64))             # [N * T, d_sae]
     labels = corpus.span_labels(ev)
@@ -147,8 +148,8 @@ def test_heatmap_png_shows_the_matrix(tiny_run):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.image import imread
 
-    from claimgraph.experiments.features.emergence import ScoreTable
-    from claimgraph.experiments.features.emergence_plots import axes_for, heatmap
+    from claimgraph.experiments.kinds.emergence.analysis import ScoreTable
+    from claimgraph.experiments.kinds.emergence.plots import axes_for, heatmap
 
     out, _ = tiny_run
     art = Path(out["run_dir"]) / "artifacts"
@@ -205,7 +206,7 @@ def neox_dir(tmp_path_factory):
 
 def _run(tmp_path, model_ref, **params):
     from claimgraph.experiments.context import RunContext
-    from claimgraph.experiments.jobs.emergence import EmergenceJob, EmergenceParams
+    from claimgraph.experiments.kinds.emergence import EmergenceJob, EmergenceParams
 
     ctx = RunContext(tmp_path, device="cpu", model_ref=model_ref, data_ref="synthetic:tiny", progress=False)
     job, p = EmergenceJob(), EmergenceParams(**{**TINY, **params})

@@ -44,14 +44,14 @@ def test_info_from_config_alone(dirs):
 
 
 def test_build_spec_refuses_family_layer_and_hook(dirs):
-    ok = build_spec("sae", params={"hook": "blocks.2.mlp.hook_post"}, model=f"hf:{dirs / 'llama'}")
-    assert ok.params["hook"] == "blocks.2.mlp.hook_post"
+    ok = build_spec("sae", params={"sae.hook": "blocks.2.mlp.hook_post"}, model=f"hf:{dirs / 'llama'}")
+    assert ok.params["sae"]["hook"] == "blocks.2.mlp.hook_post"
     with pytest.raises(InvalidInput, match="'bert' model; supported families: llama, gpt_neox, gpt2"):
         build_spec("sae", model=f"hf:{dirs / 'bert'}")
     with pytest.raises(InvalidInput, match=r"has 3 blocks \(0..2\); hook 'blocks.3.mlp.hook_post'"):
-        build_spec("sae", params={"hook": "blocks.3.mlp.hook_post"}, model=f"hf:{dirs / 'llama'}")
+        build_spec("sae", params={"sae.hook": "blocks.3.mlp.hook_post"}, model=f"hf:{dirs / 'llama'}")
     with pytest.raises(InvalidInput, match="no hook 'blocks.0.hook_resid_mid'"):  # Pythia's parallel residual
-        build_spec("sae", params={"hook": "blocks.0.hook_resid_mid"}, model=f"hf:{dirs / 'neox'}")
+        build_spec("sae", params={"sae.hook": "blocks.0.hook_resid_mid"}, model=f"hf:{dirs / 'neox'}")
     with pytest.raises(NotFound, match="no model directory"):
         build_spec("sae", model=f"hf:{dirs / 'missing'}")
     with pytest.raises(InvalidInput, match="must be absolute"):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,16 +22,10 @@ SMALL = {"logit_weights": {"n_random": 100, "scale_tokens": 2048},
 CLAIM = "claim:features-have-interpretable-downstream-effects"
 
 
-def test_registered_and_importable_without_torch():
+def test_registered():
     for kind in KINDS:
         job = get_job(kind)
         assert job.kind == kind and job.default_criterion.metric in job.metrics
-    code = ("import sys\n"
-            "import claimgraph.experiments.jobs.logit_weights as a, claimgraph.experiments.jobs.ablation as b, "
-            "claimgraph.experiments.jobs.pinned_sampling as c\n"
-            "a.LogitWeightsParams(); b.AblationParams(); c.PinnedSamplingParams(category='arabic')\n"
-            "assert 'torch' not in sys.modules, 'torch imported at module level'")
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.parametrize("kind, bad", [
@@ -95,7 +87,7 @@ def test_category_spec_and_control_latent():
 def test_plain_prompts_hold_no_span():
     import torch
 
-    from claimgraph.experiments.jobs.pinned_sampling import MARKERS, plain_prompts
+    from claimgraph.experiments.kinds.pinned_sampling.run import MARKERS, plain_prompts
     from claimgraph.experiments.substrate.corpus import get_corpus
 
     corpus = get_corpus("synthetic:tiny")
@@ -276,7 +268,7 @@ def test_pinning_hard_makes_the_model_write_the_category(runs, tmp_path):
     """The mechanism: pinned far above its maximum, the base64 feature's decoder row must push sampling into
     base64 (the model's own response to the direction), beyond the control latent pinned at its own maximum."""
     from claimgraph.experiments.context import RunContext
-    from claimgraph.experiments.jobs.pinned_sampling import PinnedSamplingJob, PinnedSamplingParams
+    from claimgraph.experiments.kinds.pinned_sampling import PinnedSamplingJob, PinnedSamplingParams
 
     ctx = RunContext(tmp_path, device="cpu", model_ref="toy:tiny", data_ref="synthetic:tiny", progress=False)
     ctx.seed = 0

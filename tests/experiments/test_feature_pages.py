@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from claimgraph.cli.main import app
-from claimgraph.experiments.features.pages import FeaturePage, PageConfig, feature_page, related_run_dirs, resolve_run
+from claimgraph.experiments.pages import FeaturePage, PageConfig, feature_page, related_run_dirs, resolve_run
 from claimgraph.graph import Node, Store
 from claimgraph.graph.errors import InvalidInput, NotFound
 
@@ -179,7 +179,7 @@ def test_html_and_pngs(page, sae_run):
     top = page.top_contexts[0]
     from html import escape
 
-    from claimgraph.experiments.features.pages_html import visible
+    from claimgraph.experiments.pages.html import visible
 
     assert f'class="tok max" data-act="{top.act:.6g}"' in html
     assert f'>{escape(visible(top.tokens[top.focus]))}</span>' in html
@@ -319,7 +319,7 @@ def test_related_runs_name_the_same_sae_and_feature(sae_run, page, tmp_path):
 
 def test_json_round_trip_and_terminal_view(page, capsys):
     from claimgraph.cli.feature import render_feature
-    from claimgraph.experiments.features.pages_html import visible
+    from claimgraph.experiments.pages.html import visible
 
     render_feature(page, json_out=True)
     out = capsys.readouterr().out
@@ -333,8 +333,8 @@ def test_json_round_trip_and_terminal_view(page, capsys):
 
 
 def test_modules_import_without_torch():
-    code = ("import sys, claimgraph.cli.feature, claimgraph.experiments.features.pages, "
-            "claimgraph.experiments.features.pages_html; "
+    code = ("import sys, claimgraph.cli.feature, claimgraph.experiments.pages, "
+            "claimgraph.experiments.pages.html; "
             "assert 'torch' not in sys.modules, 'torch imported at module level'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -343,7 +343,7 @@ def test_modules_import_without_torch():
 def test_helpers_on_hand_set_activations():
     """Known activations: maxima planted at the sequence edges, a never-firing sequence, values 1..100 for the
     quantile bands, and a dead feature."""
-    from claimgraph.experiments.features.pages import histogram, quantile_bands, top_contexts
+    from claimgraph.experiments.pages.page import histogram, quantile_bands, top_contexts
 
     N, T = 4, 10
     tokens = torch.arange(N * T).view(N, T)

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from claimgraph.cli.main import app
-from claimgraph.experiments.features.pages import PageConfig, feature_page
+from claimgraph.experiments.pages import PageConfig, feature_page
 from claimgraph.graph import Node, Store
 
 SAE_PARAMS = dict(steps=100, batch_size=128, train_tokens=4096, eval_tokens=1024, ce_tokens=512, log_every=50,

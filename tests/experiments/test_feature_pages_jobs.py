@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from claimgraph.cli.main import app
-from claimgraph.experiments.features.pages import PageConfig, feature_page, page_for_run, related_run_dirs, resolve_run
+from claimgraph.experiments.pages import PageConfig, feature_page, page_for_run, related_run_dirs, resolve_run
 from claimgraph.graph import Node, Store
 from claimgraph.graph.errors import InvalidInput
 

@@ -32,8 +32,9 @@ def test_degenerate_labels():
 
 
 def test_provisioned_sae_is_cached():
-    from claimgraph.experiments.features import provision
-    from claimgraph.experiments.features.provision import SaeRecipe, provision_sae
+    from claimgraph.experiments.sae import provision
+    from claimgraph.experiments.sae.provision import provision_sae
+    from claimgraph.experiments.sae.recipe import SaeRecipe
     from claimgraph.experiments.substrate.load import load_model, model_corpus
 
     model = load_model("toy:tiny", progress=False)

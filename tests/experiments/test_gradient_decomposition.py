@@ -7,13 +7,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from claimgraph.experiments.dynamics.decomposition import (  # noqa: E402
+from claimgraph.experiments.kinds.gradient_decomposition.decomposition import (  # noqa: E402
     decompose,
     decompose_literal,
     flatten,
     precache_through,
 )
-from claimgraph.experiments.dynamics.influence import (  # noqa: E402
+from claimgraph.experiments.kinds.gradient_decomposition.influence import (  # noqa: E402
     AdamInfluence,
     ProbeRisk,
     fit_ridge,
@@ -21,8 +21,8 @@ from claimgraph.experiments.dynamics.influence import (  # noqa: E402
     pearson,
     set_flat_grads,
 )
-from claimgraph.experiments.dynamics.majority import MajorityConfig, sample  # noqa: E402
-from claimgraph.experiments.dynamics.transformer import (  # noqa: E402
+from claimgraph.experiments.kinds.gradient_decomposition.majority import MajorityConfig, sample  # noqa: E402
+from claimgraph.experiments.kinds.gradient_decomposition.transformer import (  # noqa: E402
     Transformer,
     TransformerConfig,
     token_losses,

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 from pydantic import ValidationError
 
 from claimgraph.experiments.context import RunContext
-from claimgraph.experiments.jobs.gradient_decomposition import GradientDecompositionJob
+from claimgraph.experiments.kinds.gradient_decomposition import GradientDecompositionJob
 from claimgraph.experiments.registry import get_job, kinds
 from claimgraph.graph.errors import InvalidInput
 
@@ -19,12 +17,9 @@ TINY = dict(n_in=5, n_out=3, d_model=8, n_heads=2, d_mlp=16, steps=12, batch_siz
             risk_sequences=16, log_every=5)
 
 
-def test_kind_is_registered_and_importing_it_does_not_import_torch():
+def test_kind_is_registered():
     assert "gradient_decomposition" in kinds()
     assert isinstance(get_job("gradient_decomposition"), GradientDecompositionJob)
-    code = ("import sys; import claimgraph.experiments.jobs.gradient_decomposition; "
-            "assert 'torch' not in sys.modules, 'torch imported at module level'")
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_params_refuse_unknown_and_invalid_fields():
@@ -106,15 +101,6 @@ def test_job_runs_end_to_end_and_writes_plots(tmp_path, pairing):
     assert iv["ci_low"] == iv["mean"] == iv["ci_high"] == m["direct_influence_share"]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {r["condition"] for r in rows} == {"normal", "myopic", "split", "tracked"}
-
-
-def test_summary_intervals_cover_the_seeds():
-    from claimgraph.experiments.jobs.gradient_decomposition import _interval
-
-    mean, lo, hi = _interval([0.1, 0.2, 0.3])
-    assert mean == pytest.approx(0.2) and lo < 0.1 and hi > 0.3
-    assert _interval([float("nan"), 0.5]) == (0.5, 0.5, 0.5)
-    assert all(math.isnan(x) for x in _interval([]))
 
 
 def test_job_runs_on_a_substrate_corpus(tmp_path):

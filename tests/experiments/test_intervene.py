@@ -8,7 +8,7 @@ import torch
 
 from claimgraph.experiments.features.intervene import clamp_hook, latent_acts_and_logits
 from claimgraph.experiments.features.sampling import sample
-from claimgraph.experiments.sae import SaeConfig
+from claimgraph.experiments.sae import SaeRecipe
 from claimgraph.experiments.sae.relu import ReluSAE
 from claimgraph.experiments.substrate.model import ToyConfig, ToyTransformer
 from claimgraph.graph.errors import InvalidInput
@@ -31,7 +31,7 @@ def sae():
     """An SAE over the 32 MLP units whose latents fire on a fair share of tokens (a random encoder with a
     positive bias; no training needed for these identities)."""
     g = torch.Generator().manual_seed(1)
-    s = ReluSAE(SaeConfig(architecture="relu", d_in=32, d_sae=48, steps=1, batch_size=1), generator=g)
+    s = ReluSAE(SaeRecipe(d_sae=48).config(32, 0), generator=g)
     with torch.no_grad():
         s.W_enc.copy_(torch.randn(32, 48, generator=g))
         s.b_enc.fill_(0.05)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from claimgraph.experiments.dynamics.leading_terms import (
+from claimgraph.experiments.kinds.leading_terms.corpus import PRESETS, TopicBigramCorpus, load_sequences
+from claimgraph.experiments.kinds.leading_terms.model import AttnOnlyOneHot, mean_loss, train_sgd
+from claimgraph.experiments.kinds.leading_terms.terms import (
     basis_associations,
     coefficients,
     corpus_bases,
@@ -17,8 +19,6 @@ from claimgraph.experiments.dynamics.leading_terms import (
     top_associations,
     trace_cosine,
 )
-from claimgraph.experiments.dynamics.leading_terms_corpus import PRESETS, TopicBigramCorpus, load_sequences
-from claimgraph.experiments.dynamics.leading_terms_model import AttnOnlyOneHot, mean_loss, train_sgd
 from claimgraph.graph.errors import InvalidInput
 
 
@@ -152,7 +152,7 @@ def test_trace_cosine_matches_numpy_and_handles_zero():
 
 def test_job_measure_matches_independent_numpy_on_a_four_token_corpus():
     """The job's checkpoint row (cosines, ratios) against numpy by hand, after a few SGD steps on 4 tokens."""
-    from claimgraph.experiments.dynamics.leading_terms_run import measure
+    from claimgraph.experiments.kinds.leading_terms.run import measure
 
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(4, (5, 7), generator=gen)

@@ -173,11 +173,11 @@ def test_planted_category_is_enriched_and_random_directions_are_not():
 
 
 def test_feature_logit_effects_reads_decoder_rows():
-    from claimgraph.experiments.sae import SaeConfig
+    from claimgraph.experiments.sae import SaeRecipe
     from claimgraph.experiments.sae.relu import ReluSAE
 
     m = _hand_model()
-    sae = ReluSAE(SaeConfig(architecture="relu", d_in=3, d_sae=4, steps=1, batch_size=1))
+    sae = ReluSAE(SaeRecipe(d_sae=4).config(3, 0))
     with torch.no_grad():
         sae.W_dec.copy_(torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.0, 0.5]]))
     eff = feature_logit_effects(m, sae, "blocks.0.mlp.hook_post", [1, 3])

@@ -24,7 +24,7 @@ from claimgraph.cli.main import app
 from claimgraph.graph import Node, Store
 
 JOB_MODULE = textwrap.dedent('''
-    from claimgraph.experiments.jobs.base import Job, JobParams, SeedResult
+    from claimgraph.experiments.job import Job, JobParams, SeedResult
     from claimgraph.experiments.spec import Criterion
 
 

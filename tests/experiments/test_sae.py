@@ -10,6 +10,7 @@ import torch
 from claimgraph.experiments.sae import (
     ReluTrainer,
     SaeConfig,
+    SaeRecipe,
     TopKTrainer,
     evaluate_sae,
     geometric_median,
@@ -34,6 +35,16 @@ def planted(n: int, d: int, m: int, p: float, seed: int) -> tuple[torch.Tensor, 
     return (active * coef) @ D, D
 
 
+# The trainer settings these tests were written for. SaeConfig has no defaults for what a recipe decides, so each
+# test names them; only the fields a test is about differ from these.
+TRAINER = dict(architecture="relu", k=32, l1_coefficient=5.0, l1_warmup_steps=0, resample_steps=(),
+               dead_window_tokens=100_000, steps=1000, batch_size=1024, lr=1e-3, lr_warmup_steps=50)
+
+
+def sae_config(**fields) -> SaeConfig:
+    return SaeConfig(**{**TRAINER, **fields})
+
+
 PLANTED_CFG = {
     "relu": dict(architecture="relu", l1_coefficient=3.0, l1_warmup_steps=100, resample_steps=(500, 1000)),
     "topk": dict(architecture="topk", k=3),
@@ -48,7 +59,7 @@ def planted_data():
 @pytest.mark.parametrize("arch", ["relu", "topk"])
 def test_planted_dictionary_recovered(arch, planted_data):
     x, D = planted_data
-    cfg = SaeConfig(d_in=32, d_sae=96, steps=1500, batch_size=256, lr=3e-3, dead_window_tokens=25_600,
+    cfg = sae_config(d_in=32, d_sae=96, steps=1500, batch_size=256, lr=3e-3, dead_window_tokens=25_600,
                     **PLANTED_CFG[arch])
     sae, _ = train_sae(cfg, x)
     W = sae.W_dec / sae.W_dec.norm(dim=1, keepdim=True)  # [d_sae, d]
@@ -61,7 +72,7 @@ def test_planted_dictionary_recovered(arch, planted_data):
 def test_random_dictionary_is_not_recovered(planted_data):
     """Control for the recovery test: an untrained SAE does not pass the same bar."""
     x, D = planted_data
-    cfg = SaeConfig(d_in=32, d_sae=96, steps=1, batch_size=256)
+    cfg = sae_config(d_in=32, d_sae=96, steps=1, batch_size=256)
     trainer = make_trainer(cfg, x)
     W = trainer.sae.W_dec
     assert ((D @ W.t()).max(dim=1).values > 0.9).float().mean() < 0.2
@@ -70,7 +81,7 @@ def test_random_dictionary_is_not_recovered(planted_data):
 @pytest.mark.parametrize("arch", ["relu", "topk"])
 def test_decoder_rows_unit_norm_after_every_step(arch, planted_data):
     x, _ = planted_data
-    cfg = SaeConfig(d_in=32, d_sae=64, steps=30, batch_size=128, lr=1e-2, lr_warmup_steps=0,
+    cfg = sae_config(d_in=32, d_sae=64, steps=30, batch_size=128, lr=1e-2, lr_warmup_steps=0,
                     **PLANTED_CFG[arch] | {"resample_steps": ()})
     trainer = make_trainer(cfg, x)
     for step in range(cfg.steps):
@@ -80,7 +91,7 @@ def test_decoder_rows_unit_norm_after_every_step(arch, planted_data):
 
 
 def test_parallel_gradient_component_removed():
-    cfg = SaeConfig(d_in=3, d_sae=2, steps=1)
+    cfg = sae_config(d_in=3, d_sae=2, steps=1)
     trainer = make_trainer(cfg, torch.randn(10, 3))
     sae = trainer.sae
     with torch.no_grad():
@@ -122,7 +133,7 @@ def test_geometric_median_robust_to_outliers_and_minimises_distance_sum():
 
 def test_resampling_revives_dead_latents(planted_data):
     x, _ = planted_data
-    cfg = SaeConfig(d_in=32, d_sae=64, steps=100, batch_size=256, l1_coefficient=1.0,
+    cfg = sae_config(d_in=32, d_sae=64, steps=100, batch_size=256, l1_coefficient=1.0,
                     dead_window_tokens=512, resample_steps=(10,))
     trainer: ReluTrainer = make_trainer(cfg, x)
     killed = torch.arange(0, 64, 4)  # 16 latents
@@ -149,7 +160,7 @@ def test_resampling_revives_dead_latents(planted_data):
 
 
 def test_topk_l0_is_exactly_k():
-    cfg = SaeConfig(architecture="topk", d_in=16, d_sae=64, k=4, steps=1)
+    cfg = sae_config(architecture="topk", d_in=16, d_sae=64, k=4, steps=1)
     trainer = make_trainer(cfg, torch.randn(100, 16))
     f = trainer.sae.encode(torch.randn(500, 16) * trainer.scale)  # [500, 64]
     assert ((f != 0).sum(dim=-1) == 4).all()
@@ -164,7 +175,7 @@ def test_topk_l0_is_exactly_k():
 
 def test_auxk_zero_without_dead_latents_positive_with(planted_data):
     x, _ = planted_data
-    cfg = SaeConfig(architecture="topk", d_in=32, d_sae=64, k=3, steps=10, batch_size=256, dead_window_tokens=256)
+    cfg = sae_config(architecture="topk", d_in=32, d_sae=64, k=3, steps=10, batch_size=256, dead_window_tokens=256)
     trainer: TopKTrainer = make_trainer(cfg, x)
     xs = x[:256] * trainer.scale
     pre = trainer.sae.pre_acts(xs)
@@ -186,20 +197,38 @@ def test_schedules():
     assert l1_factor(0, warmup=4) == 0.25 and l1_factor(3, warmup=4) == 1.0 and l1_factor(0, warmup=0) == 1.0
 
 
+def test_the_recipe_is_the_one_set_of_defaults():
+    """SaeConfig leaves what the recipe decides without defaults; SaeRecipe's defaults and the schedules that follow
+    from its steps are what a config made from it holds."""
+    with pytest.raises(ValueError) as e:
+        SaeConfig(d_in=8, d_sae=16)
+    missing = {err["loc"][0] for err in e.value.errors() if err["type"] == "missing"}
+    assert missing == {"architecture", "k", "l1_coefficient", "l1_warmup_steps", "resample_steps",
+                       "dead_window_tokens", "steps", "batch_size", "lr", "lr_warmup_steps"}
+    cfg = SaeRecipe().config(64, 3, model_name="toy:default", context_size=64)
+    assert (cfg.architecture, cfg.d_sae, cfg.k, cfg.l1_coefficient, cfg.steps, cfg.batch_size, cfg.lr) == \
+        ("relu", 128, 16, 1.0, 1000, 256, 1e-3)
+    assert (cfg.l1_warmup_steps, cfg.lr_warmup_steps, cfg.resample_steps, cfg.dead_window_tokens) == \
+        (100, 50, (250, 500), 32_000)
+    assert cfg.hook_name == "blocks.0.mlp.hook_post" and cfg.seed == 3
+    topk = SaeRecipe(architecture="topk", k=8, expansion=4, steps=400).config(32, 0)
+    assert (topk.d_sae, topk.k, topk.resample_steps, topk.l1_warmup_steps) == (128, 8, (), 40)
+
+
 def test_config_refuses_bad_values():
     with pytest.raises(ValueError, match="k=100"):
-        SaeConfig(architecture="topk", d_in=8, d_sae=16, k=100)
+        sae_config(architecture="topk", d_in=8, d_sae=16, k=100)
     with pytest.raises(ValueError):
-        SaeConfig(d_in=8, d_sae=16, steps=10, resample_steps=(10,))
+        sae_config(d_in=8, d_sae=16, steps=10, resample_steps=(10,))
     with pytest.raises(ValueError):
-        SaeConfig(d_in=8, d_sae=16, colour="red")
+        sae_config(d_in=8, d_sae=16, colour="red")
 
 
 @pytest.mark.parametrize("arch", ["relu", "topk"])
 def test_same_seed_same_result_and_save_load_reproduces(arch, planted_data, tmp_path):
     x, _ = planted_data
     x = x * 7.0 + 3.0  # off-scale, off-centre activations exercise normalisation and its folding
-    cfg = SaeConfig(d_in=32, d_sae=64, steps=60, batch_size=128, seed=3, hook_name="blocks.1.mlp.hook_post",
+    cfg = sae_config(d_in=32, d_sae=64, steps=60, batch_size=128, seed=3, hook_name="blocks.1.mlp.hook_post",
                     model_name="toy:tiny", **PLANTED_CFG[arch] | {"resample_steps": (30,)})
     ids = torch.randint(0, 50, (3000,), generator=torch.Generator().manual_seed(1))
     a, hist_a = train_sae(cfg, x, log_every=20)
@@ -231,7 +260,7 @@ def test_same_seed_same_result_and_save_load_reproduces(arch, planted_data, tmp_
 def test_folding_matches_training_space(planted_data):
     x, _ = planted_data
     x = x * 5.0 + 1.0
-    cfg = SaeConfig(d_in=32, d_sae=64, steps=20, batch_size=128)
+    cfg = sae_config(d_in=32, d_sae=64, steps=20, batch_size=128)
     trainer = make_trainer(cfg, x)
     for step in range(20):
         trainer.update(step, x[step * 128:(step + 1) * 128])
@@ -287,7 +316,7 @@ def test_evaluate_sae_matches_direct_computation():
     recomputed here from the full matrices."""
     torch.manual_seed(0)
     d = 6
-    cfg = SaeConfig(d_in=d, d_sae=d, steps=1)
+    cfg = sae_config(d_in=d, d_sae=d, steps=1)
     trainer = make_trainer(cfg, torch.randn(10, d))
     sae = trainer.finalize()
     with torch.no_grad():

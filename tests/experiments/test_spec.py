@@ -6,7 +6,7 @@ import math
 import pytest
 from scipy import stats
 
-from claimgraph.experiments.spec import Criterion, JobSpec, parse_seeds
+from claimgraph.experiments.spec import Criterion, JobSpec, parse_seeds, t_interval
 
 
 def test_parse_round_trip():
@@ -25,6 +25,14 @@ def test_interval_matches_scipy():
     lo, hi = stats.t.interval(0.95, len(vals) - 1, loc=sum(vals) / 4, scale=stats.sem(vals))
     assert d.ci_low == pytest.approx(lo) and d.ci_high == pytest.approx(hi)
     assert d.verdict == "supported" and d.n == 4
+
+
+def test_t_interval_covers_the_seeds_and_skips_missing_values():
+    iv = t_interval([0.1, 0.2, 0.3])
+    assert iv.n == 3 and iv.mean == pytest.approx(0.2) and iv.low < 0.1 and iv.high > 0.3
+    assert iv.sd == pytest.approx(0.1)
+    assert t_interval([float("nan"), None, 0.5]) == (1, 0.5, None, 0.5, 0.5)
+    assert t_interval([]) == (0, None, None, None, None)
 
 
 @pytest.mark.parametrize("op, vals, band, verdict", [

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from claimgraph.experiments.context import resolve_device
 from claimgraph.experiments.substrate import (
     HookPoint,
     ToyConfig,
     ToyTransformer,
     activations,
-    resolve_device,
     shuffled_copy,
 )
 from claimgraph.graph.errors import InvalidInput

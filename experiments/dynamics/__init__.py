@@ -1,1 +1,0 @@
-"""Training-dynamics analyses: gradient decomposition and gradient leading terms."""

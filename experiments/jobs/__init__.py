@@ -1,1 +1,0 @@
-"""claimgraph.experiments.jobs"""

@@ -1,0 +1,60 @@
+"""Job kind `logit_weights`: the direct effect of one SAE feature on the output logits (its decoder row through
+the MLP output weights, the linearised final LayerNorm and the unembedding: the claim page's "logit weight
+analysis"), and whether the tokens its interpretation predicts rank at the top.
+
+The feature is the best detector (F1) of a planted category (default: positions inside base64 spans) among
+the latents of the provisioned SAE, chosen on held-out tokens (features/target.py). The effects of a random
+direction of the same norm at the same hook are the control: `n_random` directions give the distribution of
+the enrichment a direction with no relation to the category reaches.
+
+The measurement is in run.py and its histogram in plots.py; this module does not import torch.
+"""
+from __future__ import annotations
+
+from pydantic import Field
+
+from claimgraph.experiments.features.target import FeatureJob, FeatureParams
+from claimgraph.experiments.spec import Criterion
+
+
+class LogitWeightsParams(FeatureParams):
+    top_k: int = Field(20, ge=1)  # tokens with the largest effects in which the category is counted
+    show_k: int = Field(20, ge=1)  # tokens listed at each end (top / bottom) in details
+    n_random: int = Field(200, ge=1)  # random same-norm directions for the control distribution
+    scale_tokens: int = Field(8192, ge=1)  # tokens on which the final residual's typical norm is measured
+
+
+class LogitWeightsJob(FeatureJob[LogitWeightsParams]):
+    kind = "logit_weights"
+    summary = ("Direct logit effects of the SAE feature for a planted category (default: base64 spans): top/bottom "
+               "tokens and enrichment of the predicted category among the top tokens, vs random directions")
+    Params = LogitWeightsParams
+    # Registered before any toy:default run. Metric: how far the feature's direct effect separates its
+    # category from the other tokens (mean effect on category tokens - mean on the rest), in standard
+    # deviations of the same quantity over `n_random` random directions of the same norm at the same hook.
+    # That difference is linear in the direction, so over random directions it is symmetric about 0, and z is
+    # about cos(feature, category logit direction) * sqrt(d_hook). A first design used the top-20 enrichment
+    # ratio against a hypergeometric null (threshold 2); a pilot on toy:tiny (200-step SAE, before any default
+    # run) showed that null is wrong: the category's unembeddings cluster, so random directions' ratios were
+    # heavy-tailed (mean 0.57, 95th percentile 4.39), and a threshold of 2 would pass many random directions.
+    # The ratio and its hypergeometric p stay reported; the criterion uses the random directions as the null.
+    # z = 3 is what fewer than ~0.2% of random directions reach (near-Gaussian for d_hook >= 128); the band
+    # of 1 keeps z within 2..4 inconclusive. Supported: 3-seed 95% interval above 4; refuted: below 2.
+    default_criterion = Criterion(metric="category_effect_z", op=">", threshold=3.0, band=1.0)
+    metrics = {
+        "category_effect_z": "(feature's category - other mean effect - random mean) / random SD of the same",
+        "enrichment_ratio": "share of predicted-category tokens among the top_k direct effects / base rate",
+        "enrichment_share": "share of predicted-category tokens among the top_k direct effects",
+        "enrichment_neglog10_p": "-log10 hypergeometric p of at least that many category tokens in the top_k",
+        "base_rate": "predicted category's share of the synthetic vocabulary",
+        "category_effect_minus_other": "mean direct effect on category tokens - mean on the others (logits "
+                                       "per unit feature activation)",
+        "control_enrichment_ratio": "mean enrichment ratio of the random same-norm directions",
+        "control_enrichment_ratio_p95": "95th percentile of the random directions' enrichment ratios",
+        "control_category_effect_minus_other": "mean over random directions of category - other mean effect",
+        "control_category_effect_sd": "SD over random directions of category - other mean effect",
+        "random_ratio_at_least_feature": "fraction of random directions whose ratio >= the feature's",
+        "feature_f1": "F1 of the feature as a detector of the category label (selection tokens)",
+        "feature_auroc": "AUROC of the feature as a detector of the category label (selection tokens)",
+        "residual_scale": "typical sqrt(var + eps) of the final residual stream the effects are divided by",
+    }

@@ -1,0 +1,136 @@
+"""One seed of `pinned_sampling`: continue plain prompts (no span, no marker) by sampling, without intervention,
+with the chosen feature pinned at its maximum activation at the generating positions, and with a control latent
+pinned at its own maximum; the same uniforms in every condition, so they differ only by the intervention.
+After all seeds, the notes. Definitions: the package docstring."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from claimgraph.experiments.context import RunContext
+from claimgraph.experiments.features.intervene import clamp_hook
+from claimgraph.experiments.features.sampling import sample
+from claimgraph.experiments.features.target import PROMPT_OFFSET, Target, control_latent
+from claimgraph.experiments.job import SeedResult
+from claimgraph.experiments.substrate.corpus import SyntheticCorpus, Vocab
+from claimgraph.graph.errors import InvalidInput
+
+from . import CONDITIONS, PinnedSamplingParams
+from .plots import plot_pinned
+
+MARKERS = ("b64:", "=", "<ar>", "</ar>")  # span markers a plain prompt must not hold
+
+
+def measure(ctx: RunContext, params: PinnedSamplingParams, seed: int, t: Target) -> SeedResult:
+    """Sample from plain prompts without intervention, with the feature pinned, and with the control latent
+    pinned (the same uniforms in each); metrics, details and the plot."""
+    P, n_new = params.prompt_len, params.n_new
+    if P + n_new > t.model.n_ctx:
+        raise InvalidInput(f"prompt_len {P} + n_new {n_new} exceeds the model's context {t.model.n_ctx}")
+    prompts = plain_prompts(t.corpus, params.n_prompts, P, seed + PROMPT_OFFSET)    # [n, P]
+    control = control_latent(t.stats, t.feature, seed)
+    pin = params.pin_value if params.pin_value is not None else float(t.stats.max_act[t.feature])
+    pin_control = float(t.stats.max_act[control])
+    where = torch.zeros(P + n_new, dtype=torch.bool)
+    where[P - 1:] = True                                       # [P + n_new]: the positions that generate
+    hooks = {"baseline": [],
+             "pinned": [(t.hook, clamp_hook(t.sae, [t.feature], pin, positions=where))],
+             "control": [(t.hook, clamp_hook(t.sae, [control], pin_control, positions=where))]}
+    ctx.log(f"sampling {n_new} tokens after {len(prompts)} plain prompts of {P} tokens: feature {t.feature} "
+            f"pinned at {pin:.3f}, control latent {control} at {pin_control:.3f}")
+    cat = t.category_mask()                                                        # [V]
+    opener = span_opener(t.corpus.vocab, t.predict)
+    out: dict[str, Any] = {}
+    for cond in CONDITIONS:
+        seqs = sample(t.model, prompts, n_new, seed=seed, temperature=params.temperature,
+                      fwd_hooks=hooks[cond], vocab_limit=t.d_corpus,
+                      batch_size=params.model_batch_size)                          # [n, P + n_new]
+        new = seqs[:, P:]                                                          # [n, n_new]
+        in_cat = cat[new]                                                          # [n, n_new]
+        opened = (new == opener).any(1) if opener is not None else torch.zeros(len(new), dtype=torch.bool)
+        prev = seqs[:, P - 1:-1]                                                   # [n, n_new] token before each
+        follows = cat[prev] if opener is None else cat[prev] | (prev == opener)    # [n, n_new]
+        in_run = in_cat & follows                                                  # [n, n_new]
+        out[cond] = {"share": float(in_cat.float().mean()), "by_position": in_cat.float().mean(0).tolist(),
+                     "span_open_frac": float(opened.float().mean()),
+                     "run_frac": float(in_run.sum()) / max(int(in_cat.sum()), 1),
+                     "examples": [{"prompt": " ".join(t.decode(s[:P])), "continuation": " ".join(t.decode(s[P:]))}
+                                  for s in seqs[:params.show]]}
+        ctx.log(f"{cond}: {out[cond]['share']:.3f} of sampled tokens are {t.predict}")
+    metrics = {
+        "category_share_diff": out["pinned"]["share"] - out["baseline"]["share"],
+        "category_share_pinned": out["pinned"]["share"],
+        "category_share_baseline": out["baseline"]["share"],
+        "control_category_share": out["control"]["share"],
+        "control_share_diff": out["control"]["share"] - out["baseline"]["share"],
+        "category_run_frac_pinned": out["pinned"]["run_frac"],
+        "category_run_frac_baseline": out["baseline"]["run_frac"],
+        "span_open_frac_pinned": out["pinned"]["span_open_frac"],
+        "span_open_frac_baseline": out["baseline"]["span_open_frac"],
+        "pin_value": pin,
+        "feature_f1": t.choice["f1"],
+    }
+    ctx.log_metrics(0, metrics)
+    plot = ctx.artifact(f"seed{seed}/pinned_sampling.png")
+    plot_pinned(plot, out, t, control, params)
+    details = {**t.details(), "control_latent": control, "pin_value": pin, "control_pin_value": pin_control,
+               "conditions": out, "plot": str(plot.relative_to(ctx.artifacts_dir))}
+    return SeedResult(seed=seed, metrics=metrics, details=details)
+
+
+def summarize(ctx: RunContext, params: PinnedSamplingParams, results: list[SeedResult]) -> dict[str, Any]:
+    """Notes saying what the per-seed numbers mean."""
+    if not results:
+        return {}
+    d0 = results[0].details
+
+    def per_seed(name: str) -> str:
+        return ", ".join(f"{r.metrics[name]:.3f}" for r in results)
+
+    notes = (f"Pinning the SAE feature that best detects {d0['label']} at {d0['hook']} at its maximum "
+             f"activation while sampling {params.n_new} tokens after {params.n_prompts} plain prompts: the share "
+             f"of {d0['predict']} tokens goes from {per_seed('category_share_baseline')} to "
+             f"{per_seed('category_share_pinned')} per seed (control latent pinned: "
+             f"{per_seed('control_category_share')}). Of the {d0['predict']} tokens sampled with the pin, "
+             f"{per_seed('category_run_frac_pinned')} continue a run of the category (baseline "
+             f"{per_seed('category_run_frac_baseline')}); the rest stand alone"
+             f"{' (in this corpus the capitals A-Z are also name initials)' if d0['predict'] == 'base64' else ''}"
+             ". The pinned value (the maximum seen on the selection tokens) differs between seeds: "
+             f"{per_seed('pin_value')}. The pin acts through the SAE's decoder row at one layer "
+             "while the error term and other latents keep saying the text is a plain sentence; pinning at "
+             "several times the maximum, at a later layer, or with a model trained longer could change it.")
+    return {"notes": notes, "category_share_diff": [r.metrics["category_share_diff"] for r in results]}
+
+
+def plain_prompts(corpus: SyntheticCorpus, n: int, length: int, seed: int) -> Tensor:
+    """n prompts [n, length]: the first `length` tokens of sequences sampled with `seed` (more drawn as needed)
+    that hold no span position and no span marker."""
+    if length > corpus.seq_len:
+        raise InvalidInput(f"prompt_len {length} exceeds the corpus sequence length {corpus.seq_len}")
+    markers = corpus.vocab.encode(list(MARKERS))
+    found: list[Tensor] = []
+    have, draw = 0, max(4 * n, 16)
+    for attempt in range(6):
+        seqs = corpus.sample(draw, seed + attempt)[:, :length]                         # [draw, length]
+        lab = corpus.span_labels(seqs)
+        spans = torch.zeros_like(seqs, dtype=torch.bool)
+        for k, v in lab.items():
+            if k.endswith("_span") and k != "paren_span":
+                spans |= v
+        ok = ~(spans.any(1) | torch.isin(seqs, markers).any(1))                       # [draw]
+        found.append(seqs[ok])
+        have += int(ok.sum())
+        if have >= n:
+            break
+    out = torch.cat(found)[:n]
+    if len(out) < n:
+        raise InvalidInput(f"only {len(out)} of {n} prompts of {length} tokens are free of spans; use a shorter "
+                           "prompt_len or fewer prompts")
+    return out
+
+
+def span_opener(vocab: Vocab, predict: str) -> int | None:
+    """The marker that opens a span of the predicted category (b64: for base64, <ar> for arabic), if any."""
+    return {"base64": vocab.id("b64:"), "arabic": vocab.id("<ar>")}.get(predict)
