@@ -351,7 +351,7 @@ def crash_ingest(base_db: Path, trials: int, work: Path, rng: random.Random, doc
 
 
 PLUGIN = textwrap.dedent('''
-    from claimgraph.experiments.jobs.base import Job, JobParams, SeedResult
+    from claimgraph.experiments.job import Job, JobParams, SeedResult
     from claimgraph.experiments.spec import Criterion
 
 
