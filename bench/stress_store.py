@@ -1,6 +1,7 @@
 """Concurrency and crash stress for one store, through the real CLI in separate processes.
 
     python bench/stress_store.py --n 10 25 50 --crash-trials 20 --out docs/benchmarks.md
+    python bench/stress_store.py --n --crash-trials 40     # the crash suite alone (kill -9 trials only)
 
 Mixed load. A base store holds the bundled papers (data/papers, with embeddings) and a set of open
 suggestions. For each N, a copy of it gets N commands started at once, as separate `claimgraph` processes with
