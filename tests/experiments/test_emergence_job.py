@@ -138,7 +138,7 @@ def test_heatmap_cells_recomputed_independently(tiny_run, checkpoint, depth):
     from claimgraph.experiments.substrate.load import activations, list_checkpoints, load_model
 
     out, _ = tiny_run
-    scores = json.loads((Path(out["run_dir"]) / "artifacts" / "emergence_scores.json").read_text())
+    scores = json.loads((Path(out["run_dir"]) / "artifacts" / "seed0" / "scores.json").read_text())
     size = scores["table"]["sizes"][0]
     step = int(size["checkpoints"][checkpoint])
     assert step in list_checkpoints("toy:tiny")
