@@ -65,9 +65,11 @@ done
 # pre-registered in docs/preregistration/2026-12-01-dynamics.md (issue 11)
 # The Birth of Knowledge (summary): emergence across time, layers and scale on the categories that need context,
 # and re-emergence in later layers; each seed sweeps its own replicate of the toy models
+# (two sizes and four checkpoints keep it near 10 minutes cold with three model replicates per size)
+EMERGE=(--param 'sizes=["toy:small"]' --param n_checkpoints=4)
 add --id experiment:emergence-context-thresholds --claim "$C_THRESHOLDS" --claim "$F_THRESHOLDS" --kind emergence \
-    --title "Emergence of context-dependent categories across checkpoints, layers and model sizes"
-add --id experiment:emergence-context-reemergence --claim "$C_REEMERGE" --kind emergence \
+    "${EMERGE[@]}" --title "Emergence of context-dependent categories across checkpoints, layers and model sizes"
+add --id experiment:emergence-context-reemergence --claim "$C_REEMERGE" --kind emergence "${EMERGE[@]}" \
     --criterion "reemergence_fraction > 0.1 band=0.05" \
     --title "Re-emergence of planted categories in later layers"
 # Seemingly useless features (novelty report 000): one computation, three claims, four registered criteria
