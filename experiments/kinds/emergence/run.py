@@ -10,8 +10,8 @@ from typing import Any
 
 from claimgraph.experiments.context import RunContext, resolve_device, torch_threads, write_json_atomic
 from claimgraph.experiments.job import SeedResult
-from claimgraph.experiments.spec import variance_note
 from claimgraph.experiments.sae.recipe import EVAL_SEED_OFFSET
+from claimgraph.experiments.spec import variance_note
 from claimgraph.experiments.substrate.corpus import get_corpus
 from claimgraph.experiments.substrate.load import list_checkpoints, model_corpus
 from claimgraph.graph.errors import InvalidInput
