@@ -205,7 +205,7 @@ def test_rerun_loads_saes_from_cache_with_the_same_numbers(tiny_run):
     out, again = tiny_run
     assert not again["cached"] and again["run_id"] != out["run_id"]
     log = (Path(again["run_dir"]) / "log.txt").read_text()
-    assert log.count("loaded from cache") == 12 and "training SAE" not in log
+    assert log.count("loaded from cache") == 2 * 12 and "training SAE" not in log   # 12 SAEs x 2 seeds
     a = json.loads((Path(out["run_dir"]) / "artifacts" / "emergence_scores.json").read_text())["table"]
     b = json.loads((Path(again["run_dir"]) / "artifacts" / "emergence_scores.json").read_text())["table"]
     assert a == b
