@@ -38,6 +38,7 @@ from .records import (
     read_state,
     write_state,
 )
+from .registry import get_job
 from .spec import JobSpec
 
 STALE_S = float(os.environ.get("CLAIMGRAPH_STALE_S", "60"))  # heartbeat age after which a run on another host is dead
@@ -231,7 +232,7 @@ def prepare_run(store: Store, experiment_id: str, *, device: str | None = None,
     _, spec, targets = get_spec(store, experiment_id)
     if seeds is not None:
         spec = spec.model_copy(update={"seeds": seed_list(seeds)})
-    spec = JobSpec.model_validate(spec.model_dump())
+    spec = get_job(spec.kind).resolve_spec(JobSpec.model_validate(spec.model_dump()))  # inputs as they are now
     dev = resolve_device(device or spec.device)
     inputs = input_fingerprint(spec)
     chash = config_hash(spec, dev, inputs)
