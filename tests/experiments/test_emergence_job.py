@@ -252,8 +252,8 @@ def test_hf_neox_one_size_its_depths(neox_dir, tmp_path):
     (size,) = res.details["table"]["sizes"]
     assert size["model"] == f"hf:{neox_dir}" and size["checkpoints"] == ["final"]
     assert size["hooks"] == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
-    assert set(res.metrics) == {"depth_threshold_fraction", "reemergence_count", "reemergence_fraction",
-                                "final_present_fraction"}
+    assert set(res.metrics) == {"context_categories", "depth_threshold_fraction", "reemergence_count",
+                                "reemergence_fraction", "final_present_fraction"}
     assert (tmp_path / "artifacts" / "emergence_heatmap.png").stat().st_size > 1000
     assert "Time: not measured (one checkpoint per size)" in summary["notes"]
     assert "Scale: not measured (one model size)" in summary["notes"]

@@ -39,7 +39,8 @@ def _run_seed(ctx: RunContext, params: EmergenceParams, seed: int) -> SeedResult
     eval_tokens = corpus.sample(math.ceil(params.eval_tokens / corpus.seq_len), seed + EVAL_SEED_OFFSET)
     recipe = params.sae
     model_seed = seed if params.model_seeds == "per_replicate" else None
-    plan = {r: checkpoints_of(r, params, model_seed) for r in refs}
+    seeds_of = {r: model_seed if r.startswith("toy:") else None for r in refs}  # one pretrained hf model each
+    plan = {r: checkpoints_of(r, params, seeds_of[r]) for r in refs}
     token_f1 = token_alone_f1(eval_tokens, category_labels(corpus, eval_tokens, params.categories), len(corpus.vocab))
     ctx.log("token-alone F1: " + ", ".join(f"{c} {f:.2f}" for c, f in zip(params.categories, token_f1)))
     n_cells = sum(len(c) for c in plan.values())
@@ -60,7 +61,7 @@ def _run_seed(ctx: RunContext, params: EmergenceParams, seed: int) -> SeedResult
         size, size_rows = sweep_size(ref, plan[ref], corpus, data_ref, recipe, params.categories, seed,
                                      eval_tokens=eval_tokens, device=device, score=params.score,
                                      batch_size=params.model_batch_size, log=ctx.log, on_cell=on_cell,
-                                     model_seed=model_seed)
+                                     model_seed=seeds_of[ref])
         sizes.append(size)
         rows += size_rows
         ctx.log(f"{ref}: {size.n_params} parameters, checkpoints {size.checkpoints}, {len(size.hooks)} depths "
@@ -77,7 +78,7 @@ def _run_seed(ctx: RunContext, params: EmergenceParams, seed: int) -> SeedResult
             f" ({time.monotonic() - t0:.0f}s)")
     return SeedResult(seed=seed, metrics=report.metrics,
                       details={"table": table.model_dump(mode="json"), "data": data_ref,
-                               "model_seed": int(model_seed or 0),
+                               "model_seed": {r: int(v or 0) for r, v in seeds_of.items()},
                                "models": {s.model: s.trained for s in sizes},
                                "sweep_seconds": round(time.monotonic() - t0, 1)})
 
@@ -175,7 +176,8 @@ def notes(table: ScoreTable, report: EmergenceReport, params: EmergenceParams, n
         "the first point of an axis (token categories at the embedding, or in the smallest model) cannot cross "
         "on it; with 2-3 layers a model has only 3-4 depths for a fall and a rise.",
         variance_note((["model seeds (each replicate sweeps its own trained toy models: init and data order)"]
-                       if params.model_seeds == "per_replicate" else []) +
+                       if params.model_seeds == "per_replicate" and any(s.model.startswith("toy:")
+                                                                         for s in table.sizes) else []) +
                       ["SAE seeds", "data samples (SAE training and held-out tokens drawn per seed)"], n_seeds),
     ]
     return "\n".join(lines)
