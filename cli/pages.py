@@ -56,7 +56,8 @@ def page_json(page: NodePage) -> dict:
                      "origin": s.origin, "computed_score": s.computed_score, "text": s.text} for s in page.similar],
         "evidence": [{"id": e.id, "title": e.title, "verdict": e.attrs.get("verdict"), "run_id": e.attrs.get("run_id"),
                       "experiment": e.attrs.get("experiment"), "decision": e.attrs.get("decision"),
-                      "criterion": e.attrs.get("criterion")} for e in page.evidence],
+                      "criterion": e.attrs.get("criterion"), "model": e.attrs.get("model"),
+                      "data": e.attrs.get("data")} for e in page.evidence],
     }
 
 
@@ -105,7 +106,8 @@ def render_page(page: NodePage) -> None:
         out += ["", (f"Evidence ({len(page.evidence)})", "bold underline")]
         for e in page.evidence:
             out.append(f"- {e.title}")
-            out.append((f"    {e.id} · run {e.attrs.get('run_id')}", "dim"))
+            setting = " · ".join(str(e.attrs[k]) for k in ("model", "data") if e.attrs.get(k))
+            out.append((f"    {e.id} · run {e.attrs.get('run_id')}" + (f" · {setting}" if setting else ""), "dim"))
     out += ["", (f"Related by similarity ({len(page.similar)})", "bold underline"),
             (f"cosine ≥ {page.similarity_threshold:g} · no typed edge", "dim")]
     for s in page.similar:
