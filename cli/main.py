@@ -75,6 +75,13 @@ def _store(ctx: typer.Context, *, create: bool = False) -> Iterator[Store]:
         yield s
 
 
+def _stale_check():
+    """The graph's StaleCheck: which evidence no longer matches the code, model, data or parameters."""
+    from claimgraph.experiments.staleness import stale_evidence
+
+    return stale_evidence
+
+
 def _node_type(value: str | None):
     from claimgraph.graph.models import parse_node_type
 
@@ -127,21 +134,21 @@ def list_nodes(ctx: typer.Context,
                type: Annotated[str | None, typer.Option("--type", "-t", help="Only nodes of this type.")] = None,
                limit: Annotated[int | None, typer.Option(help="At most this many.")] = None):
     """List nodes (claims and findings with their evidence status). Example: claimgraph list --type claim"""
-    from claimgraph.graph.queries import claim_statuses
+    from claimgraph.graph.queries import list_rows
 
     ntype = _node_type(type)
     with _store(ctx) as s:
-        nodes = s.list_nodes(ntype, limit=limit)
-        status = claim_statuses(s, [n.id for n in nodes if n.type.value in ("claim", "finding")])
-        degree = s.degrees(n.id for n in nodes)
+        rows = list_rows(s, s.list_nodes(ntype, limit=limit), stale=_stale_check())
     if _opts(ctx).json:
-        emit_json({"nodes": [{"id": n.id, "type": n.type.value, "title": n.title, "text": n.text,
-                              "status": status.get(n.id), "edges": degree.get(n.id, 0), "attrs": n.attrs}
-                             for n in nodes]})
+        emit_json({"nodes": rows})
         return
     cols = ["id", "type", "title", "status", "edges"]
-    table(f"{type + ' ' if type else ''}nodes ({len(nodes)})", cols,
-          [(n.id, n.type.value, n.title, status.get(n.id, ""), degree.get(n.id, 0)) for n in nodes])
+    table(f"{type + ' ' if type else ''}nodes ({len(rows)})", cols,
+          [(r["id"], r["type"], r["title"], (r["status"] or "") + (" · STALE" if r["stale"] else ""), r["edges"])
+           for r in rows])
+    if any(r["stale"] for r in rows):
+        note("STALE: evidence whose code, model, data or parameters changed since it ran (`claimgraph show ID` says "
+             "which; `claimgraph run --stale` re-runs them)")
 
 
 @app.command()
@@ -155,7 +162,7 @@ def show(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="ID"
     from .pages import page_json, render_page
 
     with _store(ctx) as s:
-        page = node_page(s, node_id, k_similar=k, threshold=threshold)
+        page = node_page(s, node_id, k_similar=k, threshold=threshold, stale=_stale_check())
     if _opts(ctx).json:
         emit_json(page_json(page))
     else:
@@ -375,19 +382,38 @@ def experiment_list(ctx: typer.Context):
 
 
 @app.command()
-def run(ctx: typer.Context, experiment: Annotated[str, typer.Argument(metavar="EXP")],
+def run(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(metavar="[EXP]")] = None,
         device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (default: the spec's)")] = None,
         seeds: Annotated[str | None, typer.Option(
             help="Run these seeds instead of the spec's: N (0..N-1), A-B or A,B,C.")] = None,
-        force: Annotated[bool, typer.Option("--force", help="Recompute even if an identical run completed.")] = False):
+        force: Annotated[bool, typer.Option("--force", help="Recompute even if an identical run completed.")] = False,
+        stale: Annotated[bool, typer.Option("--stale", help="Re-run every experiment whose evidence is stale "
+                                                            "(code, model, data or parameters changed).")] = False):
     """Run an experiment in its own process and attach its evidence; an identical completed run is reused.
-    Example: claimgraph run experiment:sae-learned-features-reflect-... --seeds 3"""
-    from claimgraph.experiments.runner import run_experiment
+    Example: claimgraph run experiment:sae-learned-features-reflect-... --seeds 3; claimgraph run --stale"""
+    from claimgraph.experiments.runner import run_experiment, run_stale
 
     opts = _opts(ctx)
+    started = lambda rid, d: note(f"run {rid} started; folder {d}")  # noqa: E731
+    if stale:
+        if experiment or seeds:
+            raise typer.BadParameter("--stale re-runs every stale experiment on its own seeds; give no EXP or --seeds")
+        with _store(ctx) as s:
+            outcomes = run_stale(s, device=device, on_start=started)
+        if opts.json:
+            emit_json({"runs": outcomes})
+        elif not outcomes:
+            note("no stale evidence: nothing to re-run")
+        else:
+            table("re-runs of stale experiments", ["experiment", "run", "status", "verdict", "evidence"],
+                  [(o.experiment_id, o.run_id, o.status, o.verdict, o.evidence_id) for o in outcomes])
+        if any(o.status != "completed" for o in outcomes):
+            raise typer.Exit(1)
+        return
+    if not experiment:
+        raise typer.BadParameter("give the experiment to run (EXP), or --stale")
     with _store(ctx) as s:
-        outcome = run_experiment(s, experiment, device=device, seeds=seeds, force=force,
-                                 on_start=lambda rid, d: note(f"run {rid} started; folder {d}"))
+        outcome = run_experiment(s, experiment, device=device, seeds=seeds, force=force, on_start=started)
     if opts.json:
         emit_json(outcome)
     else:
@@ -432,20 +458,29 @@ def evidence(ctx: typer.Context, claim: Annotated[str, typer.Argument(metavar="C
     """Evidence about a claim or finding, and its derived status. Example: claimgraph evidence claim:..."""
     from claimgraph.graph.queries import evidence_for, status_reports
 
+    check = _stale_check()
     with _store(ctx) as s:
         s.get_node(claim)
         ev = evidence_for(s, claim, include_superseded=all_)
-        report = status_reports(s, [claim])[claim]
+        report = status_reports(s, [claim], stale=check)[claim]
+    stale = check(ev) if ev else {}
     if _opts(ctx).json:
         emit_json({"claim": claim, "status": report.status, "status_report": report.model_dump(mode="json"),
-                   "evidence": [{"id": e.id, "title": e.title, "text": e.text, **e.attrs} for e in ev]})
+                   "evidence": [{"id": e.id, "title": e.title, "text": e.text, **e.attrs, "stale": stale.get(e.id)}
+                                for e in ev]})
         return
     d = lambda e: e.attrs.get("decision", {})
     table(f"{claim}: {report.describe()}", ["verdict", "value", "CI", "n", "criterion", "experiment", "run"],
-          [(e.attrs.get("verdict"), fmt_score(d(e).get("mean")),
+          [(str(e.attrs.get("verdict")) + (" (not deciding)" if e.attrs.get("decisive", True) is False else "")
+            + (" STALE" if e.id in stale else ""), fmt_score(d(e).get("mean")),
             "" if d(e).get("n", 0) < 2 else f"[{d(e)['ci_low']:.3g}, {d(e)['ci_high']:.3g}]", d(e).get("n"),
             _criterion_text(e.attrs.get("criterion")), e.attrs.get("experiment"), e.attrs.get("run_id")) for e in ev],
           wrap=("criterion",))
+    for e in ev:
+        if e.id in stale:
+            note(f"stale: {e.id}: {stale[e.id]}")
+    if stale:
+        note("`claimgraph run --stale` re-runs the experiments whose evidence is stale")
 
 
 @app.command()

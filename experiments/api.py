@@ -140,6 +140,17 @@ def _current_form(stored: Any) -> dict[str, Any] | None:
     return spec.model_copy(update={"params": params}).model_dump(mode="json")
 
 
+def resolve_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A stored spec's parameters as the kind's Params read them today (defaults of fields added since filled
+    in, older flat names nested); InvalidInput when they no longer validate."""
+    job = get_job(kind)
+    try:
+        return job.Params.model_validate(params).model_dump(mode="json")
+    except ValidationError as e:
+        raise InvalidInput(f"the stored parameters no longer validate for kind {kind!r}: "
+                           f"{_first_error(e, 'param ')}") from None
+
+
 def get_spec(store: Store, experiment_id: str) -> tuple[Node, JobSpec, list[str]]:
     node = store.get_node(experiment_id)
     if node.type != NodeType.experiment:

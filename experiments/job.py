@@ -121,6 +121,14 @@ class Job(Generic[P]):
         its Params' own validation. Kinds on a substrate model inherit a check of the model reference
         (substrate.families.ModelJob)."""
 
+    def input_fingerprint(self, spec: JobSpec) -> dict[str, str | None]:
+        """Digests of what the spec's model and data references point at (`context.ref_digest`): part of the
+        config hash and of each evidence row's fingerprint, so a changed model or corpus recomputes and marks
+        the evidence it produced stale. Kinds on substrate models resolve revisions and gguf files too."""
+        from .context import ref_digest
+
+        return {"model": ref_digest(spec.model), "data": ref_digest(spec.data)}
+
     def input_provenance(self, spec: JobSpec) -> dict[str, Any] | None:
         """Where the run's inputs come from, recorded in environment.json as `model_provenance`; None by default."""
         return None

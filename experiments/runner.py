@@ -23,7 +23,7 @@ from claimgraph.graph.ids import slugify
 from claimgraph.graph.models import utcnow
 from claimgraph.graph.portable import stored_path
 
-from .api import get_spec, seed_list
+from .api import get_spec, resolve_params, seed_list
 from .codeversion import code_version
 from .context import resolve_device, write_json_atomic
 from .records import (
@@ -33,6 +33,7 @@ from .records import (
     RunState,
     conclude,
     config_hash,
+    fingerprint,
     input_fingerprint,
     read_result,
     read_state,
@@ -93,7 +94,8 @@ def evidence_node(config: RunConfig, result: RunResult) -> Node:
         "kind": config.spec.kind, "model": config.spec.model, "data": config.spec.data,
         "seeds": config.spec.seeds, "device": config.device, "config_hash": config.config_hash,
         "run_dir": str(Path(config.run_id)), "artifacts": result.artifacts, "superseded": False,
-        "reused_from": result.reused_from,
+        "reused_from": result.reused_from, "params": config.spec.params,
+        "fingerprint": fingerprint(config.code_version, config.inputs, config.spec.params),
     }
     return Node(id=f"evidence:{slugify(config.experiment_id.split(':', 1)[1])}-{config.run_id.lower()}"[:220],
                 type=NodeType.evidence, title=title, text=text, attrs=attrs)
@@ -231,7 +233,9 @@ def prepare_run(store: Store, experiment_id: str, *, device: str | None = None,
     _, spec, targets = get_spec(store, experiment_id)
     if seeds is not None:
         spec = spec.model_copy(update={"seeds": seed_list(seeds)})
-    spec = JobSpec.model_validate(spec.model_dump())
+    # the parameters as the kind's Params resolve them today (a field added since, with its default): what
+    # the run computes with, hashed and fingerprinted
+    spec = JobSpec.model_validate({**spec.model_dump(), "params": resolve_params(spec.kind, spec.params)})
     dev = resolve_device(device or spec.device)
     inputs = input_fingerprint(spec)
     chash = config_hash(spec, dev, inputs)
@@ -316,3 +320,19 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
     return RunOutcome(run_id=cfg.run_id, experiment_id=experiment_id, status=row["status"], verdict=row["verdict"],
                       evidence_id=row["evidence_id"], run_dir=str(run_dir),
                       reason=result.decision.reason if result else None, error=row["error"])
+
+
+def run_stale(store: Store, *, device: str | None = None, progress: bool = True,
+              on_start: Callable[[str, Path], None] | None = None,
+              run: Callable[..., RunOutcome] | None = None) -> list[RunOutcome]:
+    """Re-run exactly the experiments whose current evidence is stale (staleness.stale_experiments), each on the
+    seeds its stale run used, recomputed (`force`: the point is today's code, model and data). `run` starts one
+    (default run_experiment; an executor's submit function for cluster runs)."""
+    from .staleness import stale_experiments
+
+    start = run or run_experiment
+    out = []
+    for item in stale_experiments(store):
+        out.append(start(store, item["experiment"], device=device, seeds=item["seeds"], force=True,
+                         progress=progress, on_start=on_start))
+    return out

@@ -200,6 +200,24 @@ def ref_provenance(ref: str | None) -> dict[str, Any] | None:
     return {"ref": ref}
 
 
+def model_digest(ref: str | None) -> str | None:
+    """What the weights of a model reference are, as one string (torch-free): `lm:` the gguf file's sha256,
+    `hf:` the content digest of its checkpoint folder (the revision resolved), `toy:` the reference itself
+    (its weights are trained by the substrate code, which the kind's code version covers)."""
+    if not ref:
+        return None
+    kind, rest, at = split_ref(ref)
+    if kind == "lm":
+        from .lm import lm_manifest
+
+        return f"sha256:{lm_manifest(rest)['gguf_sha256']}"
+    if kind == "hf":
+        from claimgraph.experiments.context import folder_digest
+
+        return f"sha256:{folder_digest(hf_dir(rest, at))}"
+    return ref
+
+
 P = TypeVar("P", bound=JobParams)
 
 
@@ -212,3 +230,8 @@ class ModelJob(Job[P]):
 
     def input_provenance(self, spec: JobSpec) -> dict[str, Any] | None:
         return ref_provenance(spec.model)
+
+    def input_fingerprint(self, spec: JobSpec) -> dict[str, str | None]:
+        out = super().input_fingerprint(spec)
+        out["model"] = model_digest(spec.model)
+        return out
