@@ -206,8 +206,10 @@ def test_evidence_from_before_fingerprints_is_stale_and_hand_made_evidence_is_no
     path, exps, _ = store
     with Store(path) as s:
         (e,) = [n for n in s.list_nodes("evidence") if n.attrs["experiment"] == exps["c"]]
-        s.add_node(e.model_copy(update={"attrs": {**e.attrs, "fingerprint": None}}))  # attrs merge: None clears
+        old = {k: v for k, v in e.attrs.items() if k != "fingerprint"}  # as a run before fingerprints wrote it
+        s.add_node(Node(id="evidence:older", type="evidence", title=e.title, attrs=old))
         s.add_node(Node(id="evidence:by-hand", type="evidence", title="read in a paper",
                         attrs={"verdict": "supported", "run_id": "-", "experiment": "-", "criterion": {}}))
     stale = {r["id"]: r["stale"] for r in cli("list", "--type", "evidence")["nodes"]}
-    assert "before fingerprints" in stale[e.id] and stale["evidence:by-hand"] is None
+    assert "before fingerprints" in stale["evidence:older"]
+    assert stale["evidence:by-hand"] is None and stale[e.id] is None
