@@ -388,18 +388,44 @@ def run(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(met
             help="Run these seeds instead of the spec's: N (0..N-1), A-B or A,B,C.")] = None,
         force: Annotated[bool, typer.Option("--force", help="Recompute even if an identical run completed.")] = False,
         stale: Annotated[bool, typer.Option("--stale", help="Re-run every experiment whose evidence is stale "
-                                                            "(code, model, data or parameters changed).")] = False):
+                                                            "(code, model, data or parameters changed).")] = False,
+        executor: Annotated[str | None, typer.Option(
+            help="local | slurm: hand each seed to submitit as one task (on Slurm, one array task) and return at "
+                 "once; `claimgraph runs` follows it, `claimgraph collect` attaches it. Default: run here.")] = None,
+        partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
+        gpus: Annotated[int, typer.Option(help="GPUs per task (executor runs).")] = 0,
+        time_min: Annotated[float | None, typer.Option("--time", help="Time limit per task, minutes (executor runs; "
+                                                                       "default: the spec's timeout).")] = None,
+        mem: Annotated[float | None, typer.Option(help="Memory per task, GB (executor runs).")] = None,
+        runs_dir: Annotated[str | None, typer.Option(
+            "--runs-dir", envvar="CLAIMGRAPH_RUNS_DIR",
+            help="Folder for run folders, on a filesystem the cluster's nodes share (default: the store's).")] = None):
     """Run an experiment in its own process and attach its evidence; an identical completed run is reused.
-    Example: claimgraph run experiment:sae-learned-features-reflect-... --seeds 3; claimgraph run --stale"""
+    Example: claimgraph run experiment:sae-learned-features-reflect-... --seeds 3; claimgraph run --stale;
+    claimgraph run EXP --executor slurm --partition gpu --gpus 1 --time 30"""
+    from functools import partial
+
     from claimgraph.experiments.runner import run_experiment, run_stale
 
     opts = _opts(ctx)
     started = lambda rid, d: note(f"run {rid} started; folder {d}")  # noqa: E731
+    submit = None
+    if executor is not None:
+        from claimgraph.experiments.executors import ClusterOptions, submit_run
+
+        options = ClusterOptions(partition=partition, gpus=gpus, time_min=time_min, mem_gb=mem)
+
+        def submit(store, exp, *, device=None, seeds=None, force=False, progress=True, on_start=None):
+            return submit_run(store, exp, executor=executor, seeds=seeds, device=device, force=force,
+                              options=options, runs_dir=runs_dir)
+    elif any(x for x in (partition, gpus, time_min, mem)):
+        raise typer.BadParameter("--partition, --gpus, --time and --mem are for --executor local|slurm")
     if stale:
         if experiment or seeds:
             raise typer.BadParameter("--stale re-runs every stale experiment on its own seeds; give no EXP or --seeds")
         with _store(ctx) as s:
-            outcomes = run_stale(s, device=device, on_start=started)
+            outcomes = run_stale(s, device=device, on_start=started, run=submit or partial(run_experiment,
+                                                                                          runs_dir=runs_dir))
         if opts.json:
             emit_json({"runs": outcomes})
         elif not outcomes:
@@ -413,9 +439,17 @@ def run(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(met
     if not experiment:
         raise typer.BadParameter("give the experiment to run (EXP), or --stale")
     with _store(ctx) as s:
-        outcome = run_experiment(s, experiment, device=device, seeds=seeds, force=force, on_start=started)
+        if submit is not None:
+            outcome = submit(s, experiment, device=device, seeds=seeds, force=force)
+        else:
+            outcome = run_experiment(s, experiment, device=device, seeds=seeds, force=force, on_start=started,
+                                     runs_dir=runs_dir)
     if opts.json:
         emit_json(outcome)
+    elif outcome.executor and outcome.status == "queued":
+        render.lines([f"run {outcome.run_id}: submitted to {outcome.executor} ({len(outcome.job_ids)} task(s): "
+                      f"{', '.join(outcome.job_ids)})", f"folder: {outcome.run_dir}",
+                      "follow it with `claimgraph runs`; `claimgraph collect` attaches its evidence when it is done"])
     else:
         lines = [f"run {outcome.run_id}: {outcome.status}" + (" (cached)" if outcome.cached else "")]
         if outcome.reused_from:
@@ -428,16 +462,22 @@ def run(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(met
             lines.append(f"error: {outcome.error}")
         lines.append(f"folder: {outcome.run_dir}")
         render.lines(lines)
-    if outcome.status != "completed":
+    if outcome.status != "completed" and not (outcome.executor and outcome.status == "queued"):
         raise typer.Exit(1)
 
 
 @app.command()
 def runs(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(metavar="[EXP]")] = None):
-    """Run records, newest first. Example: claimgraph runs experiment:..."""
+    """Run records, newest first; runs handed to Slurm or a local executor as the scheduler reports them.
+    Example: claimgraph runs experiment:..."""
+    from claimgraph.experiments.executors import task_summary
+
     with _store(ctx) as s:
         rows = s.runs(experiment)
     if _opts(ctx).json:
+        for r in rows:
+            r["executor"] = task_summary(r["run_dir"]) if r["status"] not in ("completed",) else \
+                _executor_brief(r["run_dir"])
         emit_json({"runs": rows})
         return
 
@@ -450,6 +490,65 @@ def runs(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(me
     table("runs", ["run", "experiment", "status", "verdict", "device", "took", "created"],
           [(r["run_id"], r["experiment_id"], r["status"], r["verdict"], r["device"], took(r),
             f"{r['created_at']:%Y-%m-%d %H:%M}") for r in rows])
+
+
+def _executor_brief(run_dir: str):
+    from claimgraph.experiments.executors import read_record
+
+    rec = read_record(Path(run_dir))
+    return None if rec is None else {"executor": rec.executor, "job_ids": rec.job_ids}
+
+
+@app.command()
+def collect(ctx: typer.Context, run_id: Annotated[str | None, typer.Argument(metavar="[RUN]")] = None,
+            wait: Annotated[bool, typer.Option("--wait", help="Wait until the run (or every run in flight) ends.")] = False,
+            poll: Annotated[float, typer.Option(help="Seconds between checks with --wait.")] = 5.0):
+    """Follow runs handed to an executor: when every task of one is done, aggregate its seeds, decide by its
+    criterion and attach the evidence (once). Any command does this; `collect` says what it found.
+    Example: claimgraph collect 20261201T120000-1a2b3c4d-5e6f7a8b --wait"""
+    import time
+
+    from claimgraph.experiments.runner import reconcile
+
+    def pending(s) -> list[dict]:
+        rows = s.runs(run_id=run_id) if run_id else s.runs(status="queued") + s.runs(status="running")
+        if run_id and not rows:
+            from claimgraph.graph.errors import NotFound
+
+            raise NotFound(f"no run {run_id!r}; `claimgraph runs` lists them")
+        return [r for r in rows if r["status"] in ("queued", "running")]
+
+    ended: list[dict] = []
+    while True:
+        with _store(ctx) as s:  # reconciles
+            ended += reconcile(s)
+            left = pending(s)
+            rows = s.runs(run_id=run_id) if run_id else left
+        if not wait or not left:
+            break
+        time.sleep(poll)
+    if _opts(ctx).json:
+        emit_json({"runs": rows if run_id else left, "ended": ended})
+        return
+    table("runs", ["run", "experiment", "status", "verdict", "evidence", "error"],
+          [(r["run_id"], r["experiment_id"], r["status"], r["verdict"], r["evidence_id"], r["error"])
+           for r in (rows if run_id else left)])
+    if not run_id and not left:
+        note("no run in flight")
+
+
+@app.command()
+def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="RUN")]):
+    """Cancel a run in flight (its Slurm array, its local jobs or its worker) and record it killed.
+    Example: claimgraph cancel 20261201T120000-1a2b3c4d-5e6f7a8b"""
+    from claimgraph.experiments.executors import cancel_run
+
+    with _store(ctx) as s:
+        row = cancel_run(s, run_id)
+    if _opts(ctx).json:
+        emit_json({"run": row})
+    else:
+        note(f"run {row['run_id']}: {row['status']}")
 
 
 @app.command()

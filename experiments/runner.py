@@ -7,6 +7,7 @@ one transaction. A run whose process died is found by `reconcile` on the next co
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from claimgraph.graph import EdgeType, MadeBy, Node, NodeType, Store
 from claimgraph.graph.errors import InvalidInput, NotFound
@@ -58,6 +59,9 @@ class RunOutcome(BaseModel):
     reason: str | None = None
     error: str | None = None
     reused_from: str | None = None
+    executor: str | None = Field(None, description="local or slurm for a run handed to an executor; None when "
+                                                   "it ran in this command's own worker")
+    job_ids: list[str] = Field(default_factory=list, description="the executor's job id of each seed's task")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -154,9 +158,16 @@ def _finalize(store: Store, row: dict[str, Any], state: RunState | None, *, over
 def reconcile(store: Store) -> list[dict[str, Any]]:
     """Find runs recorded as queued/running whose process has ended or died, and give them a final status.
     Returns the rows it changed. Cheap when nothing is in flight (one query)."""
+    from .executors import EXECUTOR_FILE, update_run
+
     changed = []
     for row in store.runs(status="running") + store.runs(status="queued"):
         run_dir = Path(row["run_dir"])
+        if (run_dir / EXECUTOR_FILE).exists():  # handed to Slurm or submitit's local executor
+            updated = update_run(store, row)
+            if updated is not None and updated["status"] in FINAL:
+                changed.append(updated)
+            continue
         state = read_state(run_dir)
         if state is not None and state.status in FINAL:
             changed.append(_finalize(store, row, state))
@@ -169,6 +180,10 @@ def reconcile(store: Store) -> list[dict[str, Any]]:
             dead = not _pid_alive(pid)
         else:
             dead = age > STALE_S
+        if not dead and state is not None and state.status == "running" and row["status"] == "queued":
+            # the worker computes (its launcher may be gone): the record says so
+            store.put_run(run_id=row["run_id"], status="running", pid=state.pid, host=state.host,
+                          started_at=state.started_at)
         if dead:
             why = (f"process {pid} died without a final status" if pid else "the run never started")
             if state is not None:
@@ -226,21 +241,41 @@ def _reuse(store: Store, cfg: RunConfig, run_dir: Path) -> RunOutcome | None:
                       reused_from=str(source))
 
 
+def runs_root(store: Store, runs_dir: str | Path | None = None) -> Path:
+    """Where run folders go: `runs_dir`, else $CLAIMGRAPH_RUNS_DIR (a filesystem a cluster's nodes share), else
+    the store's own folder (`<store>.d/runs`)."""
+    chosen = runs_dir or os.environ.get("CLAIMGRAPH_RUNS_DIR")
+    return Path(chosen).expanduser().resolve() if chosen else store.home / "runs"
+
+
+def new_run_id(chash: str) -> str:
+    """A run id: UTC time, the config hash's start, and 32 random bits, so two runs started in the same second
+    (threads, processes, machines) never share one."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{chash[:8]}-{secrets.token_hex(4)}"
+
+
 def prepare_run(store: Store, experiment_id: str, *, device: str | None = None,
-                seeds: int | str | list[int] | None = None) -> tuple[RunConfig, Path]:
+                seeds: int | str | list[int] | None = None, runs_dir: str | Path | None = None,
+                executor: str | None = None, gpus: int = 0) -> tuple[RunConfig, Path]:
     """Resolve the spec into a RunConfig (without creating anything). `seeds` overrides the spec's: a count N
-    (0..N-1), a string such as "3-10", or a list (`api.seed_list`)."""
+    (0..N-1), a string such as "3-10", or a list (`api.seed_list`). On a cluster (`executor="slurm"`) the
+    device is the task's: `auto` is cuda when the task asks for GPUs, else cpu (this machine's CUDA says nothing
+    of the nodes')."""
     _, spec, targets = get_spec(store, experiment_id)
     if seeds is not None:
         spec = spec.model_copy(update={"seeds": seed_list(seeds)})
     # the parameters as the kind's Params resolve them today (a field added since, with its default): what
     # the run computes with, hashed and fingerprinted
     spec = JobSpec.model_validate({**spec.model_dump(), "params": resolve_params(spec.kind, spec.params)})
-    dev = resolve_device(device or spec.device)
+    wanted = (device or spec.device).strip().lower()
+    if executor == "slurm" and wanted in ("auto", "cuda") or (executor == "slurm" and wanted.startswith("cuda:")):
+        dev = wanted if wanted != "auto" else ("cuda" if gpus else "cpu")
+    else:
+        dev = resolve_device(wanted)
     inputs = input_fingerprint(spec)
     chash = config_hash(spec, dev, inputs)
-    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{chash[:8]}"
-    run_dir = store.home / "runs" / slugify(experiment_id.split(":", 1)[1])[:80] / run_id
+    run_id = new_run_id(chash)
+    run_dir = runs_root(store, runs_dir) / slugify(experiment_id.split(":", 1)[1])[:80] / run_id
     cfg = RunConfig(run_id=run_id, experiment_id=experiment_id, targets=targets, spec=spec, device=dev,
                     config_hash=chash, code_version=code_version(spec.kind), inputs=inputs)
     return cfg, run_dir
@@ -249,11 +284,12 @@ def prepare_run(store: Store, experiment_id: str, *, device: str | None = None,
 def run_experiment(store: Store, experiment_id: str, *, device: str | None = None,
                    seeds: int | str | list[int] | None = None,
                    force: bool = False, progress: bool = True,
-                   on_start: Callable[[str, Path], None] | None = None) -> RunOutcome:
+                   on_start: Callable[[str, Path], None] | None = None,
+                   runs_dir: str | Path | None = None) -> RunOutcome:
     """Run an experiment (or serve it from cache) and attach its evidence. The database is not held while
-    the job computes."""
+    the job computes. For a run handed to Slurm or submitit's local executor, see executors.submit_run."""
     reconcile(store)
-    cfg, run_dir = prepare_run(store, experiment_id, device=device, seeds=seeds)
+    cfg, run_dir = prepare_run(store, experiment_id, device=device, seeds=seeds, runs_dir=runs_dir)
     if not force:
         served = _reuse(store, cfg, run_dir)
         if served is not None:
@@ -269,18 +305,41 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch threads sleep rather than spin on shared cores
     if cfg.spec.timeout_s:
         env["CLAIMGRAPH_RUN_TIMEOUT_S"] = str(cfg.spec.timeout_s)
-    proc = subprocess.Popen([sys.executable, "-m", "claimgraph.experiments.worker", str(run_dir)], env=env)
-    if on_start:
-        on_start(cfg.run_id, run_dir)
     received: list[int] = []
+    procs: list[subprocess.Popen] = []
 
     def forward(signum, frame):
+        # a signal for this command is for its run: pass SIGTERM on to the worker once (it records itself
+        # killed); a signal before the worker exists keeps it from starting
         received.append(signum)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        if procs and procs[0].poll() is None and len(received) == 1:
+            procs[0].send_signal(signal.SIGTERM)
 
+    # the handlers go in before the worker starts: a signal that came between the start and the handlers
+    # used to kill this command alone and leave the worker computing, unwatched
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     override = error = None
+    try:
+        if not received:
+            procs.append(subprocess.Popen([sys.executable, "-m", "claimgraph.experiments.worker", str(run_dir)],
+                                          env=env))
+    except BaseException:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        raise
+    if not procs:  # signalled before the worker started
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        state = RunState(status="killed", ended_at=utcnow(), error=f"killed by {signal.Signals(received[0]).name} "
+                                                                   "before the worker started")
+        write_state(run_dir, state)
+        row = _finalize(store, store.runs(run_id=cfg.run_id)[0], state, override="killed", error=state.error)
+        return RunOutcome(run_id=cfg.run_id, experiment_id=experiment_id, status=row["status"],
+                          run_dir=str(run_dir), error=row["error"])
+    proc = procs[0]
+    if on_start:
+        on_start(cfg.run_id, run_dir)
+    marked_running = False
     try:
         deadline = time.monotonic() + cfg.spec.timeout_s + KILL_GRACE_S if cfg.spec.timeout_s else None
         while True:
@@ -304,6 +363,13 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
                         proc.kill()
                         proc.wait()
                     break
+                if not marked_running:
+                    st = read_state(run_dir)
+                    if st is not None and st.status == "running":  # `runs` shows it computing
+                        store.put_run(run_id=cfg.run_id, status="running", pid=st.pid, host=st.host,
+                                      started_at=st.started_at)
+                        store.release()
+                        marked_running = True
     finally:
         for s, h in old.items():
             signal.signal(s, h)
