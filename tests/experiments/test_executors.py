@@ -227,3 +227,24 @@ def test_slurm_refuses_a_partition_it_does_not_have(slurm, db):
     assert r.exit_code == 1 and "submission to slurm failed" in r.stderr
     (row,) = cli("runs")["runs"]
     assert row["status"] == "failed"
+
+
+def test_slurm_requeued_task_runs_again_and_the_run_completes(slurm, db):
+    import subprocess
+
+    exp = add("--param", "sleep_s=6", seeds="2")
+    out = cli("run", exp, "--executor", "slurm", "--time", "5")
+    rid, task0 = out["run_id"], out["job_ids"][0]
+    wait_for(rid, {"running"}, timeout=120)
+    time.sleep(1)
+    subprocess.run(["scontrol", "requeue", task0], check=True)  # as after a node failure or a preemption
+    deadline = time.monotonic() + 30
+    while (row := run_status(rid))["executor"]["tasks"]["0"]["status"] != "queued" and time.monotonic() < deadline:
+        assert row["status"] in ("queued", "running"), row  # the killed attempt does not end the run
+        time.sleep(0.5)
+    assert row["executor"]["tasks"]["0"]["status"] == "queued" and row["status"] in ("queued", "running"), row
+    subprocess.run(["scontrol", "update", f"JobId={task0}", "StartTime=now"], check=True)  # skip Slurm's 2-minute hold
+    done = cli("collect", rid, "--wait", "--poll", "0.5")["runs"][0]
+    assert done["status"] == "completed" and done["evidence_id"], done
+    log = (Path(out["run_dir"]) / "log.txt").read_text()
+    assert log.count("task seed 0") == 2 and log.count("task seed 1") == 1  # seed 0 computed again
