@@ -83,11 +83,12 @@ def evidence_node(config: RunConfig, result: RunResult) -> Node:
     crit = config.spec.criterion
     if d.mean is None:
         value = "no value"
-    elif d.n > 1:
+    elif d.n > 1 and d.ci_low is not None and d.ci_high is not None:
         value = f"{d.mean:.3g} [{d.ci_low:.3g}, {d.ci_high:.3g}]"
     else:
         value = f"{d.mean:.3g}"
-    title = f"{d.verdict}: {crit.metric} = {value} ({config.spec.kind}, {d.n} seed{'s' * (d.n != 1)})"
+    verdict = d.verdict if d.decisive else f"{d.verdict} (insufficient seeds)"
+    title = f"{verdict}: {crit.metric} = {value} ({config.spec.kind}, {d.n} seed{'s' * (d.n != 1)})"
     notes = result.summary.get("notes") if isinstance(result.summary, dict) else None
     text = d.reason + (f"\n{notes}" if notes else "")
     attrs: dict[str, Any] = {
@@ -100,6 +101,7 @@ def evidence_node(config: RunConfig, result: RunResult) -> Node:
         "run_dir": str(Path(config.run_id)), "artifacts": result.artifacts, "superseded": False,
         "reused_from": result.reused_from, "params": config.spec.params,
         "fingerprint": fingerprint(config.code_version, config.inputs, config.spec.params),
+        "decisive": d.decisive,
     }
     return Node(id=f"evidence:{slugify(config.experiment_id.split(':', 1)[1])}-{config.run_id.lower()}"[:220],
                 type=NodeType.evidence, title=title, text=text, attrs=attrs)
@@ -117,7 +119,8 @@ def attach_result(store: Store, run_dir: Path) -> str:
     node.attrs["run_dir"] = source
     if result.reused_from:
         node.attrs["reused_from"] = stored_path(store, result.reused_from)
-    verdict_edge = {"supported": EdgeType.supports, "refuted": EdgeType.refutes}.get(result.decision.verdict)
+    verdict_edge = {"supported": EdgeType.supports, "refuted": EdgeType.refutes}.get(result.decision.verdict) \
+        if result.decision.decisive else None
     with store.transaction():
         for old in store.edges(config.experiment_id, direction="out", type=EdgeType.produced):
             if old.dst != node.id:

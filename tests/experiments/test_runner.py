@@ -386,3 +386,24 @@ def test_a_real_run_is_exported_with_its_evidence_and_imports_back(plugin, db, t
     ev_copy = json.loads(CliRunner().invoke(app, ["--db", str(copy), "--json", "evidence",
                                                   "claim:samples-are-positive"]).stdout)
     assert ev_copy["status"] == "supported" and ev_copy["evidence"][0]["run_id"] == out["run_id"]
+
+
+def test_one_seed_records_metrics_but_no_verdict(plugin, db):
+    """Issue 13: fewer seeds than the rule needs give an 'insufficient seeds' inconclusive that does not count."""
+    exp = add("--seeds", "1", "--param", "shift=2.0")  # a clear effect: one seed would have said "supported"
+    out = json.loads(cli("run", exp).stdout)
+    assert out["status"] == "completed" and out["verdict"] == "inconclusive" and "insufficient seeds" in out["reason"]
+    ev = json.loads(cli("evidence", "claim:samples-are-positive").stdout)
+    (e,) = ev["evidence"]
+    assert e["decisive"] is False and e["decision"]["n"] == 1 and e["decision"]["mean"] > 1.5
+    assert e["decision"]["ci_low"] is None and "insufficient seeds" in e["title"]
+    assert set(e["metrics"]) == {"mean", "sd"}  # the metrics are recorded
+    assert ev["status"] == "untested" and ev["status_report"]["not_deciding"] == ["gauss"]
+    with Store(db) as s:  # no supports/refutes edge
+        assert [x for x in s.edges("claim:samples-are-positive", direction="in") if x.type.value in
+                ("supports", "refutes")] == []
+    # the same computation under a rule that says one run decides gets a verdict
+    exp1 = add("--seeds", "1", "--param", "shift=2.0", "--criterion", "mean > 0 band=0.05 min_seeds=1")
+    out1 = json.loads(cli("run", exp1).stdout)
+    assert out1["verdict"] == "supported" and out1["cached"]
+    assert "one run decides" in json.loads(cli("experiment", "list").stdout)["experiments"][1]["criterion"]

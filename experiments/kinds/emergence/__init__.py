@@ -98,11 +98,13 @@ class EmergenceJob(ModelJob[EmergenceParams]):
     # general claim about features should hold for most of the planted ones. The band, 0.1, is about one
     # category of the 11 on the scale axis (the coarsest), so a verdict never hangs on one category's
     # crossing: supported above 0.6, refuted below 0.4.
-    default_criterion = Criterion(metric="emergence_fraction_min", op=">", threshold=0.5, band=0.1)
+    # One run decides: a run is one sweep of ~60 SAEs over checkpoints, depths and sizes, and the metric is a
+    # fraction over its 33 (category, size) pairs, so the sweep, not the seed, is the unit (issue 13).
+    default_criterion = Criterion(metric="emergence_fraction_min", op=">", threshold=0.5, band=0.1, min_seeds=1)
     # Claim (2), "features can re-emerge in later layers": one (category, size) pair in 33 (0.03) could be a
     # single noisy SAE, so re-emergence must be a pattern: supported when more than 0.15 of the pairs
     # re-emerge (at least 5 of 33), refuted below 0.05 (at most one).
-    reemergence_criterion = Criterion(metric="reemergence_fraction", op=">", threshold=0.1, band=0.05)
+    reemergence_criterion = Criterion(metric="reemergence_fraction", op=">", threshold=0.1, band=0.05, min_seeds=1)
     metrics = {
         "emergence_fraction_min": "min of time/depth/scale_threshold_fraction (claim 1; needs all three axes)",
         "time_threshold_fraction": "(category, size) pairs below threshold at the first checkpoint that reach it later",
