@@ -15,7 +15,7 @@ from claimgraph.graph.ids import make_id
 
 from .job import param_names
 from .registry import get_job
-from .spec import Criterion, JobSpec, parse_seeds
+from .spec import Criterion, JobSpec, check_seeds, parse_seeds
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -38,6 +38,7 @@ def seed_list(seeds: int | str | list[int] | None) -> list[int] | None:
         return None
     try:
         chosen = list(seeds) if isinstance(seeds, list) else parse_seeds(seeds)
+        check_seeds(chosen)
     except ValueError as e:
         raise InvalidInput(str(e)) from None
     if not chosen:

@@ -78,6 +78,22 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def disk_full(run_dir: Path, returncode: int | None = None) -> str | None:
+    """'disk full (ENOSPC) ...' when the worker said so by its exit code or the run folder's filesystem has no
+    space left, else None: a run that died of a full disk is recorded as that, not as "process died"."""
+    from .worker import DISK_FULL_EXIT
+
+    try:
+        st = os.statvfs(run_dir)
+        full = st.f_bavail * st.f_frsize < 64 * 1024
+    except OSError:
+        full = False
+    if returncode == DISK_FULL_EXIT or full:
+        return (f"disk full (ENOSPC): no space left on the filesystem of {run_dir}; free some space (or choose "
+                "another folder with --runs-dir) and run it again")
+    return None
+
+
 def evidence_node(config: RunConfig, result: RunResult) -> Node:
     d = result.decision
     crit = config.spec.criterion
@@ -188,10 +204,14 @@ def reconcile(store: Store) -> list[dict[str, Any]]:
             store.put_run(run_id=row["run_id"], status="running", pid=state.pid, host=state.host,
                           started_at=state.started_at)
         if dead:
-            why = (f"process {pid} died without a final status" if pid else "the run never started")
+            why = disk_full(run_dir) or (f"process {pid} died without a final status" if pid
+                                         else "the run never started")
             if state is not None:
                 state.status, state.error, state.ended_at = "failed", why, utcnow()
-                write_state(run_dir, state)
+                try:
+                    write_state(run_dir, state)
+                except OSError:
+                    pass
             changed.append(_finalize(store, row, state, override="failed", error=why))
     return changed
 
@@ -378,12 +398,16 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
             signal.signal(s, h)
     state = read_state(run_dir)
     if override is None and (state is None or state.status not in FINAL):
-        override, error = "failed", f"worker exited with code {proc.returncode} without a final status"
+        override, error = "failed", (disk_full(run_dir, proc.returncode)
+                                     or f"worker exited with code {proc.returncode} without a final status")
     if received and override is None and state is not None and state.status != "completed":
         override = "killed"
     if override and state is not None:
         state.status, state.error, state.ended_at = override, error or state.error, utcnow()  # type: ignore[assignment]
-        write_state(run_dir, state)
+        try:
+            write_state(run_dir, state)
+        except OSError:
+            pass  # the folder's disk is full: the record in the store still says what happened
     row = _finalize(store, store.runs(run_id=cfg.run_id)[0], state, override=override, error=error)
     result = read_result(run_dir) if row["status"] == "completed" else None
     return RunOutcome(run_id=cfg.run_id, experiment_id=experiment_id, status=row["status"], verdict=row["verdict"],

@@ -15,9 +15,28 @@ Op = Literal[">", ">=", "<", "<="]
 Verdict = Literal["supported", "refuted", "inconclusive"]
 
 
+MAX_SEEDS = 1000  # seeds per experiment (docs/limits.md): a run computes each one, and the spec stores the list
+MAX_SEED = 2**32 - 1  # numpy seeds take 32 bits
+
+
+def _too_many(text: str, n: int) -> ValueError:
+    return ValueError(f"--seeds {text!r} names {n:,} seeds, over the limit of {MAX_SEEDS:,} per experiment "
+                      "(docs/limits.md); split the replication into several experiments")
+
+
+def check_seeds(seeds: Sequence[int], text: str | None = None) -> None:
+    """Refuse more than MAX_SEEDS seeds, or a seed outside 0..2**32-1 (ValueError saying which)."""
+    if len(seeds) > MAX_SEEDS:
+        raise _too_many(text or f"{len(seeds)} seeds", len(seeds))
+    bad = [s for s in seeds if not 0 <= int(s) <= MAX_SEED]
+    if bad:
+        raise ValueError(f"seed {bad[0]} is outside 0..{MAX_SEED} (seeds are 32-bit)")
+
+
 def parse_seeds(text: str | int) -> list[int]:
     """Seeds from the command line: "N" is 0..N-1, "A-B" is A..B inclusive, "A,B,C" a list; parts may mix
-    ("0-2,7"). A replication on fresh seeds is "3-10". ValueError names what is wrong."""
+    ("0-2,7"). A replication on fresh seeds is "3-10". At most MAX_SEEDS seeds, counted before any list is
+    built. ValueError names what is wrong."""
     if isinstance(text, int):
         text = str(text)
     text = text.strip()
@@ -25,7 +44,18 @@ def parse_seeds(text: str | int) -> list[int]:
         n = int(text)
         if n < 1:
             raise ValueError(f"--seeds {text}: a count of seeds must be at least 1 (or give a range such as 3-10)")
+        if n > MAX_SEEDS:
+            raise _too_many(text, n)
         return list(range(n))
+    count = 0
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if dash and lo.strip().isdigit() and hi.strip().isdigit():
+            count += max(0, int(hi) - int(lo) + 1)
+        else:
+            count += 1
+    if count > MAX_SEEDS:
+        raise _too_many(text, count)
     seeds: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -39,6 +69,7 @@ def parse_seeds(text: str | int) -> list[int]:
                              "(use N for seeds 0..N-1, A-B for a range, A,B,C for a list)")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {text!r} names a seed twice")
+    check_seeds(seeds, text)
     return seeds
 
 
@@ -179,4 +210,5 @@ class JobSpec(BaseModel):
     def _unique_seeds(cls, v: list[int]) -> list[int]:
         if len(set(v)) != len(v):
             raise ValueError("seeds must be distinct")
+        check_seeds(v)
         return v

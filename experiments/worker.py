@@ -2,7 +2,7 @@
 
 It reads config.json, runs every seed of the job, and writes result.json and the final status. It never
 opens the database, so a run can also be started on another machine that shares the run folder.
-Exit codes: 0 completed, 1 failed, 143 killed (SIGTERM/SIGINT).
+Exit codes: 0 completed, 1 failed, 143 killed (SIGTERM/SIGINT), 28 disk full before the status could be written.
 
 A run split over an executor's tasks (experiments/executors.py) computes one seed per task (`run_task`, called by
 submitit) and is concluded by `python -m claimgraph.experiments.worker --collect RUN_DIR` (`collect_worker`).
@@ -27,6 +27,7 @@ from .job import SeedResult
 from .records import RunConfig, RunResult, RunState, artifact_hashes, conclude, environment
 
 HEARTBEAT_S = 2.0
+DISK_FULL_EXIT = 28  # the worker's exit code when the disk filled up before it could record its status (ENOSPC)
 
 
 class Killed(BaseException):
@@ -323,7 +324,14 @@ def main() -> None:
         print("usage: python -m claimgraph.experiments.worker [--collect] RUN_DIR", file=sys.stderr)
         sys.exit(2)
     progress = os.environ.get("CLAIMGRAPH_PROGRESS", "1") != "0"
-    code = (collect_worker if collect else run_worker)(Path(args[0]), progress=progress)
+    try:
+        code = (collect_worker if collect else run_worker)(Path(args[0]), progress=progress)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        # not even the final status could be written: the exit code tells the launcher why
+        print(f"disk full (ENOSPC): {e}", file=sys.stderr, flush=True)
+        os._exit(DISK_FULL_EXIT)
     # the final status is written: leave now, without waiting for threads a job may have left behind (a
     # non-daemon thread would keep the process, and the run's launcher, waiting after the run has ended)
     sys.stdout.flush()

@@ -105,3 +105,12 @@ def test_run_provenance_of_lm_and_hf_refs(dirs):
     hf = ref_provenance(f"hf:{dirs / 'llama'}")
     assert hf["folder"] == str(dirs / "llama") and len(hf["config_sha256"]) == 64 and hf["weights"] == []
     assert ref_provenance("toy:tiny") == {"ref": "toy:tiny"} and ref_provenance(None) is None
+
+
+def test_torch_free_preset_names_match_the_presets():
+    """`experiment add` checks toy and corpus presets by name without importing torch; the names are the presets'."""
+    from claimgraph.experiments.substrate.corpus import CORPUS_PRESETS
+    from claimgraph.experiments.substrate.families import CORPUS_PRESET_NAMES, TOY_PRESET_NAMES
+    from claimgraph.experiments.substrate.load import TOY_PRESETS
+
+    assert set(TOY_PRESET_NAMES) == set(TOY_PRESETS) and set(CORPUS_PRESET_NAMES) == set(CORPUS_PRESETS)

@@ -34,6 +34,7 @@ JOB_MODULE = textwrap.dedent('''
         steps: int = 3
         sleep_s: float = 0.0   # pause per step, to have a run that lasts
         fail: bool = False
+        write_mb: float = 0.0  # an artifact this large (a run that fills a small disk)
 
 
     class GaussJob(Job):
@@ -56,6 +57,10 @@ JOB_MODULE = textwrap.dedent('''
                 time.sleep(p.sleep_s)
             if p.fail:
                 raise ValueError("asked to fail")
+            if p.write_mb:
+                with open(ctx.artifact("big.bin"), "wb") as f:
+                    for _ in range(int(p.write_mb * 16)):
+                        f.write(b"x" * 65536)
             ctx.artifact("samples.txt").write_text(" ".join(f"{v:.4f}" for v in x[:10].tolist()))
             return SeedResult(seed=seed, metrics={"mean": x.mean().item(), "sd": x.std().item()})
 ''')
@@ -407,3 +412,91 @@ def test_one_seed_records_metrics_but_no_verdict(plugin, db):
     out1 = json.loads(cli("run", exp1).stdout)
     assert out1["verdict"] == "supported" and out1["cached"]
     assert "one run decides" in json.loads(cli("experiment", "list").stdout)["experiments"][1]["criterion"]
+
+
+# -- issue 19: defects that lose data or crash ------------------------------------------------------------
+def test_seeds_per_experiment_are_bounded(plugin, db):
+    t0 = time.monotonic()
+    r = CliRunner().invoke(app, ["experiment", "add", "--claim", "claim:samples-are-positive", "--kind", "gauss",
+                                 "--seeds", "0-100000000"])
+    assert r.exit_code == 2 and "names 100,000,001 seeds, over the limit of 1,000 per experiment" in r.stderr
+    assert time.monotonic() - t0 < 10
+    assert json.loads(cli("experiment", "list").stdout)["experiments"] == []
+    r = CliRunner().invoke(app, ["run", add(), "--seeds", "5000"])
+    assert r.exit_code == 2 and "over the limit" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kind", "sae", "--model", "toy:nope"], "unknown toy model preset 'nope'"),
+    (["--kind", "sae", "--data", "synthetic:nope"], "unknown synthetic corpus preset 'nope'"),
+    (["--kind", "sae", "--data", "text:nope"], "unknown text corpus 'nope'"),
+    (["--kind", "sae", "--model", "hf:/no/such/model"], "no model directory at /no/such/model"),
+    (["--kind", "gauss", "--model", "hf:/no/such/model"], "/no/such/model does not exist"),
+    (["--kind", "gauss", "--data", "text:/no/such/file.txt"], "/no/such/file.txt does not exist"),
+])
+def test_model_and_data_are_checked_at_experiment_add(plugin, db, args, message):
+    r = CliRunner().invoke(app, ["experiment", "add", "--claim", "claim:samples-are-positive", *args])
+    assert r.exit_code == 2 and message in r.stderr, r.output
+    assert json.loads(cli("experiment", "list").stdout)["experiments"] == []
+
+
+def test_runs_shows_running_and_a_worker_outlives_its_killed_launcher(plugin, db):
+    """Killing only `claimgraph run` (SIGKILL: no chance to pass it on) leaves the worker computing: the record
+    says running meanwhile, and the result attaches once, on the next command after it ends (README, Runs)."""
+    exp = add("--param", "sleep_s=0.5", "--param", "steps=12", "--seeds", "2")
+    proc, run_dir = _start_cli_run(exp)
+    deadline = time.monotonic() + 30
+    while (row := json.loads(cli("runs", exp).stdout)["runs"][0])["status"] != "running":
+        assert time.monotonic() < deadline, row
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    worker = json.loads((run_dir / "status.json").read_text())["pid"]
+    assert json.loads(cli("runs", exp).stdout)["runs"][0]["status"] == "running"
+    while json.loads((run_dir / "status.json").read_text())["status"] == "running":
+        assert time.monotonic() < deadline + 60
+        time.sleep(0.3)
+    for _ in range(2):  # the next commands: it attaches once
+        row = json.loads(cli("runs", exp).stdout)["runs"][0]
+    assert row["status"] == "completed" and row["evidence_id"] and row["pid"] == worker
+    ev = json.loads(cli("evidence", "claim:samples-are-positive").stdout)["evidence"]
+    assert [e["id"] for e in ev] == [row["evidence_id"]]
+    with Store(db) as s:
+        assert len(s.edges(exp, direction="out", type="produced")) == 1
+
+
+def test_run_ids_cannot_collide(plugin, db):
+    import threading
+
+    from claimgraph.experiments.runner import new_run_id, prepare_run
+
+    exp = add()
+    with Store(db) as s:
+        ids = {prepare_run(s, exp)[0].run_id for _ in range(20)}  # same config, same second
+    assert len(ids) == 20
+    got: list[str] = []
+    threads = [threading.Thread(target=lambda: got.extend(new_run_id("a" * 64) for _ in range(500))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 2000
+
+
+def test_a_run_on_a_full_disk_is_recorded_as_disk_full(plugin, db, tmp_path, monkeypatch):
+    full = tmp_path / "small-disk"
+    full.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(full)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {r.stderr.strip()}")
+    try:
+        monkeypatch.setenv("CLAIMGRAPH_RUNS_DIR", str(full))
+        exp = add("--param", "write_mb=4", "--param", "steps=1", "--seeds", "2")
+        r = cli("run", exp)
+        out = json.loads(r.stdout)
+        assert r.exit_code == 1 and out["status"] == "failed" and out["evidence_id"] is None
+        assert out["error"].startswith("disk full (ENOSPC)"), out["error"]
+        row = json.loads(cli("runs", exp).stdout)["runs"][0]
+        assert row["status"] == "failed" and "disk full" in row["error"] and "died" not in row["error"]
+    finally:
+        subprocess.run(["umount", "-l", str(full)], capture_output=True)
