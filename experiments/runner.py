@@ -397,11 +397,15 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
         for s, h in old.items():
             signal.signal(s, h)
     state = read_state(run_dir)
+    if received and override is None and (state is None or state.status != "completed"):
+        # this command was signalled and passed it on: killed, even if the worker died of the signal before it
+        # could say so itself
+        override = "killed"
+        if state is None or state.status not in FINAL:
+            error = f"killed by {signal.Signals(received[0]).name} (passed on to the worker)"
     if override is None and (state is None or state.status not in FINAL):
         override, error = "failed", (disk_full(run_dir, proc.returncode)
                                      or f"worker exited with code {proc.returncode} without a final status")
-    if received and override is None and state is not None and state.status != "completed":
-        override = "killed"
     if override and state is not None:
         state.status, state.error, state.ended_at = override, error or state.error, utcnow()  # type: ignore[assignment]
         try:

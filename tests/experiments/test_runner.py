@@ -217,18 +217,35 @@ def test_failing_job_ends_failed_and_attaches_nothing(plugin, db):
     assert json.loads(cli("evidence", "claim:samples-are-positive").stdout)["status"] == "untested"
 
 
-def _start_cli_run(exp: str) -> tuple[subprocess.Popen, Path]:
+def _started(proc: subprocess.Popen, deadline: float) -> Path:
+    """The run folder from the command's "started; folder" line, reading stderr with a deadline (a bare
+    readline() would wait forever on a command that never prints it)."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stderr, selectors.EVENT_READ)
+    try:
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            line = proc.stderr.readline()
+            if not line:
+                break
+            if "started; folder" in line:
+                return Path(line.rsplit("folder ", 1)[1].strip())
+    finally:
+        sel.close()
+    proc.kill()
+    raise AssertionError("run did not start")
+
+
+def _start_cli_run(exp: str, *, wait_running: bool = True) -> tuple[subprocess.Popen, Path]:
     proc = subprocess.Popen([sys.executable, "-m", "claimgraph.cli.main", "run", exp], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, CLAIMGRAPH_PROGRESS="0"))
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if "started; folder" in line:
-            run_dir = Path(line.rsplit("folder ", 1)[1].strip())
-            break
-    else:
-        proc.kill()
-        raise AssertionError("run did not start")
+    run_dir = _started(proc, deadline)
+    if not wait_running:
+        return proc, run_dir
     while time.monotonic() < deadline:  # wait until the worker is computing
         status = run_dir / "status.json"
         if status.exists() and json.loads(status.read_text())["status"] == "running":
@@ -250,6 +267,21 @@ def test_sigterm_kills_the_run_and_attaches_nothing(plugin, db):
     assert runs[0]["status"] == "killed" and runs[0]["evidence_id"] is None
     assert not (run_dir / "result.json").exists()
     assert json.loads(cli("evidence", "claim:samples-are-positive").stdout)["evidence"] == []
+
+
+def test_sigterm_the_moment_a_run_starts_still_ends_it_killed(plugin, db):
+    """The race behind the SIGTERM test's hangs under load: the command used to install its forwarding handler
+    after starting the worker and printing "started", so a SIGTERM in between killed the command alone and left
+    the worker computing (and holding the test's pipes) for the whole run. Now the handler is in first."""
+    exp = add("--param", "sleep_s=2", "--param", "steps=100", "--seeds", "1")
+    proc, run_dir = _start_cli_run(exp, wait_running=False)
+    proc.send_signal(signal.SIGTERM)  # at once: the worker may not even have its own handlers yet
+    proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    row = json.loads(cli("runs", exp).stdout)["runs"][0]
+    assert row["status"] == "killed" and row["evidence_id"] is None, row
+    state = json.loads((run_dir / "status.json").read_text())
+    assert state["status"] == "killed" and not (run_dir / "result.json").exists()
 
 
 def test_a_run_whose_processes_died_is_marked_on_the_next_command(plugin, db):
