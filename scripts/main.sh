@@ -14,15 +14,11 @@ export CLAIMGRAPH_DB="${CLAIMGRAPH_DB:-$ROOT/out/claimgraph.duckdb}"
 export CLAIMGRAPH_CACHE="${CLAIMGRAPH_CACHE:-$ROOT/out/cache}"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 START=$SECONDS
-step() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+step() { printf '\n\033[1m== %s\033[0m  (%d s since the start)\n' "$*" "$((SECONDS - START))" >&2; }
 
 step "1. ingest the bundled documents"
 claimgraph init
 claimgraph ingest data/papers
-
-step "2. claims, and entries that look related but have no typed edge"
-claimgraph list --type claim
-claimgraph suggest --limit 12
 
 # Claims and findings from data/papers that experiments test
 CP=claim:learned-features-reflect-the-functionality-of-the-model-and-not-just-the-data-distribution-as-evidenced-by-interpretable-downstream-effects-not-used-in-dictionary-learning
@@ -38,6 +34,11 @@ C_INTERVENE=claim:framework-connecting-interventions-to-gradient-influence-ratio
 C_CLOSED=claim:closed-form-weight-characterizations-via-gradient-leading-terms
 C_BASES=claim:three-basis-functions-for-semantic-associations
 C_VALIDATION=claim:empirical-validation-on-self-attention-models-and-practical-llms
+
+step "2. claims, the seed claim's page, and entries that look related but have no typed edge"
+claimgraph list --type claim
+claimgraph show "$CP"  # the first useful screen: before any experiment runs
+claimgraph suggest --limit 12
 
 add() { claimgraph experiment add "$@" >/dev/null; }
 
