@@ -6,10 +6,10 @@ with --json). Expected failures print `Error: <message>` on stderr and exit 2 (b
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import typer
 from typer.core import TyperGroup
@@ -408,15 +408,18 @@ def run(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(met
     from claimgraph.experiments.runner import run_experiment, run_stale
 
     opts = _opts(ctx)
-    started = lambda rid, d: note(f"run {rid} started; folder {d}")  # noqa: E731
-    submit = None
+    started = lambda rid, d: note(f"run {rid} started; folder {d}")
+    submit: Callable[..., Any] | None = None
     if executor is not None:
-        from claimgraph.experiments.executors import ClusterOptions, submit_run
+        from claimgraph.experiments.executors import EXECUTORS, ClusterOptions, submit_run
 
+        if executor not in EXECUTORS:
+            raise typer.BadParameter(f"--executor {executor!r}: use local or slurm (or leave it out to run here)")
+        chosen = cast(Literal["local", "slurm"], executor)
         options = ClusterOptions(partition=partition, gpus=gpus, time_min=time_min, mem_gb=mem)
 
         def submit(store, exp, *, device=None, seeds=None, force=False, progress=True, on_start=None):
-            return submit_run(store, exp, executor=executor, seeds=seeds, device=device, force=force,
+            return submit_run(store, exp, executor=chosen, seeds=seeds, device=device, force=force,
                               options=options, runs_dir=runs_dir)
     elif any(x for x in (partition, gpus, time_min, mem)):
         raise typer.BadParameter("--partition, --gpus, --time and --mem are for --executor local|slurm")
@@ -424,8 +427,8 @@ def run(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(met
         if experiment or seeds:
             raise typer.BadParameter("--stale re-runs every stale experiment on its own seeds; give no EXP or --seeds")
         with _store(ctx) as s:
-            outcomes = run_stale(s, device=device, on_start=started, run=submit or partial(run_experiment,
-                                                                                          runs_dir=runs_dir))
+            outcomes = run_stale(s, device=device, on_start=started,
+                                 run=submit if submit is not None else partial(run_experiment, runs_dir=runs_dir))
         if opts.json:
             emit_json({"runs": outcomes})
         elif not outcomes:

@@ -304,7 +304,7 @@ def update_run(store: Store, row: dict[str, Any]) -> dict[str, Any] | None:
         state = read_state(run_dir)
         return _finalize(store, row, state)
     _cancel_jobs(record)
-    state = RunState(status=status, ended_at=utcnow(), error=error)  # type: ignore[arg-type]
+    state = RunState(status=status, ended_at=utcnow(), error=error)
     write_state(run_dir, state)
     return _finalize(store, row, state, override=status, error=error)
 

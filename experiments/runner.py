@@ -353,10 +353,10 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
     if not procs:  # signalled before the worker started
         for sig, h in old.items():
             signal.signal(sig, h)
-        state = RunState(status="killed", ended_at=utcnow(), error=f"killed by {signal.Signals(received[0]).name} "
+        early = RunState(status="killed", ended_at=utcnow(), error=f"killed by {signal.Signals(received[0]).name} "
                                                                    "before the worker started")
-        write_state(run_dir, state)
-        row = _finalize(store, store.runs(run_id=cfg.run_id)[0], state, override="killed", error=state.error)
+        write_state(run_dir, early)
+        row = _finalize(store, store.runs(run_id=cfg.run_id)[0], early, override="killed", error=early.error)
         return RunOutcome(run_id=cfg.run_id, experiment_id=experiment_id, status=row["status"],
                           run_dir=str(run_dir), error=row["error"])
     proc = procs[0]

@@ -46,7 +46,8 @@ def current_fingerprint(kind: str, model: str | None, data: str | None, params: 
     except ClaimgraphError as e:
         out["params"], resolved = f"unavailable: {e}", params
     try:
-        spec = JobSpec.model_construct(kind=kind, params=resolved, model=model, data=data)
+        spec = JobSpec.model_construct(kind=kind, params=resolved, model=model, data=data,
+                                       criterion=job.default_criterion)  # only the references are read
         inputs = job.input_fingerprint(spec)
         out["model"], out["data"] = inputs.get("model"), inputs.get("data")
     except (ClaimgraphError, OSError, ValueError) as e:

@@ -191,7 +191,6 @@ def test_changed_code_and_model_make_exactly_their_evidence_stale_and_run_stale_
 
 
 def test_a_changed_parameter_default_makes_evidence_stale(store, plugins):
-    from claimgraph.experiments.codeversion import code_version
 
     _, exps, _ = store
     src = plugins / "cgstale_beta.py"  # a new parameter with a default: runs would now resolve it
