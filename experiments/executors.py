@@ -126,7 +126,7 @@ def submit_run(store: Store, experiment_id: str, *, executor: Executor, seeds: i
                runs_dir: str | Path | None = None) -> Any:
     """Hand a run to `executor` (each seed one task) and return at once with its RunOutcome (status queued), or
     the cached outcome when an identical run completed. Reconcile (any next command) follows it from there."""
-    from .runner import RunOutcome, _reuse, prepare_run, reconcile
+    from .runner import RunOutcome, _reuse, prepare_run, reconcile, record_queued
 
     if executor not in EXECUTORS:
         raise InvalidInput(f"unknown executor {executor!r}; use {' or '.join(EXECUTORS)} (or none, to run here)")
@@ -142,11 +142,7 @@ def submit_run(store: Store, experiment_id: str, *, executor: Executor, seeds: i
         served = _reuse(store, cfg, run_dir)
         if served is not None:
             return served
-    run_dir.mkdir(parents=True, exist_ok=False)
-    write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
-    write_state(run_dir, RunState(status="queued", pid=None))
-    store.put_run(run_id=cfg.run_id, experiment_id=experiment_id, config_hash=cfg.config_hash, status="queued",
-                  device=cfg.device, run_dir=str(run_dir))
+    record_queued(store, cfg, run_dir)
     env = {"CLAIMGRAPH_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
     if cfg.spec.timeout_s:
         env["CLAIMGRAPH_RUN_TIMEOUT_S"] = str(cfg.spec.timeout_s)

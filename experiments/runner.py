@@ -304,6 +304,15 @@ def prepare_run(store: Store, experiment_id: str, *, device: str | None = None,
     return cfg, run_dir
 
 
+def record_queued(store: Store, cfg: RunConfig, run_dir: Path) -> None:
+    """Create the run folder (config.json, status queued) and the run record, before anything computes."""
+    run_dir.mkdir(parents=True, exist_ok=False)
+    write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
+    write_state(run_dir, RunState(status="queued"))
+    store.put_run(run_id=cfg.run_id, experiment_id=cfg.experiment_id, config_hash=cfg.config_hash, status="queued",
+                  device=cfg.device, run_dir=str(run_dir))
+
+
 def run_experiment(store: Store, experiment_id: str, *, device: str | None = None,
                    seeds: int | str | list[int] | None = None,
                    force: bool = False, progress: bool = True,
@@ -317,11 +326,7 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
         served = _reuse(store, cfg, run_dir)
         if served is not None:
             return served
-    run_dir.mkdir(parents=True, exist_ok=False)
-    write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
-    write_state(run_dir, RunState(status="queued"))
-    store.put_run(run_id=cfg.run_id, experiment_id=experiment_id, config_hash=cfg.config_hash, status="queued",
-                  device=cfg.device, run_dir=str(run_dir))
+    record_queued(store, cfg, run_dir)
     store.release()
 
     env = dict(os.environ, CLAIMGRAPH_PROGRESS="1" if progress else "0", PYTHONUNBUFFERED="1")

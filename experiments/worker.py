@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,32 +185,20 @@ def _conclude(cfg: RunConfig, ctx: RunContext, job: Any, params: Any, results: l
     return result
 
 
-def _open(run_dir: Path, life: Lifecycle, progress: bool) -> tuple[RunConfig, RunContext]:
-    cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
-    ctx = RunContext(run_dir, device=cfg.device, model_ref=cfg.spec.model, data_ref=cfg.spec.data,
-                     progress=progress, status_writer=life.beat)
-    return cfg, ctx
-
-
-def run_worker(run_dir: Path, *, progress: bool = True) -> int:
-    """A whole run in this process: every seed, then the summary, the verdict and result.json."""
+def _lived(run_dir: Path, life: Lifecycle, progress: bool, body: Callable[[RunConfig, RunContext, Any, Any], None],
+           *, time_warning: int | None = None) -> int:
+    """Run `body(cfg, ctx, job, params)` inside `life`: running from the start (signals end it killed), then
+    completed, or the final status of whatever it raised; returns the exit code."""
     from .registry import get_job
 
-    run_dir = Path(run_dir)
-    life = Lifecycle(run_dir / "status.json", timeout=_timeout())
     ctx: RunContext | None = None
-    t0 = time.monotonic()
     try:  # from the first "running" report on, a signal ends the run as killed
-        life.start()
-        cfg, ctx = _open(run_dir, life, progress)
+        life.start(time_warning=time_warning)
+        cfg = RunConfig.model_validate_json((run_dir / "config.json").read_text())
+        ctx = RunContext(run_dir, device=cfg.device, model_ref=cfg.spec.model, data_ref=cfg.spec.data,
+                         progress=progress, status_writer=life.beat)
         job = get_job(cfg.spec.kind)
-        write_json_atomic(run_dir / "environment.json", {**environment(cfg.device, cfg.spec.kind),
-                                                         "model_provenance": job.input_provenance(cfg.spec)})
-        params = job.Params.model_validate(cfg.spec.params)
-        ctx.log(f"run {cfg.run_id}: {cfg.spec.kind} on {cfg.spec.model} / {cfg.spec.data}, device {cfg.device}, "
-                f"seeds {cfg.spec.seeds}")
-        results = _compute_seeds(cfg, ctx, job, params, cfg.spec.seeds)
-        _conclude(cfg, ctx, job, params, results, t0)
+        body(cfg, ctx, job, job.Params.model_validate(cfg.spec.params))
         life.finish("completed")
         return 0
     except BaseException as e:  # a failing job must end in a final status, whatever it raised
@@ -222,6 +211,25 @@ def run_worker(run_dir: Path, *, progress: bool = True) -> int:
                 ctx.close()
             except OSError:
                 pass
+
+
+def _write_environment(run_dir: Path, cfg: RunConfig, job: Any) -> None:
+    write_json_atomic(run_dir / "environment.json", {**environment(cfg.device, cfg.spec.kind),
+                                                     "model_provenance": job.input_provenance(cfg.spec)})
+
+
+def run_worker(run_dir: Path, *, progress: bool = True) -> int:
+    """A whole run in this process: every seed, then the summary, the verdict and result.json."""
+    run_dir = Path(run_dir)
+    t0 = time.monotonic()
+
+    def body(cfg: RunConfig, ctx: RunContext, job: Any, params: Any) -> None:
+        _write_environment(run_dir, cfg, job)
+        ctx.log(f"run {cfg.run_id}: {cfg.spec.kind} on {cfg.spec.model} / {cfg.spec.data}, device {cfg.device}, "
+                f"seeds {cfg.spec.seeds}")
+        _conclude(cfg, ctx, job, params, _compute_seeds(cfg, ctx, job, params, cfg.spec.seeds), t0)
+
+    return _lived(run_dir, Lifecycle(run_dir / "status.json", timeout=_timeout()), progress, body)
 
 
 # -- runs split over an executor's tasks (experiments/executors.py): one seed per task, then a collect ----------
@@ -240,39 +248,22 @@ def run_task(run_dir: str, seed: int) -> int:
     """One seed of a run as one executor task (a Slurm array task, a submitit local job): computes it and writes
     tasks/seed-N.result.json and tasks/seed-N.status.json. Called by submitit in the task's process; raises
     when the seed did not complete, so the scheduler records the task failed too."""
-    from .registry import get_job
-
     run_path = Path(run_dir)
     progress = os.environ.get("CLAIMGRAPH_PROGRESS", "0") != "0"
     task_result_path(run_path, seed).unlink(missing_ok=True)  # a requeued task computes its seed afresh
     life = Lifecycle(task_state_path(run_path, seed), timeout=_timeout())
-    life.state.host = socket.gethostname()
-    ctx: RunContext | None = None
     warning = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
-    try:
-        life.start(time_warning=getattr(signal, f"SIG{warning}", None) if os.environ.get("SLURM_JOB_ID") else None)
-        cfg, ctx = _open(run_path, life, progress)
-        job = get_job(cfg.spec.kind)
+
+    def body(cfg: RunConfig, ctx: RunContext, job: Any, params: Any) -> None:
         if not (run_path / "environment.json").exists():
-            write_json_atomic(run_path / "environment.json", {**environment(cfg.device, cfg.spec.kind),
-                                                              "model_provenance": job.input_provenance(cfg.spec)})
-        params = job.Params.model_validate(cfg.spec.params)
+            _write_environment(run_path, cfg, job)
         ctx.log(f"run {cfg.run_id} task seed {seed}: {cfg.spec.kind} on {cfg.spec.model} / {cfg.spec.data} on "
                 f"{socket.gethostname()}")
         (res,) = _compute_seeds(cfg, ctx, job, params, [seed])
         write_json_atomic(task_result_path(run_path, seed), res.model_dump(mode="json"))
-        life.finish("completed")
-        code = 0
-    except BaseException as e:
-        if isinstance(e, (SystemExit, KeyboardInterrupt)) and not isinstance(e, Killed):
-            raise
-        code = life.ended(ctx, e)
-    finally:
-        if ctx is not None:
-            try:
-                ctx.close()
-            except OSError:
-                pass
+
+    code = _lived(run_path, life, progress, body,
+                  time_warning=getattr(signal, f"SIG{warning}", None) if os.environ.get("SLURM_JOB_ID") else None)
     if code:
         raise RuntimeError(f"seed {seed} of {run_path.name} ended {life.state.status}: {life.state.error}")
     return code
@@ -281,17 +272,10 @@ def run_task(run_dir: str, seed: int) -> int:
 def collect_worker(run_dir: Path, *, progress: bool = False) -> int:
     """After every task completed: read the seeds' results, summarize, decide, write result.json; the run's
     status.json ends completed (or failed, with why)."""
-    from .registry import get_job
-
     run_dir = Path(run_dir)
-    life = Lifecycle(run_dir / "status.json", timeout=_timeout())
-    ctx: RunContext | None = None
     t0 = time.monotonic()
-    try:
-        life.start()
-        cfg, ctx = _open(run_dir, life, progress)
-        job = get_job(cfg.spec.kind)
-        params = job.Params.model_validate(cfg.spec.params)
+
+    def body(cfg: RunConfig, ctx: RunContext, job: Any, params: Any) -> None:
         results = []
         for seed in cfg.spec.seeds:
             p = task_result_path(run_dir, seed)
@@ -301,18 +285,8 @@ def collect_worker(run_dir: Path, *, progress: bool = False) -> int:
                 raise RuntimeError(f"seed {seed} left no readable result ({p}): {e}") from None
         ctx.log(f"collecting {len(results)} seeds of run {cfg.run_id}")
         _conclude(cfg, ctx, job, params, results, t0)
-        life.finish("completed")
-        return 0
-    except BaseException as e:
-        if isinstance(e, (SystemExit, KeyboardInterrupt)) and not isinstance(e, Killed):
-            raise
-        return life.ended(ctx, e)
-    finally:
-        if ctx is not None:
-            try:
-                ctx.close()
-            except OSError:
-                pass
+
+    return _lived(run_dir, Lifecycle(run_dir / "status.json", timeout=_timeout()), progress, body)
 
 
 def main() -> None:

@@ -58,17 +58,8 @@ JOB = textwrap.dedent('''
 
 
 @pytest.fixture
-def plugin(tmp_path, monkeypatch):
-    root = tmp_path / "plugin"
-    root.mkdir()
-    (root / "cgexecjobs.py").write_text(JOB)
-    dist = root / "cgexecjobs-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cgexecjobs\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[claimgraph.jobs]\nexec_gauss = cgexecjobs:ExecJob\n")
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setenv("PYTHONPATH", str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return root
+def plugin(install_plugin):
+    return install_plugin("cgexecjobs", {"cgexecjobs": JOB}, {"exec_gauss": "cgexecjobs:ExecJob"})
 
 
 @pytest.fixture

@@ -67,17 +67,8 @@ JOB_MODULE = textwrap.dedent('''
 
 
 @pytest.fixture
-def plugin(tmp_path, monkeypatch):
-    root = tmp_path / "plugin"
-    (root / "cgtestjobs").mkdir(parents=True)
-    (root / "cgtestjobs" / "__init__.py").write_text(JOB_MODULE)
-    dist = root / "cgtestjobs-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cgtestjobs\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[claimgraph.jobs]\ngauss = cgtestjobs:GaussJob\n")
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setenv("PYTHONPATH", str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return root
+def plugin(install_plugin):
+    return install_plugin("cgtestjobs", {"cgtestjobs": JOB_MODULE}, {"gauss": "cgtestjobs:GaussJob"})
 
 
 @pytest.fixture

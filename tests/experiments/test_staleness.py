@@ -10,7 +10,6 @@ real (means of seeded Gaussian samples)."""
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from pathlib import Path
 
@@ -50,18 +49,10 @@ KIND = textwrap.dedent('''
 
 
 @pytest.fixture
-def plugins(tmp_path, monkeypatch):
-    root = tmp_path / "plugins"
-    root.mkdir()
-    for kind, cls in (("alpha", "AlphaJob"), ("beta", "BetaJob")):
-        (root / f"cgstale_{kind}.py").write_text(KIND.format(kind=kind, cls=cls))
-    dist = root / "cgstale-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cgstale\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[claimgraph.jobs]\nalpha = cgstale_alpha:AlphaJob\n"
-                                           "beta = cgstale_beta:BetaJob\n")
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setenv("PYTHONPATH", str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def plugins(install_plugin, tmp_path, monkeypatch):
+    root = install_plugin("cgstale", {f"cgstale_{k}": KIND.format(kind=k, cls=c) for k, c in
+                                      (("alpha", "AlphaJob"), ("beta", "BetaJob"))},
+                          {"alpha": "cgstale_alpha:AlphaJob", "beta": "cgstale_beta:BetaJob"})
     monkeypatch.setenv("CLAIMGRAPH_CACHE", str(tmp_path / "cache"))
     _forget_plugins()
     yield root
