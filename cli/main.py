@@ -411,7 +411,8 @@ def run(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(met
     started = lambda rid, d: note(f"run {rid} started; folder {d}")
     submit: Callable[..., Any] | None = None
     if executor is not None:
-        from claimgraph.experiments.executors import EXECUTORS, ClusterOptions, submit_run
+        from claimgraph.experiments.executors import EXECUTORS, ClusterOptions
+        from claimgraph.experiments.runner import submit_run
 
         if executor not in EXECUTORS:
             raise typer.BadParameter(f"--executor {executor!r}: use local or slurm (or leave it out to run here)")

@@ -1,4 +1,4 @@
-"""Runs handed to an executor through submitit: each seed one task (on Slurm, one task of an array job; locally,
+"""Runs handed to an executor through submitit (submission: runner.submit_run): each seed one task (on Slurm, one task of an array job; locally,
 one submitit local job), the command returning at once with the run id.
 
     claimgraph run EXP --executor slurm --partition gpu --gpus 1 --time 60 --mem 16
@@ -33,10 +33,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from claimgraph.graph import Store
-from claimgraph.graph.errors import ClaimgraphError, InvalidInput, NotFound
+from claimgraph.graph.errors import InvalidInput, NotFound
 from claimgraph.graph.models import utcnow
 
-from .context import write_json_atomic
 from .records import FINAL, RunState, read_state, write_state
 
 Executor = Literal["local", "slurm"]
@@ -82,7 +81,7 @@ def slurm_available() -> str | None:
 
 
 @contextmanager
-def _env(values: dict[str, str]):
+def task_env(values: dict[str, str]):
     """Environment variables for the tasks: sbatch exports the submitting environment, a local job inherits it."""
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -96,7 +95,7 @@ def _env(values: dict[str, str]):
                 os.environ[k] = v
 
 
-def _submitit_executor(kind: Executor, folder: Path, options: ClusterOptions, timeout_s: float | None,
+def submitit_executor(kind: Executor, folder: Path, options: ClusterOptions, timeout_s: float | None,
                        name: str) -> Any:
     import submitit
 
@@ -121,50 +120,6 @@ def _submitit_executor(kind: Executor, folder: Path, options: ClusterOptions, ti
     return ex
 
 
-def submit_run(store: Store, experiment_id: str, *, executor: Executor, seeds: int | str | list[int] | None = None,
-               device: str | None = None, force: bool = False, options: ClusterOptions | None = None,
-               runs_dir: str | Path | None = None) -> Any:
-    """Hand a run to `executor` (each seed one task) and return at once with its RunOutcome (status queued), or
-    the cached outcome when an identical run completed. Reconcile (any next command) follows it from there."""
-    from .runner import RunOutcome, _reuse, prepare_run, reconcile, record_queued
-
-    if executor not in EXECUTORS:
-        raise InvalidInput(f"unknown executor {executor!r}; use {' or '.join(EXECUTORS)} (or none, to run here)")
-    options = options or ClusterOptions()
-    if executor == "slurm":
-        why = slurm_available()
-        if why:
-            raise ClaimgraphError(f"cannot submit to Slurm: {why}")
-    reconcile(store)
-    cfg, run_dir = prepare_run(store, experiment_id, device=device, seeds=seeds, runs_dir=runs_dir,
-                               executor=executor, gpus=options.gpus)
-    if not force:
-        served = _reuse(store, cfg, run_dir)
-        if served is not None:
-            return served
-    record_queued(store, cfg, run_dir)
-    env = {"CLAIMGRAPH_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
-    if cfg.spec.timeout_s:
-        env["CLAIMGRAPH_RUN_TIMEOUT_S"] = str(cfg.spec.timeout_s)
-    from .worker import run_task
-
-    try:
-        ex = _submitit_executor(executor, run_dir / "submitit", options, cfg.spec.timeout_s,
-                                f"claimgraph-{cfg.run_id}")
-        with _env(env):
-            jobs = ex.map_array(run_task, [str(run_dir)] * len(cfg.spec.seeds), cfg.spec.seeds)
-    except Exception as e:  # sbatch refused (bad partition, too much memory...): the run ends failed, said why
-        why = f"submission to {executor} failed: {type(e).__name__}: {str(e).strip()[-600:]}"
-        write_state(run_dir, RunState(status="failed", error=why, ended_at=utcnow()))
-        store.put_run(run_id=cfg.run_id, status="failed", error=why, ended_at=utcnow())
-        raise ClaimgraphError(why) from None
-    record = ExecutorRecord(executor=executor, job_ids=[str(j.job_id) for j in jobs], seeds=cfg.spec.seeds,
-                            options=options)
-    write_json_atomic(run_dir / EXECUTOR_FILE, record.model_dump(mode="json"))
-    return RunOutcome(run_id=cfg.run_id, experiment_id=experiment_id, status="queued", run_dir=str(run_dir),
-                      job_ids=record.job_ids, executor=executor)
-
-
 # -- what the scheduler says -------------------------------------------------------------------------------
 _SLURM: dict[str, str] = {  # Slurm job state -> task status
     "PENDING": "queued", "REQUEUED": "queued", "REQUEUE_HOLD": "queued", "REQUEUE_FED": "queued",
@@ -177,20 +132,33 @@ _SLURM: dict[str, str] = {  # Slurm job state -> task status
 }
 
 
+class SchedulerUnreachable(Exception):
+    """Slurm did not answer (a busy or restarting controller): nothing can be decided this time."""
+
+
 def _slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """Slurm's state word for each job id ("12_0" for array task 0 of job 12) it still knows."""
+    """Slurm's state word for each job id ("12_0" for array task 0 of job 12) it still knows. Raises
+    SchedulerUnreachable when the controller does not answer: a missing answer must not read as "ended"."""
     arrays = sorted({j.split("_")[0] for j in job_ids})
     out: dict[str, str] = {}
-    r = subprocess.run(["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", ",".join(arrays)],
-                       capture_output=True, text=True, timeout=60)
+    try:
+        r = subprocess.run(["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", ",".join(arrays)],
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        r = subprocess.CompletedProcess([], 1, "", str(e))
     if r.returncode == 0 and r.stdout.strip():
         for line in r.stdout.splitlines():
             jid, _, state = line.partition("|")
             out[jid.strip()] = state.split()[0] if state.strip() else "UNKNOWN"
     for arr in arrays:  # without accounting (or for tasks sacct does not list yet): the controller's memory
-        r = subprocess.run(["scontrol", "show", "job", "-o", arr], capture_output=True, text=True, timeout=60)
+        try:
+            r = subprocess.run(["scontrol", "show", "job", "-o", arr], capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise SchedulerUnreachable(f"scontrol show job {arr} timed out") from None
         if r.returncode != 0:
-            continue
+            if "Invalid job id" in r.stderr:  # ended longer ago than MinJobAge: the tasks' files say how
+                continue
+            raise SchedulerUnreachable(r.stderr.strip() or f"scontrol exited {r.returncode}")
         for line in r.stdout.splitlines():
             f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
             jid = f"{f['ArrayJobId']}_{f['ArrayTaskId']}" if f.get("ArrayTaskId", "N/A") not in ("N/A", "") \
@@ -201,9 +169,9 @@ def _slurm_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def _alive(pid: int) -> bool:
-    from .runner import _pid_alive
+    from .attach import pid_alive
 
-    return _pid_alive(pid)
+    return pid_alive(pid)
 
 
 def task_states(run_dir: Path, record: ExecutorRecord) -> dict[int, tuple[str, str | None]]:
@@ -280,13 +248,16 @@ def _cancel_jobs(record: ExecutorRecord) -> None:
 def update_run(store: Store, row: dict[str, Any]) -> dict[str, Any] | None:
     """Follow one executor run: refresh its status from its tasks, end it when a task ended badly (cancelling
     the others), collect it when every task completed. Returns the updated row when its status changed."""
-    from .runner import _finalize
+    from .attach import finalize
 
     run_dir = Path(row["run_dir"])
     record = read_record(run_dir)
     if record is None:
         return None
-    states = task_states(run_dir, record)
+    try:
+        states = task_states(run_dir, record)
+    except SchedulerUnreachable:
+        return None  # asked again by the next command
     status, error = run_status(states)
     if status in ("queued", "running"):
         if status != row["status"]:
@@ -298,11 +269,11 @@ def update_run(store: Store, row: dict[str, Any]) -> dict[str, Any] | None:
     if status == "completed":
         _collect(run_dir)
         state = read_state(run_dir)
-        return _finalize(store, row, state)
+        return finalize(store, row, state)
     _cancel_jobs(record)
     state = RunState(status=status, ended_at=utcnow(), error=error)
     write_state(run_dir, state)
-    return _finalize(store, row, state, override=status, error=error)
+    return finalize(store, row, state, override=status, error=error)
 
 
 def _task_state(run_dir: Path, seed: int) -> RunState | None:
@@ -324,7 +295,7 @@ def _collect(run_dir: Path) -> None:
 def cancel_run(store: Store, run_id: str) -> dict[str, Any]:
     """Cancel a run in flight (its Slurm jobs, its local jobs, or the worker of a run started here) and record it
     killed, with no evidence."""
-    from .runner import _finalize
+    from .attach import finalize
 
     rows = store.runs(run_id=run_id)
     if not rows:
@@ -343,7 +314,7 @@ def cancel_run(store: Store, run_id: str) -> dict[str, Any]:
             os.kill(int(pid), signal.SIGTERM)
     state = RunState(status="killed", ended_at=utcnow(), error="cancelled by `claimgraph cancel`")
     write_state(run_dir, state)
-    return _finalize(store, row, state, override="killed", error=state.error)
+    return finalize(store, row, state, override="killed", error=state.error)
 
 
 def task_summary(run_dir: Path) -> dict[str, Any] | None:
@@ -351,9 +322,12 @@ def task_summary(run_dir: Path) -> dict[str, Any] | None:
     record = read_record(Path(run_dir))
     if record is None:
         return None
-    states = task_states(Path(run_dir), record)
+    try:
+        states = task_states(Path(run_dir), record)
+    except SchedulerUnreachable as e:
+        return {"executor": record.executor, "job_ids": record.job_ids, "tasks": None, "unreachable": str(e)}
     return {"executor": record.executor, "job_ids": record.job_ids,
             "tasks": {str(seed): {"status": s, "error": e} for seed, (s, e) in states.items()}}
 
 
-__all__ = ["ClusterOptions", "EXECUTORS", "cancel_run", "submit_run", "task_states", "update_run"]
+__all__ = ["ClusterOptions", "EXECUTORS", "cancel_run", "task_states", "update_run"]

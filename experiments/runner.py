@@ -18,23 +18,32 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from claimgraph.graph import EdgeType, MadeBy, Node, NodeType, Store
-from claimgraph.graph.errors import InvalidInput, NotFound
+from claimgraph.graph import Store
+from claimgraph.graph.errors import ClaimgraphError, InvalidInput
 from claimgraph.graph.ids import slugify
 from claimgraph.graph.models import utcnow
-from claimgraph.graph.portable import stored_path
 
 from .api import get_spec, resolve_params, seed_list
+from .attach import attach_result, disk_full, finalize, pid_alive
 from .codeversion import code_version
 from .context import resolve_device, write_json_atomic
+from .executors import (
+    EXECUTOR_FILE,
+    EXECUTORS,
+    ClusterOptions,
+    Executor,
+    ExecutorRecord,
+    slurm_available,
+    submitit_executor,
+    task_env,
+    update_run,
+)
 from .records import (
     FINAL,
     RunConfig,
-    RunResult,
     RunState,
     conclude,
     config_hash,
-    fingerprint,
     input_fingerprint,
     read_result,
     read_state,
@@ -64,121 +73,9 @@ class RunOutcome(BaseModel):
     job_ids: list[str] = Field(default_factory=list, description="the executor's job id of each seed's task")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) is not running
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def disk_full(run_dir: Path, returncode: int | None = None) -> str | None:
-    """'disk full (ENOSPC) ...' when the worker said so by its exit code or the run folder's filesystem has no
-    space left, else None: a run that died of a full disk is recorded as that, not as "process died"."""
-    from .worker import DISK_FULL_EXIT
-
-    try:
-        st = os.statvfs(run_dir)
-        full = st.f_bavail * st.f_frsize < 64 * 1024
-    except OSError:
-        full = False
-    if returncode == DISK_FULL_EXIT or full:
-        return (f"disk full (ENOSPC): no space left on the filesystem of {run_dir}; free some space (or choose "
-                "another folder with --runs-dir) and run it again")
-    return None
-
-
-def evidence_node(config: RunConfig, result: RunResult) -> Node:
-    d = result.decision
-    crit = config.spec.criterion
-    if d.mean is None:
-        value = "no value"
-    elif d.n > 1 and d.ci_low is not None and d.ci_high is not None:
-        value = f"{d.mean:.3g} [{d.ci_low:.3g}, {d.ci_high:.3g}]"
-    else:
-        value = f"{d.mean:.3g}"
-    verdict = d.verdict if d.decisive else f"{d.verdict} (insufficient seeds)"
-    title = f"{verdict}: {crit.metric} = {value} ({config.spec.kind}, {d.n} seed{'s' * (d.n != 1)})"
-    notes = result.summary.get("notes") if isinstance(result.summary, dict) else None
-    text = d.reason + (f"\n{notes}" if notes else "")
-    attrs: dict[str, Any] = {
-        "verdict": d.verdict, "run_id": config.run_id, "experiment": config.experiment_id,
-        "criterion": crit.model_dump(mode="json"), "decision": d.model_dump(mode="json"),
-        "effect_size": result.effect_size,
-        "metrics": {k: v.model_dump(mode="json") for k, v in result.metrics.items()},
-        "kind": config.spec.kind, "model": config.spec.model, "data": config.spec.data,
-        "seeds": config.spec.seeds, "device": config.device, "config_hash": config.config_hash,
-        "run_dir": str(Path(config.run_id)), "artifacts": result.artifacts, "superseded": False,
-        "reused_from": result.reused_from, "params": config.spec.params,
-        "fingerprint": fingerprint(config.code_version, config.inputs, config.spec.params),
-        "decisive": d.decisive,
-    }
-    return Node(id=f"evidence:{slugify(config.experiment_id.split(':', 1)[1])}-{config.run_id.lower()}"[:220],
-                type=NodeType.evidence, title=title, text=text, attrs=attrs)
-
-
-def attach_result(store: Store, run_dir: Path) -> str:
-    """Attach a completed run's result to the graph in one transaction; returns the evidence id."""
-    config = RunConfig.model_validate_json((run_dir / "config.json").read_text())
-    result = read_result(run_dir)
-    if result is None:
-        raise NotFound(f"{run_dir} has no readable result.json")
-    node = evidence_node(config, result)
-    # portable store: the run folder (and a reused one) as recorded relative to the store's folder
-    source = stored_path(store, run_dir)
-    node.attrs["run_dir"] = source
-    if result.reused_from:
-        node.attrs["reused_from"] = stored_path(store, result.reused_from)
-    verdict_edge = {"supported": EdgeType.supports, "refuted": EdgeType.refutes}.get(result.decision.verdict) \
-        if result.decision.decisive else None
-    with store.transaction():
-        for old in store.edges(config.experiment_id, direction="out", type=EdgeType.produced):
-            if old.dst != node.id:
-                prev = store.get_node(old.dst)
-                if not prev.attrs.get("superseded"):
-                    store.add_node(prev.model_copy(update={"attrs": {**prev.attrs, "superseded": True}}),
-                                   made_by=MadeBy.experiment, source=prev.provenance.source if prev.provenance else None,
-                                   source_hash=prev.provenance.source_hash if prev.provenance else None)
-        store.add_node(node, made_by=MadeBy.experiment, source=source, source_hash=config.config_hash)
-        store.link(config.experiment_id, EdgeType.produced, node.id, made_by=MadeBy.experiment,
-                   source=source, source_hash=config.config_hash)
-        if verdict_edge is not None:
-            for target in config.targets:
-                if store.has_node(target):
-                    store.link(node.id, verdict_edge, target, made_by=MadeBy.experiment, source=source,
-                               source_hash=config.config_hash, attrs={"run_id": config.run_id})
-        store.put_run(run_id=config.run_id, status="completed", verdict=result.decision.verdict,
-                      evidence_id=node.id, ended_at=utcnow())
-    return node.id
-
-
-def _finalize(store: Store, row: dict[str, Any], state: RunState | None, *, override: str | None = None,
-              error: str | None = None) -> dict[str, Any]:
-    """Record a run's final status (attaching evidence when it completed) and return the updated row."""
-    run_dir = Path(row["run_dir"])
-    status = override or (state.status if state else "failed")
-    if status == "completed" and read_result(run_dir) is not None:
-        attach_result(store, run_dir)
-    else:
-        if status == "completed":
-            status, error = "failed", "status says completed but result.json is missing or unreadable"
-        store.put_run(run_id=row["run_id"], status=status, ended_at=(state.ended_at if state and state.ended_at
-                                                                      else utcnow()),
-                      error=error or (state.error if state else None))
-    return store.runs(run_id=row["run_id"])[0]
-
-
 def reconcile(store: Store) -> list[dict[str, Any]]:
     """Find runs recorded as queued/running whose process has ended or died, and give them a final status.
     Returns the rows it changed. Cheap when nothing is in flight (one query)."""
-    from .executors import EXECUTOR_FILE, update_run
-
     changed = []
     for row in store.runs(status="running") + store.runs(status="queued"):
         run_dir = Path(row["run_dir"])
@@ -189,14 +86,14 @@ def reconcile(store: Store) -> list[dict[str, Any]]:
             continue
         state = read_state(run_dir)
         if state is not None and state.status in FINAL:
-            changed.append(_finalize(store, row, state))
+            changed.append(finalize(store, row, state))
             continue
         pid = (state.pid if state else None) or row["pid"]
         same_host = (state.host if state else row["host"]) == os.uname().nodename
         beat = (state.heartbeat_at or state.started_at) if state else row["created_at"]
         age = (utcnow() - beat).total_seconds() if beat else float("inf")
         if same_host and pid:
-            dead = not _pid_alive(pid)
+            dead = not pid_alive(pid)
         else:
             dead = age > STALE_S
         if not dead and state is not None and state.status == "running" and row["status"] == "queued":
@@ -212,7 +109,7 @@ def reconcile(store: Store) -> list[dict[str, Any]]:
                     write_state(run_dir, state)
                 except OSError:
                     pass
-            changed.append(_finalize(store, row, state, override="failed", error=why))
+            changed.append(finalize(store, row, state, override="failed", error=why))
     return changed
 
 
@@ -361,7 +258,7 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
         early = RunState(status="killed", ended_at=utcnow(), error=f"killed by {signal.Signals(received[0]).name} "
                                                                    "before the worker started")
         write_state(run_dir, early)
-        row = _finalize(store, store.runs(run_id=cfg.run_id)[0], early, override="killed", error=early.error)
+        row = finalize(store, store.runs(run_id=cfg.run_id)[0], early, override="killed", error=early.error)
         return RunOutcome(run_id=cfg.run_id, experiment_id=experiment_id, status=row["status"],
                           run_dir=str(run_dir), error=row["error"])
     proc = procs[0]
@@ -417,7 +314,7 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
             write_state(run_dir, state)
         except OSError:
             pass  # the folder's disk is full: the record in the store still says what happened
-    row = _finalize(store, store.runs(run_id=cfg.run_id)[0], state, override=override, error=error)
+    row = finalize(store, store.runs(run_id=cfg.run_id)[0], state, override=override, error=error)
     result = read_result(run_dir) if row["status"] == "completed" else None
     return RunOutcome(run_id=cfg.run_id, experiment_id=experiment_id, status=row["status"], verdict=row["verdict"],
                       evidence_id=row["evidence_id"], run_dir=str(run_dir),
@@ -438,3 +335,45 @@ def run_stale(store: Store, *, device: str | None = None, progress: bool = True,
         out.append(start(store, item["experiment"], device=device, seeds=item["seeds"], force=True,
                          progress=progress, on_start=on_start))
     return out
+
+
+def submit_run(store: Store, experiment_id: str, *, executor: Executor, seeds: int | str | list[int] | None = None,
+               device: str | None = None, force: bool = False, options: ClusterOptions | None = None,
+               runs_dir: str | Path | None = None) -> RunOutcome:
+    """Hand a run to `executor` (each seed one task) and return at once with its RunOutcome (status queued), or
+    the cached outcome when an identical run completed. Reconcile (any next command) follows it from there."""
+    if executor not in EXECUTORS:
+        raise InvalidInput(f"unknown executor {executor!r}; use {' or '.join(EXECUTORS)} (or none, to run here)")
+    options = options or ClusterOptions()
+    if executor == "slurm":
+        why = slurm_available()
+        if why:
+            raise ClaimgraphError(f"cannot submit to Slurm: {why}")
+    reconcile(store)
+    cfg, run_dir = prepare_run(store, experiment_id, device=device, seeds=seeds, runs_dir=runs_dir,
+                               executor=executor, gpus=options.gpus)
+    if not force:
+        served = _reuse(store, cfg, run_dir)
+        if served is not None:
+            return served
+    record_queued(store, cfg, run_dir)
+    env = {"CLAIMGRAPH_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
+    if cfg.spec.timeout_s:
+        env["CLAIMGRAPH_RUN_TIMEOUT_S"] = str(cfg.spec.timeout_s)
+    from .worker import run_task
+
+    try:
+        ex = submitit_executor(executor, run_dir / "submitit", options, cfg.spec.timeout_s,
+                                f"claimgraph-{cfg.run_id}")
+        with task_env(env):
+            jobs = ex.map_array(run_task, [str(run_dir)] * len(cfg.spec.seeds), cfg.spec.seeds)
+    except Exception as e:  # sbatch refused (bad partition, too much memory...): the run ends failed, said why
+        why = f"submission to {executor} failed: {type(e).__name__}: {str(e).strip()[-600:]}"
+        write_state(run_dir, RunState(status="failed", error=why, ended_at=utcnow()))
+        store.put_run(run_id=cfg.run_id, status="failed", error=why, ended_at=utcnow())
+        raise ClaimgraphError(why) from None
+    record = ExecutorRecord(executor=executor, job_ids=[str(j.job_id) for j in jobs], seeds=cfg.spec.seeds,
+                            options=options)
+    write_json_atomic(run_dir / EXECUTOR_FILE, record.model_dump(mode="json"))
+    return RunOutcome(run_id=cfg.run_id, experiment_id=experiment_id, status="queued", run_dir=str(run_dir),
+                      job_ids=record.job_ids, executor=executor)
