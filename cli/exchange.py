@@ -67,7 +67,7 @@ def import_(ctx: typer.Context,
     db = Path(_opts(ctx).db)
     fresh = not db.exists()
     try:
-        with _store(ctx, create=True) as s:
+        with _store(ctx, create=True, write=True) as s:
             counts = do_import(s, path, format, base=base)
             encoded = 0
             if embed and counts.get("nodes"):

@@ -1,12 +1,15 @@
 """The `claimgraph` command: a thin typer shell over claimgraph.graph, .ingest and .experiments.
 
-Each command opens the store, calls one to three API functions and renders the result (a table, or JSON
-with --json). Expected failures print `Error: <message>` on stderr and exit 2 (bad input or usage) or 1.
+Each command parses its arguments, holds the store only for its database work (a reading command shares it
+with other readers and opens it read-only; see claimgraph.graph.store), and renders the result afterwards: a
+table, or JSON with --json (before or after the command), or CSV with --csv / --format csv on listings.
+Expected failures print `Error: <message>` on stderr and exit 2 (bad input or usage) or 1.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
@@ -14,32 +17,50 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 import typer
 from typer.core import TyperGroup
 
-from claimgraph.graph.errors import ClaimgraphError
+from claimgraph.graph.errors import ClaimgraphError, InvalidInput
 
 if TYPE_CHECKING:
     from claimgraph.graph import Store
 
 from . import render
-from .render import emit_json, fmt_counts, fmt_score, note, table
+from .render import emit_csv, emit_json, fmt_counts, fmt_score, note, table
 
 DEFAULT_DB = "claimgraph.duckdb"
+FORMATS = ("table", "json", "csv")
+
+
+def _hoist_json(args: list[str]) -> list[str]:
+    """`--json` anywhere before a `--` means the root option: move it to the front."""
+    end = args.index("--") if "--" in args else len(args)
+    n = args[:end].count("--json")
+    if not n:
+        return args
+    return ["--json"] + [a for a in args[:end] if a != "--json"] + args[end:]
 
 
 class _Group(TyperGroup):
-    """Catches expected failures once, for every command and sub-command."""
+    """Catches expected failures once, for every command and sub-command; takes --json after the command too."""
+
+    def parse_args(self, ctx, args):
+        if ctx.parent is None:
+            args = _hoist_json(list(args))
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):  # typer's own (vendored) click Context
         try:
             return super().invoke(ctx)
         except ClaimgraphError as e:
-            typer.echo(f"Error: {e}", err=True)
+            typer.echo(f"Error: {render.safe(e)}", err=True)
             ctx.exit(e.exit_code)
 
 
-app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+# rich_markup_mode=None: help text is shown as written (rich markup would swallow `[band=X]`)
+app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="A knowledge graph of research claims, findings and methods, linked to experiments that "
                        "test them. Example: claimgraph ingest data/papers && claimgraph list --type claim")
-experiment_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Register and list experiments.")
+experiment_app = typer.Typer(cls=_Group, no_args_is_help=True, rich_markup_mode=None,
+                             help="Register and list experiments.")
 app.add_typer(experiment_app, name="experiment")
 
 
@@ -49,10 +70,28 @@ class Opts:
         self.json = json_out
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("claimgraph")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"claimgraph {_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(ctx: typer.Context,
           db: Annotated[Path, typer.Option("--db", envvar="CLAIMGRAPH_DB", help="Database file.")] = Path(DEFAULT_DB),
-          json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False):
+          json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout (before or after "
+                                                                "the command).")] = False,
+          version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Show the version and exit.")] = False):
     """claimgraph: which claims hold up, and what tested them."""
     ctx.obj = Opts(db, json_out)
 
@@ -61,18 +100,38 @@ def _opts(ctx: typer.Context) -> Opts:
     return ctx.find_root().obj
 
 
+def _label(ctx: typer.Context) -> str:
+    """How the store's queue names this command to others waiting ("claimgraph ingest docs/")."""
+    if sys.argv and Path(sys.argv[0]).name in ("claimgraph", "main.py", "__main__.py"):
+        text = " ".join(["claimgraph", *sys.argv[1:]])
+    else:
+        text = "claimgraph " + " ".join(ctx.command_path.split()[1:])
+    return text if len(text) <= 90 else text[:89] + "…"
+
+
 @contextmanager
-def _store(ctx: typer.Context, *, create: bool = False) -> Iterator[Store]:
+def _store(ctx: typer.Context, *, write: bool = False, create: bool = False, session: bool = True) -> Iterator[Store]:
+    """The store, held for the block (reading, or writing with `write`); `session=False` leaves each call to
+    take its own turn (commands that compute between database steps)."""
     from claimgraph.graph import Store
 
-    with Store(_opts(ctx).db, create=create) as s:
-        if s.schema_version() >= 2:
-            from claimgraph.experiments.runner import reconcile
-
-            for row in reconcile(s):
-                note(f"run {row['run_id']} of {row['experiment_id']} ended: {row['status']}"
-                     + (f" ({row['error']})" if row.get("error") else ""))
+    s = Store(_opts(ctx).db, create=create, label=_label(ctx), check=False)  # the first turn checks the file
+    if not session:
         yield s
+        return
+    with s.session(write=write):
+        yield s
+
+
+def _reconcile(s: Store) -> None:
+    """Give runs whose process has died their final status (where run status is shown or changed)."""
+    if not s.writable():
+        return
+    from claimgraph.experiments.runner import reconcile
+
+    for row in reconcile(s):
+        note(f"run {row['run_id']} of {row['experiment_id']} ended: {row['status']}"
+             + (f" ({row['error']})" if row.get("error") else ""))
 
 
 def _stale_check():
@@ -88,11 +147,57 @@ def _node_type(value: str | None):
     return parse_node_type(value)
 
 
+# ---- output formats for listings -------------------------------------------------------------------
+FormatOpt = Annotated[str | None, typer.Option("--format", help="table | json | csv (default table; --json is json).")]
+CsvOpt = Annotated[bool, typer.Option("--csv", help="CSV on stdout (same as --format csv).")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", help="At most this many.")]
+OffsetOpt = Annotated[int, typer.Option("--offset", help="Skip this many first.")]
+
+
+def _format(ctx: typer.Context, fmt: str | None = None, csv: bool = False) -> str:
+    if fmt is not None and fmt not in FORMATS:
+        raise InvalidInput(f"unknown --format {fmt!r}; choose table, json or csv")
+    if csv or fmt == "csv":
+        return "csv"
+    if _opts(ctx).json or fmt == "json":
+        return "json"
+    return "table"
+
+
+def _page(rows: Sequence[Any], limit: int | None, offset: int) -> list[Any]:
+    from claimgraph.graph.store import check_page
+
+    check_page(limit, offset)
+    return list(rows[offset:offset + limit] if limit is not None else rows[offset:])
+
+
+FIELDS = {  # CSV header of an empty listing
+    "nodes": ("id", "type", "title", "text", "status", "edges", "attrs", "stale"),
+    "results": ("id", "type", "title", "score", "semantic", "keyword"),
+    "suggestions": ("src", "dst", "score", "duplicate", "src_type", "dst_type", "src_title", "dst_title"),
+    "runs": ("run_id", "experiment_id", "config_hash", "status", "device", "run_dir", "pid", "host", "created_at",
+             "started_at", "ended_at", "error", "verdict", "evidence_id"),
+    "experiments": ("id", "title", "kind", "targets", "criterion", "model", "seeds", "last_run", "last_status",
+                    "verdict"),
+}
+
+
+def _listing(out: str, key: str, records: list[dict[str, Any]], title: str, columns: Sequence[str],
+             rows: Iterable[Sequence[Any]], **table_kw: Any) -> None:
+    """One listing in the chosen format: {key: records} as JSON, the records as CSV, or the table."""
+    if out == "json":
+        emit_json({key: records})
+    elif out == "csv":
+        emit_csv(records, None if records else FIELDS.get(key))
+    else:
+        table(title, columns, rows, **table_kw)
+
+
 # ---- graph ----------------------------------------------------------------------------------------
 @app.command()
 def init(ctx: typer.Context):
     """Create an empty store (or migrate an existing one). Example: claimgraph --db claims.duckdb init"""
-    with _store(ctx, create=True) as s:
+    with _store(ctx, write=True, create=True) as s:
         info = {"db": str(s.path), "schema_version": s.schema_version(), "nodes": sum(s.count_nodes().values())}
     if _opts(ctx).json:
         emit_json(info)
@@ -111,7 +216,7 @@ def ingest(ctx: typer.Context,
     Example: claimgraph ingest data/papers ../shared/seeds/003_*.txt"""
     from claimgraph.ingest import ingest_paths
 
-    with _store(ctx, create=True) as s:
+    with _store(ctx, create=True, session=False) as s:  # parsing and encoding happen between turns
         reports = ingest_paths(s, paths, format=format, title=title, embed=embed)
     for w in (w for r in reports for w in r.warnings):
         typer.echo(f"Warning: {w}", err=True)
@@ -132,37 +237,35 @@ def ingest(ctx: typer.Context,
 @app.command("list")
 def list_nodes(ctx: typer.Context,
                type: Annotated[str | None, typer.Option("--type", "-t", help="Only nodes of this type.")] = None,
-               limit: Annotated[int | None, typer.Option(help="At most this many.")] = None):
-    """List nodes (claims and findings with their evidence status). Example: claimgraph list --type claim"""
+               limit: LimitOpt = None, offset: OffsetOpt = 0, fmt: FormatOpt = None, csv: CsvOpt = False):
+    """List nodes (claims and findings with their evidence status). Example: claimgraph list --type claim --limit 20"""
     from claimgraph.graph.queries import list_rows
 
+    out = _format(ctx, fmt, csv)
     ntype = _node_type(type)
     with _store(ctx) as s:
-        rows = list_rows(s, s.list_nodes(ntype, limit=limit), stale=_stale_check())
-    if _opts(ctx).json:
-        emit_json({"nodes": rows})
-        return
-    cols = ["id", "type", "title", "status", "edges"]
-    table(f"{type + ' ' if type else ''}nodes ({len(rows)})", cols,
-          [(r["id"], r["type"], r["title"], (r["status"] or "") + (" · STALE" if r["stale"] else ""), r["edges"])
-           for r in rows])
-    if any(r["stale"] for r in rows):
+        records = list_rows(s, s.list_nodes(ntype, limit=limit, offset=offset), stale=_stale_check())
+    _listing(out, "nodes", records, f"{type + ' ' if type else ''}nodes ({len(records)})",
+             ["id", "type", "title", "status", "edges"],
+             [(r["id"], r["type"], r["title"], (r["status"] or "") + (" · STALE" if r["stale"] else ""), r["edges"])
+              for r in records])
+    if out == "table" and any(r["stale"] for r in records):
         note("STALE: evidence whose code, model, data or parameters changed since it ran (`claimgraph show ID` says "
              "which; `claimgraph run --stale` re-runs them)")
 
 
 @app.command()
-def show(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="ID")],
+def show(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="ID", help="A node id or its prefix.")],
          k: Annotated[int, typer.Option("-k", help="Computed similarity neighbours to add.")] = 8,
          threshold: Annotated[float, typer.Option(help="Cosine threshold for similarity neighbours.")] = 0.65):
     """A node's page: status, source paper, typed neighbours by edge count, evidence, similar entries.
-    Example: claimgraph show claim:learned-features-reflect-the-functionality-of-the-model-..."""
+    Example: claimgraph show claim:learned-features-reflect-the-functionality"""
     from claimgraph.graph.queries import node_page
 
     from .pages import page_json, render_page
 
     with _store(ctx) as s:
-        page = node_page(s, node_id, k_similar=k, threshold=threshold, stale=_stale_check())
+        page = node_page(s, s.resolve_id(node_id), k_similar=k, threshold=threshold, stale=_stale_check())
     if _opts(ctx).json:
         emit_json(page_json(page))
     else:
@@ -170,29 +273,34 @@ def show(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="ID"
 
 
 @app.command()
-def neighbors(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="ID")],
+def neighbors(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="ID", help="A node id or its prefix.")],
               depth: Annotated[int, typer.Option("--depth", "-d", help="Hops to follow.")] = 1,
-              edge: Annotated[list[str] | None, typer.Option("--edge", help="Only these edge types.")] = None):
-    """Nodes within N typed hops. Example: claimgraph neighbors claim:... --depth 2"""
+              edge: Annotated[list[str] | None, typer.Option("--edge", help="Only these edge types.")] = None,
+              fmt: FormatOpt = None, csv: CsvOpt = False):
+    """Nodes within N typed hops. Example: claimgraph neighbors claim:... --depth 2 --edge supports"""
+    from claimgraph.graph.models import parse_edge_type
     from claimgraph.graph.queries import neighborhood
 
+    out = _format(ctx, fmt, csv)
+    edges = [parse_edge_type(e).value for e in edge or []] or None
     with _store(ctx) as s:
-        hops = neighborhood(s, node_id, depth=depth, edge_types=edge)
-    if _opts(ctx).json:
-        emit_json({"nodes": hops})
-        return
-    table(f"within {depth} hop(s) of {node_id}", ["depth", "id", "type", "title", "via"],
-          [(h.depth, h.id, h.type.value, h.title,
-            "" if h.via is None or h.edge is None else f"{'→' if h.direction == 'out' else '←'} {h.edge.value} {h.via}") for h in hops])
+        start = s.resolve_id(node_id)
+        hops = neighborhood(s, start, depth=depth, edge_types=edges)
+    _listing(out, "nodes", [h.model_dump(mode="json") for h in hops], f"within {depth} hop(s) of {start}",
+             ["depth", "id", "type", "title", "via"],
+             [(h.depth, h.id, h.type.value, h.title,
+               "" if h.via is None or h.edge is None else
+               f"{'→' if h.direction == 'out' else '←'} {h.edge.value} {h.via}") for h in hops])
 
 
 @app.command()
 def path(ctx: typer.Context, a: Annotated[str, typer.Argument(metavar="A")],
          b: Annotated[str, typer.Argument(metavar="B")]):
-    """Shortest chain of typed edges between two nodes. Example: claimgraph path claim:x paper:y"""
+    """Shortest chain of typed edges between two nodes (ids or their prefixes). Example: claimgraph path claim:x paper:y"""
     from claimgraph.graph.queries import shortest_path
 
     with _store(ctx) as s:
+        a, b = s.resolve_id(a), s.resolve_id(b)
         steps = shortest_path(s, a, b)
     if _opts(ctx).json:
         emit_json({"path": steps})
@@ -205,44 +313,46 @@ def path(ctx: typer.Context, a: Annotated[str, typer.Argument(metavar="A")],
 @app.command()
 def search(ctx: typer.Context, query: Annotated[str, typer.Argument(help="Words or a sentence.")],
            type: Annotated[str | None, typer.Option("--type", "-t", help="Only nodes of this type.")] = None,
-           k: Annotated[int, typer.Option("-k", help="Results to return.")] = 10):
+           k: Annotated[int, typer.Option("-k", "--limit", help="Results to return.")] = 10,
+           fmt: FormatOpt = None, csv: CsvOpt = False):
     """Hybrid semantic + keyword search. Example: claimgraph search "features of shuffled models" --type finding"""
     from claimgraph.graph.search import search as do_search
 
+    out = _format(ctx, fmt, csv)
     ntype = _node_type(type)
-    with _store(ctx) as s:
+    with _store(ctx) as s:  # the query is encoded between turns
         results = do_search(s, query, type=ntype, k=k)
-    if _opts(ctx).json:
-        emit_json({"results": [{"id": r.id, "type": r.type.value, "title": r.title, "score": r.score,
-                                "semantic": r.semantic, "keyword": r.keyword} for r in results]})
-        return
-    table(f"search: {query}", ["score", "semantic", "keyword", "id", "type", "title"],
-          [(fmt_score(r.score), fmt_score(r.semantic), fmt_score(r.keyword), r.id, r.type.value, r.title)
-           for r in results])
+    _listing(out, "results", [{"id": r.id, "type": r.type.value, "title": r.title, "score": r.score,
+                               "semantic": r.semantic, "keyword": r.keyword} for r in results],
+             f"search: {query}", ["score", "semantic", "keyword", "id", "type", "title"],
+             [(fmt_score(r.score), fmt_score(r.semantic), fmt_score(r.keyword), r.id, r.type.value, r.title)
+              for r in results])
 
 
 @app.command()
 def suggest(ctx: typer.Context,
             threshold: Annotated[float, typer.Option(help="Minimum cosine.")] = 0.65,
             type: Annotated[str | None, typer.Option("--type", "-t", help="Only pairs of this node type.")] = None,
-            limit: Annotated[int | None, typer.Option(help="At most this many.")] = None):
+            limit: LimitOpt = None, offset: OffsetOpt = 0, fmt: FormatOpt = None, csv: CsvOpt = False):
     """Pairs that look related but have no typed edge, best first; near-identical ones flagged duplicate.
     Example: claimgraph suggest --threshold 0.7 --type claim"""
     from claimgraph.graph.similarity import suggest as do_suggest
 
+    out = _format(ctx, fmt, csv)
     ntype = _node_type(type)
-    with _store(ctx) as s:
-        found = do_suggest(s, threshold=threshold, type=ntype, limit=limit)
-    if _opts(ctx).json:
-        emit_json({"suggestions": [{"src": x.src, "dst": x.dst, "score": x.score, "duplicate": x.duplicate,
-                                    "src_type": x.src_type.value if x.src_type else None,
-                                    "dst_type": x.dst_type.value if x.dst_type else None,
-                                    "src_title": x.src_title, "dst_title": x.dst_title} for x in found]})
-        return
-    table(f"suggestions (cosine ≥ {threshold:g}, no typed edge)", ["score", "dup", "src", "dst", "src title", "dst title"],
-          [(fmt_score(x.score), "yes" if x.duplicate else "", x.src, x.dst, x.src_title, x.dst_title) for x in found],
-          wrap=("src title", "dst title"))
-    if found:
+    _page([], limit, offset)  # checks them before any work
+    with _store(ctx, session=False) as s:  # pairs are computed between a reading and a writing turn
+        found = do_suggest(s, threshold=threshold, type=ntype,
+                           limit=None if limit is None else limit + offset)[offset:]
+    _listing(out, "suggestions", [{"src": x.src, "dst": x.dst, "score": x.score, "duplicate": x.duplicate,
+                                   "src_type": x.src_type.value if x.src_type else None,
+                                   "dst_type": x.dst_type.value if x.dst_type else None,
+                                   "src_title": x.src_title, "dst_title": x.dst_title} for x in found],
+             f"suggestions (cosine ≥ {threshold:g}, no typed edge)",
+             ["score", "dup", "src", "dst", "src title", "dst title"],
+             [(fmt_score(x.score), "yes" if x.duplicate else "", x.src, x.dst, x.src_title, x.dst_title) for x in found],
+             wrap=("src title", "dst title"))
+    if found and out == "table":
         note("accept one with `claimgraph accept SRC DST [--edge TYPE]`, or `claimgraph reject SRC DST`")
 
 
@@ -253,8 +363,8 @@ def accept(ctx: typer.Context, src: str, dst: str,
     """Turn a suggested pair into a typed edge. Example: claimgraph accept finding:a claim:b --edge supports"""
     from claimgraph.graph.similarity import accept as do_accept
 
-    with _store(ctx) as s:
-        e = do_accept(s, src, dst, edge=edge)
+    with _store(ctx, write=True) as s:
+        e = do_accept(s, s.resolve_id(src), s.resolve_id(dst), edge=edge)
     if _opts(ctx).json:
         emit_json({"edge": e})
     else:
@@ -266,7 +376,8 @@ def reject(ctx: typer.Context, src: str, dst: str):
     """Record that a suggested pair is unrelated; it is never proposed again. Example: claimgraph reject claim:a claim:b"""
     from claimgraph.graph.similarity import reject as do_reject
 
-    with _store(ctx) as s:
+    with _store(ctx, write=True) as s:
+        src, dst = s.resolve_id(src), s.resolve_id(dst)
         do_reject(s, src, dst)
     if _opts(ctx).json:
         emit_json({"rejected": {"src": src, "dst": dst}})
@@ -279,10 +390,12 @@ def link(ctx: typer.Context, src: str, edge: str, dst: str,
          attr: Annotated[list[str] | None, typer.Option("--attr", help="Edge attribute name=value.")] = None):
     """Add a typed edge by hand. Example: claimgraph link finding:x supports claim:y"""
     from claimgraph.experiments.api import parse_param
+    from claimgraph.graph.models import parse_edge_type
 
     attrs = dict(parse_param(a) for a in attr or [])
-    with _store(ctx) as s:
-        e = s.link(src, edge, dst, attrs=attrs)
+    etype = parse_edge_type(edge)
+    with _store(ctx, write=True) as s:
+        e = s.link(s.resolve_id(src), etype, s.resolve_id(dst), attrs=attrs)
     if _opts(ctx).json:
         emit_json({"edge": e})
     else:
@@ -290,11 +403,33 @@ def link(ctx: typer.Context, src: str, edge: str, dst: str,
 
 
 @app.command()
+def unlink(ctx: typer.Context, src: str, edge: str, dst: str,
+           reason: Annotated[str | None, typer.Option(help="Why it was removed (kept on record).")] = None):
+    """Remove a typed edge; the removal is recorded with the edge's provenance and when it was removed.
+    Example: claimgraph unlink finding:x supports claim:y --reason "accepted by mistake"."""
+    from claimgraph.graph.models import parse_edge_type
+
+    etype = parse_edge_type(edge)
+    with _store(ctx, write=True) as s:
+        removed = s.unlink(s.resolve_id(src), etype, s.resolve_id(dst), reason=reason)
+    if _opts(ctx).json:
+        emit_json({"removed": removed})
+        return
+    prov = removed.provenance
+    made = f"{prov.made_by.value}" + (f" from {prov.source}" if prov and prov.source else "") if prov else "?"
+    note(f"removed {removed.src} -{removed.type.value}-> {removed.dst} (it was {made})")
+    if prov and prov.made_by.value == "accepted-suggestion":
+        note(f"to stop the pair being suggested again: claimgraph reject {removed.src} {removed.dst}")
+    elif prov and prov.made_by.value == "parsed":
+        note("its document still states it: ingesting a changed version of that document adds it back")
+
+
+@app.command()
 def embed(ctx: typer.Context):
     """Encode every node whose text has no vector yet (ingest does this unless --no-embed). Example: claimgraph embed"""
     from claimgraph.graph.embed import embed_all
 
-    with _store(ctx) as s:
+    with _store(ctx, session=False) as s:  # the encoder runs between turns
         n = embed_all(s, progress=None)
     if _opts(ctx).json:
         emit_json({"encoded": n})
@@ -303,36 +438,39 @@ def embed(ctx: typer.Context):
 
 
 @app.command()
-def stats(ctx: typer.Context):
+def stats(ctx: typer.Context, fmt: FormatOpt = None, csv: CsvOpt = False):
     """Counts of nodes and edges by type. Example: claimgraph stats"""
+    out = _format(ctx, fmt, csv)
     with _store(ctx) as s:
         nodes, edges = s.count_nodes(), s.count_edges()
         info = {"db": str(s.path), "schema_version": s.schema_version(), "nodes": nodes, "edges": edges,
                 "documents": len(s.documents())}
-    if _opts(ctx).json:
+    if out == "json":
         emit_json(info)
         return
+    rows = [("node", k, v) for k, v in nodes.items()] + [("edge", k, v) for k, v in edges.items()]
+    if out == "csv":
+        emit_csv([{"kind": a, "type": b, "count": c} for a, b, c in rows])
+        return
     table(f"{info['db']} (schema v{info['schema_version']}, {info['documents']} documents)", ["kind", "type", "count"],
-          [("node", k, v) for k, v in nodes.items()] + [("edge", k, v) for k, v in edges.items()])
+          rows)
 
 
 # ---- experiments ----------------------------------------------------------------------------------
 @experiment_app.command("kinds")
-def experiment_kinds(ctx: typer.Context):
+def experiment_kinds(ctx: typer.Context, fmt: FormatOpt = None, csv: CsvOpt = False):
     """Job kinds that can be run, with their default criterion. Example: claimgraph experiment kinds"""
     from claimgraph.experiments.registry import get_job, kinds
 
+    out = _format(ctx, fmt, csv)
     rows = []
     for k in kinds():
         job = get_job(k)
         rows.append({"kind": k, "summary": job.summary, "criterion": job.default_criterion.describe(),
                      "params": {name: f.default for name, f in job.Params.model_fields.items()},
                      "metrics": job.metrics})
-    if _opts(ctx).json:
-        emit_json({"kinds": rows})
-        return
-    table("job kinds", ["kind", "summary", "default criterion"], [(r["kind"], r["summary"], r["criterion"]) for r in rows],
-          wrap=("summary", "default criterion"))
+    _listing(out, "kinds", rows, "job kinds", ["kind", "summary", "default criterion"],
+             [(r["kind"], r["summary"], r["criterion"]) for r in rows], wrap=("summary", "default criterion"))
 
 
 @experiment_app.command("add")
@@ -354,8 +492,9 @@ def experiment_add(ctx: typer.Context,
     from claimgraph.experiments.api import add_experiment, parse_param
 
     params = dict(parse_param(p) for p in param or [])
-    with _store(ctx) as s:
-        node = add_experiment(s, claim, kind, title=title, experiment_id=exp_id, params=params, criterion=criterion,
+    with _store(ctx, write=True) as s:
+        targets = [s.resolve_id(c) for c in claim]
+        node = add_experiment(s, targets, kind, title=title, experiment_id=exp_id, params=params, criterion=criterion,
                               model=model, data=data, seeds=seeds, device=device)
     if _opts(ctx).json:
         emit_json({"experiment": node})
@@ -367,22 +506,24 @@ def experiment_add(ctx: typer.Context,
 
 
 @experiment_app.command("list")
-def experiment_list(ctx: typer.Context):
+def experiment_list(ctx: typer.Context, limit: LimitOpt = None, offset: OffsetOpt = 0, fmt: FormatOpt = None,
+                    csv: CsvOpt = False):
     """Experiments with what they test and their latest verdict. Example: claimgraph experiment list"""
     from claimgraph.experiments.api import list_experiments
 
-    with _store(ctx) as s:
-        rows = list_experiments(s)
-    if _opts(ctx).json:
-        emit_json({"experiments": rows})
-        return
-    table("experiments", ["id", "kind", "tests", "criterion", "last run", "status", "verdict"],
-          [(r["id"], r["kind"], ", ".join(r["targets"]), r["criterion"], r["last_run"], r["last_status"], r["verdict"])
-           for r in rows], wrap=("tests", "criterion"))
+    out = _format(ctx, fmt, csv)
+    with _store(ctx, session=False) as s:
+        _reconcile(s)
+        with s.session():
+            rows = _page(list_experiments(s), limit, offset)
+    _listing(out, "experiments", rows, "experiments", ["id", "kind", "tests", "criterion", "last run", "status", "verdict"],
+             [(r["id"], r["kind"], ", ".join(r["targets"]), r["criterion"], r["last_run"], r["last_status"], r["verdict"])
+              for r in rows], wrap=("tests", "criterion"))
 
 
 @app.command()
-def run(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(metavar="[EXP]")] = None,
+def run(ctx: typer.Context,
+        experiment: Annotated[str | None, typer.Argument(metavar="[EXP]", help="Experiment id or prefix.")] = None,
         device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (default: the spec's)")] = None,
         seeds: Annotated[str | None, typer.Option(
             help="Run these seeds instead of the spec's: N (0..N-1), A-B or A,B,C.")] = None,
@@ -408,7 +549,7 @@ def run(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(met
     from claimgraph.experiments.runner import run_experiment, run_stale
 
     opts = _opts(ctx)
-    started = lambda rid, d: note(f"run {rid} started; folder {d}")
+    started = lambda rid, d: note(f"run {rid} started; folder {d}")  # noqa: E731
     submit: Callable[..., Any] | None = None
     if executor is not None:
         from claimgraph.experiments.executors import EXECUTORS, ClusterOptions
@@ -427,7 +568,8 @@ def run(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(met
     if stale:
         if experiment or seeds:
             raise typer.BadParameter("--stale re-runs every stale experiment on its own seeds; give no EXP or --seeds")
-        with _store(ctx) as s:
+        with _store(ctx, write=True) as s:
+            _reconcile(s)
             outcomes = run_stale(s, device=device, on_start=started,
                                  run=submit if submit is not None else partial(run_experiment, runs_dir=runs_dir))
         if opts.json:
@@ -437,16 +579,19 @@ def run(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(met
         else:
             table("re-runs of stale experiments", ["experiment", "run", "status", "verdict", "evidence"],
                   [(o.experiment_id, o.run_id, o.status, o.verdict, o.evidence_id) for o in outcomes])
-        if any(o.status != "completed" for o in outcomes):
+        if any(o.status != "completed" and not (o.executor and o.status == "queued") for o in outcomes):
             raise typer.Exit(1)
         return
     if not experiment:
         raise typer.BadParameter("give the experiment to run (EXP), or --stale")
-    with _store(ctx) as s:
+    # one writing turn for the bookkeeping before the job; the runner lets go while the worker computes
+    with _store(ctx, write=True) as s:
+        _reconcile(s)
+        exp_id = s.resolve_id(experiment, type="experiment")
         if submit is not None:
-            outcome = submit(s, experiment, device=device, seeds=seeds, force=force)
+            outcome = submit(s, exp_id, device=device, seeds=seeds, force=force)
         else:
-            outcome = run_experiment(s, experiment, device=device, seeds=seeds, force=force, on_start=started,
+            outcome = run_experiment(s, exp_id, device=device, seeds=seeds, force=force, on_start=started,
                                      runs_dir=runs_dir)
     if opts.json:
         emit_json(outcome)
@@ -471,19 +616,23 @@ def run(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(met
 
 
 @app.command()
-def runs(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(metavar="[EXP]")] = None):
-    """Run records, newest first; runs handed to Slurm or a local executor as the scheduler reports them.
-    Example: claimgraph runs experiment:..."""
+def runs(ctx: typer.Context,
+         experiment: Annotated[str | None, typer.Argument(metavar="[EXP]", help="Experiment id or prefix.")] = None,
+         limit: LimitOpt = None, offset: OffsetOpt = 0, fmt: FormatOpt = None, csv: CsvOpt = False):
+    """Run records, newest first; runs handed to Slurm or a local executor as the scheduler reports them
+    (--json: each task). Example: claimgraph runs experiment:..."""
     from claimgraph.experiments.executors import task_summary
 
-    with _store(ctx) as s:
-        rows = s.runs(experiment)
-    if _opts(ctx).json:
+    out = _format(ctx, fmt, csv)
+    with _store(ctx, session=False) as s:
+        _reconcile(s)
+        with s.session():
+            exp = s.resolve_id(experiment, type="experiment") if experiment is not None else None
+            rows = _page(s.runs(exp), limit, offset)
+    if out == "json":
         for r in rows:
-            r["executor"] = task_summary(r["run_dir"]) if r["status"] not in ("completed",) else \
+            r["executor"] = task_summary(r["run_dir"]) if r["status"] in ("queued", "running") else \
                 _executor_brief(r["run_dir"])
-        emit_json({"runs": rows})
-        return
 
     def took(r):
         if r["started_at"] is None and r["ended_at"] is None:
@@ -491,9 +640,53 @@ def runs(ctx: typer.Context, experiment: Annotated[str | None, typer.Argument(me
         start = r["started_at"] or r["created_at"]
         return f"{(r['ended_at'] - start).total_seconds():.0f}s" if r["ended_at"] else "…"
 
-    table("runs", ["run", "experiment", "status", "verdict", "device", "took", "created"],
-          [(r["run_id"], r["experiment_id"], r["status"], r["verdict"], r["device"], took(r),
-            f"{r['created_at']:%Y-%m-%d %H:%M}") for r in rows])
+    _listing(out, "runs", rows, "runs", ["run", "experiment", "status", "verdict", "device", "took", "created"],
+             [(r["run_id"], r["experiment_id"], r["status"], r["verdict"], r["device"], took(r),
+               f"{r['created_at']:%Y-%m-%d %H:%M}") for r in rows])
+
+
+@app.command()
+def evidence(ctx: typer.Context, claim: Annotated[str, typer.Argument(metavar="CLAIM", help="Claim/finding id or prefix.")],
+             all_: Annotated[bool, typer.Option("--all", help="Include evidence superseded by later runs.")] = False,
+             limit: LimitOpt = None, offset: OffsetOpt = 0, fmt: FormatOpt = None, csv: CsvOpt = False):
+    """Evidence about a claim or finding, and its derived status. Example: claimgraph evidence claim:..."""
+    from claimgraph.graph.queries import STATUS_TYPES, evidence_for, status_reports
+
+    out = _format(ctx, fmt, csv)
+    with _store(ctx) as s:
+        claim = s.resolve_id(claim)
+        node = s.get_node(claim)
+        if node.type not in STATUS_TYPES:
+            raise InvalidInput(f"{claim} is a {node.type.value}; evidence is about claims and findings "
+                               "(`claimgraph list --type claim` lists them)")
+        ev = _page(evidence_for(s, claim, include_superseded=all_), limit, offset)
+        report = status_reports(s, [claim], stale=_stale_check())[claim]
+    stale = _stale_check()(ev) if ev else {}
+    if out == "json":
+        emit_json({"claim": claim, "status": report.status, "status_report": report.model_dump(mode="json"),
+                   "evidence": [{"id": e.id, "title": e.title, "text": e.text, **e.attrs, "stale": stale.get(e.id)}
+                                for e in ev]})
+        return
+    d = lambda e: e.attrs.get("decision", {})
+    if out == "csv":
+        emit_csv([{"id": e.id, "verdict": e.attrs.get("verdict"), "value": d(e).get("mean"),
+                   "ci_low": d(e).get("ci_low"), "ci_high": d(e).get("ci_high"), "n": d(e).get("n"),
+                   "criterion": _criterion_text(e.attrs.get("criterion")), "experiment": e.attrs.get("experiment"),
+                   "run_id": e.attrs.get("run_id"), "title": e.title, "decisive": e.attrs.get("decisive", True),
+                   "stale": stale.get(e.id)} for e in ev])
+        return
+    table(f"{claim}: {report.describe()}", ["verdict", "value", "CI", "n", "criterion", "experiment", "run"],
+          [(str(e.attrs.get("verdict")) + (" (not deciding)" if e.attrs.get("decisive", True) is False else "")
+            + (" STALE" if e.id in stale else ""), fmt_score(d(e).get("mean")),
+            "" if d(e).get("n", 0) < 2 or d(e).get("ci_low") is None
+            else f"[{d(e)['ci_low']:.3g}, {d(e)['ci_high']:.3g}]", d(e).get("n"),
+            _criterion_text(e.attrs.get("criterion")), e.attrs.get("experiment"), e.attrs.get("run_id")) for e in ev],
+          wrap=("criterion",))
+    for e in ev:
+        if e.id in stale:
+            note(f"stale: {e.id}: {stale[e.id]}")
+    if stale:
+        note("`claimgraph run --stale` re-runs the experiments whose evidence is stale")
 
 
 def _executor_brief(run_dir: str):
@@ -504,51 +697,43 @@ def _executor_brief(run_dir: str):
 
 
 @app.command()
-def collect(ctx: typer.Context, run_id: Annotated[str | None, typer.Argument(metavar="[RUN]")] = None,
+def collect(ctx: typer.Context, run_id: Annotated[str | None, typer.Argument(metavar="[RUN]", help="Run id or prefix.")] = None,
             wait: Annotated[bool, typer.Option("--wait", help="Wait until the run (or every run in flight) ends.")] = False,
             poll: Annotated[float, typer.Option(help="Seconds between checks with --wait.")] = 5.0):
     """Follow runs handed to an executor: when every task of one is done, aggregate its seeds, decide by its
-    criterion and attach the evidence (once). Any command does this; `collect` says what it found.
+    criterion and attach the evidence (once); `runs` does this too, `collect` says what it found.
     Example: claimgraph collect 20261201T120000-1a2b3c4d-5e6f7a8b --wait"""
     import time
 
     from claimgraph.experiments.runner import reconcile
 
-    def pending(s) -> list[dict]:
-        rows = s.runs(run_id=run_id) if run_id else s.runs(status="queued") + s.runs(status="running")
-        if run_id and not rows:
-            from claimgraph.graph.errors import NotFound
-
-            raise NotFound(f"no run {run_id!r}; `claimgraph runs` lists them")
-        return [r for r in rows if r["status"] in ("queued", "running")]
-
     ended: list[dict] = []
     while True:
-        with _store(ctx) as s:  # reconciles
+        with _store(ctx, session=False) as s:  # collecting computes between the store's turns
             ended += reconcile(s)
-            left = pending(s)
-            rows = s.runs(run_id=run_id) if run_id else left
+            rid = s.resolve_run(run_id) if run_id else None
+            rows = s.runs(run_id=rid) if rid else s.runs(status="queued") + s.runs(status="running")
+        left = [r for r in rows if r["status"] in ("queued", "running")]
         if not wait or not left:
             break
         time.sleep(poll)
     if _opts(ctx).json:
-        emit_json({"runs": rows if run_id else left, "ended": ended})
+        emit_json({"runs": rows, "ended": ended})
         return
     table("runs", ["run", "experiment", "status", "verdict", "evidence", "error"],
-          [(r["run_id"], r["experiment_id"], r["status"], r["verdict"], r["evidence_id"], r["error"])
-           for r in (rows if run_id else left)])
-    if not run_id and not left:
+          [(r["run_id"], r["experiment_id"], r["status"], r["verdict"], r["evidence_id"], r["error"]) for r in rows])
+    if not run_id and not rows:
         note("no run in flight")
 
 
 @app.command()
-def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="RUN")]):
+def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id or prefix.")]):
     """Cancel a run in flight (its Slurm array, its local jobs or its worker) and record it killed.
     Example: claimgraph cancel 20261201T120000-1a2b3c4d-5e6f7a8b"""
     from claimgraph.experiments.executors import cancel_run
 
-    with _store(ctx) as s:
-        row = cancel_run(s, run_id)
+    with _store(ctx, write=True) as s:
+        row = cancel_run(s, s.resolve_run(run_id))
     if _opts(ctx).json:
         emit_json({"run": row})
     else:
@@ -556,39 +741,8 @@ def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="RU
 
 
 @app.command()
-def evidence(ctx: typer.Context, claim: Annotated[str, typer.Argument(metavar="CLAIM")],
-             all_: Annotated[bool, typer.Option("--all", help="Include evidence superseded by later runs.")] = False):
-    """Evidence about a claim or finding, and its derived status. Example: claimgraph evidence claim:..."""
-    from claimgraph.graph.queries import evidence_for, status_reports
-
-    check = _stale_check()
-    with _store(ctx) as s:
-        s.get_node(claim)
-        ev = evidence_for(s, claim, include_superseded=all_)
-        report = status_reports(s, [claim], stale=check)[claim]
-    stale = check(ev) if ev else {}
-    if _opts(ctx).json:
-        emit_json({"claim": claim, "status": report.status, "status_report": report.model_dump(mode="json"),
-                   "evidence": [{"id": e.id, "title": e.title, "text": e.text, **e.attrs, "stale": stale.get(e.id)}
-                                for e in ev]})
-        return
-    d = lambda e: e.attrs.get("decision", {})
-    table(f"{claim}: {report.describe()}", ["verdict", "value", "CI", "n", "criterion", "experiment", "run"],
-          [(str(e.attrs.get("verdict")) + (" (not deciding)" if e.attrs.get("decisive", True) is False else "")
-            + (" STALE" if e.id in stale else ""), fmt_score(d(e).get("mean")),
-            "" if d(e).get("n", 0) < 2 else f"[{d(e)['ci_low']:.3g}, {d(e)['ci_high']:.3g}]", d(e).get("n"),
-            _criterion_text(e.attrs.get("criterion")), e.attrs.get("experiment"), e.attrs.get("run_id")) for e in ev],
-          wrap=("criterion",))
-    for e in ev:
-        if e.id in stale:
-            note(f"stale: {e.id}: {stale[e.id]}")
-    if stale:
-        note("`claimgraph run --stale` re-runs the experiments whose evidence is stale")
-
-
-@app.command()
 def feature(ctx: typer.Context,
-            run: Annotated[str, typer.Argument(metavar="RUN", help="Run id (see `claimgraph runs`) or run folder.")],
+            run: Annotated[str, typer.Argument(metavar="RUN", help="Run id or prefix (see `claimgraph runs`), or run folder.")],
             feature: Annotated[int, typer.Argument(metavar="FEATURE", help="Latent index in the run's SAE.")],
             seed: Annotated[int | None, typer.Option(help="Seed whose SAE (default: the run's first).")] = None,
             condition: Annotated[str | None, typer.Option(help="sae runs: trained | shuffled (default trained).")] = None,
@@ -599,8 +753,9 @@ def feature(ctx: typer.Context,
 
     from .feature import render_feature
 
-    with _store(ctx) as s:
-        page = page_for_run(s, run, feature, seed=seed, condition=condition, device=device)
+    with _store(ctx) as s:  # the page is computed after the store is let go
+        target: str | Path = run if (Path(run) / "config.json").is_file() else s.resolve_run(run)
+        page = page_for_run(s, target, feature, seed=seed, condition=condition, device=device)
     render_feature(page, _opts(ctx).json)
 
 
@@ -625,7 +780,7 @@ app.command()(serve)
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    app()
+    app(prog_name="claimgraph")
 
 
 if __name__ == "__main__":

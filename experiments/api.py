@@ -88,6 +88,7 @@ def build_spec(kind: str, *, params: dict[str, Any] | None = None, criterion: Cr
         spec = JobSpec(**fields)
     except ValidationError as e:
         raise InvalidInput(f"bad experiment spec: {_first_error(e, '')}") from None
+    spec = job.resolve_spec(spec)  # e.g. the digest of an SAE given by path (features.target.FeatureJob)
     job.check_spec(spec)  # e.g. a model family or hook the adapter cannot serve (substrate.families.ModelJob)
     return spec
 

@@ -138,6 +138,12 @@ class Job(Generic[P]):
 
         return {"model": ref_digest(spec.model), "data": ref_digest(spec.data)}
 
+    def resolve_spec(self, spec: JobSpec) -> JobSpec:
+        """The spec with what its inputs are now written into its params (the digest of a file a parameter
+        names), at `experiment add` and again before each run, so the config hash changes when the file does;
+        refuses (InvalidInput) inputs that are no longer those the experiment registered. By default the spec."""
+        return spec
+
     def input_provenance(self, spec: JobSpec) -> dict[str, Any] | None:
         """Where the run's inputs come from, recorded in environment.json as `model_provenance`; None by default."""
         return None

@@ -202,8 +202,40 @@ def environment(device: str, kind: str) -> dict[str, Any]:
         "cpu_count": os.cpu_count(), "packages": packages, "git_commit": commit, "git_dirty": dirty,
         "device": device, "code_version": code_version(kind),
     }
+    env["cpu"] = cpu_info()
+    env["torch_settings"] = torch_settings()
     if device.startswith("cuda"):
         import torch
 
         env["cuda"] = {"name": torch.cuda.get_device_name(0), "torch_cuda": torch.version.cuda}
     return env
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU's model name and instruction-set flags (Linux /proc/cpuinfo; elsewhere the platform's processor
+    string): a different CPU can round differently (vector widths, FMA), which moves trained models."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())     # the first processor's entry
+    except OSError:
+        pass
+    model = fields.get("model name") or platform.processor() or None
+    flags = (fields.get("flags") or fields.get("Features") or "").split() or None
+    return {"model": model, "flags": flags, "machine": platform.machine()}
+
+
+def torch_settings() -> dict[str, Any]:
+    """The torch settings a run's numbers depend on: CPU threads (intra- and inter-op, and the environment
+    variables that set them), deterministic-algorithm mode, cuDNN determinism and benchmarking."""
+    import torch
+
+    return {
+        "num_threads": torch.get_num_threads(), "num_interop_threads": torch.get_num_interop_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CLAIMGRAPH_TRAIN_THREADS",
+                                              "CUBLAS_WORKSPACE_CONFIG")},
+    }

@@ -49,6 +49,7 @@ from .records import (
     read_state,
     write_state,
 )
+from .registry import get_job
 from .spec import JobSpec
 
 STALE_S = float(os.environ.get("CLAIMGRAPH_STALE_S", "60"))  # heartbeat age after which a run on another host is dead
@@ -184,11 +185,12 @@ def prepare_run(store: Store, experiment_id: str, *, device: str | None = None,
     _, spec, targets = get_spec(store, experiment_id)
     if seeds is not None:
         spec = spec.model_copy(update={"seeds": seed_list(seeds)})
-    # the parameters as the kind's Params resolve them today (a field added since, with its default): what
-    # the run computes with, hashed and fingerprinted
+    # the parameters as the kind's Params resolve them today (a field added since, with its default), and the
+    # inputs as they are now (Job.resolve_spec): what the run computes with, hashed and fingerprinted
     spec = JobSpec.model_validate({**spec.model_dump(), "params": resolve_params(spec.kind, spec.params)})
+    spec = get_job(spec.kind).resolve_spec(spec)
     wanted = (device or spec.device).strip().lower()
-    if executor == "slurm" and wanted in ("auto", "cuda") or (executor == "slurm" and wanted.startswith("cuda:")):
+    if executor == "slurm" and (wanted in ("auto", "cuda") or wanted.startswith("cuda:")):
         dev = wanted if wanted != "auto" else ("cuda" if gpus else "cpu")
     else:
         dev = resolve_device(wanted)

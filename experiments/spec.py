@@ -100,6 +100,14 @@ def t_interval(values: Sequence[float | None], confidence: float = 0.95) -> Inte
     return Interval(n, mean, sd, mean - half, mean + half)
 
 
+def variance_note(sources: Sequence[str], n: int) -> str:
+    """The evidence text's sentence on what an interval over `n` replicates covers (`sources`: what varies from
+    one replicate to the next); with one replicate, that there is no interval."""
+    if n < 2:
+        return f"One replicate: no interval (replicates would vary {', '.join(sources)})."
+    return f"The interval over {n} replicates covers: {', '.join(sources)}."
+
+
 class Criterion(BaseModel):
     """A decision rule registered before the run: `metric op threshold`, with an inconclusive band.
 

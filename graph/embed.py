@@ -13,6 +13,10 @@ CLAIMGRAPH_ENCODER=torch|openvino picks one; a GPU device always uses torch.
 
 Nothing is imported until an Embedder is first used, so commands that never encode stay fast. Vectors are
 L2-normalised float32 and cached in the store by text hash.
+
+Encoding is batch work: the model loads and encodes on claimgraph's lower-priority thread
+(`claimgraph.graph.batch`), and the backend's worker threads (torch's, OpenVINO's), started from it, inherit
+its priority.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .batch import BatchThread, batch_thread
 from .errors import StoreError
 from .ids import sha256_hex
 from .models import Node
@@ -175,9 +180,11 @@ class Embedder:
         if self.backend == "openvino" and device != "cpu":
             raise StoreError("the openvino encoder runs on CPU; use backend='torch' for a GPU")
         self._model: Any = None  # a SentenceTransformer or a PooledEncoder, loaded on first use
+        self._worker: BatchThread = batch_thread()
 
     @property
     def loaded(self) -> bool:
+        """Whether the model is in memory (the first encode loads it, which takes seconds)."""
         return self._model is not None
 
     def _load(self):
@@ -209,13 +216,17 @@ class Embedder:
 
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
-        model = self._load()
         show = (len(texts) > 2 * BATCH_SIZE and sys.stderr.isatty()) if progress is None else progress
-        if self.backend == "openvino":
-            return model.encode(list(texts), BATCH_SIZE, show)
-        vecs = model.encode(texts, batch_size=BATCH_SIZE, normalize_embeddings=True,
-                            convert_to_numpy=True, show_progress_bar=show)
-        return vecs.astype(np.float32, copy=False)
+
+        def work() -> "np.ndarray":
+            model = self._load()
+            if self.backend == "openvino":
+                return model.encode(list(texts), BATCH_SIZE, show)
+            vecs = model.encode(texts, batch_size=BATCH_SIZE, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=show)
+            return vecs.astype(np.float32, copy=False)
+
+        return self._worker.run(work)
 
 
 _EMBEDDER: Embedder | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -55,6 +55,16 @@ class EdgeType(str, Enum):
     duplicate_of = "duplicate_of"          # the same entity entered twice (same node type)
     tests = "tests"                        # experiment -> claim or finding it tests
     produced = "produced"                  # experiment -> evidence it produced
+
+
+def parse_edge_type(value: EdgeType | str) -> EdgeType:
+    """An edge type from user input; an unknown name is InvalidInput listing the known ones."""
+    try:
+        return EdgeType(value)
+    except ValueError:
+        from .errors import InvalidInput
+
+        raise InvalidInput(f"unknown edge type {value!r}; known: {', '.join(t.value for t in EdgeType)}") from None
 
 
 class MadeBy(str, Enum):
@@ -134,6 +144,14 @@ class Edge(BaseModel):
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.src, self.type.value, self.dst)
+
+
+class RemovedEdge(Edge):
+    """An edge `unlink` removed: the edge with its provenance as it was, and who removed it, when and why."""
+
+    removed_by: MadeBy = MadeBy.manual
+    reason: str | None = None
+    removed_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
 
 class StatedSimilarity(BaseModel):
@@ -301,3 +319,30 @@ class SearchResult(BaseModel):
     score: float
     semantic: float | None = None
     keyword: float | None = None
+
+
+T = TypeVar("T")
+
+
+def _row(item: Any) -> dict[str, Any]:
+    """One flat row of a DataFrame: a model's fields (provenance spread into source/made_by/at), enums as values."""
+    if isinstance(item, BaseModel):
+        data = dict(item)
+        prov = data.pop("provenance", None)
+        if isinstance(prov, BaseModel):
+            data.update(dict(prov))
+    elif isinstance(item, dict):
+        data = dict(item)
+    else:
+        data = {"value": item}
+    return {k: v.value if isinstance(v, Enum) else v for k, v in data.items()}
+
+
+class Records(list[T]):
+    """A list of query results (nodes, edges, runs, search results...) that also becomes a pandas DataFrame:
+    `store.list_nodes("claim").to_pandas()`. One row per item, one column per field."""
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([_row(x) for x in self])

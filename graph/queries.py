@@ -12,8 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .errors import InvalidInput, NotFound
-from .models import ClaimStatus, Edge, EdgeType, Neighbor, Node, NodeType, Similar
-from .store import Store
+from .models import ClaimStatus, Edge, EdgeType, Neighbor, Node, NodeType, Records, Similar, parse_edge_type
+from .store import Store, reads
 
 STATUS_TYPES = (NodeType.claim, NodeType.finding)
 
@@ -99,6 +99,7 @@ def _method_label(attrs: dict[str, Any]) -> str:
     return f"{kind} on {model}" if model else str(kind)
 
 
+@reads
 def status_reports(store: Store, ids: list[str], *, stale: StaleCheck | None = None) -> dict[str, StatusReport]:
     """Status of each claim or finding with the verdicts it rests on (rules: graph.models.STATUS_RULES); with
     `stale`, the deciding evidence that is stale is named too (it still counts: a stale verdict is not a new
@@ -129,6 +130,7 @@ def status_reports(store: Store, ids: list[str], *, stale: StaleCheck | None = N
     return out
 
 
+@reads
 def list_rows(store: Store, nodes: list[Node], *, stale: StaleCheck | None = None) -> list[dict[str, Any]]:
     """Rows of `list --json` (the CLI and the web UI): id, type, title, text, status (claims and findings),
     edges, attrs, and `stale`: for evidence, why it is stale; for a claim or finding, which stale evidence its
@@ -148,19 +150,22 @@ def list_rows(store: Store, nodes: list[Node], *, stale: StaleCheck | None = Non
     return rows
 
 
+@reads
 def claim_statuses(store: Store, ids: list[str]) -> dict[str, ClaimStatus]:
     """Status word of each claim or finding (rules: graph.models.STATUS_RULES)."""
     return {i: r.status for i, r in status_reports(store, ids).items()}
 
 
-def evidence_for(store: Store, node_id: str, *, include_superseded: bool = False) -> list[Node]:
+@reads
+def evidence_for(store: Store, node_id: str, *, include_superseded: bool = False) -> Records[Node]:
     """Evidence nodes about a claim or finding: linked by supports/refutes, or produced by an experiment testing it."""
     ids = evidence_map(store, [node_id], include_superseded=include_superseded).get(node_id, [])
     nodes = store.get_nodes(ids)
-    return sorted((nodes[i] for i in ids), key=lambda n: (n.provenance.at if n.provenance else None) or 0,
-                  reverse=True)
+    return Records(sorted((nodes[i] for i in ids), key=lambda n: (n.provenance.at if n.provenance else None) or 0,
+                          reverse=True))
 
 
+@reads
 def evidence_map(store: Store, ids: list[str], *, include_superseded: bool = False) -> dict[str, list[str]]:
     """For each of these claims or findings that has any, the ids of its evidence nodes (sorted), in one query."""
     if not ids:
@@ -188,6 +193,7 @@ def _edges_of(store: Store, node_id: str) -> list[Edge]:
     return sorted(both, key=lambda e: e.key)
 
 
+@reads
 def typed_neighbors(store: Store, node_id: str) -> list[Neighbor]:
     """One entry per typed edge touching the node, grouped by neighbour type and ranked by the neighbour's own
     edge count (most connected first), then title."""
@@ -208,6 +214,7 @@ def typed_neighbors(store: Store, node_id: str) -> list[Neighbor]:
     return out
 
 
+@reads
 def similar_for(store: Store, node_id: str, *, k: int = 8, threshold: float = 0.65,
                 linked: set[str] | None = None) -> list[Similar]:
     """Similarity neighbours with no typed edge: those the source document states (with its cosine), joined by
@@ -238,6 +245,7 @@ def similar_for(store: Store, node_id: str, *, k: int = 8, threshold: float = 0.
     return out
 
 
+@reads
 def node_page(store: Store, node_id: str, *, k_similar: int = 8, threshold: float = 0.65,
               stale: StaleCheck | None = None) -> NodePage:
     """The page `show` renders for one node; with `stale`, its stale evidence is marked (`NodePage.stale`)."""
@@ -269,6 +277,7 @@ class Hop(BaseModel):
     direction: Literal["out", "in"] | None
 
 
+@reads
 def neighborhood(store: Store, node_id: str, *, depth: int = 1, edge_types: list[str] | None = None) -> list[Hop]:
     """Breadth-first over typed edges (both directions) up to `depth` hops; one SQL query per level."""
     if depth < 1:
@@ -277,7 +286,7 @@ def neighborhood(store: Store, node_id: str, *, depth: int = 1, edge_types: list
     seen = {node_id: Hop(id=start.id, type=start.type, title=start.title, depth=0, via=None, edge=None,
                          direction=None)}
     frontier = [node_id]
-    types = [EdgeType(t).value for t in edge_types] if edge_types else [t.value for t in EdgeType]
+    types = [parse_edge_type(t).value for t in edge_types] if edge_types else [t.value for t in EdgeType]
     for d in range(1, depth + 1):
         rows = store.sql("""SELECT src, type, dst FROM edges WHERE type IN (SELECT unnest($2))
             AND (src IN (SELECT unnest($1)) OR dst IN (SELECT unnest($1))) ORDER BY src, type, dst""",
@@ -299,6 +308,7 @@ def neighborhood(store: Store, node_id: str, *, depth: int = 1, edge_types: list
     return sorted(seen.values(), key=lambda h: (h.depth, h.type.value, h.id))
 
 
+@reads
 def to_networkx(store: Store, *, with_text: bool = True):
     """The whole typed graph as a networkx MultiDiGraph (node and edge attributes JSON-flattened)."""
     import networkx as nx
@@ -323,6 +333,7 @@ class Step(BaseModel):
     direction: Literal["out", "in"] | None = None
 
 
+@reads
 def shortest_path(store: Store, a: str, b: str) -> list[Step]:
     """Shortest chain of typed edges between two nodes, edges walked in either direction."""
     import networkx as nx

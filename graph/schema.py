@@ -165,7 +165,23 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "edges indexed by source node", (
         "CREATE INDEX edges_src ON edges(src)",
     )),
-    # (5 is left to a migration on another branch; the integrator may renumber)
+    # `unlink` removes a typed edge; what was removed, and who removed it when, stays on record.
+    Migration(5, "removed edges kept with their provenance and the removal's", (
+        """CREATE TABLE removed_edges (
+            src         VARCHAR NOT NULL,
+            type        VARCHAR NOT NULL,
+            dst         VARCHAR NOT NULL,
+            attrs       JSON NOT NULL DEFAULT '{}',
+            source      VARCHAR,                -- the edge's provenance, as it was
+            source_hash VARCHAR,
+            made_by     VARCHAR NOT NULL,
+            written_at  TIMESTAMP,              -- when the edge was last written
+            removed_by  VARCHAR NOT NULL,       -- manual (a person, via CLI or API) | parsed | experiment
+            reason      VARCHAR,
+            removed_at  TIMESTAMP NOT NULL
+        )""",
+        "CREATE INDEX removed_edges_src ON removed_edges(src)",
+    )),
     Migration(6, "portable stores: run folders recorded relative to the store's folder <db>.d/", (),
               backfill=relativize_run_paths),
 )

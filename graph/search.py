@@ -44,8 +44,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import ann
 from .errors import InvalidInput, StoreError
-from .models import NodeType, SearchResult, node_type_value
+from .models import NodeType, Records, SearchResult, node_type_value
 from .schema import EMBED_DIM
+from .store import reads
 from .text import tokens
 
 if TYPE_CHECKING:
@@ -200,6 +201,7 @@ def _build_keyword_index(store: "Store") -> tuple[tuple, KeywordIndex]:
                                  docs=pos[order].astype(np.int32), weight=weight[order])
 
 
+@reads
 def keyword_index(store: "Store", fp: tuple | None = None) -> KeywordIndex:
     """The store's keyword index, cached in-process and rebuilt when the store changed.
     `fp`: a `_fingerprint` the caller just took (saves a query)."""
@@ -219,6 +221,7 @@ def _top(score: "np.ndarray", cand: "np.ndarray", k: int, tiebreak: "np.ndarray 
     return idx[np.lexsort((second, -score[idx]))][:k]
 
 
+@reads
 def keyword_search(store: "Store", query: str, *, type: NodeType | str | None = None,
                    k: int = 10) -> list[tuple[str, float]]:
     """The `k` best (node id, raw BM25) for `query`, best first; the keyword part of `search` on its own."""
@@ -259,6 +262,7 @@ def _vectors(store: "Store", model: str, fp: tuple | None = None) -> tuple[Any, 
     return _cached(store, "vectors", fp or _fingerprint(store, model), fill)
 
 
+@reads
 def vector_matrix(store: "Store", model: str, fp: tuple | None = None) -> tuple[Any, "np.ndarray"]:
     """(pyarrow array of node ids [m], float32 matrix [m, 384]) of every embedded node, cached in-process.
     `fp`: a `_fingerprint(store, model)` the caller just took (saves a query)."""
@@ -266,6 +270,7 @@ def vector_matrix(store: "Store", model: str, fp: tuple | None = None) -> tuple[
     return ids, mat
 
 
+@reads
 def cached_vector_matrix(store: "Store", model: str) -> tuple[Any, "np.ndarray"] | None:
     """`vector_matrix(store, model)` if it is already cached for this store and still current, else None (reads
     no vectors). A long-lived process (the web UI) keeps it warm; a one-off command does not pay to load it."""
@@ -316,6 +321,7 @@ def _cosines(store: "Store", qvec: "np.ndarray", model: str, backend: Backend, i
     return out
 
 
+@reads
 def semantic_search(store: "Store", qvec: "np.ndarray", *, model: str, type: NodeType | str | None = None,
                     k: int = 10, backend: Backend = "numpy") -> list[tuple[str, float]]:
     """The `k` (node id, cosine) most similar to a unit query vector [384], best first; no encoder."""
@@ -349,7 +355,7 @@ def semantic_search(store: "Store", qvec: "np.ndarray", *, model: str, type: Nod
 
 # -- hybrid ---------------------------------------------------------------------------------------
 def search(store: "Store", query: str, *, type: NodeType | str | None = None, k: int = 10,
-           embedder: "Embedder | None" = None, backend: Backend = "numpy") -> list[SearchResult]:
+           embedder: "Embedder | None" = None, backend: Backend = "numpy") -> Records[SearchResult]:
     """The `k` nodes best matching `query` (optionally of one type), best first, with both score parts.
 
     Encodes the query (loading the encoder on first use) only when the store holds vectors for the
@@ -370,45 +376,56 @@ def search(store: "Store", query: str, *, type: NodeType | str | None = None, k:
         model = MODEL_NAME
     else:
         model = embedder.model_name
-    fp = _fingerprint(store, model)  # one read serves both caches and says whether vectors exist
-    index = keyword_index(store, fp)
-    bm25, hit, ideal = index.bm25(terms)
-    use_sem = bool(fp[3])
-    mask = index.type_mask(tval)
-    searched = hit if mask is None else hit & mask  # the nodes the keyword part ranks
-    cos = np.full(index.n, np.nan, dtype=np.float32)  # [n] semantic part, NaN without a vector (or not scored)
-    if use_sem:
-        if embedder is None:
-            from .embed import get_embedder
-            embedder = get_embedder()
-        qvec = np.asarray(embedder.encode([query], progress=False)[0], dtype=np.float32)  # [384], unit norm
-        saved = ann.load(store, model) if backend == "numpy" and fp[3] >= ann.ANN_MIN_NODES else None
-        if saved is not None:
-            cand = _ann_candidates(store, qvec, model, saved, index, bm25, searched, cos, max(8 * k, 100))
+    with store.session():
+        fp = _fingerprint(store, model)  # one read serves both caches and says whether vectors exist
+        use_sem = bool(fp[3])
+        qvec = None
+        if use_sem:
+            if embedder is None:
+                from .embed import get_embedder
+                embedder = get_embedder()
+            if not embedder.loaded:
+                store.release()  # loading the encoder takes seconds: not while holding the store
+                qvec = embedder.encode([query], progress=False)[0]  # [384], unit norm
+                fp = _fingerprint(store, model)  # a new turn: the store may have changed meanwhile
+                use_sem = bool(fp[3])
+        index = keyword_index(store, fp)
+        bm25, hit, ideal = index.bm25(terms)
+        mask = index.type_mask(tval)
+        searched = hit if mask is None else hit & mask  # the nodes the keyword part ranks
+        cos = np.full(index.n, np.nan, dtype=np.float32)  # [n] semantic part, NaN without a vector (or not scored)
+        if use_sem:
+            assert embedder is not None
+            if qvec is None:
+                qvec = embedder.encode([query], progress=False)[0]  # [384], unit norm
+            qvec = np.asarray(qvec, dtype=np.float32)
+            saved = ann.load(store, model) if backend == "numpy" and fp[3] >= ann.ANN_MIN_NODES else None
+            if saved is not None:
+                cand = _ann_candidates(store, qvec, model, saved, index, bm25, searched, cos, max(8 * k, 100))
+            else:
+                cos = _cosines(store, qvec, model, backend, index, fp)
+                cand = ~np.isnan(cos) | hit
         else:
-            cos = _cosines(store, qvec, model, backend, index, fp)
-            cand = ~np.isnan(cos) | hit
-    else:
-        cand = hit.copy()
-    if mask is not None:
-        cand &= mask
-    # keyword = BM25 / max(best BM25 among the nodes searched, ideal); undefined when both are 0
-    scale = max(float(bm25[searched].max()) if searched.any() else 0.0, ideal)
-    pos = np.flatnonzero(cand)
-    c = cos[pos].astype(np.float64)
-    if scale == 0:
-        kw = None
-        score = c
-    else:
-        kw = bm25[pos] / scale
-        score = ALPHA * np.nan_to_num(c, nan=0.0) + (1 - ALPHA) * kw if use_sem else kw
-    top = _top(score, np.ones(len(pos), dtype=bool), k, tiebreak=pos)
-    ids = [index.ids[int(pos[t])].as_py() for t in top]
-    rows = {r[0]: r[1:] for r in _query(store, "SELECT id, type, title FROM nodes WHERE id IN (SELECT unnest(?))",
-                                        [ids])} if ids else {}
-    return [SearchResult(id=nid, type=NodeType(rows[nid][0]), title=rows[nid][1], score=float(score[t]),
-                         semantic=None if np.isnan(c[t]) else float(c[t]),
-                         keyword=None if kw is None else float(kw[t])) for nid, t in zip(ids, top)]
+            cand = hit.copy()
+        if mask is not None:
+            cand &= mask
+        # keyword = BM25 / max(best BM25 among the nodes searched, ideal); undefined when both are 0
+        scale = max(float(bm25[searched].max()) if searched.any() else 0.0, ideal)
+        pos = np.flatnonzero(cand)
+        c = cos[pos].astype(np.float64)
+        if scale == 0:
+            kw = None
+            score = c
+        else:
+            kw = bm25[pos] / scale
+            score = ALPHA * np.nan_to_num(c, nan=0.0) + (1 - ALPHA) * kw if use_sem else kw
+        top = _top(score, np.ones(len(pos), dtype=bool), k, tiebreak=pos)
+        ids = [index.ids[int(pos[t])].as_py() for t in top]
+        rows = {r[0]: r[1:] for r in _query(store, "SELECT id, type, title FROM nodes WHERE id IN (SELECT unnest(?))",
+                                            [ids])} if ids else {}
+    return Records(SearchResult(id=nid, type=NodeType(rows[nid][0]), title=rows[nid][1], score=float(score[t]),
+                                semantic=None if np.isnan(c[t]) else float(c[t]),
+                                keyword=None if kw is None else float(kw[t])) for nid, t in zip(ids, top))
 
 
 def _ann_candidates(store: "Store", qvec: "np.ndarray", model: str, saved: Any, index: KeywordIndex,

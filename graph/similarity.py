@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import ann
 from .embed import MODEL_NAME
 from .errors import InvalidInput, NotFound, StoreError
-from .models import Edge, EdgeType, MadeBy, NodeType, Suggestion, node_type_value
+from .models import Edge, EdgeType, MadeBy, NodeType, Records, Suggestion, node_type_value
 from .schema import EMBED_DIM
+from .store import reads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,6 +49,7 @@ def _now() -> datetime:
 
 
 # -- neighbours of one node -----------------------------------------------------------------------
+@reads
 def computed_neighbors(store: "Store", node_id: str, *, k: int = 8, threshold: float = 0.65,
                        model: str = MODEL_NAME) -> list[tuple[str, float]]:
     """Up to `k` (node id, cosine >= threshold) most similar to `node_id` by stored vectors, best first.
@@ -245,6 +247,11 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
     search) and then ranks them exactly as "exact" does; "auto" takes "ann" from `ann.ANN_MIN_NODES`
     embedded nodes. Persists the pairs as the open rows of `suggestions` (see the module docstring for
     scope, duplicates and what is replaced) in one transaction, and returns the best `limit` (all when None).
+
+    The store is not held while the pairs are computed: vectors, edges and decisions are read in one reading
+    turn, the pairs ranked between turns, and written in one writing turn (with the saved index). A pair whose
+    node went, or that got an edge or a decision meanwhile, is dropped at the write (its nodes then keep
+    fewer than `per_node` pairs until the next `suggest`).
     """
     import numpy as np
     import pyarrow as pa
@@ -263,64 +270,74 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
     if tval is not None:
         where.append("n.type = $type")
         params["type"] = tval
-    con = store.con
-    with store.transaction():
-        tbl = con.execute(f"""SELECT n.id, n.type, n.title, {_TITLE_NORM.format(t="n")} AS tnorm, n.text_hash,
-            e.vector FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash WHERE {' AND '.join(where)}""",
-                          params).to_arrow_table()
-        built_after = con.execute("SELECT (SELECT max(updated_at) FROM nodes), (SELECT max(created_at) FROM embeddings)"
-                                  ).fetchone()
-        n = tbl.num_rows
-        if n:  # positions in id order: ties break by id, and i < j means a < b
-            tbl = tbl.take(pc.sort_indices(tbl.column("id")))
-        ids = tbl.column("id").combine_chunks() if n else pa.array([], pa.string())
-        if n:
-            X = tbl.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False).reshape(n, EMBED_DIM)
-        else:
-            X = np.zeros((0, EMBED_DIM), np.float32)
-        # pairs never to propose: a typed edge either way, or a decision; as keys over positions in `ids`
-        con.register("_sg_ids", pa.table({"id": ids, "pos": pa.array(np.arange(n, dtype=np.int64))}))
+    with store.session():  # one reading turn, one snapshot
+        con = store.con
+        con.execute("BEGIN TRANSACTION")
         try:
-            excl = con.execute("""
-                SELECT x.pos AS p, y.pos AS q FROM edges JOIN _sg_ids x ON x.id = edges.src JOIN _sg_ids y ON y.id = edges.dst
-                UNION ALL
-                SELECT x.pos, y.pos FROM suggestions s JOIN _sg_ids x ON x.id = s.a JOIN _sg_ids y ON y.id = s.b
-                WHERE s.state <> 'open'""").to_arrow_table()
+            tbl = con.execute(f"""SELECT n.id, n.type, n.title, {_TITLE_NORM.format(t="n")} AS tnorm, n.text_hash,
+                e.vector FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash WHERE {' AND '.join(where)}""",
+                              params).to_arrow_table()
+            built_after = con.execute("SELECT (SELECT max(updated_at) FROM nodes), (SELECT max(created_at) "
+                                      "FROM embeddings)").fetchone()
+            n = tbl.num_rows
+            if n:  # positions in id order: ties break by id, and i < j means a < b
+                tbl = tbl.take(pc.sort_indices(tbl.column("id")))
+            ids = tbl.column("id").combine_chunks() if n else pa.array([], pa.string())
+            # pairs never to propose: a typed edge either way, or a decision; as keys over positions in `ids`
+            con.register("_sg_ids", pa.table({"id": ids, "pos": pa.array(np.arange(n, dtype=np.int64))}))
+            try:
+                excl = con.execute("""
+                    SELECT x.pos AS p, y.pos AS q FROM edges JOIN _sg_ids x ON x.id = edges.src
+                    JOIN _sg_ids y ON y.id = edges.dst
+                    UNION ALL
+                    SELECT x.pos, y.pos FROM suggestions s JOIN _sg_ids x ON x.id = s.a JOIN _sg_ids y ON y.id = s.b
+                    WHERE s.state <> 'open'""").to_arrow_table()
+            finally:
+                con.unregister("_sg_ids")
         finally:
-            con.unregister("_sg_ids")
-        excluded = np.unique(_pair_keys(excl.column("p").to_numpy(), excl.column("q").to_numpy(), n))
-        use_ann = method == "ann" or (method == "auto" and n >= ann.ANN_MIN_NODES)
-        if use_ann:
-            if per_node is None:
-                raise InvalidInput(f"every pair (per_node=None) needs method='exact'; {n} nodes have "
-                                   f"{n * (n - 1) // 2} pairs to score")
-            index = ann.build(X)
-            i, j, score = ann_pairs(index, X, threshold, per_node + 1 + ANN_SLACK)
-            if tval is None:  # the saved index serves node pages and search over every node
-                assert built_after is not None
-                ann.save(store, model, index, ids, tbl.column("text_hash").combine_chunks(),
-                         built_after[0], built_after[1])
-            del index
-        else:
-            i, j, score = similar_pairs(X, threshold, block=block, progress=progress)
-        del X
-        if len(excluded):
-            keys = _pair_keys(i, j, n)
-            at = np.minimum(np.searchsorted(excluded, keys), len(excluded) - 1)
-            ok = excluded[at] != keys
-            i, j, score = i[ok], j[ok], score[ok]
-        keep = best_per_node(i, j, score, n, per_node)
-        i, j, score = i[keep], j[keep], score[keep]
-        # duplicates: same type and (cosine >= duplicate_threshold or equal normalised titles)
-        types = tbl.column("type").combine_chunks().dictionary_encode().indices.to_numpy() if n else np.zeros(0)
-        tnorm = tbl.column("tnorm").combine_chunks().dictionary_encode().indices.to_numpy() if n else np.zeros(0)
-        dup = (types[i] == types[j]) & ((score >= duplicate_threshold) | (tnorm[i] == tnorm[j]))
-        new = pa.table({"a": ids.take(pa.array(i)), "b": ids.take(pa.array(j)),
-                        "score": pa.array(score.astype(np.float64)), "duplicate": pa.array(dup)})
-        scope = "true" if tval is None else "split_part(a, ':', 1) = $type AND split_part(b, ':', 1) = $type"
-        scope_params = {"type": tval} if tval else {}
+            con.execute("COMMIT")
+    # -- between turns: rank the pairs
+    if n:
+        X = tbl.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False).reshape(n, EMBED_DIM)
+    else:
+        X = np.zeros((0, EMBED_DIM), np.float32)
+    excluded = np.unique(_pair_keys(excl.column("p").to_numpy(), excl.column("q").to_numpy(), n))
+    use_ann = method == "ann" or (method == "auto" and n >= ann.ANN_MIN_NODES)
+    index = None
+    if use_ann:
+        if per_node is None:
+            raise InvalidInput(f"every pair (per_node=None) needs method='exact'; {n} nodes have "
+                               f"{n * (n - 1) // 2} pairs to score")
+        index = ann.build(X)
+        i, j, score = ann_pairs(index, X, threshold, per_node + 1 + ANN_SLACK)
+    else:
+        i, j, score = similar_pairs(X, threshold, block=block, progress=progress)
+    del X
+    if len(excluded):
+        keys = _pair_keys(i, j, n)
+        at = np.minimum(np.searchsorted(excluded, keys), len(excluded) - 1)
+        ok = excluded[at] != keys
+        i, j, score = i[ok], j[ok], score[ok]
+    keep = best_per_node(i, j, score, n, per_node)
+    i, j, score = i[keep], j[keep], score[keep]
+    # duplicates: same type and (cosine >= duplicate_threshold or equal normalised titles)
+    types = tbl.column("type").combine_chunks().dictionary_encode().indices.to_numpy() if n else np.zeros(0)
+    tnorm = tbl.column("tnorm").combine_chunks().dictionary_encode().indices.to_numpy() if n else np.zeros(0)
+    dup = (types[i] == types[j]) & ((score >= duplicate_threshold) | (tnorm[i] == tnorm[j]))
+    new = pa.table({"a": ids.take(pa.array(i)), "b": ids.take(pa.array(j)),
+                    "score": pa.array(score.astype(np.float64)), "duplicate": pa.array(dup)})
+    scope = "true" if tval is None else "split_part(a, ':', 1) = $type AND split_part(b, ':', 1) = $type"
+    scope_params = {"type": tval} if tval else {}
+    # -- one writing turn
+    with store.transaction():
+        con = store.con
         con.register("_sg_new", new)
         try:
+            # pairs whose node went, or that got an edge or a decision, since the reading turn
+            gone = _q(store, """SELECT n.a, n.b FROM _sg_new n
+                WHERE n.a NOT IN (SELECT id FROM nodes) OR n.b NOT IN (SELECT id FROM nodes)
+                   OR EXISTS (SELECT 1 FROM edges e WHERE (e.src = n.a AND e.dst = n.b) OR (e.src = n.b AND e.dst = n.a))
+                   OR EXISTS (SELECT 1 FROM suggestions s WHERE s.a = n.a AND s.b = n.b AND s.state <> 'open')""")
             # an open pair that is proposed again keeps the time it was first proposed
             _q(store, f"""CREATE OR REPLACE TEMP TABLE _sg_old AS
                 SELECT a, b, created_at FROM suggestions WHERE state = 'open' AND {scope}""", scope_params)
@@ -328,11 +345,24 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
             _q(store, """INSERT INTO suggestions
                 SELECT n.a, n.b, n.score, n.duplicate, 'open', NULL, $model, coalesce(o.created_at, $now), NULL
                 FROM _sg_new n LEFT JOIN _sg_old o ON o.a = n.a AND o.b = n.b
+                WHERE n.a IN (SELECT id FROM nodes) AND n.b IN (SELECT id FROM nodes)
+                  AND NOT EXISTS (SELECT 1 FROM suggestions s WHERE s.a = n.a AND s.b = n.b)
+                  AND NOT EXISTS (SELECT 1 FROM edges e WHERE (e.src = n.a AND e.dst = n.b)
+                                                          OR (e.src = n.b AND e.dst = n.a))
                 ORDER BY n.a, n.b  -- key order: inserting into the primary key index in order is ~3x faster""",
                {"model": model, "now": _now()})
             _q(store, "DROP TABLE _sg_old")
         finally:
             con.unregister("_sg_new")
+        if index is not None and tval is None:  # the saved index serves node pages and search over every node;
+            assert built_after is not None      # written in the writing turn, so no reader sees it half-replaced
+            ann.save(store, model, index, ids, tbl.column("text_hash").combine_chunks(), built_after[0], built_after[1])
+    del index
+    if gone:
+        ga = pc.index_in(pa.array([g[0] for g in gone]), value_set=ids).to_numpy(zero_copy_only=False)
+        gb = pc.index_in(pa.array([g[1] for g in gone]), value_set=ids).to_numpy(zero_copy_only=False)
+        ok = ~np.isin(_pair_keys(i, j, n), _pair_keys(ga.astype(np.int64), gb.astype(np.int64), n))
+        i, j, score, dup = i[ok], j[ok], score[ok], dup[ok]
     # best first, ties by (a, b): positions are in id order, so by (i, j)
     best = np.lexsort((j, i, -score))
     if limit is not None:
@@ -347,8 +377,9 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
     return out
 
 
+@reads
 def suggestions(store: "Store", *, state: str | None = "open", type: NodeType | str | None = None,
-                limit: int | None = None) -> list[Suggestion]:
+                limit: int | None = None) -> Records[Suggestion]:
     """Stored suggestions (open ones by default; `state=None` for all), best first; computes nothing."""
     where, params = ["true"], {}
     if state is not None:
@@ -358,7 +389,7 @@ def suggestions(store: "Store", *, state: str | None = "open", type: NodeType | 
     tval = node_type_value(type)
     if tval is not None:
         where.append("na.type = $type AND nb.type = $type"); params["type"] = tval
-    return _suggestion_rows(store, " AND ".join(where), params, limit)
+    return Records(_suggestion_rows(store, " AND ".join(where), params, limit))
 
 
 # -- decisions ------------------------------------------------------------------------------------
@@ -424,9 +455,11 @@ def reject(store: "Store", src: str, dst: str, *, model: str = MODEL_NAME) -> Su
     """Record that the pair is unrelated, so `suggest` never proposes it again; returns the rejected suggestion."""
     with store.transaction():
         a, b, score, duplicate, state = _pair_row(store, src, dst, model)
-        if state == "accepted" and _q(store, """SELECT 1 FROM edges WHERE (src = $a AND dst = $b)
-                                                 OR (src = $b AND dst = $a) LIMIT 1""", {"a": a, "b": b}):
-            raise InvalidInput(f"{a} and {b} were accepted as a typed edge; remove the edge with "
-                               "`claimgraph unlink` before rejecting the pair")
+        linked = _q(store, """SELECT src, type, dst FROM edges WHERE (src = $a AND dst = $b) OR (src = $b AND dst = $a)
+                              ORDER BY type""", {"a": a, "b": b}) if state == "accepted" else []
+        if linked:
+            how = " and ".join(f"`claimgraph unlink {s} {t} {d}`" for s, t, d in linked)
+            raise InvalidInput(f"{a} and {b} were accepted as a typed edge; remove it with {how}, "
+                               "then reject the pair")
         _write_decision(store, a, b, score, duplicate, "rejected", None, model)
         return _suggestion_rows(store, "s.a = $a AND s.b = $b", {"a": a, "b": b}, None)[0]

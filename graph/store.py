@@ -1,30 +1,53 @@
-"""The store: one class opened from a path, owning the DuckDB connection.
+"""The store: one class opened from a path, in front of one DuckDB file.
 
-    with Store("claims.duckdb") as g:
+    g = Store("claims.duckdb")            # cheap: holds nothing yet
+    node = g.get_node("claim:...")        # each call waits its turn, opens the file, and lets go of it
+    with g.session(write=True):           # or hold it for a group of calls (one open, one turn)
         g.apply(delta, document)          # one transaction per document
-        node = g.get_node("claim:...")
+        g.link("finding:a", "supports", "claim:b")
 
-DuckDB admits one writing process. A Store waits up to `busy_timeout` seconds for another process to
-let go of the file and then raises StoreBusy; it holds the file only while it is open, and `release()`
-lets go early (ingest does so while the encoder runs). Nothing above graph/ imports duckdb: every
-duckdb error is translated here.
+Sharing the file. DuckDB admits one process that has a file open read-write or any number that have it open
+read-only, never both, and refuses (it does not wait for) whoever comes while it is held. So a Store never
+holds the file between calls: every public method, and every `session()` block, takes a turn in a fair
+queue beside the file (graph/lock.py: readers share a turn, a writer has it alone, all in arrival order, a
+killed process's turn ends with it), opens DuckDB read-only for reading and read-write for writing, and
+closes it and gives up the turn at the end. A command waiting more than a second says on stderr whom it
+waits for (`on_wait` redirects that line); after `busy_timeout` seconds (CLAIMGRAPH_BUSY_TIMEOUT, default
+300) it raises StoreBusy. So a long-lived Store (a notebook, a web server) never blocks other processes
+while it is idle, and work that takes time without the database (parsing, encoding, training, rendering)
+happens between turns: `release()` ends the turn early inside a session (the next call takes a new one),
+and `yield_turn()` hands it on between the documents of a long ingest when someone is waiting.
+
+Cost. Constructing a Store checks the file once per process (until it changes); a turn costs one DuckDB
+open and close (about 5-10 ms on a small store; closing after a write checkpoints, which grows with the
+store). A server therefore opens a Store per request, or keeps one and wraps each request in
+`with store.session():` (a Store's sessions are serialised across threads; separate Stores in one process
+queue like separate processes). A store on a read-only file or mount works for every reading call, with no
+queue (nobody can write there).
+
+Nothing above graph/ imports duckdb: every duckdb error is translated here.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import socket
+import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, cast
 
 import duckdb
 
+from . import lock as queue
+from .batch import batch_thread
 from .errors import ClaimgraphError, InvalidDocument, InvalidInput, NotFound, StoreBusy, StoreError
 from .ids import paper_keys, parse_id, sha256_hex, slugify
 from .models import (
@@ -39,15 +62,57 @@ from .models import (
     Node,
     NodeType,
     Provenance,
+    Records,
+    RemovedEdge,
     StatedSimilarity,
+    node_type_value,
+    parse_edge_type,
+    parse_node_type,
 )
 from .portable import local_path, stored_path
 from .schema import EMBED_DIM, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE, assign_paper_keys
 from .text import term_counts
 
-DEFAULT_BUSY_TIMEOUT = float(os.environ.get("CLAIMGRAPH_BUSY_TIMEOUT", "10"))
+DEFAULT_BUSY_TIMEOUT = 300.0
 _LOCK_RE = re.compile(r"(Could not set lock|Conflicting lock)", re.I)
 _PID_RE = re.compile(r"PID (\d+)")
+_READONLY_RE = re.compile(r"(Read-only file system|Permission denied|read-only)", re.I)
+_CHECKED: dict[str, tuple | None] = {}  # path -> file identity when a Store last found it a current claimgraph store
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def busy_timeout_default() -> float:
+    """CLAIMGRAPH_BUSY_TIMEOUT (seconds), read when a Store is made; 300 when unset."""
+    raw = os.environ.get("CLAIMGRAPH_BUSY_TIMEOUT")
+    if raw is None or not raw.strip():
+        return DEFAULT_BUSY_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"CLAIMGRAPH_BUSY_TIMEOUT={raw!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise InvalidInput(f"CLAIMGRAPH_BUSY_TIMEOUT={raw!r} must be a finite number of seconds, at least 0")
+    return value
+
+
+def reads(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run a Store method (or a function whose first argument is a Store) inside a reading session."""
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with cast("Store", args[0]).session():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def writes(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run a Store method (or a function whose first argument is a Store) inside a writing session."""
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with cast("Store", args[0]).session(write=True):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def _naive_utc(dt: datetime | None) -> datetime | None:
@@ -75,71 +140,256 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None =
     return row[0]
 
 
+def _identity(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@functools.cache
+def _preload() -> None:
+    """Import, before the first turn, what DuckDB and the store import on first use: duckdb imports pandas on
+    the first query with parameters (0.5-1 s) and pyarrow.dataset on the first Arrow table it is handed (the
+    store stages rows that way). Paid inside a turn, it would be paid by everyone waiting behind it; it runs
+    on the batch thread (graph/batch.py), so a process that holds the store gets a core first."""
+    def load() -> None:
+        for name in ("pandas", "pyarrow", "pyarrow.dataset"):
+            try:
+                __import__(name)
+            except ImportError:
+                pass
+
+    batch_thread().run(load)
+
+
+def _stderr_line(message: str) -> None:
+    print(f"claimgraph: {message}", file=sys.stderr, flush=True)
+
+
+def check_page(limit: int | None, offset: int = 0) -> None:
+    """A listing's `limit` (None: all) and `offset` must not be negative."""
+    if limit is not None and limit < 0:
+        raise InvalidInput(f"--limit must be 0 or more (leave it out for all), got {limit}")
+    if offset < 0:
+        raise InvalidInput(f"--offset must be 0 or more, got {offset}")
+
+
+def _ambiguous(text: str, what: str, candidates: list[str]) -> str:
+    """The message for a prefix that names several things: the first ten of them, one a line."""
+    many = "more than 10" if len(candidates) > 10 else str(len(candidates))
+    return (f"{text!r} is ambiguous: {many} {what} begin with it (give more of the id):\n"
+            + "\n".join(f"  {c}" for c in candidates[:10]))
+
+
 def text_hash(node: Node) -> str:
     return sha256_hex(node.embed_text())
 
 
 class Store:
-    """The claim graph in one DuckDB file (or in memory when `path` is None)."""
+    """The claim graph in one DuckDB file (or in memory when `path` is None); see the module docstring for how
+    it shares the file with other processes.
+
+    `read_only`: refuse every write. `busy_timeout`: seconds to wait for a turn. `on_wait`: gets the "waiting
+    for process N (command)" line (default: stderr). `label`: how the queue names this process to others.
+    `check`: open the file now to check it is a current claimgraph store (False: at the first call).
+    """
 
     def __init__(self, path: str | os.PathLike | None = None, *, read_only: bool = False,
-                 busy_timeout: float | None = None, create: bool = True):
+                 busy_timeout: float | None = None, create: bool = True,
+                 on_wait: Callable[[str], None] | None = _stderr_line, label: str | None = None, check: bool = True):
         self.path = Path(path).resolve() if path not in (None, ":memory:") else None
         self.read_only = read_only
-        self.busy_timeout = DEFAULT_BUSY_TIMEOUT if busy_timeout is None else busy_timeout
+        self.busy_timeout = busy_timeout_default() if busy_timeout is None else busy_timeout
+        self.on_wait = on_wait
+        self.label = label  # how the queue names this process to others (default: its command line)
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._turn: queue.Turn | None = None
+        self._thread_lock = threading.RLock()
+        self._depth = 0          # nesting of session() blocks
+        self._writing = False    # the current session's mode
         self._tx_depth = 0
-        if self.path is not None:
-            if not self.path.exists():
-                if read_only or not create:
-                    raise NotFound(f"no claimgraph store at {self.path}; create one with `claimgraph init` "
-                                   "or point --db / CLAIMGRAPH_DB at an existing one")
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connect()
-
-    # -- connection ------------------------------------------------------------------------------
-    def _connect(self) -> None:
-        target = str(self.path) if self.path is not None else ":memory:"
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.05
-        while True:
+        self._opened_at = self._opened_cpu = 0.0
+        self._open_s = self._close_s = 0.0  # how long the last turn's DuckDB open and close took (turn log)
+        self._waited = 0.0
+        if self.path is None:
+            self._con = duckdb.connect(":memory:")
+            self._migrate()
+            return
+        if not self.path.exists():
+            if read_only or not create:
+                raise NotFound(f"no claimgraph store at {self.path}; create one with `claimgraph init` "
+                               "or point --db / CLAIMGRAPH_DB at an existing one")
             try:
-                con = duckdb.connect(target, read_only=self.read_only)
-                break
-            except duckdb.IOException as e:
-                if not _LOCK_RE.search(str(e)):
-                    raise StoreError(f"cannot open {target}: {e}") from None
-                if time.monotonic() >= deadline:
-                    pid = _PID_RE.search(str(e))
-                    who = f" (process {pid.group(1)})" if pid else ""
-                    raise StoreBusy(f"the database {target} is busy: another claimgraph process{who} holds it. "
-                                    f"Waited {self.busy_timeout:g}s; try again when it finishes "
-                                    "(CLAIMGRAPH_BUSY_TIMEOUT sets the wait)") from None
-                time.sleep(delay)
-                delay = min(delay * 1.5, 0.5)
-            except duckdb.Error as e:
-                raise StoreError(f"cannot open {target} as a DuckDB database: {e}") from None
-        self._con = con
-        self._migrate()
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create {self.path}: {e.strerror}") from None
+            with self.session(write=True):
+                self.schema_version()  # creates the file and its schema
+        elif check and _CHECKED.get(str(self.path)) != _identity(self.path):
+            with self.session():
+                self.schema_version()  # checks (or migrates) it now, so a bad file fails here
+
+    # -- sessions and the connection ---------------------------------------------------------
+    @contextmanager
+    def session(self, write: bool = False) -> Iterator["Store"]:
+        """Hold the store for a group of calls: one turn in the queue and one DuckDB open, from the first call
+        inside the block (not before) to its end. `write=False` shares the turn with other readers and opens the
+        file read-only; a write inside such a block is refused while it holds the file. Nested blocks join the
+        outer one."""
+        if write and self.read_only:
+            raise InvalidInput(f"this store ({self}) was opened read-only")
+        with self._thread_lock:
+            if self._depth == 0:
+                self._writing = write
+            elif write and not self._writing:
+                if self._con is not None and self.path is not None:
+                    raise StoreError("a write inside a reading session: open the session with "
+                                     "`store.session(write=True)`")
+                self._writing = True
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._end_turn()
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
-        """The live connection, reopened on demand after `release()`."""
+        """The live connection of the current session (opened on first use)."""
         if self._con is None:
-            self._connect()
+            if self.path is None:
+                raise StoreError("this in-memory store was closed")
+            if self._depth == 0:
+                raise StoreError("Store.con is only available inside a session: `with store.session(): ...`")
+            self._begin_turn()
         assert self._con is not None
         return self._con
 
+    @property
+    def holding(self) -> bool:
+        """Whether this Store has the file open now."""
+        return self._con is not None and self.path is not None
+
+    def writable(self) -> bool:
+        """Whether this process may write the store's file (and create the WAL beside it)."""
+        if self.path is None:
+            return not self.read_only
+        return (not self.read_only and os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+
+    def _begin_turn(self) -> None:
+        assert self.path is not None
+        write = self._writing
+        if write and self.path.exists() and not self.writable():
+            raise StoreError(f"{self.path} is read-only (file or mount): this command writes to the store; "
+                             "reading commands work, or copy the store somewhere writable")
+        _preload()
+        t0 = time.monotonic()
+        self._turn = queue.acquire(self.path, write=write, timeout=self.busy_timeout, label=self.label,
+                                   on_wait=self.on_wait)
+        self._opened_at, self._opened_cpu = time.monotonic(), time.process_time()
+        self._waited = self._opened_at - t0
+        try:
+            self._con = self._connect(read_only=not write, deadline=t0 + self.busy_timeout)
+            self._open_s = time.monotonic() - self._opened_at
+            if not self._migrate():  # a reading turn found an old schema: migrate it in a writing one
+                self._end_turn()
+                self._writing = True
+                self._begin_turn()
+                return
+            _CHECKED[str(self.path)] = _identity(self.path)
+        except BaseException:
+            self._end_turn()
+            raise
+
+    def _end_turn(self) -> None:
+        if self.path is None:
+            return
+        con, turn = self._con, self._turn
+        self._con = self._turn = None
+        self._tx_depth = 0
+        t_close = time.monotonic()
+        try:
+            if con is not None:
+                con.close()
+                self._close_s = time.monotonic() - t_close
+        except duckdb.Error as e:
+            raise StoreError(f"closing {self.path} failed: {e}") from None
+        finally:
+            if turn is not None:
+                turn.release()
+            if con is not None and os.environ.get("CLAIMGRAPH_LOCK_LOG"):
+                self._log_turn(turn)
+
+    def _log_turn(self, turn: queue.Turn | None) -> None:
+        """One JSON line per turn (CLAIMGRAPH_LOCK_LOG names the file): how long it waited and held the store."""
+        rec = {"pid": os.getpid(), "label": self.label or queue._command_label(), "write": self._writing,
+               "waited_s": round(self._waited, 4), "held_s": round(time.monotonic() - self._opened_at, 4),
+               "cpu_s": round(time.process_time() - self._opened_cpu, 4),
+               "open_s": round(self._open_s, 4), "close_s": round(self._close_s, 4),
+               "queued": turn is not None, "at": time.time()}
+        with open(os.environ["CLAIMGRAPH_LOCK_LOG"], "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def _connect(self, *, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
+        """Open DuckDB, retrying while a process outside the queue (a duckdb shell, say) holds the file."""
+        target = str(self.path)
+        delay = 0.02
+        while True:
+            try:
+                return duckdb.connect(target, read_only=read_only)
+            except duckdb.IOException as e:
+                msg = str(e)
+                if _READONLY_RE.search(msg) and not _LOCK_RE.search(msg):
+                    raise StoreError(f"cannot open {target} for writing (read-only file or mount); reading "
+                                     "commands work on it") from None
+                if not _LOCK_RE.search(msg):
+                    raise StoreError(f"cannot open {target}: {e}") from None
+                if time.monotonic() >= deadline:
+                    pid = _PID_RE.search(msg)
+                    who = f" (process {pid.group(1)})" if pid else ""
+                    raise StoreBusy(f"the database {target} is busy: another process{who} holds it outside "
+                                    f"claimgraph's queue. Waited {self.busy_timeout:g}s; try again when it "
+                                    "finishes (CLAIMGRAPH_BUSY_TIMEOUT sets the wait)") from None
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.25)
+            except duckdb.Error as e:
+                raise StoreError(f"cannot open {target} as a DuckDB database: {e}") from None
+
     def release(self) -> None:
-        """Let go of the database file (a file store reopens on the next call). No-op in memory or in a transaction."""
-        if self._con is not None and self.path is not None and self._tx_depth == 0:
-            self._con.close()
-            self._con = None
+        """Let go of the file now (no-op in memory or inside a transaction). Inside a session, the next call
+        takes a new turn, so what it reads may have changed meanwhile."""
+        with self._thread_lock:
+            if self.holding and self._tx_depth == 0:
+                self._end_turn()
+
+    def should_yield(self, *, after: float = 0.25) -> bool:
+        """Whether this Store has held the file `after` seconds and another process is waiting for it (long
+        work inside a transaction checks it to end the transaction early and then `yield_turn`)."""
+        turn = self._turn
+        return (self.holding and turn is not None and time.monotonic() - self._opened_at >= after
+                and turn.others_waiting())
+
+    def yield_turn(self, *, after: float = 0.25) -> bool:
+        """Between steps of long work in a session: if the store has been held `after` seconds and another
+        process is waiting for it, let go (the next call queues again, behind it). Returns whether it did."""
+        with self._thread_lock:
+            if self._tx_depth or not self.should_yield(after=after):
+                return False
+            self._end_turn()
+            return True
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        """Let go of the file (a file store reopens on the next call); an in-memory store is gone."""
+        with self._thread_lock:
+            if self.path is None:
+                if self._con is not None:
+                    self._con.close()
+                    self._con = None
+            else:
+                self._end_turn()
 
     def __enter__(self) -> "Store":
         return self
@@ -157,7 +407,8 @@ class Store:
             raise InvalidInput("an in-memory store has no folder for runs; open the store from a file")
         return self.path.parent / (self.path.name + ".d")
 
-    def _migrate(self) -> None:
+    def _migrate(self) -> bool:
+        """Bring the open database to SCHEMA_VERSION. False when that needs a write and this turn reads."""
         con = self._con
         assert con is not None
         try:
@@ -169,10 +420,12 @@ class Store:
             raise StoreError(f"{self.path} has schema version {current}, newer than this claimgraph "
                              f"(knows up to {SCHEMA_VERSION}); upgrade claimgraph to open it")
         if current == SCHEMA_VERSION:
-            return
-        if self.read_only:
-            raise StoreError(f"{self.path} has schema version {current}; open it once read-write "
-                             f"(any writing command) to migrate it to {SCHEMA_VERSION}")
+            return True
+        if self.path is not None and not self._writing:
+            if self.read_only or not self.writable():
+                raise StoreError(f"{self.path} has schema version {current}; open it once read-write "
+                                 f"(any writing command, where the file is writable) to migrate it to {SCHEMA_VERSION}")
+            return False
         try:
             con.execute("BEGIN TRANSACTION")
             con.execute(VERSION_TABLE)
@@ -188,50 +441,54 @@ class Store:
         except duckdb.Error as e:
             con.execute("ROLLBACK")
             raise StoreError(f"migrating {self.path} to schema {SCHEMA_VERSION} failed, nothing changed: {e}") from None
+        return True
 
+    @reads
     def schema_version(self) -> int:
         return _scalar(self.con, "SELECT max(version) FROM schema_version")
 
     @contextmanager
     def transaction(self) -> Iterator["Store"]:
-        """One atomic unit of writes; nested uses join the outer transaction."""
+        """One atomic unit of writes (in a writing session); nested uses join the outer transaction."""
         if self.read_only:
             raise InvalidInput("this store was opened read-only")
-        if self._tx_depth:
-            self._tx_depth += 1
+        with self.session(write=True):
+            if self._tx_depth:
+                self._tx_depth += 1
+                try:
+                    yield self
+                finally:
+                    self._tx_depth -= 1
+                return
+            con = self.con
+            con.execute("BEGIN TRANSACTION")
+            self._tx_depth = 1
             try:
                 yield self
-            finally:
-                self._tx_depth -= 1
-            return
-        con = self.con
-        con.execute("BEGIN TRANSACTION")
-        self._tx_depth = 1
-        try:
-            yield self
-        except BaseException as e:
-            self._tx_depth = 0
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
-            if isinstance(e, duckdb.TransactionException):
-                raise StoreBusy(f"write conflict on {self.path}: another writer changed the same rows; "
-                                "nothing was written, try again") from None
-            if isinstance(e, duckdb.Error) and not isinstance(e, ClaimgraphError):
-                raise StoreError(f"database error, nothing was written: {e}") from None
-            raise
-        else:
-            self._tx_depth = 0
-            try:
-                con.execute("COMMIT")
-            except duckdb.Error as e:
+            except BaseException as e:
+                self._tx_depth = 0
                 try:
                     con.execute("ROLLBACK")
                 except duckdb.Error:
                     pass
-                raise StoreError(f"commit failed, nothing was written: {e}") from None
+                if isinstance(e, duckdb.TransactionException):
+                    raise StoreBusy(f"write conflict on {self.path}: another writer changed the same rows; "
+                                    "nothing was written, try again") from None
+                if isinstance(e, duckdb.Error) and not isinstance(e, ClaimgraphError):
+                    raise StoreError(f"database error, nothing was written: {e}") from None
+                raise
+            else:
+                self._tx_depth = 0
+                try:
+                    con.execute("COMMIT")
+                except duckdb.Error as e:
+                    try:
+                        con.execute("ROLLBACK")
+                    except duckdb.Error:
+                        pass
+                    raise StoreError(f"commit failed, nothing was written: {e}") from None
 
+    @reads
     def sql(self, query: str, params: Iterable[Any] | None = None) -> list[tuple]:
         """Run read SQL against the store (for power users and tests); duckdb errors become StoreError."""
         try:
@@ -239,6 +496,7 @@ class Store:
         except duckdb.Error as e:
             raise StoreError(str(e)) from None
 
+    @reads
     def arrow(self, query: str, params: Iterable[Any] | None = None) -> Any:
         """Run read SQL and return a pyarrow Table (for bulk reads: exports); duckdb errors become StoreError."""
         try:
@@ -259,6 +517,7 @@ class Store:
                     attrs=json.loads(attrs) if isinstance(attrs, str) else (attrs or {}),
                     provenance=Provenance(source=source, source_hash=source_hash, made_by=MadeBy(made_by), at=_aware(at)))
 
+    @reads
     def get_node(self, node_id: str) -> Node:
         """The node with this id; NotFound says how to look for it otherwise."""
         row = self.con.execute(f"SELECT {self._NODE_COLS} FROM nodes WHERE id = ?", [node_id]).fetchone()
@@ -266,9 +525,48 @@ class Store:
             raise NotFound(f"no node {node_id!r}; `claimgraph search` or `claimgraph list` finds ids")
         return self._row_to_node(row)
 
+    @reads
+    def resolve_id(self, text: str, *, type: NodeType | str | None = None) -> str:
+        """The node id that `text` names: the id itself, or the one id it begins (`claim:learned-feat`), or the
+        one whose slug it begins when it has no `type:` (`learned-feat`); optionally only among nodes of `type`.
+        An ambiguous prefix is InvalidInput listing candidates; no match is NotFound."""
+        want = node_type_value(type)
+        text = text.strip()
+        if not text:
+            raise InvalidInput("an empty node id; `claimgraph search` or `claimgraph list` finds ids")
+        if self.con.execute("SELECT 1 FROM nodes WHERE id = ?", [text]).fetchone() is not None:
+            return text
+        rows = self.con.execute("""SELECT id, id = $1 OR split_part(id, ':', 2) = $1 AS exact FROM nodes
+            WHERE ($2 IS NULL OR type = $2)
+              AND (starts_with(id, $1) OR (NOT contains($1, ':') AND starts_with(split_part(id, ':', 2), $1)))
+            ORDER BY NOT exact, id LIMIT 11""", [text, want]).fetchall()
+        exact = [r[0] for r in rows if r[1]]
+        if len(exact) == 1:
+            return exact[0]
+        if len(rows) == 1:
+            return rows[0][0]
+        what = f"{want} " if want else ""
+        if not rows:
+            raise NotFound(f"no {what}node {text!r}; `claimgraph search` or `claimgraph list` finds ids")
+        raise InvalidInput(_ambiguous(text, f"{what}ids", [r[0] for r in rows]))
+
+    @reads
+    def resolve_run(self, text: str) -> str:
+        """The run id that `text` names: the id itself or the one run id it begins; ambiguous -> InvalidInput."""
+        text = text.strip()
+        rows = self.con.execute("""SELECT run_id FROM runs WHERE run_id = $1 OR starts_with(run_id, $1)
+            ORDER BY run_id <> $1, run_id LIMIT 11""", [text]).fetchall() if text else []
+        if rows and (rows[0][0] == text or len(rows) == 1):
+            return rows[0][0]
+        if not rows:
+            raise NotFound(f"no run {text!r}; `claimgraph runs` lists them")
+        raise InvalidInput(_ambiguous(text, "run ids", [r[0] for r in rows]))
+
+    @reads
     def has_node(self, node_id: str) -> bool:
         return self.con.execute("SELECT 1 FROM nodes WHERE id = ?", [node_id]).fetchone() is not None
 
+    @reads
     def get_nodes(self, ids: Iterable[str]) -> dict[str, Node]:
         ids = list(dict.fromkeys(ids))
         if not ids:
@@ -276,26 +574,34 @@ class Store:
         rows = self.con.execute(f"SELECT {self._NODE_COLS} FROM nodes WHERE id IN (SELECT unnest(?))", [ids]).fetchall()
         return {r[0]: self._row_to_node(r) for r in rows}
 
+    @reads
     def list_nodes(self, type: NodeType | str | None = None, *, limit: int | None = None,
-                   offset: int = 0) -> list[Node]:
-        """Nodes ordered by type then id, optionally of one type."""
+                   offset: int = 0) -> Records[Node]:
+        """Nodes ordered by type then id, optionally of one type; `limit`/`offset` page through them."""
+        check_page(limit, offset)
         q = f"SELECT {self._NODE_COLS} FROM nodes"
         params: list[Any] = []
         if type is not None:
             q += " WHERE type = ?"
-            params.append(NodeType(type).value)
+            params.append(parse_node_type(type).value)  # type: ignore[union-attr]
         q += " ORDER BY type, id"
         if limit is not None:
-            q += " LIMIT ? OFFSET ?"
-            params += [limit, offset]
-        return [self._row_to_node(r) for r in self.con.execute(q, params).fetchall()]
+            q += " LIMIT ?"
+            params.append(limit)
+        if offset:
+            q += " OFFSET ?"
+            params.append(offset)
+        return Records(self._row_to_node(r) for r in self.con.execute(q, params).fetchall())
 
+    @reads
     def count_nodes(self) -> dict[str, int]:
         return dict(self.con.execute("SELECT type, count(*) FROM nodes GROUP BY type ORDER BY type").fetchall())
 
+    @reads
     def count_edges(self) -> dict[str, int]:
         return dict(self.con.execute("SELECT type, count(*) FROM edges GROUP BY type ORDER BY type").fetchall())
 
+    @writes
     def add_node(self, node: Node, *, made_by: MadeBy = MadeBy.manual, source: str | None = None,
                  source_hash: str | None = None) -> Node:
         """Insert or update one node outside any document (manual entry, experiment, evidence)."""
@@ -306,6 +612,7 @@ class Store:
             self._upsert_nodes([node], path=None)
         return self.get_node(node.id)
 
+    @writes
     def delete_node(self, node_id: str) -> None:
         """Remove a node with its edges, stated similarities, keyword terms and suggestions."""
         self.get_node(node_id)
@@ -433,8 +740,9 @@ class Store:
                     attrs=json.loads(attrs) if isinstance(attrs, str) else (attrs or {}),
                     provenance=Provenance(source=source, source_hash=source_hash, made_by=MadeBy(made_by), at=_aware(at)))
 
+    @reads
     def edges(self, node_id: str | None = None, *, direction: str = "both",
-              type: EdgeType | str | None = None) -> list[Edge]:
+              type: EdgeType | str | None = None) -> Records[Edge]:
         """Edges touching `node_id` (out, in or both), or all edges; optionally of one type."""
         where, params = [], []
         if node_id is not None:
@@ -447,15 +755,13 @@ class Store:
         if type is not None:
             where.append("type = ?"); params.append(EdgeType(type).value)
         q = f"SELECT {self._EDGE_COLS} FROM edges" + (" WHERE " + " AND ".join(where) if where else "")
-        return [self._row_to_edge(r) for r in self.con.execute(q + " ORDER BY src, type, dst", params).fetchall()]
+        return Records(self._row_to_edge(r) for r in self.con.execute(q + " ORDER BY src, type, dst", params).fetchall())
 
+    @writes
     def link(self, src: str, type: EdgeType | str, dst: str, *, attrs: dict[str, Any] | None = None,
              made_by: MadeBy = MadeBy.manual, source: str | None = None, source_hash: str | None = None) -> Edge:
         """Add (or update the attributes of) one typed edge between existing nodes."""
-        try:
-            etype = EdgeType(type)
-        except ValueError:
-            raise InvalidInput(f"unknown edge type {type!r}; known: {', '.join(t.value for t in EdgeType)}") from None
+        etype = parse_edge_type(type)
         edge = Edge(src=src, type=etype, dst=dst, attrs=attrs or {},
                     provenance=Provenance(source=source, source_hash=source_hash, made_by=made_by))
         with self.transaction():
@@ -467,6 +773,7 @@ class Store:
             self._upsert_edges([edge], path=None)
         return self.get_edge(src, etype, dst)
 
+    @reads
     def get_edge(self, src: str, type: EdgeType | str, dst: str) -> Edge:
         row = self.con.execute(f"SELECT {self._EDGE_COLS} FROM edges WHERE src = ? AND type = ? AND dst = ?",
                                [src, EdgeType(type).value, dst]).fetchone()
@@ -474,14 +781,46 @@ class Store:
             raise NotFound(f"no edge {src} -{EdgeType(type).value}-> {dst}")
         return self._row_to_edge(row)
 
-    def unlink(self, src: str, type: EdgeType | str, dst: str) -> None:
+    @writes
+    def unlink(self, src: str, type: EdgeType | str, dst: str, *, reason: str | None = None,
+               removed_by: MadeBy = MadeBy.manual) -> RemovedEdge:
+        """Remove one typed edge. The removal is kept on record (`removed_edges`): the edge with its provenance
+        as it was, and who removed it, when and why. Returns that record."""
+        etype = parse_edge_type(type)
+        key = [src, etype.value, dst]
         with self.transaction():
-            n = self.con.execute("DELETE FROM edges WHERE src = ? AND type = ? AND dst = ? RETURNING 1",
-                                 [src, EdgeType(type).value, dst]).fetchall()
-            if not n:
-                raise NotFound(f"no edge {src} -{EdgeType(type).value}-> {dst}")
-            self.con.execute("DELETE FROM edge_sources WHERE src = ? AND type = ? AND dst = ?",
-                             [src, EdgeType(type).value, dst])
+            row = self.con.execute("""SELECT attrs, source, source_hash, made_by, updated_at FROM edges
+                WHERE src = ? AND type = ? AND dst = ?""", key).fetchone()
+            if row is None:
+                others = self.con.execute("""SELECT src, type, dst FROM edges WHERE (src = $1 AND dst = $2)
+                    OR (src = $2 AND dst = $1) ORDER BY type""", [src, dst]).fetchall()
+                hint = ("; the edges between them: " + ", ".join(f"{s} -{t}-> {d}" for s, t, d in others)
+                        if others else "")
+                raise NotFound(f"no edge {src} -{etype.value}-> {dst}{hint}")
+            attrs, source, source_hash, made_by, written = row
+            now = datetime.now(timezone.utc)
+            self.con.execute("DELETE FROM edges WHERE src = ? AND type = ? AND dst = ?", key)
+            self.con.execute("DELETE FROM edge_sources WHERE src = ? AND type = ? AND dst = ?", key)
+            self.con.execute("INSERT INTO removed_edges VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             [*key, attrs, source, source_hash, made_by, written, MadeBy(removed_by).value, reason,
+                              _naive_utc(now)])
+        return RemovedEdge(src=src, type=etype, dst=dst, attrs=json.loads(attrs) if isinstance(attrs, str) else attrs,
+                           provenance=Provenance(source=source, source_hash=source_hash, made_by=MadeBy(made_by),
+                                                 at=_aware(written)),
+                           removed_by=removed_by, reason=reason, removed_at=now)
+
+    @reads
+    def removed_edges(self, node_id: str | None = None) -> Records[RemovedEdge]:
+        """Edges `unlink` removed (touching `node_id`, or all), newest first."""
+        where = "WHERE src = $1 OR dst = $1" if node_id is not None else ""
+        rows = self.con.execute(f"""SELECT src, type, dst, attrs, source, source_hash, made_by, written_at, removed_by,
+            reason, removed_at FROM removed_edges {where} ORDER BY removed_at DESC""",
+                                [node_id] if node_id is not None else []).fetchall()
+        return Records(RemovedEdge(src=r[0], type=EdgeType(r[1]), dst=r[2],
+                                   attrs=json.loads(r[3]) if isinstance(r[3], str) else r[3],
+                                   provenance=Provenance(source=r[4], source_hash=r[5], made_by=MadeBy(r[6]),
+                                                         at=_aware(r[7])),
+                                   removed_by=MadeBy(r[8]), reason=r[9], removed_at=_aware(r[10])) for r in rows)
 
     def _upsert_edges(self, edges: list[Edge], *, path: str | None) -> Counter:
         import pyarrow as pa
@@ -529,6 +868,7 @@ class Store:
                              [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], path])
         return added
 
+    @reads
     def degrees(self, ids: Iterable[str]) -> dict[str, int]:
         """Typed-edge count of each node (both directions)."""
         ids = list(ids)
@@ -542,20 +882,24 @@ class Store:
         return out
 
     # -- documents -------------------------------------------------------------------------------
+    @reads
     def document(self, path: str) -> DocumentRef | None:
         row = self.con.execute("SELECT path, content_hash, format, title FROM documents WHERE path = ?", [path]).fetchone()
         return DocumentRef(path=row[0], content_hash=row[1], format=row[2], title=row[3]) if row else None
 
-    def documents(self) -> list[DocumentRef]:
-        return [DocumentRef(path=r[0], content_hash=r[1], format=r[2], title=r[3]) for r in
-                self.con.execute("SELECT path, content_hash, format, title FROM documents ORDER BY path").fetchall()]
+    @reads
+    def documents(self) -> Records[DocumentRef]:
+        return Records(DocumentRef(path=r[0], content_hash=r[1], format=r[2], title=r[3]) for r in
+                       self.con.execute("SELECT path, content_hash, format, title FROM documents ORDER BY path").fetchall())
 
+    @reads
     def stated_similar(self, node_id: str) -> list[StatedSimilarity]:
         rows = self.con.execute("""SELECT node_id, other_id, other_title, other_type, other_text, score
             FROM stated_similarity WHERE node_id = ? ORDER BY score DESC NULLS LAST, other_title""", [node_id]).fetchall()
         return [StatedSimilarity(node_id=r[0], other_id=r[1], other_title=r[2],
                                  other_type=NodeType(r[3]) if r[3] else None, other_text=r[4], score=r[5]) for r in rows]
 
+    @reads
     def resolve_papers(self, delta: GraphDelta) -> GraphDelta:
         """Map paper nodes of a delta onto papers already stored under the same DOI, arXiv id or normalised title."""
         papers = [n for n in delta.nodes if n.type == NodeType.paper]
@@ -580,6 +924,7 @@ class Store:
             similar=[s.model_copy(update={"node_id": r(s.node_id), "other_id": r(s.other_id) if s.other_id else None})
                      for s in delta.similar])
 
+    @writes
     def apply(self, delta: GraphDelta, document: DocumentRef,
               vectors: dict[str, Any] | None = None, model: str | None = None) -> ApplyReport:
         """Write what one document says, in one transaction.
@@ -682,6 +1027,7 @@ class Store:
         return dict(nodes_removed), dict(edges_removed)
 
     # -- embeddings ------------------------------------------------------------------------------
+    @reads
     def missing_embeddings(self, hashes: Iterable[str], model: str) -> set[str]:
         """The text hashes among `hashes` with no stored vector for `model`."""
         hashes = list(set(hashes))
@@ -692,6 +1038,7 @@ class Store:
             [model, hashes]).fetchall()}
         return set(hashes) - have
 
+    @writes
     def put_embeddings(self, vectors: dict[str, Any], model: str) -> None:
         """Store L2-normalised vectors by text hash (existing ones are kept)."""
         import numpy as np
@@ -710,6 +1057,7 @@ class Store:
                                 ON CONFLICT DO NOTHING""", [model, _naive_utc(datetime.now(timezone.utc))])
             self.con.unregister("_stage_vec")
 
+    @reads
     def node_vectors(self, model: str, *, type: NodeType | str | None = None,
                      ids: Iterable[str] | None = None) -> tuple[list[str], Any]:
         """(node ids, float32 matrix [n, 384]) of embedded nodes, ordered by id."""
@@ -730,6 +1078,7 @@ class Store:
         mat = vec.values.to_numpy(zero_copy_only=False).reshape(len(node_ids), EMBED_DIM)
         return node_ids, mat
 
+    @reads
     def unembedded_nodes(self, model: str) -> list[Node]:
         rows = self.con.execute(f"""SELECT {', '.join('n.' + c.strip() for c in self._NODE_COLS.split(','))}
             FROM nodes n LEFT JOIN embeddings e ON e.text_hash = n.text_hash AND e.model = ?
@@ -740,6 +1089,7 @@ class Store:
     _RUN_COLS = ("run_id", "experiment_id", "config_hash", "status", "device", "run_dir", "pid", "host",
                  "created_at", "started_at", "ended_at", "error", "verdict", "evidence_id")
 
+    @writes
     def put_run(self, **fields: Any) -> None:
         """Insert or update a run record; unknown fields are refused."""
         bad = set(fields) - set(self._RUN_COLS)
@@ -763,8 +1113,9 @@ class Store:
                 cols = ", ".join(fields)
                 self.con.execute(f"INSERT INTO runs ({cols}) VALUES ({', '.join('?' * len(fields))})", list(fields.values()))
 
+    @reads
     def runs(self, experiment_id: str | None = None, *, run_id: str | None = None,
-             config_hash: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+             config_hash: str | None = None, status: str | None = None) -> Records[dict[str, Any]]:
         """Run records, newest first, as dicts of the runs table's columns."""
         where, params = [], []
         for col, val in (("experiment_id", experiment_id), ("run_id", run_id), ("config_hash", config_hash),
@@ -776,15 +1127,17 @@ class Store:
         out = [{k: (_aware(v) if isinstance(v, datetime) else v) for k, v in zip(self._RUN_COLS, r)} for r in rows]
         for row in out:  # recorded relative to the store's folder; given back as a path on this machine
             row["run_dir"] = str(local_path(self, str(row["run_dir"])))
-        return out
+        return Records(out)
 
     # -- bulk import (claimgraph.graph.exchange, `claimgraph import`) ----------------------------------------
     _CONTENT_TABLES = ("nodes", "edges", "documents", "stated_similarity", "suggestions", "runs")
 
+    @reads
     def is_empty(self) -> bool:
         """True when the store holds no nodes, edges, documents, similarities, suggestions or runs."""
         return not any(_scalar(self.con, f"SELECT count(*) FROM {t}") for t in self._CONTENT_TABLES)
 
+    @writes
     def import_rows(self, tables: dict[str, Any]) -> dict[str, int]:
         """Write exported rows (`claimgraph.graph.exchange.snapshot.COLUMNS` per table) into this empty store in
         one transaction, keeping their timestamps and provenance. Nodes and edges are validated as ingest

@@ -100,23 +100,26 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
                                f"({', '.join(Path(s).name for s in summaries)}); ingest them one at a time")
         if not summaries:
             raise InvalidInput("--title applies to summary pages, and none was given; leave it out")
-    order, aliases = _plan(store, docs)
     embedder = None
     if embed:
         from claimgraph.graph.embed import get_embedder
 
         embedder = get_embedder()
     vectors: dict[str, Any] = {}
-    if embedder is not None:
-        # one encoder pass over every new text of the batch (large batches, and the store is let go meanwhile)
-        from claimgraph.graph.embed import vectors_for
+    with store.session():  # a reading turn plans; the encoder runs after it (vectors_for lets go of the store)
+        order, aliases = _plan(store, docs)
+        if embedder is not None:
+            # one encoder pass over every new text of the batch (large batches, and the store is let go meanwhile)
+            from claimgraph.graph.embed import vectors_for
 
-        changed = [d for d in docs if (p := store.document(d.ref.path)) is None or p.content_hash != d.ref.content_hash]
-        vectors = vectors_for(store, [n for d in changed for n in d.delta.nodes], embedder=embedder,
-                              progress=progress)
+            changed = [d for d in docs
+                       if (p := store.document(d.ref.path)) is None or p.content_hash != d.ref.content_hash]
+            vectors = vectors_for(store, [n for d in changed for n in d.delta.nodes], embedder=embedder,
+                                  progress=progress)
     reports: list[ApplyReport] = []  # filled as documents are committed, so a failure can say which were
     try:
-        _apply_all(store, docs, order, aliases, vectors, embedder, reports)
+        with store.session(write=True):  # then a writing turn applies, one transaction per document
+            _apply_all(store, docs, order, aliases, vectors, embedder, reports)
     except StoreError as e:
         if not reports:
             raise
@@ -132,7 +135,9 @@ def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], alias
     time at 100k nodes). Each document stays all or nothing: `apply` checks a document completely before
     it writes any of it, so a document refused there leaves the group's earlier documents intact, and they
     are committed before the error is raised; any other error rolls the group back and the group is
-    applied again a document per transaction, so the failing document fails alone, as it would have."""
+    applied again a document per transaction, so the failing document fails alone, as it would have.
+    A group ends early when another command has waited for the store (`Store.should_yield`): it is committed
+    and the turn handed on, so grouping buys throughput without making others wait for 64 documents."""
     remapped: dict[str, str] = {}  # paper ids of applied documents -> the stored paper they were merged into
     model = embedder.model_name if embedder is not None else None
 
@@ -149,28 +154,37 @@ def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], alias
         report.warnings = doc.warnings + merged
         return report
 
-    for g0 in range(0, len(order), APPLY_BATCH):
-        group = order[g0:g0 + APPLY_BATCH]
+    pos = 0
+    while pos < len(order):
+        group = order[pos:pos + APPLY_BATCH]
         saved = dict(remapped)
         done: list[ApplyReport] = []
         refused: InvalidDocument | None = None
+        attempted = 0
         try:
             with store.transaction():
                 for i in group:
+                    attempted += 1
                     try:
                         done.append(apply_one(i))
                     except InvalidDocument as e:
                         refused = e
                         break
+                    if store.should_yield():  # someone is waiting: commit the group so far and let them in
+                        break
         except ClaimgraphError:  # rolled back: replay the group a document at a time
             remapped.clear()
             remapped.update(saved)
-            for i in group:  # one transaction each: the error fails its own document only
+            for i in group[:attempted]:  # one transaction each: the error fails its own document only
                 reports.append(apply_one(i))
+                store.yield_turn()
+            pos += attempted
             continue
         reports.extend(done)  # committed
         if refused is not None:
             raise refused
+        pos += attempted
+        store.yield_turn()  # a long ingest lets a waiting command in between groups
 
 
 def _partly_written(e: StoreError, reports: list[ApplyReport], docs: list[ParsedDocument]) -> StoreError:

@@ -334,7 +334,7 @@ def create_app(settings: Settings) -> Starlette:
         q = (request.query_params.get("q") or "").strip()
         ntype = _type(request)
         k = _int(request, "k", 20, 1, 200)
-        results = []
+        results: list[Any] = []
         if q:
             embedder = get_embedder()
             if not encoder_ready.is_set():  # load the encoder before taking the store, not while holding it

@@ -24,8 +24,9 @@ from pydantic import Field
 from claimgraph.experiments.context import RunContext, resolve_device, torch_threads
 from claimgraph.experiments.job import JobParams, SeedResult
 from claimgraph.experiments.sae.recipe import SaeRecipe
+from claimgraph.experiments.spec import JobSpec
 from claimgraph.experiments.substrate.families import ModelJob
-from claimgraph.graph.errors import InvalidInput
+from claimgraph.graph.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -50,6 +51,11 @@ class FeatureParams(JobParams):
     feature: int | None = Field(None, ge=0)  # SAE latent to study; None: the best F1 detector of the category
     sae: SaeRecipe = SaeRecipe()  # the SAE features are read from (defaults: the `sae` job's)
     sae_seed: int | None = None  # seed of that SAE; None: the job seed (each seed replicates SAE training)
+    sae_path: str | None = None  # an SAE trained elsewhere (a folder in the SAELens layout) used instead of
+    #                              training one; of the recipe only sae.hook applies (it must be the SAE's hook)
+    sae_sha256: str | None = None  # sha256 of that SAE's weights file: filled in at `experiment add`; a run
+    #                                refuses a file that changed since (a changed SAE is a new experiment)
+    sae_cfg_sha256: str | None = None  # sha256 of its cfg.json, likewise
     select_tokens: int = Field(16_384, ge=64)  # held-out tokens the feature is chosen on (whole sequences)
     model_batch_size: int = Field(64, ge=1)  # sequences per model forward pass
     threads: int | None = Field(1, ge=1)  # torch CPU threads (small matmuls on shared cores run fastest on
@@ -175,10 +181,12 @@ class Target:
     choice: dict[str, Any]
     stats: LatentStats
     d_corpus: int  # synthetic vocabulary size (a prefix of the model's)
+    sae_source: dict[str, Any] | None = None  # an SAE given by path: folder, digests, architecture, hook
 
     @property
-    def sae_key(self) -> str:
-        return self.sae_folder.name
+    def sae_key(self) -> str | None:
+        """The provisioned SAE's cache key (its folder's name); None for an SAE given by path."""
+        return None if self.sae_source else self.sae_folder.name
 
     def category_mask(self) -> Tensor:
         """BoolTensor[d_corpus]: the predicted category's tokens."""
@@ -192,7 +200,8 @@ class Target:
         """What feature pages need to find the SAE and feature, plus how it was chosen."""
         return {"sae_folder": str(self.sae_folder), "sae_key": self.sae_key, "feature": self.feature,
                 "hook": self.hook, "category": self.category, "label": self.label, "predict": self.predict,
-                "d_sae": int(self.stats.freq.shape[0]), "selection": self.choice}
+                "d_sae": int(self.stats.freq.shape[0]), "selection": self.choice,
+                **({"sae_source": self.sae_source} if self.sae_source else {})}
 
 
 def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> Target:
@@ -209,10 +218,17 @@ def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> T
     hook = params.sae.hook
     check_fit(model, ctx.model_ref, corpus, data_ref, hook=hook)
     label, predict = category_spec(corpus.vocab, params.category, params.predict)
-    sae_seed = seed if params.sae_seed is None else params.sae_seed
-    sae, folder = provision_sae(model, ctx.model_ref, corpus, data_ref, params.sae, sae_seed, log=ctx.log,
-                                progress=lambda it: ctx.progress(it, total=params.sae.steps, desc="SAE"),
-                                batch_size=params.model_batch_size)
+    source: dict[str, Any] | None = None
+    if params.sae_path is not None:
+        sae, source = given_sae(model, corpus, params, device)
+        folder = Path(source["path"])
+        ctx.log(f"SAE given by path: {folder} ({source['architecture']}, {source['d_sae']} latents, weights sha256 "
+                f"{source['weights_sha256'][:12]})")
+    else:
+        sae_seed = seed if params.sae_seed is None else params.sae_seed
+        sae, folder = provision_sae(model, ctx.model_ref, corpus, data_ref, params.sae, sae_seed, log=ctx.log,
+                                    progress=lambda it: ctx.progress(it, total=params.sae.steps, desc="SAE"),
+                                    batch_size=params.model_batch_size)
     stats = score_latents(model, sae, corpus, hook, label, seed=seed + SELECT_OFFSET,
                           n_tokens=params.select_tokens, batch_size=params.model_batch_size)
     choice = _choose(stats, params.feature)
@@ -220,7 +236,45 @@ def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> T
             f"AUROC {choice['auroc']:.3f}, fires on {choice['freq']:.4f} of tokens; SAE {folder.name}")
     return Target(model=model, corpus=corpus, sae=sae, sae_folder=Path(folder), hook=hook,
                   category=params.category, label=label, predict=predict, feature=int(choice["feature"]),
-                  choice=choice, stats=stats, d_corpus=d_corpus)
+                  choice=choice, stats=stats, d_corpus=d_corpus, sae_source=source)
+
+
+def given_sae(model: HookedModel, corpus: SyntheticCorpus, params: FeatureParams,
+              device: str) -> tuple[SparseAutoencoder, dict[str, Any]]:
+    """The SAE at `params.sae_path`, refused (InvalidInput) when it reads another hook or width than the model
+    gives at `params.sae.hook`, or when its files are not those the experiment registered."""
+    from claimgraph.experiments.sae.io import sae_from_path
+    from claimgraph.experiments.substrate.load import activations
+
+    assert params.sae_path is not None
+    hook = params.sae.hook
+    width = int(activations(model, corpus.sample(1, 0)[:, :2], hook, out_device="cpu").shape[-1])
+    sae, source = sae_from_path(params.sae_path, device=device, d_in=width, hook_name=hook)
+    check_registered(params, source.path, source.weights_sha256, source.cfg_sha256)
+    return sae, source.record()
+
+
+def check_registered(params: FeatureParams, path: str, weights_sha256: str, cfg_sha256: str) -> None:
+    """Refuse an SAE folder whose files are not those `params` registered (when it registered digests)."""
+    for field, now in (("sae_sha256", weights_sha256), ("sae_cfg_sha256", cfg_sha256)):
+        registered = getattr(params, field)
+        if registered is not None and registered != now:
+            raise InvalidInput(f"param {field}: the SAE at {path} is not the one this experiment registered "
+                               f"(sha256 {registered[:12]} then, {now[:12]} now); a changed SAE is a new "
+                               "experiment: add it again with `claimgraph experiment add`")
+
+
+def seeds_note(params: FeatureParams, n_seeds: int) -> str:
+    """What the seeds of a feature job vary, hence what its interval covers."""
+    tokens = ("the tokens the feature is chosen on and measured on, and the control latent")
+    if params.sae_path is not None:
+        return (f"The SAE is fixed, given by path ({params.sae_path}, weights sha256 {(params.sae_sha256 or '?')[:12]}): "
+                f"the {n_seeds} seed(s) vary only {tokens}, so the interval does not cover SAE seeds (nor how the "
+                "SAE was trained).")
+    if params.sae_seed is not None:
+        return (f"One SAE (seed {params.sae_seed}) for every seed: the {n_seeds} seed(s) vary only {tokens}, so the "
+                "interval does not cover SAE seeds.")
+    return f"Each seed trains its own SAE (SAE seed = job seed) and draws {tokens}: the interval covers SAE seeds."
 
 
 FP = TypeVar("FP", bound=FeatureParams)
@@ -237,3 +291,61 @@ class FeatureJob(ModelJob[FP]):
         with torch_threads(params.threads):
             result: SeedResult = comp.measure(ctx, params, seed, prepare(ctx, params, seed, job=self.kind))
             return result
+
+    def summarize(self, ctx: RunContext, params: FP, results: list[SeedResult]) -> dict[str, Any]:
+        """The kind's summary, its notes followed by what the seeds varied (what the interval covers)."""
+        out = super().summarize(ctx, params, results)
+        note = seeds_note(params, len(results))
+        out["notes"] = f"{out['notes']}\n{note}" if out.get("notes") else note
+        return out
+
+    def resolve_spec(self, spec: JobSpec) -> JobSpec:
+        """With `sae_path`: the folder made absolute and its files' digests written into the params; refused
+        (InvalidInput / NotFound / InvalidDocument, naming the field) when the folder is not an SAE claimgraph
+        loads, names another hook than `sae.hook`, is narrower or wider than the model's hook where its config
+        says the width, or is not the file the experiment registered; also refused: recipe settings or
+        `sae_seed` that a given SAE would silently ignore."""
+        params = self.Params.model_validate(spec.params)
+        if params.sae_path is None:
+            for field in ("sae_sha256", "sae_cfg_sha256"):
+                if getattr(params, field) is not None:
+                    raise InvalidInput(f"param {field} names the digest of an SAE given by path; give sae_path too")
+            return spec
+        from claimgraph.experiments.sae.folder import read_sae_folder
+        from claimgraph.experiments.substrate.families import hook_width, model_info
+
+        if params.sae_seed is not None:
+            raise InvalidInput("param sae_seed: the SAE is given (sae_path), not trained; remove sae_seed")
+        default = self.Params.model_fields["sae"].get_default(call_default_factory=True)
+        ignored = [f"sae.{k}" for k, v in params.sae.model_dump(exclude={"hook"}).items()
+                   if v != getattr(default, k)]
+        if ignored:
+            raise InvalidInput(f"param {ignored[0]}: the SAE is given (sae_path), not trained, so only sae.hook "
+                               f"applies; remove {', '.join(ignored)}")
+        try:
+            f = read_sae_folder(params.sae_path)
+        except NotFound as e:  # a parameter naming nothing is bad input (exit 2), as a bad value is
+            raise InvalidInput(f"param sae_path: {e}") from None
+        where = f"{f.path}/cfg.json"
+        check_registered(params, f.path, f.weights_sha256, f.cfg_sha256)
+        if f.hook_name is not None and f.hook_name != params.sae.hook:
+            raise InvalidInput(f"param sae.hook: the SAE at {f.path} reads hook {f.hook_name!r} ({where}: hook_name), "
+                               f"not {params.sae.hook!r}; add --param sae.hook={f.hook_name}")
+        info = model_info(spec.model) if spec.model else None
+        width = hook_width(info, params.sae.hook) if info is not None else None
+        if width is not None and width != f.d_in:
+            raise InvalidInput(f"param sae_path: the SAE at {f.path} reads {f.d_in}-wide activations ({where}: d_in), "
+                               f"but {spec.model} gives {width} at {params.sae.hook}")
+        resolved = params.model_copy(update={"sae_path": f.path, "sae_sha256": f.weights_sha256,
+                                             "sae_cfg_sha256": f.cfg_sha256})
+        return spec.model_copy(update={"params": resolved.model_dump(mode="json")})
+
+    def input_provenance(self, spec: JobSpec) -> dict[str, Any] | None:
+        """The model's provenance, and with `sae_path` the SAE folder's (path, digests, architecture, hook)."""
+        prov = super().input_provenance(spec)
+        path = spec.params.get("sae_path")
+        if not path:
+            return prov
+        from claimgraph.experiments.sae.folder import read_sae_folder
+
+        return {**(prov or {}), "sae": read_sae_folder(path).record()}

@@ -136,6 +136,7 @@ class FeaturePage(BaseModel):
     hook: str
     sae_folder: str
     sae_key: str | None = None
+    sae_sha256: str | None = Field(None, description="sha256 of the weights of an SAE the run was given by path")
     d_sae: int
     architecture: str
     sample: SampleInfo
@@ -284,6 +285,15 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
     feature = operator.index(feature)
     cfg, result = load_run(run_dir)
     ref = locate_sae(run_dir, result, seed=seed, condition=condition)
+    given = next(r.details.get("sae_source") for r in result.per_seed if r.seed == ref.seed)
+    if isinstance(given, dict):  # an SAE given by path: the page must show the SAE the run measured
+        from claimgraph.experiments.sae.folder import read_sae_folder
+
+        now = read_sae_folder(ref.folder).weights_sha256
+        if now != given.get("weights_sha256"):
+            raise InvalidInput(f"the SAE at {ref.folder} changed since run {cfg.run_id} used it (weights sha256 "
+                               f"{str(given.get('weights_sha256'))[:12]} then, {now[:12]} now); its page would "
+                               "describe another SAE")
     dev = resolve_device(device)
     sae = load_sae(ref.folder, device=dev)
     if not 0 <= feature < sae.d_sae:
@@ -311,7 +321,8 @@ def feature_page(run_dir: Path, feature: int, *, seed: int | None = None, condit
     page = FeaturePage(
         feature=feature, run_id=cfg.run_id, run_dir=str(run_dir), kind=cfg.spec.kind, seed=ref.seed,
         condition=ref.condition, model=model_ref, hook=hook, sae_folder=str(ref.folder),
-        sae_key=ref.key or _provisioned_key(ref.folder), d_sae=sae.d_sae, architecture=sae.cfg.architecture,
+        sae_key=ref.key or _provisioned_key(ref.folder),
+        sae_sha256=given.get("weights_sha256") if isinstance(given, dict) else None, d_sae=sae.d_sae, architecture=sae.cfg.architecture,
         sample=SampleInfo(data=data_ref or f"synthetic:{corpus.name}", seed=cfg_page.sample_seed, n_seqs=n_seqs,
                           seq_len=corpus.seq_len),
         density=float((acts > 0).double().mean()), n_firing=len(nonzero),

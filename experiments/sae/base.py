@@ -102,7 +102,8 @@ class LossParts:
 
     loss: Tensor  # scalar the optimiser minimises
     x_hat: Tensor  # [B, d_in] reconstruction (scaled space)
-    f: Tensor  # [B, d_sae] latent activations
+    fired: Tensor  # [d_sae] bool: latents with a non-zero activation on some vector of the batch
+    l0: Tensor  # scalar: mean number of non-zero latents per vector
     terms: dict[str, Tensor] = field(default_factory=dict)  # named scalar parts of the loss
 
 
@@ -155,7 +156,7 @@ class SaeTrainer(ABC):
             "loss": float(parts.loss),
             "mse": float(err.mean() / x.shape[1]),  # per element, in the normalised space
             "fve": float(1.0 - err.sum() / var.sum().clamp_min(EPS)),
-            "l0": float((parts.f != 0).sum(dim=-1).float().mean()),
+            "l0": float(parts.l0),
             "dead_frac": float(self.dead_mask().float().mean()),
             "lr": float(self.optimizer.param_groups[0]["lr"]),
         }
@@ -176,7 +177,7 @@ class SaeTrainer(ABC):
         self.sae.remove_parallel_decoder_grad()
         self.optimizer.step()
         self.sae.normalize_decoder()
-        self._track_firing(parts.f.detach(), x.shape[0])
+        self._track_firing(parts.fired, x.shape[0])
         log = self._log_dict(x, parts, step) if logging else None
         if step in cfg.resample_steps:
             n = self.resample_dead(x)
@@ -185,8 +186,7 @@ class SaeTrainer(ABC):
         return log
 
     @torch.no_grad()
-    def _track_firing(self, f: Tensor, n_tokens: int) -> None:
-        fired = f.amax(dim=0) > 0  # [d_sae]
+    def _track_firing(self, fired: Tensor, n_tokens: int) -> None:
         self.tokens_since_fired.add_(n_tokens)
         self.tokens_since_fired.masked_fill_(fired, 0)
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Architecture = Literal["relu", "topk"]
+Architecture = Literal["relu", "topk", "jumprelu"]
 
 
 class SaeConfig(BaseModel):
@@ -19,7 +19,8 @@ class SaeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    architecture: Architecture  # relu: Towards Monosemanticity L1 recipe; topk: Gao et al. 2024
+    architecture: Architecture  # relu: Towards Monosemanticity L1 recipe; topk: Gao et al. 2024;
+    #                             jumprelu: inference only (per-latent thresholds, read from SAELens)
     d_in: int = Field(gt=0)  # width of the activation vectors
     d_sae: int = Field(gt=0)  # number of latents (dictionary size)
 

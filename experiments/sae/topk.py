@@ -77,8 +77,11 @@ class TopKTrainer(SaeTrainer):
 
     def _losses(self, x: Tensor, step: int) -> LossParts:
         pre, vals, idx, x_hat = self.sae.sparse_forward(x)  # [B, d_sae], [B, k], [B, k], [B, d_in]
-        f = torch.zeros_like(pre).scatter(-1, idx, vals.detach())  # [B, d_sae], for logs and firing counts
+        nonzero = vals.detach() != 0  # [B, k] (a kept pre-activation <= 0 is 0 after the ReLU)
+        fired = torch.zeros(self.cfg.d_sae, dtype=torch.bool, device=x.device)
+        fired[idx[nonzero]] = True  # [d_sae]
         recon = normalized_mse(x_hat, x)
         aux = self.aux_loss(x, x_hat, pre)
         loss = recon + self.cfg.aux_coefficient * aux
-        return LossParts(loss=loss, x_hat=x_hat, f=f, terms={"recon": recon.detach(), "auxk": aux.detach()})
+        return LossParts(loss=loss, x_hat=x_hat, fired=fired, l0=nonzero.sum(dim=-1).float().mean(),
+                         terms={"recon": recon.detach(), "auxk": aux.detach()})

@@ -6,17 +6,23 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
+from claimgraph.graph.errors import InvalidInput
+
 from .base import SaeTrainer, SparseAutoencoder
 from .config import SaeConfig
+from .jumprelu import JumpReluSAE
 from .relu import ReluSAE, ReluTrainer
 from .topk import TopKSAE, TopKTrainer
 
 TRAINERS: dict[str, type[SaeTrainer]] = {"relu": ReluTrainer, "topk": TopKTrainer}
-SAES: dict[str, type[SparseAutoencoder]] = {"relu": ReluSAE, "topk": TopKSAE}
+SAES: dict[str, type[SparseAutoencoder]] = {"relu": ReluSAE, "topk": TopKSAE, "jumprelu": JumpReluSAE}
 
 
 def make_trainer(cfg: SaeConfig, init_acts: Tensor, *, device: str = "cpu") -> SaeTrainer:
     """The trainer for cfg.architecture, set up from a sample of raw activations [n, d_in]."""
+    if cfg.architecture not in TRAINERS:
+        raise InvalidInput(f"claimgraph trains {' and '.join(TRAINERS)} SAEs, not {cfg.architecture!r}; "
+                           f"{cfg.architecture} SAEs are loaded from SAELens folders (load_sae / sae_from_path)")
     return TRAINERS[cfg.architecture](cfg, init_acts, device=device)
 
 

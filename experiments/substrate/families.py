@@ -148,6 +148,17 @@ def check_hook(info: ModelInfo, hook: str, *, named_by: str = "") -> None:
                        f"blocks.N.{{{', '.join(per_block)}}} for N in 0..{info.n_layers - 1}, and {', '.join(top)}")
 
 
+_RESIDUAL_WIDTH = ("hook_embed", "hook_pos_embed", "ln_final.hook_normalized", "hook_resid_pre", "hook_resid_mid",
+                   "hook_resid_post", "hook_attn_out", "hook_mlp_out", "ln1.hook_normalized", "ln2.hook_normalized")
+
+
+def hook_width(info: ModelInfo, hook: str) -> int | None:
+    """The width of the activations at `hook` when the config alone says it (the residual stream's d_model at
+    every hook on it); None where it does not (MLP hidden sites, per-head sites)."""
+    site = hook.split(".", 2)[2] if hook.startswith("blocks.") and hook.count(".") >= 2 else hook
+    return info.d_model if site in _RESIDUAL_WIDTH else None
+
+
 def hooks_in(params: Any) -> list[tuple[str, str]]:
     """(where, hook name) for every string under a key `hook` or in a list under `hooks`, at any depth of a
     parameter dump: how `experiment add` finds the hooks a kind's parameters name, whatever the kind."""

@@ -86,6 +86,7 @@ class HookedModel(nn.Module):
     ref: str | None = None  # the model reference it was loaded from
     step: int | None = None  # a toy model's training step (its checkpoint)
     cache_path: Path | None = None  # a toy model's training cache folder
+    model_seed: int = 0  # which replicate of a toy preset's family (substrate.load.seeded_preset)
     shuffled_seed: int | None = None  # set on a weight-shuffled copy (substrate.load.shuffled_copy)
     provenance: dict[str, Any] | None = None  # where the weights came from (lm: manifest, hf: folder)
     W_U: Tensor  # unembedding [d_model, d_vocab] (a parameter or a property)

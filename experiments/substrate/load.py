@@ -76,13 +76,27 @@ def _split_at(rest: str) -> tuple[str, str | None]:
     return rest, None
 
 
-def _toy_preset(ref: str) -> tuple[str, ToyPreset, str | None]:
+def _toy_preset(ref: str, model_seed: int | None = None) -> tuple[str, ToyPreset, str | None]:
     kind, _, rest = ref.partition(":")
     assert kind == "toy", f"not a toy reference: {ref}"
     name, at = _split_at(rest)
     if name not in TOY_PRESETS:
         raise InvalidInput(f"unknown toy model preset {name!r} in {ref!r}; known: {', '.join(TOY_PRESETS)}")
-    return name, TOY_PRESETS[name], at
+    return name, seeded_preset(TOY_PRESETS[name], model_seed), at
+
+
+def seeded_preset(preset: ToyPreset, model_seed: int | None) -> ToyPreset:
+    """The preset trained with another seed (init and training data): replicate `model_seed` of the family is
+    the preset with seed preset.seed + model_seed, so replicate 0 is the preset itself (one cache entry each,
+    keyed by preset_key). None: the preset as it is."""
+    return preset if not model_seed else preset.model_copy(update={"seed": preset.seed + int(model_seed)})
+
+
+def model_family(ref: str, model_seeds: list[int], *, progress: bool = True) -> dict[int, Path]:
+    """The cached family of a toy preset: every replicate of `model_seeds` trained once (later calls load),
+    {model seed: cache folder}. Replicates differ in initialisation and training data order."""
+    name, _, _ = _toy_preset(ref)
+    return {s: ensure_trained(name, _toy_preset(ref, s)[1], progress=progress) for s in model_seeds}
 
 
 def _kind(ref: str) -> str:
@@ -153,13 +167,16 @@ def _pick_step(steps: list[int], checkpoint: int | str | None, ref: str) -> int:
 # ---------------------------------------------------------------------------------------------- public API
 
 def load_model(ref: str, *, device: str = "cpu", checkpoint: int | str | None = None,
-               progress: bool = True) -> HookedModel:
+               progress: bool = True, model_seed: int | None = None) -> HookedModel:
     """A hooked model for `toy:<preset>[@step]`, `hf:/abs/local/dir[@revision]` or `lm:<name>`, in eval mode on
     `device`.
 
-    Toy presets are trained on first use and cached; later calls load. The model carries `ref` and, for toy
-    models, `step` (the checkpoint loaded) and `cache_path`.
+    Toy presets are trained on first use and cached; later calls load. `model_seed` picks a replicate of the
+    preset's family (seeded_preset; None or 0: the preset itself); only toy models have replicates. The model
+    carries `ref` and, for toy models, `step` (the checkpoint loaded), `cache_path` and `model_seed`.
     """
+    if model_seed and _kind(ref) != "toy":
+        raise InvalidInput(f"{ref} is one pretrained model; model seed replicates exist for toy:<preset> only")
     dev = resolve_device(device)
     if _kind(ref) == "lm":  # ---- real pretrained LMs (lm.py)
         from .lm import load_lm
@@ -176,7 +193,7 @@ def load_model(ref: str, *, device: str = "cpu", checkpoint: int | str | None = 
                 raise InvalidInput(f"{ref} names revision {revision!r} but checkpoint={checkpoint!r} was also given")
             revision = str(checkpoint)
         return load_hf(folder, revision=revision, device=dev)
-    name, preset, at = _toy_preset(ref)
+    name, preset, at = _toy_preset(ref, model_seed)
     if at is not None and checkpoint is not None and str(at) != str(checkpoint):
         raise InvalidInput(f"{ref} names step {at} but checkpoint={checkpoint!r} was also given; use one")
     path = ensure_trained(name, preset, progress=progress)
@@ -187,15 +204,16 @@ def load_model(ref: str, *, device: str = "cpu", checkpoint: int | str | None = 
     model = ToyTransformer(ToyConfig(**read_config(path)["model"]), corpus.vocab)
     model.load_state_dict(load_file(str(path / f"ckpt-{step}.safetensors")))
     model.ref, model.step, model.cache_path = f"toy:{name}", step, path
+    model.model_seed = int(model_seed or 0)
     return model.to(dev).eval()
 
 
-def list_checkpoints(ref: str) -> list[int]:
-    """Saved training steps of a toy model (trained first if needed); [] for a Hugging Face model, whose
-    checkpoints are revisions named in the reference (`hf:/dir@step1000`)."""
+def list_checkpoints(ref: str, model_seed: int | None = None) -> list[int]:
+    """Saved training steps of a toy model (replicate `model_seed`, trained first if needed); [] for a Hugging
+    Face model, whose checkpoints are revisions named in the reference (`hf:/dir@step1000`)."""
     if _kind(ref) in ("hf", "lm"):
         return []
-    name, preset, _ = _toy_preset(ref)
+    name, preset, _ = _toy_preset(ref, model_seed)
     return _steps_in(ensure_trained(name, preset, progress=False))
 
 

@@ -37,7 +37,7 @@ def tiny_run(tmp_path_factory):
         s.add_node(Node(id=CLAIM, type="claim", title="Large language models exhibit emergent features that "
                         "emerge at specific thresholds of time, space, and scale."))
     args = ["experiment", "add", "--claim", CLAIM, "--kind", "emergence", "--model", "toy:tiny",
-            "--data", "synthetic:tiny", "--device", "cpu",
+            "--data", "synthetic:tiny", "--device", "cpu", "--seeds", "2",
             "--criterion", "time_threshold_fraction > 0.5 band=0.1"]
     for k, v in TINY.items():
         args += ["--param", f"{k}={json.dumps(v)}"]
@@ -79,10 +79,13 @@ def test_table_and_scores_agree_and_metrics_follow_from_them(tiny_run):
     scores = json.loads((art / "emergence_scores.json").read_text())
     table = ScoreTable.model_validate(scores["table"])
     (size,) = table.sizes
-    assert size.model == "toy:tiny" and size.checkpoints == ["0", "4", "35", "300"]
+    # the time axis starts at the first checkpoint after initialisation
+    assert size.model == "toy:tiny" and size.checkpoints == ["1", "8", "35", "300"]
     assert size.hooks == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
     assert table.categories == TINY["categories"]
-    rows = list(csv.DictReader(open(art / "emergence_table.csv")))
+    seed0 = ScoreTable.model_validate(json.loads((art / "seed0" / "scores.json").read_text())["table"])
+    size = seed0.sizes[0]
+    rows = [r for r in csv.DictReader(open(art / "emergence_table.csv")) if r["seed"] == "0"]
     assert len(rows) == 4 * 3 * len(TINY["categories"])
     for row in rows:
         t, d, c = size.checkpoints.index(row["checkpoint"]), int(row["depth"]), table.categories.index(row["category"])
@@ -92,10 +95,35 @@ def test_table_and_scores_agree_and_metrics_follow_from_them(tiny_run):
         assert float(row["f1"]) == pytest.approx(2 * p * r / (p + r) if p + r else 0.0, abs=1e-6)
     result = json.loads((Path(out["run_dir"]) / "result.json").read_text())
     per_seed = result["per_seed"][0]["metrics"]
-    assert analyse(table, scores["threshold"], scores["margin"]).metrics == pytest.approx(per_seed)
+    assert analyse(seed0, scores["threshold"], scores["margin"]).metrics == pytest.approx(per_seed)
+    assert analyse(table, scores["threshold"], scores["margin"]).metrics == pytest.approx(
+        result["summary"]["metrics_of_mean"])
     # the trained model reads its planted spans far better than its step-0 initialisation does
     b64 = table.categories.index("base64_span")
     assert max(row[b64] for row in size.score[-1]) > max(row[b64] for row in size.score[0]) + 0.3
+
+
+def test_replicates_sweep_differently_seeded_models_and_the_evidence_names_the_sources(tiny_run):
+    """Model-seed replicates: seed s sweeps replicate s of toy:tiny's family (its own trained weights), and the
+    evidence text says the interval covers model seeds, SAE seeds and data samples."""
+    from claimgraph.experiments.kinds.emergence.analysis import ScoreTable
+    from claimgraph.experiments.substrate.load import TOY_PRESETS, preset_key, seeded_preset
+
+    out, _ = tiny_run
+    result = json.loads((Path(out["run_dir"]) / "result.json").read_text())
+    seeds = [r["seed"] for r in result["per_seed"]]
+    assert seeds == [0, 1]
+    trained = [r["details"]["models"]["toy:tiny"] for r in result["per_seed"]]
+    art = Path(out["run_dir"]) / "artifacts"
+    tables = [ScoreTable.model_validate(json.loads((art / f"seed{s}" / "scores.json").read_text())["table"])
+              for s in seeds]
+    assert [t.sizes[0].trained for t in tables] == trained
+    assert trained == [preset_key(seeded_preset(TOY_PRESETS["tiny"], s)) for s in seeds] and len(set(trained)) == 2
+    assert tables[0].sizes[0].score != tables[1].sizes[0].score
+    ev = json.loads(cli("evidence", CLAIM).stdout)["evidence"][0]
+    for source in ("model seeds", "SAE seeds", "data samples"):
+        assert source in ev["text"], ev["text"]
+    assert tables[0].token_f1 is not None and len(tables[0].token_f1) == len(TINY["categories"])
 
 
 @pytest.mark.parametrize("checkpoint, depth", [(3, 2), (0, 1)])
@@ -110,7 +138,7 @@ def test_heatmap_cells_recomputed_independently(tiny_run, checkpoint, depth):
     from claimgraph.experiments.substrate.load import activations, list_checkpoints, load_model
 
     out, _ = tiny_run
-    scores = json.loads((Path(out["run_dir"]) / "artifacts" / "emergence_scores.json").read_text())
+    scores = json.loads((Path(out["run_dir"]) / "artifacts" / "seed0" / "scores.json").read_text())
     size = scores["table"]["sizes"][0]
     step = int(size["checkpoints"][checkpoint])
     assert step in list_checkpoints("toy:tiny")
@@ -177,7 +205,7 @@ def test_rerun_loads_saes_from_cache_with_the_same_numbers(tiny_run):
     out, again = tiny_run
     assert not again["cached"] and again["run_id"] != out["run_id"]
     log = (Path(again["run_dir"]) / "log.txt").read_text()
-    assert log.count("loaded from cache") == 12 and "training SAE" not in log
+    assert log.count("loaded from cache") == 2 * 12 and "training SAE" not in log   # 12 SAEs x 2 seeds
     a = json.loads((Path(out["run_dir"]) / "artifacts" / "emergence_scores.json").read_text())["table"]
     b = json.loads((Path(again["run_dir"]) / "artifacts" / "emergence_scores.json").read_text())["table"]
     assert a == b
@@ -224,8 +252,8 @@ def test_hf_neox_one_size_its_depths(neox_dir, tmp_path):
     (size,) = res.details["table"]["sizes"]
     assert size["model"] == f"hf:{neox_dir}" and size["checkpoints"] == ["final"]
     assert size["hooks"] == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
-    assert set(res.metrics) == {"depth_threshold_fraction", "reemergence_count", "reemergence_fraction",
-                                "final_present_fraction"}
+    assert set(res.metrics) == {"context_categories", "depth_threshold_fraction", "reemergence_count",
+                                "reemergence_fraction", "final_present_fraction"}
     assert (tmp_path / "artifacts" / "emergence_heatmap.png").stat().st_size > 1000
     assert "Time: not measured (one checkpoint per size)" in summary["notes"]
     assert "Scale: not measured (one model size)" in summary["notes"]

@@ -253,9 +253,13 @@ def test_risk_gradient_matches_plain_autograd():
     values, grads = risk.gradients(m)
     h_final = final.resid_streams(tokens)[1]
     params = list(m.parameters())
+    def centred(z):
+        return z - z.mean(0, keepdim=True)   # the risk reads the probe output centred over the batch
+
     for g, group in enumerate(groups):
         h = m.resid(tokens, 1)
-        R = torch.stack([((h[:, i] @ W[POSITIONS.index(i)]) - h_final[:, i] @ W[POSITIONS.index(i)]).square().mean()
+        R = torch.stack([(centred(h[:, i] @ W[POSITIONS.index(i)])
+                          - centred(h_final[:, i] @ W[POSITIONS.index(i)])).square().mean()
                          for i in group]).mean()
         assert float(values[g]) == pytest.approx(float(R.detach()), rel=1e-12)
         ref = flatten(torch.autograd.grad(R, params, allow_unused=True), params)
@@ -263,3 +267,9 @@ def test_risk_gradient_matches_plain_autograd():
     assert grads.abs().max() > 0
     # risk is zero for the final model itself
     assert risk.values(final).abs().max() < 1e-20
+    # and blind to an offset of the stream that is the same for every sequence (the position embedding)
+    with torch.no_grad():
+        shifted = tiny(seed=1)
+        shifted.W_pos.add_(torch.randn_like(shifted.W_pos))
+    risk0 = ProbeRisk(W, tokens, final, 0, POSITIONS, groups)   # at the embeddings an offset is exactly that
+    assert risk0.values(shifted).abs().max() < 1e-20

@@ -67,12 +67,20 @@ def test_run_reports_declared_metrics_and_a_verdict_metric(job, tiny_run):
         assert set(m) <= set(job.metrics), f"undeclared metrics: {set(m) - set(job.metrics)}"
         early = [m[f"cos_{t}_early"] for t in ("output", "value", "attention")]
         assert all(math.isfinite(c) and -1 <= c <= 1 + 1e-9 for c in early)
-        assert m["min_early_cosine"] == min(early)
+        assert m["min_sgd_early_cosine"] == min(early)
+        gd = [m[f"cos_{t}_gd_early"] for t in ("output", "value", "attention")]
+        assert m["min_early_cosine"] == min(gd)   # the verdict: full-batch gradient descent (the paper's setting)
+        # the noise floor caps the SGD output cosine (to first order; a little slack for the higher terms)
+        assert 0 < m["noise_floor_early"] < 1 and m["cos_output_early"] <= m["noise_floor_early"] + 0.02
+        rows = r.details["gd_checkpoints"]
+        assert rows[-1]["step"] == m["step_early"] and rows[0]["step"] == 1 and len(rows) >= 3
         assert m["loss_init"] == pytest.approx(math.log(m["d_vocab"]), abs=1e-5)
         assert m["loss_final"] < m["loss_mid"] <= m["loss_early"] < m["loss_init"]
         assert 3 <= m["step_early"] <= m["step_mid"] <= m["step_final"] == params.steps
-        assert m["ordering_holds"] == float(m["loss_increase_output"] > m["loss_increase_value"]
-                                            > m["loss_increase_attention"])
+        assert m["ordering_terms_only"] == float(m["loss_increase_output"] > m["loss_increase_value"]
+                                                 > m["loss_increase_attention"])
+        assert m["ordering_holds"] == float(m["ordering_terms_only"] == 1 and all(
+            m[f"loss_increase_{t}"] > m[f"loss_increase_{t}_control"] for t in ("output", "value", "attention")))
         # removing W_O's bigram direction must hurt: it carries most of what the model learned
         assert m["loss_increase_output"] > 0.1
 

@@ -48,10 +48,11 @@ def test_migration_6_relativizes_absolute_paths_of_older_stores(db_path, tmp_pat
         s.link("experiment:e", EdgeType.produced, "evidence:e-r1", made_by=MadeBy.experiment, source=run)
         s.add_node(Node(id="claim:parsed", type="claim", title="P"), made_by=MadeBy.parsed, source=run)
         # write what a schema-4 store holds: absolute paths, and no migration 6 recorded
-        s.con.execute("INSERT INTO runs (run_id, experiment_id, config_hash, status, run_dir, created_at) "
-                      "VALUES ('r1', 'experiment:e', 'cfg', 'completed', ?, now()), "
-                      "('r9', 'experiment:e', 'cfg', 'completed', ?, now())", [run, outside])
-        s.con.execute("DELETE FROM schema_version WHERE version = 6")
+        with s.session(write=True):
+            s.con.execute("INSERT INTO runs (run_id, experiment_id, config_hash, status, run_dir, created_at) "
+                          "VALUES ('r1', 'experiment:e', 'cfg', 'completed', ?, now()), "
+                          "('r9', 'experiment:e', 'cfg', 'completed', ?, now())", [run, outside])
+            s.con.execute("DELETE FROM schema_version WHERE version = 6")
     with Store(db_path) as s:
         assert s.schema_version() == 6
         assert dict(s.sql("SELECT run_id, run_dir FROM runs")) == {"r1": "runs/e/r1", "r9": outside}

@@ -309,3 +309,33 @@ def test_computed_neighbors_from_a_warm_vector_matrix_equal_the_sql_scan(graph):
     assert warm[0][0][0] not in {i for i, _ in after}  # ...and the new typed neighbour is excluded
     graph.add_node(NODES[1].model_copy(update={"text": "rewritten"}))
     assert cached_vector_matrix(graph, MODEL_NAME) is None  # a rewritten node: stale
+
+
+def test_suggest_lets_go_of_the_store_while_ranking_and_drops_pairs_decided_meanwhile(file_store, vectors, cos,
+                                                                                      monkeypatch):
+    """The pairs are ranked between a reading turn and a writing one: another Store (as another process would)
+    writes while they are computed, and a pair it rejected, linked or whose node it deleted is not written
+    nor returned."""
+    from claimgraph.graph import similarity
+
+    graph = _build(file_store, vectors)
+    threshold = 0.3
+    linked = _linked(graph)
+    eligible = sorted((p for p, s in cos.items() if s >= threshold and p not in linked), key=lambda p: -cos[p])
+    rejected, linked_now = eligible[0], eligible[1]
+    gone_node = next(x for p in eligible[2:] for x in p if x not in rejected + linked_now)
+    real = similarity.similar_pairs
+
+    def meanwhile(*a, **kw):
+        other = Store(graph.path, busy_timeout=5, on_wait=None)  # times out if suggest held the store
+        reject(other, *rejected)
+        other.link(linked_now[0], "associated_with", linked_now[1])
+        other.delete_node(gone_node)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(similarity, "similar_pairs", meanwhile)
+    got = {(g.src, g.dst) for g in suggest(graph, threshold=threshold, per_node=None, progress=False)}
+    stored = {tuple(r) for r in graph.sql("SELECT a, b FROM suggestions WHERE state = 'open'")}
+    want = {p for p in eligible if p not in (rejected, linked_now) and gone_node not in p}
+    assert got == stored == want
+    assert graph.sql("SELECT state FROM suggestions WHERE a = ? AND b = ?", list(rejected)) == [("rejected",)]

@@ -263,7 +263,7 @@ def test_busy_store_waits_then_fails_clearly(db_path):
     try:
         assert holder.stdout.readline().strip() == "holding"
         t0 = time.monotonic()
-        with pytest.raises(StoreBusy, match=r"busy: another claimgraph process \(process \d+\) holds it"):
+        with pytest.raises(StoreBusy, match=r"busy: another process \(process \d+\) holds it outside claimgraph.s queue"):
             Store(db_path, busy_timeout=0.5)
         assert time.monotonic() - t0 >= 0.5
     finally:

@@ -51,3 +51,39 @@ def test_a_failing_document_writes_nothing_and_the_earlier_ones_stay(db_path, tm
             ingest_paths(store, _docs(tmp_path, 5), embed=False)
         assert _titles(store) == ["Paper number 0", "Paper number 1"]
         assert sorted(d.path.rsplit("/", 1)[1] for d in store.documents()) == ["d00.yaml", "d01.yaml"]
+
+
+def test_a_group_ends_early_when_another_command_waits(db_path, tmp_path, monkeypatch):
+    """Grouped transactions still hand the store on: a reader that queues while a 40-document group is being
+    applied gets in before the ingest ends, and sees whole documents only (the group so far, committed)."""
+    import threading
+    import time
+
+    monkeypatch.setattr(pipeline, "APPLY_BATCH", 64)  # one group, unless someone waits
+    real = Store.apply
+    reader = Store(db_path, on_wait=None)
+    seen: list[tuple[int, int, float]] = []
+    threads: list[threading.Thread] = []
+
+    def read() -> None:
+        counts = reader.count_nodes()
+        seen.append((counts.get("paper", 0), counts.get("claim", 0), time.monotonic()))
+
+    def slow(self, delta, document, **kw):
+        out = real(self, delta, document, **kw)
+        if document.path.endswith("d05.yaml"):
+            threads.append(threading.Thread(target=read))
+            threads[0].start()
+            time.sleep(0.4)  # the reader is queued now, and the turn has been held long enough to yield
+        return out
+
+    monkeypatch.setattr(Store, "apply", slow)
+    with Store(db_path) as store:
+        reports = ingest_paths(store, _docs(tmp_path, 40), embed=False)
+        finished = time.monotonic()
+    threads[0].join(timeout=30)
+    assert len(reports) == 40
+    assert seen and seen[0][2] < finished, "the reader waited for the whole ingest"
+    papers, claims = seen[0][:2]
+    assert 6 <= papers < 40 and papers == claims, "the reader saw whole documents, part way through"
+    assert _titles(Store(db_path)) == sorted(f"Paper number {i}" for i in range(40))

@@ -17,7 +17,12 @@ latent, its F1 / precision / recall / AUROC), and per seed `seed<k>/scores.json`
 Categories (default): the span labels base64_span, arabic_span, paren_span and induction (positions whose
 reading needs context) and the token categories function, color, animal, number_word, verb, first_name and
 digit (readable from the token alone). Note that `induction` positions are mostly surname tokens, so a
-last-name token latent detects them partly.
+last-name token latent detects them partly. Which of them need context is measured, not assumed: each
+category's token-alone F1 (the best detector that sees only the current token) is reported, and emergence is
+tested on the categories below the threshold (analysis.py).
+
+Seeds: each seed sweeps its own replicate of every toy size (`model_seeds`, default "per_replicate"), with its
+own SAE seeds and sampled tokens, so the interval across the default three seeds covers model variation too.
 
 Claim (2) is tested by another experiment of this kind with `--criterion "reemergence_fraction > 0.1 band=0.05"`
 (`EmergenceJob.reemergence_criterion`), registered with the reasoning below.
@@ -58,6 +63,10 @@ class EmergenceParams(JobParams):
     eval_tokens: int = Field(16_384, ge=1)  # held-out tokens the detection scores are measured on
     model_batch_size: int = Field(64, ge=1)  # sequences per model forward pass
     threads: int | None = Field(1, ge=1)  # torch CPU threads (small matmuls on shared cores: one is fastest)
+    # "per_replicate": seed s sweeps replicate s of each toy size's model family (substrate.load.model_family:
+    # trained once per seed, cached), so the interval across seeds covers model variation; "fixed": every seed
+    # sweeps the presets' one model (the interval then covers SAE seeds and data samples only)
+    model_seeds: Literal["per_replicate", "fixed"] = "per_replicate"
     # specs stored before the recipe was nested named these SAE settings at the top level
     flat_aliases = {name: f"sae.{name}" for name in ("architecture", "k", "expansion", "l1_coefficient", "steps",
                                                      "batch_size", "lr", "train_tokens")}
@@ -91,23 +100,27 @@ class EmergenceJob(ModelJob[EmergenceParams]):
     summary = ("SAEs across checkpoints, layers and model sizes: where each planted category's best latent "
                "crosses a detection threshold, and whether it re-emerges in later layers (heatmap + table)")
     Params = EmergenceParams
-    default_seeds = [0]  # one sweep (~60 SAEs) per seed; the models are fixed, a seed changes the SAEs only
+    default_seeds = [0, 1, 2]  # one sweep (~60 SAEs) and one model family replicate per seed; 3 for an interval
     # Claim (1), "features emerge at specific thresholds of time, space and scale", names all three axes, so the
     # metric is the smallest of the three axes' crossing fractions (registered before any sweep was run). It
     # is supported when on every axis more than half of the (category, size) pairs / categories cross: a
-    # general claim about features should hold for most of the planted ones. The band, 0.1, is about one
-    # category of the 11 on the scale axis (the coarsest), so a verdict never hangs on one category's
-    # crossing: supported above 0.6, refuted below 0.4.
-    # One run decides: a run is one sweep of ~60 SAEs over checkpoints, depths and sizes, and the metric is a
-    # fraction over its 33 (category, size) pairs, so the sweep, not the seed, is the unit (issue 13).
-    default_criterion = Criterion(metric="emergence_fraction_min", op=">", threshold=0.5, band=0.1, min_seeds=1)
+    # general claim about features should hold for most of the planted ones. The band, 0.1, keeps a verdict
+    # from hanging on one category's crossing: supported above 0.6, refuted below 0.4.
+    # Metric changed (issue 11), threshold kept: the fractions count only categories that need context
+    # (token-alone F1 below the threshold; analysis.py), because a token-readable category is present from the
+    # embedding and the first checkpoint on and cannot cross, which bounded the old metric near 0.1 whatever the
+    # models did; and the time axis starts at the first checkpoint after initialisation.
+    # tests/experiments/test_emergence_criteria.py plants score tables that make it pass and fail.
+    default_criterion = Criterion(metric="emergence_fraction_min", op=">", threshold=0.5, band=0.1)
     # Claim (2), "features can re-emerge in later layers": one (category, size) pair in 33 (0.03) could be a
     # single noisy SAE, so re-emergence must be a pattern: supported when more than 0.15 of the pairs
     # re-emerge (at least 5 of 33), refuted below 0.05 (at most one).
-    reemergence_criterion = Criterion(metric="reemergence_fraction", op=">", threshold=0.1, band=0.05, min_seeds=1)
+    reemergence_criterion = Criterion(metric="reemergence_fraction", op=">", threshold=0.1, band=0.05)
     metrics = {
         "emergence_fraction_min": "min of time/depth/scale_threshold_fraction (claim 1; needs all three axes)",
-        "time_threshold_fraction": "(category, size) pairs below threshold at the first checkpoint that reach it later",
+        "context_categories": "categories whose token-alone F1 is below the threshold (the ones emergence counts)",
+        "time_threshold_fraction": "(context category, size) pairs below threshold at the first checkpoint after "
+                                   "initialisation that reach it later",
         "depth_threshold_fraction": "(category, size) pairs below threshold at the embedding that reach it deeper "
                                     "(final checkpoint)",
         "scale_threshold_fraction": "categories below threshold in the smallest model that reach it in a larger one",

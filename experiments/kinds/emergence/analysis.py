@@ -19,10 +19,22 @@ Definitions (fixed before any sweep was run):
   fall x_i - x_j and the rise x_k - x_j at least `margin`: the category is present, is lost, and is present
   again, with a dip larger than noise. A wiggle around θ smaller than the margin is not re-emergence.
 
-Metrics (a metric is left out when its axis has fewer than two points, e.g. one size, one checkpoint):
-- time_threshold_fraction: share of (category, size) pairs whose time series crosses;
-- depth_threshold_fraction: share of (category, size) pairs whose depth series crosses;
-- scale_threshold_fraction: share of categories whose scale series crosses;
+Which categories can emerge: one whose *token-alone F1* (the best F1 of a detector that sees only the current
+token, ScoreTable.token_f1, measured on the same held-out tokens) reaches θ is readable from the embedding
+itself, so it is present at depth 0, in the smallest model and at any checkpoint where the embedding has
+learnt the token: its series cannot cross by construction, and counting it would bound every fraction by the
+share of context categories (it did: 10 of the 11 default categories were token-readable and
+emergence_fraction_min could not exceed about 0.1). The crossing fractions therefore count only the categories
+that need context (token_f1 < θ); re-emergence counts every category.
+
+Metrics (a metric is left out when its axis has fewer than two points, e.g. one size, one checkpoint, or no
+category needs context):
+- context_categories: how many categories need context (the ones the fractions count);
+- time_threshold_fraction: share of (context category, size) pairs whose time series crosses (the time axis
+  starts at the first checkpoint after initialisation: at step 0 nothing is learnt, so a crossing from there
+  would only mean "learnt at all");
+- depth_threshold_fraction: share of (context category, size) pairs whose depth series crosses;
+- scale_threshold_fraction: share of context categories whose scale series crosses;
 - emergence_fraction_min: the smallest of the three (claim 1 names all three axes, so it needs each of them);
 - reemergence_count / reemergence_fraction: (category, size) pairs whose final-checkpoint depth series
   re-emerges (sizes with at least three depths), and their share of those pairs;
@@ -47,6 +59,8 @@ class SizeScores(BaseModel):
     checkpoints: list[str] = Field(min_length=1, description="checkpoint labels, ascending training time")
     hooks: list[str] = Field(min_length=1, description="hook name at each depth")
     score: list[list[list[float]]] = Field(description="[checkpoint][depth][category]")
+    trained: str | None = Field(None, description="a toy model's training cache key (which replicate of its "
+                                "family; None for an hf model or a table averaged over replicates)")
 
 
 class ScoreTable(BaseModel):
@@ -57,6 +71,8 @@ class ScoreTable(BaseModel):
     score_name: Literal["f1", "auroc"] = "f1"
     categories: list[str] = Field(min_length=1)
     sizes: list[SizeScores] = Field(min_length=1, description="ascending n_params")
+    token_f1: list[float] | None = Field(None, description="per category: best F1 of a detector that sees the "
+                                         "current token alone (None: not measured, every category is tested)")
 
     @model_validator(mode="after")
     def _shapes(self) -> "ScoreTable":
@@ -68,10 +84,17 @@ class ScoreTable(BaseModel):
             if not shape_ok:
                 raise ValueError(f"{s.model}: score must be [{len(s.checkpoints)} checkpoints][{len(s.hooks)} depths]"
                                  f"[{n_cat} categories]")
+        if self.token_f1 is not None and len(self.token_f1) != n_cat:
+            raise ValueError(f"token_f1 has {len(self.token_f1)} values for {n_cat} categories")
         counts = [s.n_params for s in self.sizes]
         if counts != sorted(counts):
             raise ValueError(f"sizes must be in ascending parameter count, got {counts}")
         return self
+
+    def needs_context(self, threshold: float) -> list[bool]:
+        """Per category: True when the current token alone cannot reach the threshold (token_f1 < threshold),
+        i.e. a latent that detects it must read context; all True when token_f1 was not measured."""
+        return [True] * len(self.categories) if self.token_f1 is None else [f < threshold for f in self.token_f1]
 
     def time_series(self, s: int, c: int) -> list[float]:
         """Best score over depths at each checkpoint of size s, category c."""
@@ -146,10 +169,12 @@ def _fraction(flags: list[bool]) -> float:
 
 
 def analyse(table: ScoreTable, threshold: float, margin: float) -> EmergenceReport:
-    """Emergence along each axis and re-emergence across depth; metrics as in the module docstring."""
+    """Emergence along each axis (categories that need context only) and re-emergence across depth (every
+    category); metrics as in the module docstring."""
     cats, sizes = table.categories, table.sizes
+    context = [c for c, needs in enumerate(table.needs_context(threshold)) if needs]
     out: list[Emergence] = []
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {"context_categories": float(len(context))}
 
     def record(axis: str, size: str | None, c: int, series: list[float], labels: list[str]) -> bool:
         idx = first_crossing(series, threshold)
@@ -158,16 +183,18 @@ def analyse(table: ScoreTable, threshold: float, margin: float) -> EmergenceRepo
         return idx is not None
 
     time_flags = [record("time", s.model, c, table.time_series(si, c), s.checkpoints)
-                  for si, s in enumerate(sizes) if len(s.checkpoints) >= 2 for c in range(len(cats))]
+                  for si, s in enumerate(sizes) if len(s.checkpoints) >= 2 for c in context]
     depth_flags = [record("depth", s.model, c, table.depth_series(si, c), s.hooks)
-                   for si, s in enumerate(sizes) if len(s.hooks) >= 2 for c in range(len(cats))]
+                   for si, s in enumerate(sizes) if len(s.hooks) >= 2 for c in context]
     scale_flags = ([record("scale", None, c, table.scale_series(c), [s.model for s in sizes])
-                    for c in range(len(cats))] if len(sizes) >= 2 else [])
+                    for c in context] if len(sizes) >= 2 else [])
+    axes = {}
     for name, flags in (("time", time_flags), ("depth", depth_flags), ("scale", scale_flags)):
         if flags:
-            metrics[f"{name}_threshold_fraction"] = _fraction(flags)
-    if len(metrics) == 3:
-        metrics["emergence_fraction_min"] = min(metrics.values())
+            axes[f"{name}_threshold_fraction"] = _fraction(flags)
+    metrics.update(axes)
+    if len(axes) == 3:
+        metrics["emergence_fraction_min"] = min(axes.values())
 
     def dips(si: int, t: int) -> list[Reemergence]:
         s = sizes[si]
@@ -204,5 +231,8 @@ def mean_table(tables: list[dict[str, Any]]) -> ScoreTable:
     for si, s in enumerate(first.sizes):
         score = [[[sum(t.sizes[si].score[a][b][c] for t in parsed) / len(parsed) for c in range(len(first.categories))]
                   for b in range(len(s.hooks))] for a in range(len(s.checkpoints))]
-        sizes.append(s.model_copy(update={"score": score}))
-    return first.model_copy(update={"sizes": sizes})
+        sizes.append(s.model_copy(update={"score": score, "trained": s.trained if len(parsed) == 1 else None}))
+    token_f1 = None
+    if all(t.token_f1 is not None for t in parsed):
+        token_f1 = [sum(t.token_f1[c] for t in parsed if t.token_f1) / len(parsed) for c in range(len(first.categories))]
+    return first.model_copy(update={"sizes": sizes, "token_f1": token_f1})

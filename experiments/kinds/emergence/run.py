@@ -11,6 +11,7 @@ from typing import Any
 from claimgraph.experiments.context import RunContext, resolve_device, torch_threads, write_json_atomic
 from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.sae.recipe import EVAL_SEED_OFFSET
+from claimgraph.experiments.spec import variance_note
 from claimgraph.experiments.substrate.corpus import get_corpus
 from claimgraph.experiments.substrate.load import list_checkpoints, model_corpus
 from claimgraph.graph.errors import InvalidInput
@@ -18,7 +19,7 @@ from claimgraph.graph.errors import InvalidInput
 from . import EmergenceParams
 from .analysis import EmergenceReport, ScoreTable, SizeScores, analyse, mean_table
 from .plots import heatmap
-from .sweep import assemble, pick_checkpoints, sweep_size
+from .sweep import assemble, category_labels, pick_checkpoints, sweep_size, token_alone_f1
 
 
 def run_seed(ctx: RunContext, params: EmergenceParams, seed: int) -> SeedResult:
@@ -37,7 +38,11 @@ def _run_seed(ctx: RunContext, params: EmergenceParams, seed: int) -> SeedResult
     corpus = get_corpus(data_ref)
     eval_tokens = corpus.sample(math.ceil(params.eval_tokens / corpus.seq_len), seed + EVAL_SEED_OFFSET)
     recipe = params.sae
-    plan = {r: checkpoints_of(r, params) for r in refs}
+    model_seed = seed if params.model_seeds == "per_replicate" else None
+    seeds_of = {r: model_seed if r.startswith("toy:") else None for r in refs}  # one pretrained hf model each
+    plan = {r: checkpoints_of(r, params, seeds_of[r]) for r in refs}
+    token_f1 = token_alone_f1(eval_tokens, category_labels(corpus, eval_tokens, params.categories), len(corpus.vocab))
+    ctx.log("token-alone F1: " + ", ".join(f"{c} {f:.2f}" for c, f in zip(params.categories, token_f1)))
     n_cells = sum(len(c) for c in plan.values())
     ctx.log(f"emergence sweep on {data_ref}: {', '.join(f'{r} at {plan[r]}' for r in refs)}; "
             f"{len(params.categories)} categories; {recipe.architecture} SAEs x{recipe.expansion}, "
@@ -55,12 +60,13 @@ def _run_seed(ctx: RunContext, params: EmergenceParams, seed: int) -> SeedResult
     for ref in ctx.progress(refs, total=len(refs), desc="model sizes"):
         size, size_rows = sweep_size(ref, plan[ref], corpus, data_ref, recipe, params.categories, seed,
                                      eval_tokens=eval_tokens, device=device, score=params.score,
-                                     batch_size=params.model_batch_size, log=ctx.log, on_cell=on_cell)
+                                     batch_size=params.model_batch_size, log=ctx.log, on_cell=on_cell,
+                                     model_seed=seeds_of[ref])
         sizes.append(size)
         rows += size_rows
         ctx.log(f"{ref}: {size.n_params} parameters, checkpoints {size.checkpoints}, {len(size.hooks)} depths "
                 f"({time.monotonic() - t0:.0f}s)")
-    table = assemble(sizes, params.categories, params.score)
+    table = assemble(sizes, params.categories, params.score, token_f1)
     report = analyse(table, params.threshold, params.margin)
     write_json_atomic(ctx.artifact(f"seed{seed}/scores.json"),
                       {"table": table.model_dump(mode="json"), "report": report.model_dump(mode="json")})
@@ -72,6 +78,8 @@ def _run_seed(ctx: RunContext, params: EmergenceParams, seed: int) -> SeedResult
             f" ({time.monotonic() - t0:.0f}s)")
     return SeedResult(seed=seed, metrics=report.metrics,
                       details={"table": table.model_dump(mode="json"), "data": data_ref,
+                               "model_seed": {r: int(v or 0) for r, v in seeds_of.items()},
+                               "models": {s.model: s.trained for s in sizes},
                                "sweep_seconds": round(time.monotonic() - t0, 1)})
 
 
@@ -83,13 +91,14 @@ def model_refs(ctx: RunContext, params: EmergenceParams) -> list[str]:
     return refs
 
 
-def checkpoints_of(ref: str, params: EmergenceParams) -> list[int | str | None]:
-    """The checkpoints swept for one model size."""
+def checkpoints_of(ref: str, params: EmergenceParams, model_seed: int | None = None) -> list[int | str | None]:
+    """The checkpoints swept for one model size: for a toy, n_checkpoints of its saved steps after step 0 (the
+    time axis starts at the first checkpoint after initialisation, where something has been learnt)."""
     if params.checkpoints is not None:
         return list(params.checkpoints)
     if ref.startswith("hf:"):
         return [None]  # the model as referenced (hf:/dir@rev names one revision)
-    return [*pick_checkpoints(list_checkpoints(ref), params.n_checkpoints)]
+    return [*pick_checkpoints([s for s in list_checkpoints(ref, model_seed) if s > 0], params.n_checkpoints)]
 
 
 def summarize(ctx: RunContext, params: EmergenceParams, results: list[SeedResult]) -> dict[str, Any]:
@@ -139,7 +148,11 @@ def notes(table: ScoreTable, report: EmergenceReport, params: EmergenceParams, n
 
     present_at_start = sorted({e.category for e in report.emergence
                                if e.axis == "depth" and e.series and e.series[0] >= params.threshold})
+    context = [c for c, needs in zip(table.categories, table.needs_context(params.threshold)) if needs]
+    tok = ", ".join(f"{c} {f:.2f}" for c, f in zip(table.categories, table.token_f1 or []))
     lines = [
+        f"Token-alone F1 (the current token as the only input): {tok or 'not measured'}; emergence is tested on the "
+        f"{len(context)} categories below {params.threshold:g}, which need context: {', '.join(context) or 'none'}.",
         f"Sweep ({n_seeds} seed{'s' * (n_seeds != 1)}, scores averaged for the heatmap): {sizes}; checkpoints "
         f"{ckpts}. Present = best-latent {table.score_name} >= {params.threshold:g}; re-emergence margin "
         f"{params.margin:g}. {params.sae.architecture} SAEs, {params.sae.expansion}x d_model latents"
@@ -162,5 +175,9 @@ def notes(table: ScoreTable, report: EmergenceReport, params: EmergenceParams, n
         "d_model, so a larger model also gets more latents to pick the best from; a category already present at "
         "the first point of an axis (token categories at the embedding, or in the smallest model) cannot cross "
         "on it; with 2-3 layers a model has only 3-4 depths for a fall and a rise.",
+        variance_note((["model seeds (each replicate sweeps its own trained toy models: init and data order)"]
+                       if params.model_seeds == "per_replicate" and any(s.model.startswith("toy:")
+                                                                         for s in table.sizes) else []) +
+                      ["SAE seeds", "data samples (SAE training and held-out tokens drawn per seed)"], n_seeds),
     ]
     return "\n".join(lines)

@@ -52,6 +52,25 @@ def category_labels(corpus: SyntheticCorpus, tokens: Tensor, categories: Sequenc
     return torch.stack([labels[c].reshape(-1) for c in categories], dim=1)  # [N * T, C]
 
 
+def token_alone_f1(tokens: Tensor, labels: Tensor, d_vocab: int) -> list[float]:
+    """For each label column of labels [N * T, C] (bool) at the positions of tokens [N, T]: the best F1 of a
+    detector that sees the current token only, i.e. fires on a set of token ids. The best set is a prefix of the
+    tokens ranked by P(label | token) (the F1 of a set grows by adding any token whose share of positives
+    exceeds F1 / 2, so the optimum takes the highest-share tokens first); every prefix is scored, the best
+    kept. A category with a high token-alone F1 is readable from the embedding and cannot *emerge*."""
+    ids = tokens.reshape(-1).long().cpu()                                       # [M]
+    y = labels.float().cpu()                                                    # [M, C]
+    count = torch.bincount(ids, minlength=d_vocab).double()                     # [V]
+    pos = torch.zeros(d_vocab, y.shape[1], dtype=torch.float64).index_add_(0, ids, y.double())  # [V, C]
+    share = pos / count.clamp_min(1)[:, None]                                   # [V, C] P(label | token)
+    order = share.argsort(dim=0, descending=True)                               # [V, C]
+    tp = pos.gather(0, order).cumsum(0)                                         # [V, C] positives caught
+    fired = count[order].cumsum(0)                                              # [V, C] positions fired on
+    n_pos = y.sum(0).double()                                                   # [C]
+    f1 = 2 * tp / (fired + n_pos).clamp_min(1)                                  # [V, C]
+    return [float(v) for v in f1.max(0).values]
+
+
 def best_latents(acts: Tensor, labels: Tensor, by: str = "f1", *, chunk: int = 64) -> dict[str, Tensor]:
     """For each label column of labels [M, C] (bool), the latent of acts [M, d_sae] with the best `by` score
     (select.detection_table), with its f1, precision, recall and auroc and the label's positive count;
@@ -66,9 +85,11 @@ def best_latents(acts: Tensor, labels: Tensor, by: str = "f1", *, chunk: int = 6
 def sweep_size(model_ref: str, checkpoints: Sequence[int | str | None], corpus: SyntheticCorpus, data_ref: str,
                recipe: SaeRecipe, categories: Sequence[str], seed: int, *, eval_tokens: Tensor, device: str = "cpu",
                score: str = "f1", batch_size: int = 64, log: Callable[[str], None] | None = None,
-               on_cell: Callable[[dict[str, Any]], None] | None = None) -> tuple[SizeScores, list[dict[str, Any]]]:
+               on_cell: Callable[[dict[str, Any]], None] | None = None,
+               model_seed: int | None = None) -> tuple[SizeScores, list[dict[str, Any]]]:
     """Scores of one model size over its checkpoints (None: the model as referenced) and every depth, with one
-    table row per (checkpoint, depth, category). `recipe.hook` is replaced by each depth's hook."""
+    table row per (checkpoint, depth, category). `recipe.hook` is replaced by each depth's hook; `model_seed`
+    picks the toy preset's replicate (substrate.load.seeded_preset)."""
     from claimgraph.experiments.substrate.load import check_fit, load_model
 
     labels = category_labels(corpus, eval_tokens, categories)                   # [N * T, C]
@@ -77,9 +98,11 @@ def sweep_size(model_ref: str, checkpoints: Sequence[int | str | None], corpus: 
     hooks: list[str] = []
     labels_ckpt: list[str] = []
     n_params = 0
+    trained = None
     for ckpt in checkpoints:
-        model = load_model(model_ref, device=device, checkpoint=ckpt, progress=False)
+        model = load_model(model_ref, device=device, checkpoint=ckpt, progress=False, model_seed=model_seed)
         n_params = sum(p.numel() for p in model.parameters())
+        trained = model.cache_path.name if model.cache_path is not None else None
         check_fit(model, model_ref, corpus, data_ref)
         hooks = depth_hooks(model)
         step = getattr(model, "step", None)
@@ -94,7 +117,8 @@ def sweep_size(model_ref: str, checkpoints: Sequence[int | str | None], corpus: 
             best = best_latents(acts, labels, by=score)
             row_scores.append([float(v) for v in best[score]])
             for c, cat in enumerate(categories):
-                row = {"model": model_ref, "n_params": n_params, "checkpoint": label, "depth": depth, "hook": hook,
+                row = {"model": model_ref, "model_seed": int(model_seed or 0), "n_params": n_params,
+                       "checkpoint": label, "depth": depth, "hook": hook,
                        "category": cat, "score": float(best[score][c]), "latent": int(best["latent"][c]),
                        "f1": float(best["f1"][c]), "precision": float(best["precision"][c]),
                        "recall": float(best["recall"][c]), "auroc": float(best["auroc"][c]),
@@ -103,9 +127,12 @@ def sweep_size(model_ref: str, checkpoints: Sequence[int | str | None], corpus: 
                 if on_cell is not None:
                     on_cell(row)
         grid.append(row_scores)
-    return SizeScores(model=model_ref, n_params=n_params, checkpoints=labels_ckpt, hooks=hooks, score=grid), rows
+    return SizeScores(model=model_ref, n_params=n_params, checkpoints=labels_ckpt, hooks=hooks, score=grid,
+                      trained=trained), rows
 
 
-def assemble(sizes: list[SizeScores], categories: Sequence[str], score: str) -> ScoreTable:
-    """The score table with sizes in ascending parameter count."""
-    return ScoreTable(score_name=score, categories=list(categories), sizes=sorted(sizes, key=lambda s: s.n_params))
+def assemble(sizes: list[SizeScores], categories: Sequence[str], score: str,
+             token_f1: list[float] | None = None) -> ScoreTable:
+    """The score table with sizes in ascending parameter count (and each category's token-alone F1)."""
+    return ScoreTable(score_name=score, categories=list(categories), sizes=sorted(sizes, key=lambda s: s.n_params),
+                      token_f1=token_f1)

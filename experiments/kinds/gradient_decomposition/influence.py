@@ -2,9 +2,12 @@
 
 - A ridge probe per tracked position i maps h_{k,i} to the feature (one output per task token).
 - The risk of position i on a fixed batch: R_i(theta) = mean over sequences and outputs of
-  (h_{k,i}(theta) W_i - h^final_{k,i} W_i)^2, with W_i the probe fitted on the *final* model's activations
-  (its intercept cancels). It is zero at the end of training and measures how far the current model is from
-  computing the final model's probe direction. A group G of positions has R_G = mean_{i in G} R_i and is
+  (z_i(theta) - z^final_i)^2 with z_i = h_{k,i}(theta) W_i - mean over the batch of h_{k,i}(theta) W_i, i.e. the
+  probe readout centred over the batch, and W_i the probe fitted on the *final* model's activations. It is zero
+  at the end of training and measures how far the current model is from computing the final model's probe
+  direction. Centring makes it blind to offsets: a shift of h_{k,i} that is the same for every sequence (a bias,
+  the position embedding) carries no information about the feature, and in the uncentred risk such shifts were
+  counted as influence on the feature. A group G of positions has R_G = mean_{i in G} R_i and is
   paired with the gradient parts at (k, G) (decomposition.py): one group of all input positions ("set"), or
   one group per position ("position", the paper's per-position pairing).
 - Under Adam each part c of group G keeps its own first moment m_c,G (fed only with that part's gradients);
@@ -79,10 +82,17 @@ class ProbeRisk:
         for r, g in enumerate(groups):
             self.weights[r, [index[i] for i in g]] = 1.0 / len(g)                      # [n_groups, n_pos]
         h_final = final_model.resid_streams(tokens)[layer][:, self.pos]               # [Br, n_pos, d]
-        self.target = torch.einsum("bnd,ndc->bnc", h_final, probe_W)                   # [Br, n_pos, C]
+        self.target = self._centred(torch.einsum("bnd,ndc->bnc", h_final, probe_W))   # [Br, n_pos, C]
+
+    @staticmethod
+    def _centred(z: torch.Tensor) -> torch.Tensor:
+        return z - z.mean(0, keepdim=True)                                             # over the batch
 
     def _diff(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bnd,ndc->bnc", h[:, self.pos], self.W) - self.target     # [Br, n_pos, C]
+        """Centred readout minus the final model's: [Br, n_pos, C]. Its mean over the batch is zero, so the
+        gradient of mean(diff^2) with respect to the readout is 2 diff / (Br C) (the centring's own term sums
+        to zero)."""
+        return self._centred(torch.einsum("bnd,ndc->bnc", h[:, self.pos], self.W)) - self.target
 
     @torch.no_grad()
     def values(self, model: Transformer) -> torch.Tensor:

@@ -22,13 +22,14 @@ import torch
 
 from claimgraph.experiments.context import RunContext, resolve_device, torch_threads
 from claimgraph.experiments.job import SeedResult
-from claimgraph.experiments.spec import t_interval
+from claimgraph.experiments.spec import t_interval, variance_note
 from claimgraph.graph.errors import InvalidInput
 
 from . import GradientDecompositionParams
 from .data import corpus_source, majority_source
 from .decomposition import decompose, decompose_literal, full_gradient
 from .influence import PARTS, AdamInfluence, ProbeRisk, fit_ridge, flat_params, probe_correlation, set_flat_grads
+from .intervention import influence_ratios, precache_scores, rank_correlation
 from .plots import plot_influence, plot_probe_correlations, plot_summary
 from .transformer import AttnMode, Transformer, TransformerConfig, token_losses
 
@@ -115,6 +116,32 @@ def _acts(model: Transformer, tokens: torch.Tensor, layer: int, positions: list[
     return model.resid_streams(tokens)[layer][:, positions].transpose(0, 1)            # [n_pos, N, d]
 
 
+def magnitude_shares(cum: torch.Tensor) -> dict[str, float]:
+    """Each part's share of the feature's integrated influence, from magnitudes: per group
+    |I_part| / (|I_direct| + |I_precache| + |I_shared|), then the mean over groups (groups whose parts are all
+    zero left out). Shares of signed sums were unstable: parts of opposite sign cancel in the denominator, and a
+    share could exceed 1 or be negative; these lie in [0, 1] and sum to 1. cum [3, n_groups]."""
+    mags = cum.abs().double()                                                          # [3, G]
+    total = mags.sum(0)                                                                # [G]
+    keep = total > 0
+    if not bool(keep.any()):
+        return {n: math.nan for n in PARTS}
+    per_group = mags[:, keep] / total[keep]                                            # [3, G']
+    return {n: float(per_group[j].mean()) for j, n in enumerate(PARTS)}
+
+
+def predicted_drop(drop: float, precache_share: float, min_share: float) -> float:
+    """The myopic drop where the framework predicts one (pre-caching built at least `min_share` of the feature's
+    influence), NaN elsewhere: a criterion on it is decided by the seeds where the prediction is made."""
+    return drop if precache_share >= min_share else math.nan
+
+
+def _median(values: list[float]) -> float:
+    vals = sorted(v for v in values if math.isfinite(v))
+    return float(vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2) \
+        if vals else math.nan
+
+
 def _downsample(values: list[float]) -> list[float]:
     step = max(1, math.ceil(len(values) / CURVE_POINTS))
     return [float(v) for v in values[::step]] + ([float(values[-1])] if (len(values) - 1) % step else [])
@@ -161,7 +188,30 @@ def summarize(ctx: RunContext, params: GradientDecompositionParams, results: lis
         plot_summary(ctx.artifact("influence_summary.png"), ctx.artifact("probe_corr_summary.png"),
                      [r.details for r in results], corr)
     return {"intervals": {k: {"mean": m, "ci_low": lo, "ci_high": hi} for k, (m, lo, hi) in stats.items()},
-            "n_seeds": len(results)}
+            "n_seeds": len(results), "notes": notes(stats, results)}
+
+
+def notes(stats: dict[str, tuple[float, float, float]], results: list[SeedResult]) -> str:
+    """The observed values in words (means and 95% intervals across seeds), for the evidence text."""
+    def iv(name: str) -> str:
+        m, lo, hi = stats.get(name, (math.nan, math.nan, math.nan))
+        if math.isnan(m):
+            return "n/a"
+        return f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if not math.isnan(lo) and lo != hi else f"{m:.3f}"
+
+    n_pred = sum(math.isfinite(r.metrics.get("myopic_corr_drop_predicted", math.nan)) for r in results)
+    parts = [f"Probe correlation of the feature: {iv('probe_corr_init')} at initialisation, {iv('probe_corr_normal')} "
+             f"after training, {iv('probe_corr_myopic')} after myopic training."]
+    parts.append(f"Influence shares (from magnitudes, centred probe risk): direct {iv('direct_influence_share')}, "
+                 f"pre-caching {iv('precache_influence_share')}, circuit sharing {iv('shared_influence_share')}.")
+    parts.append(f"Intervention link: rank correlation of the pre-caching score (no retraining) with the "
+                 f"influence ratio over the probed positions {iv('precache_score_rank_corr')} (median score "
+                 f"{iv('precache_score_median')}, median ratio {iv('influence_ratio_median')}).")
+    parts.append(f"Myopic drop in probe correlation {iv('myopic_corr_drop')}; the framework predicts a drop (pre-caching "
+                 f"share at least the set minimum) in {n_pred} of {len(results)} seeds.")
+    parts.append(variance_note(["model seeds (the transformer's initialisation)",
+                                "data samples (training and held-out sequences drawn per seed)"], len(results)))
+    return " ".join(parts)
 
 
 def _run_seed(params: GradientDecompositionParams, seed: int, ctx: RunContext, device: str, data_ref: str | None
@@ -207,8 +257,16 @@ def _run_seed(params: GradientDecompositionParams, seed: int, ctx: RunContext, d
 
     infl = tr["cum"].mean(1)                                                           # [3]
     infl_sum = float(infl.sum())
-    shares = {n: float(v) / infl_sum if infl_sum != 0 else math.nan for n, v in zip(PARTS, infl)}
+    shares = magnitude_shares(tr["cum"])
     risk_drop = tr["curve_risk"][0] - tr["risk_end"]
+    # the intervention link (intervention.py): per tracked position, the pre-caching score of the final model's
+    # feature against the decomposition's influence ratio; needs per-position influences ("position" pairing)
+    link: dict[str, Any] = {"score": [], "ratio": [], "kl_own": [], "kl_later": []}
+    if pairing == "position":
+        link = {**precache_scores(final, src.held[n_fit:, :-1], params.layer, positions, probe.W),
+                "ratio": influence_ratios(tr["cum"])}
+    rank = rank_correlation(link["score"], link["ratio"]) if link["score"] else math.nan
+    myopic_drop = corr_mean["normal"] - corr_mean["myopic"]
 
     metrics = {
         "direct_influence_share": shares["direct"],
@@ -221,6 +279,10 @@ def _run_seed(params: GradientDecompositionParams, seed: int, ctx: RunContext, d
         "influence_sum_ratio": infl_sum / risk_drop if risk_drop != 0 else math.nan,
         **{f"probe_corr_{name}": v for name, v in corr_mean.items()},
         **{f"{name}_corr_drop": corr_mean["normal"] - corr_mean[name] for name in models if name != "normal"},
+        "myopic_corr_drop_predicted": predicted_drop(myopic_drop, shares["precache"], params.myopic_min_precache_share),
+        "precache_score_rank_corr": rank,
+        "precache_score_median": _median(link["score"]),
+        "influence_ratio_median": _median(link["ratio"]),
         **accs["normal"],
         **{f"task_accuracy_{name}": a["task_accuracy"] for name, a in accs.items() if name != "normal"},
         "final_loss_normal": losses["normal"][-1],
@@ -240,6 +302,7 @@ def _run_seed(params: GradientDecompositionParams, seed: int, ctx: RunContext, d
         "positions": positions,
         "pairing": pairing,
         "influence_by_group": {n: tr["cum"][j].tolist() for j, n in enumerate(PARTS)},
+        "intervention_link": {"positions": positions if link["score"] else [], **link},
         "probe_corr_by_position": {name: torch.nanmean(c, dim=1).tolist() for name, c in corrs.items()},
         "loss_curves": {name: _downsample(v) for name, v in losses.items()},
         "influence_curves": curves,

@@ -16,7 +16,7 @@ function as the one-hot products, at a third of the cost when batch x positions 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -94,6 +94,15 @@ def loss_and_grads(model: AttnOnlyOneHot, x: torch.Tensor, y: torch.Tensor, *,
     return total, grads
 
 
+def minibatches(n: int, batch_size: int | None, steps: int, seed: int) -> Iterator[torch.Tensor | None]:
+    """The sequence indices [b] of each SGD update, drawn uniformly with replacement from a generator seeded
+    with `seed` (None for every step when the batch is the full set): train_sgd's batches, which the noise floor
+    (run.sgd_noise_floor) re-draws."""
+    gen = torch.Generator().manual_seed(int(seed))
+    for _ in range(steps):
+        yield None if batch_size is None or batch_size >= n else torch.randint(n, (batch_size,), generator=gen)
+
+
 def train_sgd(model: AttnOnlyOneHot, inputs: torch.Tensor, targets: torch.Tensor, *, lr: float, steps: int,
               batch_size: int | None, seed: int, chunk: int | None = None,
               on_step: Callable[[int, float], None] | None = None, progress: Callable | None = None) -> None:
@@ -102,15 +111,11 @@ def train_sgd(model: AttnOnlyOneHot, inputs: torch.Tensor, targets: torch.Tensor
     over chunks of `chunk` sequences). `on_step(step, loss)` is called after update `step` (1-based) with that
     batch's loss before the update."""
     n = inputs.shape[0]
-    gen = torch.Generator().manual_seed(int(seed))
     params = list(model.parameters())
-    steps_iter = range(1, steps + 1)
-    for step in (progress(steps_iter, total=steps, desc="sgd") if progress else steps_iter):
-        if batch_size is None or batch_size >= n:
-            x, y = inputs, targets
-        else:
-            idx = torch.randint(n, (batch_size,), generator=gen)                # [b]
-            x, y = inputs[idx], targets[idx]                                    # [b, T]
+    batches = minibatches(n, batch_size, steps, seed)
+    for step in (progress(range(1, steps + 1), total=steps, desc="sgd") if progress else range(1, steps + 1)):
+        idx = next(batches)
+        x, y = (inputs, targets) if idx is None else (inputs[idx], targets[idx])  # [b, T]
         loss, grads = loss_and_grads(model, x, y, chunk=chunk)
         with torch.no_grad():                       # theta <- theta - lr * grad (torch.optim.SGD's update, which
             for p, grad in zip(params, grads):      # costs seconds of torch._dynamo import on first use)

@@ -18,11 +18,12 @@ def _pyplot():
 
 
 def plot_cosines(path: Path, curves: Sequence[dict], *, terms: Sequence[str], marks: dict[str, int] | None = None,
-                 control: dict | None = None, title: str = "") -> Path:
+                 control: Sequence[dict] | None = None, title: str = "") -> Path:
     """Cosine of each learned tensor with its leading term against SGD step (log scale), one line per term and
     curve; `curves` are lists of checkpoint rows ({"step", "cos_<term>", "loss_eval"}) wrapped as
-    {"label": str, "rows": [...]}. The held-out loss is drawn on a second axis when there is one curve; `control`
-    (a checkpoint row of full-batch gradient descent) is drawn as one star per term at its step."""
+    {"label": str, "rows": [...]}. The held-out loss is drawn on a second axis when there is one curve, with the
+    output cosine's sampling-noise floor (rows' `noise_floor_output`) as a dotted line; `control` (the checkpoint
+    rows of full-batch gradient descent, the paper's setting) is drawn as starred dashed lines per term."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for ci, curve in enumerate(curves):
@@ -36,10 +37,16 @@ def plot_cosines(path: Path, curves: Sequence[dict], *, terms: Sequence[str], ma
                     label=term if ci == 0 else None)
     if control:
         for term in terms:
-            if control.get(f"cos_{term}") is not None:
-                ax.scatter([control["step"]], [control[f"cos_{term}"]], marker="*", s=90, color=COLORS.get(term),
-                           edgecolor="black", linewidth=0.5, zorder=4,
-                           label="full-batch GD control" if term == terms[0] else None)
+            pts = [(r["step"], r[f"cos_{term}"]) for r in control if r.get(f"cos_{term}") is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, color=COLORS.get(term), ls="--", marker="*", ms=8, mec="black", mew=0.4, zorder=4,
+                        label="full-batch GD" if term == terms[0] else None)
+    if len(curves) == 1:
+        pts = [(r["step"], r["noise_floor_output"]) for r in curves[0]["rows"] if r.get("noise_floor_output") is not None]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, color=COLORS["output"], ls=":", lw=1.2, label="output: SGD noise floor")
     ax.set_xscale("log")
     ax.set_xlabel("SGD step")
     ax.set_ylabel("cosine(learned, leading term)")
@@ -63,19 +70,30 @@ def plot_cosines(path: Path, curves: Sequence[dict], *, terms: Sequence[str], ma
     return path
 
 
-def plot_loss_increase(path: Path, increases: dict[str, list[float]], *, title: str = "") -> Path:
+def plot_loss_increase(path: Path, increases: dict[str, list[float]], *, controls: dict[str, list[float]] | None = None,
+                       title: str = "") -> Path:
     """Bar per term: held-out loss increase when its leading term is projected out of the trained weights
-    (mean over the given values, with their spread as error bars and each value as a dot)."""
+    (mean over the given values, with their spread as error bars and each value as a dot); `controls` (the
+    random-direction control of each term) as grey crosses. Non-finite values (a diverged run) are left out."""
     plt = _pyplot()
     import numpy as np
 
+    def finite(vals: Sequence[float]) -> list[float]:
+        return [float(v) for v in vals if np.isfinite(v)]
+
     names = list(increases)
+    vals = {n: finite(increases[n]) for n in names}
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    means = [float(np.mean(increases[n])) for n in names]
-    sds = [float(np.std(increases[n], ddof=1)) if len(increases[n]) > 1 else 0.0 for n in names]
+    means = [float(np.mean(vals[n])) if vals[n] else 0.0 for n in names]
+    sds = [float(np.std(vals[n], ddof=1)) if len(vals[n]) > 1 else 0.0 for n in names]
     ax.bar(names, means, yerr=sds, color=[COLORS.get(n, "tab:purple") for n in names], alpha=0.8, capsize=4)
     for i, n in enumerate(names):
-        ax.scatter([i] * len(increases[n]), increases[n], color="black", s=10, zorder=3)
+        ax.scatter([i] * len(vals[n]), vals[n], color="black", s=10, zorder=3)
+        ctrl = finite((controls or {}).get(n, []))
+        ax.scatter([i + 0.25] * len(ctrl), ctrl, color="grey", marker="x", s=18, zorder=3,
+                   label="random direction, same norm" if i == 0 and ctrl else None)
+    if controls:
+        ax.legend(fontsize=8)
     ax.set_yscale("symlog", linthresh=1e-4)
     ax.set_ylabel("loss increase (nats, symlog)")
     ax.set_title(title or "Projecting each leading term out of the trained weights")

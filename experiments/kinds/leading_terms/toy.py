@@ -48,24 +48,39 @@ def toy_bigram(model_ref: str, n: int, seed: int) -> torch.Tensor:
     return bigram_mapping(tokens[:, :-1], tokens[:, 1:], len(corpus.vocab))
 
 
-def toy_direct_path_check(model_ref: str, *, n: int, seed: int,
-                          progress: Callable | None = None) -> list[dict[str, float]]:
-    """Per checkpoint of the toy model: cosine of its centred direct path D with B and with B^T (control), and of
-    D's change since the first checkpoint with B (None at the first checkpoint itself)."""
+def path_rows(steps: list[int], paths: list[torch.Tensor], B: torch.Tensor) -> list[dict[str, Any]]:
+    """Per checkpoint: cosine of the centred direct path D with B and with B^T (control), and of D's change
+    since the first checkpoint with B (None at the first checkpoint itself)."""
+    D0 = paths[0]
+    rows: list[dict[str, Any]] = []
+    for step, D in zip(steps, paths):
+        assert D.shape == B.shape, f"toy vocabulary {tuple(D.shape)} does not match its corpus {tuple(B.shape)}"
+        rows.append({"step": step, "cos_bigram": trace_cosine(D, B), "cos_bigram_transposed": trace_cosine(D, B.T),
+                     "cos_bigram_change": trace_cosine(D - D0, B)})
+    return rows
+
+
+def early_change_cosine(rows: list[dict[str, Any]], early_fraction: float) -> float | None:
+    """The paper's comparison on a model trained here: mean cosine of the direct path's change since step 0 with
+    B over the early checkpoints, those after step 0 at or before `early_fraction` of the last checkpoint's step
+    (the first after step 0 when none is that early); None without such a checkpoint."""
+    last = rows[-1]["step"]
+    later = [r for r in rows[1:] if r["cos_bigram_change"] is not None]
+    early = [r for r in later if r["step"] <= early_fraction * last] or later[:1]
+    return sum(r["cos_bigram_change"] for r in early) / len(early) if early else None
+
+
+def toy_direct_path_check(model_ref: str, *, n: int, seed: int, model_seed: int | None = None,
+                          progress: Callable | None = None) -> list[dict[str, Any]]:
+    """path_rows of the toy model at every saved checkpoint (the preset trained with `model_seed`, see
+    substrate.load.load_model; None: the preset's own seed), against B of its own corpus."""
     from claimgraph.experiments.substrate.load import list_checkpoints, load_model
 
     if not model_ref.startswith("toy:"):
         raise InvalidInput(f"leading_terms compares toy models only; {model_ref!r} is not 'toy:<preset>'")
     base = model_ref.split("@", 1)[0]
     B = toy_bigram(base, n, seed)
-    steps = list_checkpoints(base)
-    rows: list[dict[str, Any]] = []
-    D0 = None
-    for step in (progress(steps, total=len(steps), desc="toy checkpoints") if progress else steps):
-        model = load_model(base, checkpoint=step, progress=False)
-        D = direct_path(model)
-        assert D.shape == B.shape, f"toy vocabulary {tuple(D.shape)} does not match its corpus {tuple(B.shape)}"
-        D0 = D if D0 is None else D0
-        rows.append({"step": step, "cos_bigram": trace_cosine(D, B), "cos_bigram_transposed": trace_cosine(D, B.T),
-                     "cos_bigram_change": trace_cosine(D - D0, B)})
-    return rows
+    steps = list_checkpoints(base, model_seed=model_seed)
+    paths = [direct_path(load_model(base, checkpoint=step, progress=False, model_seed=model_seed))
+             for step in (progress(steps, total=len(steps), desc="toy checkpoints") if progress else steps)]
+    return path_rows(steps, paths, B)
