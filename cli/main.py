@@ -549,7 +549,7 @@ def run(ctx: typer.Context,
     from claimgraph.experiments.runner import run_experiment, run_stale
 
     opts = _opts(ctx)
-    started = lambda rid, d: note(f"run {rid} started; folder {d}")  # noqa: E731
+    started = lambda rid, d: note(f"run {rid} started; folder {d}")
     submit: Callable[..., Any] | None = None
     if executor is not None:
         from claimgraph.experiments.executors import EXECUTORS, ClusterOptions

@@ -227,7 +227,11 @@ def test_slurm_requeued_task_runs_again_and_the_run_completes(slurm, db):
     out = cli("run", exp, "--executor", "slurm", "--time", "5")
     rid, task0 = out["run_id"], out["job_ids"][0]
     wait_for(rid, {"running"}, timeout=120)
-    time.sleep(1)
+    log_file = Path(out["run_dir"]) / "log.txt"
+    deadline = time.monotonic() + 60
+    while "task seed 0" not in (log_file.read_text() if log_file.exists() else ""):  # seed 0 is computing
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
     subprocess.run(["scontrol", "requeue", task0], check=True)  # as after a node failure or a preemption
     deadline = time.monotonic() + 30
     while (row := run_status(rid))["executor"]["tasks"]["0"]["status"] != "queued" and time.monotonic() < deadline:
@@ -237,5 +241,5 @@ def test_slurm_requeued_task_runs_again_and_the_run_completes(slurm, db):
     subprocess.run(["scontrol", "update", f"JobId={task0}", "StartTime=now"], check=True)  # skip Slurm's 2-minute hold
     done = cli("collect", rid, "--wait", "--poll", "0.5")["runs"][0]
     assert done["status"] == "completed" and done["evidence_id"], done
-    log = (Path(out["run_dir"]) / "log.txt").read_text()
+    log = log_file.read_text()
     assert log.count("task seed 0") == 2 and log.count("task seed 1") == 1  # seed 0 computed again
