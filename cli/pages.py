@@ -57,7 +57,8 @@ def page_json(page: NodePage) -> dict:
                      "origin": s.origin, "computed_score": s.computed_score, "text": s.text} for s in page.similar],
         "evidence": [{"id": e.id, "title": e.title, "verdict": e.attrs.get("verdict"), "run_id": e.attrs.get("run_id"),
                       "experiment": e.attrs.get("experiment"), "decision": e.attrs.get("decision"),
-                      "criterion": e.attrs.get("criterion"), "decisive": e.attrs.get("decisive", True),
+                      "criterion": e.attrs.get("criterion"), "model": e.attrs.get("model"),
+                      "data": e.attrs.get("data"), "decisive": e.attrs.get("decisive", True),
                       "stale": page.stale.get(e.id)} for e in page.evidence],
     }
 
@@ -108,12 +109,9 @@ def render_page(page: NodePage) -> None:
     if page.evidence:
         out += ["", (f"Evidence ({len(page.evidence)})", "bold underline")]
         for e in page.evidence:
-            marks = (" [not deciding]" if e.attrs.get("decisive", True) is False else "") + \
-                (" [STALE]" if e.id in page.stale else "")
-            out.append(f"- {e.title}{marks}")
-            out.append((f"    {e.id} · run {e.attrs.get('run_id')}", "dim"))
-            if e.id in page.stale:
-                out.append((f"    stale: {page.stale[e.id]}", "yellow"))
+                      "criterion": e.attrs.get("criterion"), "model": e.attrs.get("model"),
+                      "data": e.attrs.get("data"), "decisive": e.attrs.get("decisive", True),
+                      "stale": page.stale.get(e.id)} for e in page.evidence],
     out += ["", (f"Related by similarity ({len(page.similar)})", "bold underline"),
             (f"cosine ≥ {page.similarity_threshold:g} · no typed edge", "dim")]
     for s in page.similar:

@@ -3,7 +3,8 @@
 #   1. ingest data/papers (a claim page, two novelty reports, a summary, hand-written YAML and JSON)
 #   2. print the claim table and the similarity suggestions
 #   3. register an experiment for each testable claim or finding, each with its criterion fixed now
-#   4. run them (CPU, toy models trained here on the synthetic corpus; cached after the first time)
+#   4. run them (CPU: toy models trained here on the synthetic corpus, and lm:smollm2-135m on text:mixed; cached
+#      after the first time)
 #   5. print each tested claim's evidence and status, and the claim page of the seed claim
 # Re-running is cheap: ingest is a no-op, experiments already registered are found, runs come from the cache.
 set -euo pipefail
@@ -61,6 +62,32 @@ for cat in base64 arabic; do
         --param "category=$cat" --model toy:one-layer --seeds 8 \
         --title "$kind of the $cat-span feature in a one-layer model (the paper's setting)"
   done
+done
+# The same claims on a real pretrained model and real text: lm:smollm2-135m (SmolLM2-135M-Instruct, Q4_1 gguf) on
+# text:mixed, registered in docs/preregistration/2026-12-01-real-model.md before the first run. One hook, one
+# SAE recipe; the trained-model SAEs (seeds 0-2) are shared by all seven experiments, activations are cached
+LM=lm:smollm2-135m
+TEXT=text:mixed
+REAL=(--model "$LM" --data "$TEXT" --param sae.hook=blocks.3.hook_resid_post --param sae.architecture=topk
+      --param sae.k=32 --param sae.expansion=4 --param sae.steps=400 --param sae.batch_size=256
+      --param sae.train_tokens=32768 --param threads=2 --param model_batch_size=16)
+add --id experiment:sae-shuffled-weights-control-smollm2 --claim "$CP" --claim "$F_SHUFFLED" --kind sae "${REAL[@]}" \
+    --param eval_tokens=8192 --param ce_tokens=512 --criterion "single_token_frac_common_diff > 0.1 band=0.05" \
+    --title "SAE on SmolLM2-135M vs a weight-shuffled copy, real text: single-token fraction of common latents"
+for cat in base64 arabic; do
+  target=$F_BASE64; [ "$cat" = arabic ] && target=$F_ARABIC
+  FEAT=(--claim "$target" --claim "$CP" "${REAL[@]}" --param "category=$cat" --param select_tokens=8192)
+  add --id "experiment:logit-weights-$cat-feature-smollm2" --kind logit_weights "${FEAT[@]}" --param scale_tokens=512 \
+      --criterion "category_effect_pct_live > 0.95 band=0.03" \
+      --title "logit_weights of the $cat feature in SmolLM2-135M on real text, ranked among the SAE's latents"
+  add --id "experiment:ablation-$cat-feature-smollm2" --kind ablation "${FEAT[@]}" --param n_null=20 \
+      --param null_pairs=6 --param null_windows=48 --param null_len=40 --param null_t_min=8 \
+      --criterion "null_drop_z > 3 band=1" \
+      --title "ablation of the $cat feature in SmolLM2-135M on real text, against 20 frequency-matched latents"
+  add --id "experiment:pinned-sampling-$cat-feature-smollm2" --kind pinned_sampling "${FEAT[@]}" \
+      --param "multiples=[1,2,4]" --param at_multiple=2 --param n_controls=3 --param n_prompts=8 \
+      --param prompt_len=12 --param n_new=10 --criterion "share_over_controls > 0.1 band=0.05" \
+      --title "pinned sampling of the $cat feature in SmolLM2-135M on real text, dose-response against controls"
 done
 # The training-dynamics claims, with criteria that can decide and model-seed replicates (seeds 0-2), as
 # pre-registered in docs/preregistration/2026-12-01-dynamics.md (issue 11)

@@ -73,3 +73,33 @@ def latent_acts_and_logits(model: HookedModel, sae: SparseAutoencoder, tokens: T
     with torch.no_grad():
         logits = model.run_with_hooks(tokens.to(model.device), [(hook, read), *fwd_hooks])  # [B, T, V]
     return logits, box[0]
+
+
+class RowClamp:
+    """A hook for a batch whose rows are different conditions: row r sets latent `latents[r]` to `values[r]`
+    at absolute positions >= `start` (a row with value nan is left alone: its activation passes unchanged).
+    The SAE is spliced in with its error term kept (x + (value - f) * W_dec[latent]). `offset` is the absolute
+    position of the pass's first token: 0 for a pass over the whole prefix, the cache length for a cached one."""
+
+    def __init__(self, sae: SparseAutoencoder, latents: Tensor, values: Tensor, start: int):
+        self.sae, self.start, self.offset = sae, int(start), 0
+        dev = sae.W_dec.device
+        self.latents = latents.long().to(dev)                                       # [B]
+        self.values = values.float().to(dev)                                        # [B]
+        self.W = sae.W_dec.detach()[self.latents]                                   # [B, d_in]
+        self.active = ~torch.isnan(self.values)                                     # [B]
+
+    def __call__(self, act: Tensor, name: str) -> Tensor:
+        x = act.reshape(*act.shape[:2], -1)                                        # [B, T, d_in]
+        B, T = x.shape[:2]
+        assert B == len(self.latents), f"RowClamp made for {len(self.latents)} rows, the pass has {B}"
+        pos = torch.arange(self.offset, self.offset + T, device=x.device)           # [T]
+        where = (pos >= self.start)[None, :] & self.active[:, None]                 # [B, T]
+        if not bool(where.any()):
+            return act
+        with torch.no_grad():
+            f = self.sae.encode(x.to(self.W.dtype))                                 # [B, T, d_sae]
+            cur = f.gather(2, self.latents[:, None, None].expand(B, T, 1))[..., 0]  # [B, T]
+            step = torch.where(where, self.values.nan_to_num()[:, None] - cur, torch.zeros_like(cur))  # [B, T]
+            delta = step[..., None] * self.W[:, None, :]                             # [B, T, d_in]
+        return (x + delta.to(x.dtype)).reshape(act.shape)

@@ -137,6 +137,31 @@ def enrichment_ratios(effects: Tensor, category_mask: Tensor, top_k: int) -> Ten
     return (category_hits(effects, category_mask, top_k).double() / top_k / base).float()  # [R]
 
 
+@torch.no_grad()
+def latent_category_scores(model: HookedModel, sae: SparseAutoencoder, hook: str, category_mask: Tensor, top_k: int,
+                           *, scale: float | None = None, chunk: int = 256) -> tuple[Tensor, Tensor]:
+    """For every latent of `sae`: (mean direct effect on the category's tokens - mean on the others, enrichment
+    ratio of the category among its top_k effects), each [d_sae] on CPU, over the first len(category_mask)
+    token ids. The effects are computed `chunk` latents at a time, so memory stays [chunk, d_vocab]."""
+    mask = category_mask.detach().reshape(-1).bool().cpu()
+    V = mask.shape[0]
+    cmo, ratio = [], []
+    for start in range(0, sae.W_dec.shape[0], chunk):
+        idx = torch.arange(start, min(start + chunk, sae.W_dec.shape[0]))
+        eff = feature_logit_effects(model, sae, hook, idx, scale=scale)[:, :V]        # [c, V]
+        cmo.append(eff[:, mask].mean(-1) - eff[:, ~mask].mean(-1))                     # [c]
+        ratio.append(enrichment_ratios(eff, mask, top_k))                              # [c]
+    return torch.cat(cmo), torch.cat(ratio)
+
+
+def rank_among(value: float, others: Tensor) -> float:
+    """Share of `others` below `value`, ties counted half: 1 = above all of them, 0.5 = a typical one."""
+    o = others.detach().reshape(-1).double()
+    if len(o) == 0:
+        return float("nan")
+    return float(((o < value).double().sum() + 0.5 * (o == value).double().sum()) / len(o))
+
+
 def top_tokens(effects: Tensor, decode: Callable[[Any], list[str]], k: int) -> dict[str, list[tuple[str, float]]]:
     """The k tokens with the largest effects (descending) and the k with the smallest (ascending), as
     (token string, value) pairs."""

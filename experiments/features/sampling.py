@@ -53,3 +53,49 @@ def sample(model: HookedModel, prompts: Tensor, n_new: int, *, seed: int, temper
                 cur = torch.cat([cur, nxt], dim=1)                                 # [b, t + 1]
             out.append(cur)
     return torch.cat(out) if out else seqs.new_zeros(0, prompts.shape[1] + n_new)
+
+
+@torch.no_grad()
+def sample_rows(model: HookedModel, prompts: Tensor, uniforms: Tensor, *, temperature: float = 1.0,
+                clamp: Any = None, hook: str | None = None, vocab_limit: int | None = None,
+                use_cache: bool = True) -> Tensor:
+    """Prompts [B, P] extended by uniforms.shape[1] tokens, row r's step s drawn by inverting the CDF at
+    uniforms[r, s] (rows that share a prompt and its uniforms differ only by their intervention): LongTensor
+    [B, P + n_new] on CPU. `clamp` (features.intervene.RowClamp) acts at `hook` during every pass; its
+    `offset` is kept right. A Hugging Face model samples with its key-value cache (one position per step);
+    a toy model (or use_cache=False) re-runs the whole prefix."""
+    B, P = prompts.shape
+    n_new = uniforms.shape[1]
+    if P + n_new > model.n_ctx:
+        raise InvalidInput(f"prompt {P} + {n_new} new tokens exceeds the model's context {model.n_ctx}")
+    seqs = prompts.detach().long().cpu().clone()                                   # [B, P]
+    hooks = [(hook, clamp)] if clamp is not None and hook is not None else []
+    hf = getattr(model, "hf", None) if use_cache else None
+
+    def draw(logits: Tensor, step: int) -> Tensor:
+        logits = logits.cpu().double()                                             # [B, V]
+        if vocab_limit is not None:
+            logits = logits[:, :vocab_limit]
+        cdf = torch.softmax(logits / temperature, dim=-1).cumsum(-1)               # [B, V']
+        u = uniforms[:, step:step + 1].double() * cdf[:, -1:]                      # [B, 1]
+        return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1)  # [B, 1]
+
+    import warnings
+
+    with model.hooks(hooks), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        cache = None
+        for step in range(n_new):
+            if hf is None:  # whole prefix each step
+                if clamp is not None:
+                    clamp.offset = 0
+                logits = model(seqs.to(model.device))[:, -1]                         # [B, V]
+            else:
+                feed = seqs if cache is None else seqs[:, -1:]                       # [B, P] then [B, 1]
+                if clamp is not None:
+                    clamp.offset = 0 if cache is None else seqs.shape[1] - 1
+                out = hf(input_ids=feed.to(model.device), past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+                logits = out.logits[:, -1].float()                                   # [B, V]
+            seqs = torch.cat([seqs, draw(logits, step)], dim=1)                      # [B, t + 1]
+    return seqs

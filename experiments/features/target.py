@@ -9,7 +9,15 @@ otherwise, predicts its own tokens.
 
 Token sets are sampled with fixed seed offsets, so the SAE's training tokens (seed), the tokens the feature is
 chosen on (seed + SELECT_OFFSET) and the tokens every measurement uses (seed + MEASURE_OFFSET, PROMPT_OFFSET)
-are independent samples. Torch is imported inside functions: the kinds' modules import the Params and
+are independent samples.
+
+On a real-text corpus (`text:<recipe>`, substrate/text.py) the categories are the corpus' character labels
+(`base64`, `arabic`, ...; the label has the category's name) and the predicted tokens are the tokenizer's
+(`text.category_token_mask`: read from each token's string, not from the corpus). Windows are fixed slices,
+so one forward pass per (model, hook, slice) serves every seed and job through the activation cache: the SAE
+trains on train windows [0, n) (n = sae.train_tokens / seq_len), the feature is chosen on eval windows
+[0, n_select) and every measurement reads eval windows from n_select on (held-out documents only). Across
+seeds only the SAE (its training seed), the feature chosen in it and the control draws vary. Torch is imported inside functions: the kinds' modules import the Params and
 `FeatureJob` from here without it.
 """
 from __future__ import annotations
@@ -26,6 +34,7 @@ from claimgraph.experiments.job import JobParams, SeedResult
 from claimgraph.experiments.sae.recipe import SaeRecipe
 from claimgraph.experiments.spec import JobSpec
 from claimgraph.experiments.substrate.families import ModelJob
+from claimgraph.experiments.substrate.text import is_text, record_corpus
 from claimgraph.graph.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -62,8 +71,19 @@ class FeatureParams(JobParams):
     #                                       one); None keeps torch's setting
 
 
-def category_spec(vocab: Vocab, category: str, predict: str | None = None) -> tuple[str, str]:
-    """(label name in span_labels, predicted token category) for a category name; InvalidInput lists choices."""
+def category_spec(vocab: Vocab | None, category: str, predict: str | None = None) -> tuple[str, str]:
+    """(label name in span_labels, predicted token category) for a category name; InvalidInput lists choices.
+    `vocab` None: a real-text corpus, whose labels are text.LABELS and whose token sets text.TOKEN_CATEGORIES."""
+    if vocab is None:
+        from claimgraph.experiments.substrate.text import LABELS, TOKEN_CATEGORIES
+
+        if category not in LABELS:
+            raise InvalidInput(f"unknown category {category!r} for a text: corpus; its labels: {', '.join(LABELS)}")
+        predicted = predict or category
+        if predicted not in TOKEN_CATEGORIES:
+            raise InvalidInput(f"no token set for predicted category {predicted!r} on real text; known: "
+                               f"{', '.join(TOKEN_CATEGORIES)} (set predict=)")
+        return category, predicted
     cats = list(vocab.categories)
     if category in SPAN_LABELS:
         label = SPAN_LABELS[category]
@@ -88,6 +108,8 @@ class LatentStats:
     max_act: Tensor  # largest activation seen
     n_tokens: int
     seed: int
+    open_share: float | None = None  # text corpora: share of the label's positives whose token leaves it open
+    open_recall: Tensor | None = None  # [d_sae] share of those open positives where the latent fires
 
 
 def score_latents(model: HookedModel, sae: SparseAutoencoder, corpus: SyntheticCorpus, hook: str, label: str, *, seed: int, n_tokens: int,
@@ -96,23 +118,68 @@ def score_latents(model: HookedModel, sae: SparseAutoencoder, corpus: SyntheticC
     sampled with `seed`."""
     from .select import detection_scores, latent_acts
 
-    tokens = corpus.sample(math.ceil(n_tokens / corpus.seq_len), seed)                # [N, T]
-    labels = corpus.span_labels(tokens)
+    n_windows = math.ceil(n_tokens / corpus.seq_len)
+    if is_text(corpus):  # eval windows [0, n) through the activation cache (shared by every seed and job)
+        import numpy as np
+        import torch
+
+        # document separators (every window's first position) are left out: no label, and a residual stream
+        # there that is not about the text (its norm is many times the others')
+        keep = torch.from_numpy(corpus.tokens["eval"][:n_windows].reshape(-1) != corpus.manifest["separator_id"])
+        labels = {k: v.reshape(-1)[keep] for k, v in corpus.window_labels("eval", np.arange(n_windows)).items()}
+        acts = encode_cached(model, sae, corpus, hook, "eval", 0, n_windows, batch_size=batch_size)[keep]
+    else:
+        tokens = corpus.sample(n_windows, seed)                                       # [N, T]
+        labels = corpus.span_labels(tokens)
     if label not in labels:
         raise InvalidInput(f"unknown label {label!r}; the corpus labels: {', '.join(labels)}")
-    acts = latent_acts(model, sae, tokens, hook, batch_size=batch_size)              # [N * T, d_sae]
+    if not is_text(corpus):
+        acts = latent_acts(model, sae, tokens, hook, batch_size=batch_size)          # [N * T, d_sae]
     y = labels[label].reshape(-1)                                                     # [N * T]
     if not bool(y.any()):
         raise InvalidInput(f"no {label} positions among {len(y)} tokens; raise select_tokens")
     det = detection_scores(acts, y)
-    return LatentStats(label=label, detection=det, freq=(acts > 0).float().mean(0), max_act=acts.amax(0),
-                       n_tokens=int(y.numel()), seed=seed)
+    stats = LatentStats(label=label, detection=det, freq=(acts > 0).float().mean(0), max_act=acts.amax(0),
+                        n_tokens=int(y.numel()), seed=seed)
+    if is_text(corpus):  # where the token leaves the label open (< 90% of its train occurrences carry it)
+        from claimgraph.experiments.substrate.text import LABELS
+
+        j = LABELS.index(label)
+        tok_tr = corpus.tokens["train"].reshape(-1)
+        pos = np.bincount(tok_tr, weights=corpus.labels["train"][..., j].reshape(-1), minlength=model.d_vocab)
+        cnt = np.bincount(tok_tr, minlength=model.d_vocab)
+        open_tok = torch.from_numpy((cnt == 0) | (pos < 0.9 * cnt))                    # [V]
+        ids = torch.from_numpy(corpus.tokens["eval"][:n_windows].reshape(-1))[keep]
+        open_pos = y & open_tok[ids]                                                    # [M]
+        stats.open_share = float(open_pos.sum()) / max(int(y.sum()), 1)
+        stats.open_recall = ((acts[open_pos] > 0).float().mean(0) if bool(open_pos.any())
+                             else torch.zeros(acts.shape[1]))
+    return stats
+
+
+def encode_cached(model: HookedModel, sae: SparseAutoencoder, corpus: Any, hook: str, split: str, start: int,
+                  stop: int, *, batch_size: int = 64, chunk: int = 4096) -> Tensor:
+    """SAE latent activations [n * T, d_sae] (float32, CPU) of windows [start, stop) of a text corpus' split,
+    read from the activation cache (computed there once per model, hook and slice)."""
+    import torch
+
+    from claimgraph.experiments.substrate.acts_cache import cached_activations
+
+    acts = cached_activations(model, corpus, hook, split=split, start=start, stop=stop,
+                              batch_size=min(batch_size, 16)).tensor()                   # [n * T, d_in]
+    dev = next(sae.parameters()).device
+    with torch.no_grad():
+        return torch.cat([sae.encode(a.to(dev)).float().cpu() for a in acts.split(chunk)])  # [n * T, d_sae]
 
 
 def _scores(stats: LatentStats, j: int) -> dict[str, float]:
     d = stats.detection
-    return {"f1": float(d.f1[j]), "precision": float(d.precision[j]), "recall": float(d.recall[j]),
-            "auroc": float(d.auroc[j]), "freq": float(stats.freq[j]), "max_act": float(stats.max_act[j])}
+    out = {"f1": float(d.f1[j]), "precision": float(d.precision[j]), "recall": float(d.recall[j]),
+           "auroc": float(d.auroc[j]), "freq": float(stats.freq[j]), "max_act": float(stats.max_act[j])}
+    if stats.open_recall is not None:  # recall where the token carries the label < 90% of the time (context)
+        out["open_recall"] = float(stats.open_recall[j])
+        out["open_share"] = float(stats.open_share or 0.0)
+    return out
 
 
 def describe_choice(stats: LatentStats, feature: int, *, chosen_by: str) -> dict[str, Any]:
@@ -163,6 +230,28 @@ def control_latent(stats: LatentStats, feature: int, seed: int) -> int:
     return int(torch.where(ok, ratio, torch.full_like(ratio, float("inf"))).argmin())
 
 
+def null_latents(stats: LatentStats, feature: int, n: int, seed: int) -> list[int]:
+    """`n` distinct frequency-matched control latents: live latents that are not good detectors of the label
+    (F1 at most half the feature's), drawn at random among those firing within a factor 2 of the feature's
+    frequency; when fewer are that close, the rest are the next closest in log frequency."""
+    import torch
+
+    freq, f1 = stats.freq, stats.detection.f1
+    ok = (freq > 0) & (f1 <= 0.5 * f1[feature])
+    ok[feature] = False
+    if int(ok.sum()) < n:
+        raise InvalidInput(f"only {int(ok.sum())} live latents can serve as controls, {n} wanted; use a wider SAE")
+    ratio = (freq.clamp_min(1e-12) / max(float(freq[feature]), 1e-12)).log().abs()    # [d_sae]
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    near = (ok & (ratio <= math.log(2))).nonzero().reshape(-1)
+    near = near[torch.randperm(len(near), generator=g)]
+    picks = [int(j) for j in near[:n]]
+    if len(picks) < n:
+        rest = torch.where(ok & (ratio > math.log(2)), ratio, torch.full_like(ratio, float("inf"))).argsort()
+        picks += [int(j) for j in rest[:n - len(picks)]]
+    return picks
+
+
 
 
 @dataclass
@@ -180,20 +269,52 @@ class Target:
     feature: int
     choice: dict[str, Any]
     stats: LatentStats
-    d_corpus: int  # synthetic vocabulary size (a prefix of the model's)
+    d_corpus: int  # synthetic vocabulary size (a prefix of the model's); a text corpus: the model's vocabulary
     sae_source: dict[str, Any] | None = None  # an SAE given by path: folder, digests, architecture, hook
+    n_select_windows: int = 0  # text corpora: eval windows [0, n) chose the feature; measurements start after
+    _mask: Tensor | None = None
 
     @property
     def sae_key(self) -> str | None:
         """The provisioned SAE's cache key (its folder's name); None for an SAE given by path."""
         return None if self.sae_source else self.sae_folder.name
 
+    @property
+    def text(self) -> bool:
+        return is_text(self.corpus)
+
     def category_mask(self) -> Tensor:
-        """BoolTensor[d_corpus]: the predicted category's tokens."""
-        return self.corpus.vocab.category_mask(self.predict)
+        """BoolTensor[d_corpus]: the predicted category's tokens (text corpora: from the tokenizer's strings)."""
+        if not is_text(self.corpus):
+            return self.corpus.vocab.category_mask(self.predict)
+        if self._mask is None:
+            import torch
+
+            from claimgraph.experiments.substrate.text import category_token_mask
+
+            tok = getattr(self.model, "tokenizer", None)
+            self._mask = torch.from_numpy(category_token_mask(tok, self.predict, self.d_corpus))
+        return self._mask
+
+    def measure_windows(self, n: int, seed: int) -> Tensor:
+        """n windows [n, T] to measure on: synthetic, sampled with seed + MEASURE_OFFSET; text, eval windows
+        [n_select, n_select + n) (held-out documents, not those the feature was chosen on)."""
+        if not is_text(self.corpus):
+            return self.corpus.sample(n, seed + MEASURE_OFFSET)
+        have = self.corpus.n_windows("eval") - self.n_select_windows
+        if n > have:
+            raise InvalidInput(f"{self.corpus.ref} has {have} eval windows after the {self.n_select_windows} the "
+                               f"feature was chosen on; {n} asked for")
+        return self.corpus.window_slice("eval", self.n_select_windows, self.n_select_windows + n)
 
     def decode(self, ids: Tensor | list[int]) -> list[str]:
-        """Synthetic-vocabulary strings for ids (the corpus defines what an id means, also in an HF model)."""
+        """Token strings for ids: the synthetic vocabulary's (which defines an id's meaning, also in an HF model),
+        or, on real text, the tokenizer's decoded strings."""
+        if self.text:
+            ids = ids.reshape(-1).tolist() if hasattr(ids, "reshape") else [int(i) for i in ids]
+            tok = getattr(self.model, "tokenizer", None)
+            assert tok is not None, "a text: corpus is read by a model with a tokenizer"
+            return [tok.decode([int(i)]) for i in ids]
         return self.corpus.vocab.decode(ids)
 
     def details(self) -> dict[str, Any]:
@@ -214,9 +335,10 @@ def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> T
     device = resolve_device(ctx.device)
     model = load_model(ctx.model_ref, device=device, progress=ctx.show_progress)
     corpus, data_ref = corpus_for(ctx.model_ref, ctx.data_ref)
-    d_corpus = len(corpus.vocab)
+    d_corpus = model.d_vocab if is_text(corpus) else len(corpus.vocab)
     hook = params.sae.hook
     check_fit(model, ctx.model_ref, corpus, data_ref, hook=hook)
+    record_corpus(ctx.artifacts_dir, corpus)
     label, predict = category_spec(corpus.vocab, params.category, params.predict)
     source: dict[str, Any] | None = None
     if params.sae_path is not None:
@@ -236,7 +358,8 @@ def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> T
             f"AUROC {choice['auroc']:.3f}, fires on {choice['freq']:.4f} of tokens; SAE {folder.name}")
     return Target(model=model, corpus=corpus, sae=sae, sae_folder=Path(folder), hook=hook,
                   category=params.category, label=label, predict=predict, feature=int(choice["feature"]),
-                  choice=choice, stats=stats, d_corpus=d_corpus, sae_source=source)
+                  choice=choice, stats=stats, d_corpus=d_corpus, sae_source=source,
+                  n_select_windows=math.ceil(params.select_tokens / corpus.seq_len) if is_text(corpus) else 0)
 
 
 def given_sae(model: HookedModel, corpus: SyntheticCorpus, params: FeatureParams,
@@ -264,9 +387,12 @@ def check_registered(params: FeatureParams, path: str, weights_sha256: str, cfg_
                                "experiment: add it again with `claimgraph experiment add`")
 
 
-def seeds_note(params: FeatureParams, n_seeds: int) -> str:
-    """What the seeds of a feature job vary, hence what its interval covers."""
-    tokens = ("the tokens the feature is chosen on and measured on, and the control latent")
+def seeds_note(params: FeatureParams, n_seeds: int, *, text: bool = False) -> str:
+    """What the seeds of a feature job vary, hence what its interval covers (`text`: a text: corpus, whose
+    selection and measurement windows are fixed slices)."""
+    tokens = ("the control latents and positions (the windows the feature is chosen and measured on are fixed "
+              "slices of the text corpus)" if text else
+              "the tokens the feature is chosen on and measured on, and the control latent")
     if params.sae_path is not None:
         return (f"The SAE is fixed, given by path ({params.sae_path}, weights sha256 {(params.sae_sha256 or '?')[:12]}): "
                 f"the {n_seeds} seed(s) vary only {tokens}, so the interval does not cover SAE seeds (nor how the "
@@ -295,7 +421,7 @@ class FeatureJob(ModelJob[FP]):
     def summarize(self, ctx: RunContext, params: FP, results: list[SeedResult]) -> dict[str, Any]:
         """The kind's summary, its notes followed by what the seeds varied (what the interval covers)."""
         out = super().summarize(ctx, params, results)
-        note = seeds_note(params, len(results))
+        note = seeds_note(params, len(results), text=bool(ctx.data_ref and ctx.data_ref.startswith("text:")))
         out["notes"] = f"{out['notes']}\n{note}" if out.get("notes") else note
         return out
 

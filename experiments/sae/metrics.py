@@ -14,6 +14,19 @@ Definitions (fixed here, before any run):
   `rare_frac` reports how many live latents that applies to. Ties in activation value at the 20th place are
   broken in torch.topk's order; ties among the same token do not change the share, and exact float ties between
   different tokens do not arise in practice. single_token_frac = single-token latents / live latents.
+- single-token, common latents (`single_token_frac_common`): the same rule counted only over latents with at
+  least MIN_ACTIVATIONS = 20 positive activations on the eval set, so every judged latent is judged on a full
+  top-20 (a latent seen firing once is "single-token" by construction, which says nothing about it); the
+  denominator is those latents (`n_common`).
+- token-explained variance (`token_r2`): for each common latent, how much of its activation's variance over
+  all eval positions (zeros included) the current token id explains, cross-validated so that a latent whose
+  activation has nothing to do with the token scores about 0 (below 0 where token ids recur only a few times)
+  however many distinct tokens there are. The eval
+  positions are cut in two halves (first and second half of the eval set, whole sequences); each half's
+  activations are predicted by the mean activation of the same token id on the other half (the other half's
+  overall mean for an id it never saw), R^2 = 1 - SSE / SS around the half's own mean, and the latent's score is
+  the mean of the two halves' R^2 (it can be negative). `token_r2` is the mean over common latents;
+  `token_r2_frac` the share of common latents scoring above TOKEN_R2_HIGH = 0.5.
 - CE loss recovered: 1 - (CE_sae - CE_clean) / (CE_zero - CE_clean), next-token cross-entropy in nats per
   token over the eval sequences, with the hook's activation replaced by the SAE reconstruction (CE_sae) or by
   zeros (CE_zero). 1 means the SAE loses nothing; 0 means it is as bad as deleting the activation.
@@ -33,6 +46,8 @@ from .base import SparseAutoencoder
 TOP_K = 20  # top activations per latent examined for the single-token test
 SINGLE_TOKEN_SHARE = 0.5  # a latent is single-token when strictly more than this share of them is one token id
 DENSE_THRESHOLD = 0.1  # a latent is dense when it fires on more than this fraction of eval tokens
+MIN_ACTIVATIONS = 20  # a latent is "common" (judged by single_token_frac_common, token_r2) from this many firings
+TOKEN_R2_HIGH = 0.5  # token_r2_frac: common latents whose cross-validated token R^2 exceeds this
 
 
 @dataclass
@@ -121,8 +136,49 @@ def evaluate_sae(sae: SparseAutoencoder, acts: Tensor, token_ids: Tensor | None 
         metrics["single_token_frac"] = float(single.sum()) / n_live if n_live else float("nan")
         metrics["rare_frac"] = float(((n_top < k) & live.cpu()).sum()) / n_live if n_live else float("nan")
         metrics["mean_top_token_share"] = float(share[live.cpu()].mean()) if n_live else float("nan")
+        common = (fires.cpu() >= MIN_ACTIVATIONS)
+        n_common = int(common.sum())
+        metrics["n_common"] = float(n_common)
+        metrics["single_token_frac_common"] = (float((single & common).sum()) / n_common if n_common
+                                               else float("nan"))
+        r2 = token_r2(sae, acts, token_ids, batch_size=batch_size)                 # [d_sae]
+        metrics["token_r2"] = float(r2[common].mean()) if n_common else float("nan")
+        metrics["token_r2_frac"] = float((r2[common] > TOKEN_R2_HIGH).float().mean()) if n_common else float("nan")
     return FeatureReport(metrics=metrics, freq=freq.cpu(), top_token=token, top_token_share=share, n_top=n_top,
                          top_acts=top_acts.cpu(), top_ids=top_ids.cpu())
+
+
+@torch.no_grad()
+def token_r2(sae: SparseAutoencoder, acts: Tensor, token_ids: Tensor, *, batch_size: int = 4096) -> Tensor:
+    """Cross-validated share of each latent's activation variance that the current token id explains, [d_sae]
+    float32 on CPU (definition in the module docstring; nan where a half has no variance)."""
+    N = acts.shape[0]
+    dev = sae.W_enc.device
+    uniq, inv = torch.unique(token_ids.cpu(), return_inverse=True)                  # [U], [N]
+    U, D = len(uniq), sae.d_sae
+    half = torch.arange(N) >= N // 2                                                 # [N] False: first half
+    S = torch.zeros(2, U, D, dtype=torch.float64)                                    # per half, id: sum of f
+    Q = torch.zeros(2, U, D, dtype=torch.float64)                                    # per half, id: sum of f^2
+    C = torch.zeros(2, U, dtype=torch.float64)                                       # per half, id: count
+    for start in range(0, N, batch_size):
+        x = acts[start:start + batch_size].to(device=dev, dtype=sae.W_enc.dtype)      # [B, d]
+        f = sae.encode(x).double().cpu()                                             # [B, d_sae]
+        h = half[start:start + batch_size].long()                                    # [B]
+        idx = h * U + inv[start:start + batch_size]                                  # [B] row in the [2U] view
+        S.view(2 * U, D).index_add_(0, idx, f)
+        Q.view(2 * U, D).index_add_(0, idx, f * f)
+        C.view(2 * U).index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64))
+    r2 = []
+    for a, b in ((0, 1), (1, 0)):  # predict half b from half a's per-token means
+        n_b = C[b].sum()
+        mean_a = S[a].sum(0) / C[a].sum().clamp_min(1)                               # [D]
+        seen = (C[a] > 0)[:, None]                                                   # [U, 1]
+        pred = torch.where(seen, S[a] / C[a].clamp_min(1)[:, None], mean_a[None])    # [U, D]
+        sse = (Q[b] - 2 * pred * S[b] + C[b][:, None] * pred * pred).sum(0)          # [D]
+        mu_b = S[b].sum(0) / n_b.clamp_min(1)                                         # [D]
+        sst = Q[b].sum(0) - n_b * mu_b * mu_b                                         # [D]
+        r2.append(torch.where(sst > 1e-12, 1 - sse / sst.clamp_min(1e-300), torch.full_like(sst, float("nan"))))
+    return ((r2[0] + r2[1]) / 2).float()
 
 
 def _next_token_ce_sum(logits: Tensor, tokens: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ from .recipe import SaeRecipe
 if TYPE_CHECKING:
     from claimgraph.experiments.substrate.corpus import SyntheticCorpus
     from claimgraph.experiments.substrate.hooks import HookedModel
+    from claimgraph.experiments.substrate.text import TextCorpus
 
 SAE_SOURCE = Path(__file__).resolve().parent
 
@@ -53,15 +54,34 @@ def sae_key(model: HookedModel, model_ref: str, data_ref: str, recipe: SaeRecipe
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def provision_sae(model: HookedModel, model_ref: str, corpus: SyntheticCorpus, data_ref: str, recipe: SaeRecipe, seed: int, *,
+def training_activations(model: HookedModel, corpus: Any, recipe: SaeRecipe, seed: int, *,
+                         batch_size: int = 64) -> Any:
+    """The activations an SAE of `recipe` trains on, [n * T, d_in] float32 on CPU: `corpus.sample(n, seed)` of
+    a synthetic corpus; for a real-text corpus the train windows [0, n) through the activation cache (one
+    forward pass per model, hook and slice, whatever the seed: the SAE seed varies its init and batch order),
+    document separators left out (their residual stream is an outlier many times the others' norm)."""
+    from claimgraph.experiments.substrate.load import activations
+
+    n_seqs = math.ceil(recipe.train_tokens / corpus.seq_len)
+    from claimgraph.experiments.substrate.text import is_text
+
+    if is_text(corpus):
+        from claimgraph.experiments.substrate.acts_cache import cached_activations
+
+        return cached_activations(model, corpus, recipe.hook, split="train", start=0, stop=n_seqs,
+                                  batch_size=min(batch_size, 16)).tensor(skip_separators=True)
+    tokens = corpus.sample(n_seqs, seed)                                                    # [n, T]
+    return activations(model, tokens, recipe.hook, batch_size=batch_size, out_device="cpu")  # [n * T, d_in]
+
+
+def provision_sae(model: HookedModel, model_ref: str, corpus: SyntheticCorpus | TextCorpus, data_ref: str, recipe: SaeRecipe, seed: int, *,
                   log: Callable[[str], None] | None = None,
                   progress: Callable[[Any], Any] | None = None, batch_size: int = 64) -> tuple[Any, Path]:
     """The SAE for these inputs, trained now or loaded from the cache; returns (sae on the model's device,
-    its SAELens folder). Training tokens are `corpus.sample(n, seed)`, as in the `sae` job."""
+    its SAELens folder). Training tokens: `training_activations`, as in the `sae` job."""
     import torch
 
     from claimgraph.experiments.sae import load_sae, save_sae, train_sae
-    from claimgraph.experiments.substrate.load import activations
 
     device = str(getattr(model, "device", "cpu"))
     key = sae_key(model, model_ref, data_ref, recipe, seed)
@@ -71,9 +91,7 @@ def provision_sae(model: HookedModel, model_ref: str, corpus: SyntheticCorpus, d
         if log:
             log(f"SAE {key} loaded from cache ({folder})")
         return load_sae(folder, device=device), folder
-    n_seqs = math.ceil(recipe.train_tokens / corpus.seq_len)
-    tokens = corpus.sample(n_seqs, seed)                                                    # [n, T]
-    acts = activations(model, tokens, recipe.hook, batch_size=batch_size, out_device="cpu")  # [n * T, d_in]
+    acts = training_activations(model, corpus, recipe, seed, batch_size=batch_size)          # [n * T, d_in]
     cfg = recipe.config(acts.shape[1], seed, model_name=model_ref, dataset_path=data_ref,
                         context_size=corpus.seq_len)
     if log:

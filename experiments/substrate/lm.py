@@ -208,3 +208,24 @@ def load_lm(name: str, *, device: str = "cpu", progress: bool = True) -> Any:
     model.provenance = {**json.loads((folder / "provenance.json").read_text()), "cache": str(folder)}
     model.cache_path = folder
     return model
+
+
+def setting_note(model_ref: str | None, data_ref: str | None) -> str:
+    """One sentence on what limits a real-model setting (model size, quantization, corpus size), for the
+    evidence notes; "" for toy models."""
+    if not model_ref or not model_ref.startswith("lm:"):
+        return ""
+    m = lm_manifest(model_ref.partition(":")[2])
+    corpus = ""
+    if data_ref and data_ref.startswith("text:"):
+        from .text import recipe_of
+
+        _, recipe = recipe_of(data_ref)
+        corpus = (f" on {data_ref} ({sum(recipe.sources.values()) / 1e6:.1f}M characters from "
+                  f"{len(recipe.sources)} sources in installed packages, every {recipe.eval_every}th document "
+                  "held out)")
+    return (f" Setting: {m['model']} ({model_ref}: {m.get('n_layers')} blocks, d_model {m.get('d_model')}, "
+            f"{m['quantization']} weights from {m['package']} {m['package_version']} dequantized to float32)"
+            f"{corpus}. What limits it: a 135M-parameter model with 4-bit weights (not the original bfloat16 "
+            "checkpoint), a small corpus, one hook and SAEs trained on tens of thousands of tokens; a larger model, "
+            "more text or wider SAEs could change the result.")

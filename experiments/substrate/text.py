@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -354,6 +354,44 @@ def char_labels(doc: Document) -> dict[str, np.ndarray]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------- token categories
+
+# Which tokens of the tokenizer a category's feature should make the model predict (logit weights, ablation,
+# pinned sampling on text: corpora), read from each token's decoded string alone, never from the corpus:
+# - `base64`: a non-empty string made only of the base64 alphabet (A-Z a-z 0-9 + / and = padding), no space;
+#   inside a base64 body every next token is one of these. Many word pieces ("ing", "The") also qualify, so the
+#   set is large (its base rate is reported); the jobs compare against nulls, not against chance;
+# - `arabic`: a string holding an Arabic-script character and no Latin letter or digit.
+TOKEN_CATEGORIES = ("base64", "arabic")
+_B64_TOKEN = re.compile(r"[A-Za-z0-9+/=]+")
+_AR_CHAR = re.compile(f"[{_AR}]")
+_LATIN = re.compile(r"[A-Za-z0-9]")
+
+
+def token_strings(tokenizer: Any) -> list[str]:
+    """The decoded string of every token id 0..len(tokenizer)-1 (byte-level pieces decoded to text)."""
+    return [tokenizer.decode([i]) for i in range(len(tokenizer))]
+
+
+def category_token_mask(tokenizer: Any, category: str, d_vocab: int | None = None) -> np.ndarray:
+    """bool [d_vocab]: the tokens of `category` (TOKEN_CATEGORIES) by the rule above; ids beyond the tokenizer
+    (padding rows of the embedding) are outside every category."""
+    if category not in TOKEN_CATEGORIES:
+        raise InvalidInput(f"no token set for category {category!r} on real text; known: {', '.join(TOKEN_CATEGORIES)}")
+    strings = token_strings(tokenizer)
+    n = len(strings) if d_vocab is None else d_vocab
+    out = np.zeros(n, bool)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for i, s in enumerate(strings[:n]):
+        if i in special or not s:
+            continue
+        if category == "base64":
+            out[i] = _B64_TOKEN.fullmatch(s) is not None
+        else:
+            out[i] = _AR_CHAR.search(s) is not None and _LATIN.search(s) is None
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- tokenized corpus
 
 def _sha(*arrays: np.ndarray) -> str:
@@ -491,6 +529,24 @@ class TextCorpus:
 
     def stats(self) -> dict[str, Any]:
         return json.loads((self.folder / "stats.json").read_text())
+
+
+def is_text(corpus: Any) -> TypeGuard[TextCorpus]:
+    """A real-text corpus (a TextCorpus, or anything with its interface) rather than the synthetic one."""
+    return getattr(corpus, "vocab", None) is None and hasattr(corpus, "window_slice")
+
+
+def record_corpus(folder: Path, corpus: Any) -> None:
+    """Copy a text corpus' manifest, document list (package, version, path, sha256 of each) and stats table into
+    `folder`/corpus/ (a run's artifacts), once; nothing for the synthetic corpus (its recipe is the ref)."""
+    import shutil
+
+    dest = Path(folder) / "corpus"
+    if not is_text(corpus) or (dest / "documents.jsonl").is_file():
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("manifest.json", "documents.jsonl", "stats.json", "stats.md"):
+        shutil.copyfile(corpus.folder / name, dest / name)
 
 
 def _split(split: str) -> str:

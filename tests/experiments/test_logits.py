@@ -145,9 +145,9 @@ def test_top_tokens_orders_both_ends():
     assert out["bottom"] == [("t1", -2.0), ("t4", -1.0)]
 
 
-def test_planted_category_is_enriched_and_random_directions_are_not():
-    """A toy model over the synthetic vocabulary whose unembedding has a planted direction p that raises the
-    base64 tokens (on top of random columns): p comes out enriched; random directions of the same norm do not."""
+def _planted_unembedding():
+    """A toy model over the synthetic vocabulary whose unembedding has a planted unit direction p raising the
+    base64 tokens on top of random columns; returns (model, base64 mask, p, the generator, to draw on from)."""
     vocab = get_corpus("synthetic:default").vocab
     V = len(vocab)
     torch.manual_seed(3)
@@ -159,6 +159,13 @@ def test_planted_category_is_enriched_and_random_directions_are_not():
     p = p / p.norm()
     with torch.no_grad():
         m.W_U.copy_(torch.randn(32, V, generator=g) * 0.02 + 0.05 * p[:, None] * mask[None].float())
+    return m, mask, p, g
+
+
+def test_planted_category_is_enriched_and_random_directions_are_not():
+    """A toy model over the synthetic vocabulary whose unembedding has a planted direction p that raises the
+    base64 tokens (on top of random columns): p comes out enriched; random directions of the same norm do not."""
+    m, mask, p, g = _planted_unembedding()
     top_k = 20
     planted = enrichment(direct_logit_effects(m, p[None], "hook_embed")[0], mask, top_k)
     assert planted["hits"] >= 18 and planted["ratio"] > 4 and planted["p_value"] < 1e-10
@@ -216,3 +223,50 @@ def test_direct_effect_matches_a_hugging_face_gpt_neox(tmp_path):
     clean = _perturbed_logits(m, tokens, "blocks.1.mlp.hook_post", pos, torch.zeros_like(u))[0, pos]
     moved = _perturbed_logits(m, tokens, "blocks.1.mlp.hook_post", pos, step * u)[0, pos]
     assert torch.allclose((moved - clean) / step, eff, rtol=2e-2, atol=2e-3 * eff.abs().max())
+
+
+def _planted_model_and_sae(all_planted: bool):
+    """The planted-unembedding toy model above and an SAE at hook_embed with 64 random decoder rows; latent 0's
+    row is the planted direction p. With `all_planted`, every row carries p as strongly (p plus a random part)."""
+    from claimgraph.experiments.sae import SaeRecipe
+    from claimgraph.experiments.sae.relu import ReluSAE
+
+    m, mask, p, g = _planted_unembedding()
+    sae = ReluSAE(SaeRecipe(d_sae=64).config(32, 0))
+    rows = torch.randn(64, 32, generator=g)
+    rows = rows / rows.norm(dim=1, keepdim=True)
+    rows[0] = p
+    if all_planted:
+        rows = p + 0.7 * rows
+        rows[0] = p
+    with torch.no_grad():
+        sae.W_dec.copy_(rows)
+    return m, sae, mask
+
+
+@pytest.mark.parametrize("all_planted", [False, True])
+def test_rank_among_live_latents_planted(all_planted):
+    """Positive: a latent whose decoder row is the planted direction ranks above every other latent of its SAE
+    and above random directions. Negative: when every latent of the SAE raises the category as much, the same
+    latent still beats random directions (z would pass) but ranks like a typical latent among its own."""
+    from claimgraph.experiments.features.logits import latent_category_scores, rank_among
+
+    m, sae, mask = _planted_model_and_sae(all_planted)
+    cmo, ratio = latent_category_scores(m, sae, "hook_embed", mask, 20, chunk=16)
+    eff = feature_logit_effects(m, sae, "hook_embed", list(range(64)))
+    assert torch.allclose(cmo, eff[:, mask].mean(1) - eff[:, ~mask].mean(1), atol=1e-6)
+    assert torch.allclose(ratio, enrichment_ratios(eff, mask, 20))
+    rand = torch.randn(200, 32, generator=torch.Generator().manual_seed(9))
+    rand = rand / rand.norm(dim=1, keepdim=True)
+    r_eff = direct_logit_effects(m, rand, "hook_embed")
+    r_cmo = r_eff[:, mask].mean(1) - r_eff[:, ~mask].mean(1)
+    z = float((cmo[0] - r_cmo.mean()) / r_cmo.std())
+    assert z > 4 and rank_among(float(cmo[0]), r_cmo) == 1.0
+    pct = rank_among(float(cmo[0]), cmo[1:])
+    if not all_planted:
+        assert pct == 1.0 and rank_among(float(ratio[0]), ratio[1:]) > 0.95
+    else:
+        assert pct < 0.9
+    # each random-row latent ranked among the others: about uniform, so few reach the top 5%
+    ranks = torch.tensor([rank_among(float(cmo[j]), torch.cat([cmo[1:j], cmo[j + 1:]])) for j in range(1, 64)])
+    assert float((ranks > 0.95).float().mean()) < 0.1 and 0.35 < float(ranks.mean()) < 0.65

@@ -355,6 +355,52 @@ def test_evaluate_sae_matches_direct_computation():
     assert rep.metrics["single_token_frac"] == pytest.approx(single / 5)
 
 
+def _identity_sae(d: int):
+    cfg = sae_config(d_in=d, d_sae=d, steps=1)
+    sae = make_trainer(cfg, torch.randn(10, d)).finalize()
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(d))
+        sae.W_dec.copy_(torch.eye(d))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae
+
+
+@pytest.mark.parametrize("n_ids", [10, 2000])
+def test_token_metrics_planted_positive_and_negative(n_ids):
+    """Planted truth: latent 0's activation is a pure function of the token id (positive: token R^2 ~ 1,
+    single-token); latent 1's is noise independent of the token (negative: R^2 ~ 0, and below 0 with 2000
+    distinct ids over 4000 positions, where the in-sample share of variance explained would be ~0.5; not
+    single-token); latent 2 is half token, half noise (its top-20 spread over tokens); latent 3 fires 5 times
+    on one token: single-token by the top-20 rule but left out of the rules that need 20 activations."""
+    from claimgraph.experiments.sae.metrics import token_r2
+
+    g = torch.Generator().manual_seed(3)
+    n = 4000
+    tokens = torch.randint(0, n_ids, (n,), generator=g)
+    value = torch.rand(n_ids, generator=g) * 3  # per-token activation of latent 0
+    value[value < 0.6] = 0.0  # some tokens do not fire it
+    x = torch.full((n, 4), -1.0)
+    x[:, 0] = value[tokens]
+    x[:, 1] = torch.randn(n, generator=g).relu()
+    x[:, 2] = value[tokens] + torch.randn(n, generator=g) * float(value[tokens].std())
+    x[(tokens == tokens[0]).nonzero()[:5, 0], 3] = 2.0
+    sae = _identity_sae(4)
+    r2 = token_r2(sae, x, tokens, batch_size=512)
+    if n_ids == 10:
+        assert r2[0] > 0.95 and abs(float(r2[1])) < 0.06 and 0.25 < r2[2] < 0.75, r2
+    else:  # ids seen about once per half: unseen ones are predicted by the mean, noise is penalised
+        assert r2[0] > 0.5 and r2[1] < 0.0 and r2[2] < r2[0], r2
+    rep = evaluate_sae(sae, x, tokens, batch_size=512)
+    assert rep.metrics["n_common"] == 3
+    if n_ids == 10:  # top-20 of latent 0 all on its largest-value token; latent 1's spread over ten
+        assert rep.top_token_share[0] == 1.0 and rep.top_token_share[1] <= 0.5
+        assert rep.metrics["single_token_frac"] == pytest.approx(2 / 4)  # latents 0 and 3
+        assert rep.metrics["single_token_frac_common"] == pytest.approx(1 / 3)  # the rare latent 3 left out
+    assert rep.metrics["token_r2"] == pytest.approx(float(r2[:3].mean()), rel=1e-5)
+    assert rep.metrics["token_r2_frac"] == pytest.approx(1 / 3 + (1 / 3 if r2[2] > 0.5 else 0))
+
+
 @pytest.mark.parametrize("density", ["sparse", "dense"])
 def test_relu_training_step_matches_plain_autograd(density, monkeypatch):
     """ReluTrainer's loss and gradients, through its sparse path (active latents only) and its dense path, equal

@@ -13,11 +13,26 @@ Definitions (fixed before any run):
 - control: a random live latent firing about as often, not itself a detector of the category
   (features/target.py `control_latent`), ablated the same way.
 
+Against a null (`n_null` >= 20; what the real-model experiments register, written before any real-model run):
+the pilot's metric averaged the log-prob change over every token of the category and every other token, so
+~250 improbable tokens gaining log-prob made most of it, and its single control latent could not say what a
+typical latent of that frequency does. The null design fixes both:
+- one firing position t at a time (t >= null_t_min, at least `horizon` tokens before the window's end, not a
+  document separator), up to `null_pairs` per latent drawn at random from `null_windows` measurement windows;
+- `cat_drop`: log P_clean(C) - log P_ablated(C) for the token after t, P(C) the total probability of the
+  category's tokens (each token weighted by its probability); KL(clean || ablated) of tokens t+1..t+horizon;
+- the same for `n_null` latents that fire within a factor 2 as often and do not detect the label
+  (features/target.py `null_latents`), each at its own firing positions;
+- `null_drop_z` = (feature's cat_drop - null mean) / null SD: the effect over the null, in null SDs.
+Registered for the real-model experiments: `null_drop_z > 3 band 1` (supported: the 3-seed 95% interval above
+4; refuted: below 2). With 20 null latents a z of 3 is beyond what a latent of the null reaches except in
+its tail; the band keeps 2..4 inconclusive. The KL's z over the null is reported beside it.
+
 The measurement is in run.py and its plot in plots.py; this module does not import torch.
 """
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from claimgraph.experiments.features.target import FeatureJob, FeatureParams
 from claimgraph.experiments.spec import Criterion
@@ -29,6 +44,19 @@ class AblationParams(FeatureParams):
     measure_tokens: int = Field(16_384, ge=64)  # held-out tokens (whole sequences) for the log-prob changes
     kl_positions: int = Field(256, ge=1)  # firing positions ablated one at a time for the KL horizon
     horizon: int = Field(10, ge=2)  # tokens t+1..t+horizon whose distributions are compared
+    # against a null (0: off, the pilot's design above; otherwise at least 20 null latents)
+    n_null: int = Field(0, ge=0)  # frequency-matched null latents ablated like the feature
+    null_pairs: int = Field(16, ge=1)  # single firing positions ablated per latent
+    null_windows: int = Field(64, ge=1)  # measurement windows the positions are drawn from
+    null_len: int = Field(48, ge=8)  # tokens of each window used (its prefix)
+    null_t_min: int = Field(8, ge=1)  # earliest position ablated (some context before it)
+
+    @field_validator("n_null")
+    @classmethod
+    def _null_size(cls, v: int) -> int:
+        if 0 < v < 20:
+            raise ValueError(f"n_null={v}: a null needs at least 20 latents (or 0 for none)")
+        return v
 
 
 class AblationJob(FeatureJob[AblationParams]):
@@ -65,4 +93,16 @@ class AblationJob(FeatureJob[AblationParams]):
         "control_precaching_score": "the same for the control latent",
         "control_fire_frac": "the same for the control latent",
         "feature_f1": "F1 of the feature as a detector of the category label (selection tokens)",
+        "null_drop_z": "(feature's cat_drop - null latents' mean) / their SD (n_null design)",
+        "cat_drop": "log P_clean(C) - log P_ablated(C) for the next token, ablating at one firing position",
+        "cat_drop_over_null": "feature's cat_drop - null latents' mean (nats)",
+        "null_cat_drop_mean": "mean cat_drop of the null latents",
+        "null_cat_drop_sd": "SD of the null latents' cat_drop",
+        "null_at_least_feature": "share of null latents whose cat_drop >= the feature's",
+        "kl_sum": "KL(clean || ablated) summed over tokens t+1..t+horizon (one-position ablation)",
+        "null_kl_sum_mean": "mean kl_sum of the null latents",
+        "kl_sum_null_z": "(feature's kl_sum - null mean) / null SD",
+        "null_kl_next_mean": "mean KL of token t+1 for the null latents",
+        "feature_pairs": "positions the feature was ablated at",
+        "null_latents_used": "null latents that fired at an eligible position",
     }

@@ -13,16 +13,24 @@ from torch import Tensor
 
 from claimgraph.experiments.context import RunContext
 from claimgraph.experiments.features.intervene import clamp_hook, latent_acts_and_logits
-from claimgraph.experiments.features.target import MEASURE_OFFSET, Target, control_latent
+from claimgraph.experiments.features.target import Target, control_latent, null_latents
 from claimgraph.experiments.job import SeedResult
+from claimgraph.experiments.sae.base import SparseAutoencoder
+from claimgraph.experiments.substrate.hooks import HookedModel
+from claimgraph.experiments.substrate.lm import setting_note
+from claimgraph.experiments.substrate.text import is_text
+from claimgraph.graph.errors import InvalidInput
 
 from . import CONDITIONS, AblationParams
 from .plots import plot_ablation
 
 
 def measure(ctx: RunContext, params: AblationParams, seed: int, t: Target) -> SeedResult:
-    """Clamp the feature, then the control latent, to 0 on held-out tokens; metrics, details and the plot."""
-    tokens = t.corpus.sample(math.ceil(params.measure_tokens / t.corpus.seq_len), seed + MEASURE_OFFSET)
+    """Clamp the feature, then the control latent, to 0 on held-out tokens; metrics, details and the plot.
+    With `n_null`, the feature against that many frequency-matched null latents instead (`measure_null`)."""
+    if params.n_null:
+        return measure_null(ctx, params, seed, t)
+    tokens = t.measure_windows(math.ceil(params.measure_tokens / t.corpus.seq_len), seed)
     control = control_latent(t.stats, t.feature, seed)
     ctx.log(f"ablating feature {t.feature} and control latent {control} (fires on "
             f"{float(t.stats.freq[control]):.4f} of selection tokens vs {float(t.stats.freq[t.feature]):.4f})")
@@ -53,6 +61,20 @@ def summarize(ctx: RunContext, params: AblationParams, results: list[SeedResult]
     def per_seed(name: str, fmt: str = ".3f") -> str:
         return ", ".join(format(r.metrics[name], fmt) for r in results)
 
+    if params.n_null:
+        notes = (f"Zero-ablating the SAE feature that best detects {d0['label']} at {d0['hook']} (SAE spliced in, "
+                 f"error term kept) at single positions where it fires, against {params.n_null} null latents "
+                 f"firing about as often, ablated the same way: the log of the total probability of "
+                 f"{d0['predict']} tokens for the next token falls by {per_seed('cat_drop', '.4f')} nats per "
+                 f"seed; null latents {per_seed('null_cat_drop_mean', '.4f')} (SD "
+                 f"{per_seed('null_cat_drop_sd', '.4f')}), so z = {per_seed('null_drop_z', '.2f')} over the null. "
+                 f"KL of tokens t+1..t+{params.horizon}: {per_seed('kl_sum', '.3g')} vs null "
+                 f"{per_seed('null_kl_sum_mean', '.3g')}. Each latent is measured at up to {params.null_pairs} "
+                 "positions, so single-latent values are noisy; the interval covers the SAE seed (and the "
+                 "feature and nulls chosen in it), not the positions. Other latents and the error term may carry "
+                 "the same information (redundancy), which keeps single-feature ablation effects small.")
+        return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), "null_drop_z": [r.metrics["null_drop_z"] for r in results]}
+
     notes = (f"Zero-ablating the SAE feature that best detects {d0['label']} at {d0['hook']} (SAE spliced in, "
              f"error term kept) where it fires: {d0['predict']} tokens lose "
              f"{per_seed('category_logprob_drop_minus_other')} nats more log-prob than other tokens per seed "
@@ -64,7 +86,7 @@ def summarize(ctx: RunContext, params: AblationParams, results: list[SeedResult]
              "information (redundancy), which makes single-feature ablation effects small; a narrower SAE, "
              "ablating the feature's close siblings together, or a model where the span is represented "
              "once could change the size of the effect.")
-    return {"notes": notes,
+    return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref),
             "category_logprob_drop_minus_other": [r.metrics["category_logprob_drop_minus_other"] for r in results]}
 
 
@@ -146,3 +168,141 @@ def kl_horizon(t: Target, latent: int, tokens: Tensor, fires: Tensor, params: Ab
         lp_a = F.log_softmax(abl.gather(1, gather).float(), -1)[..., :V]                 # [m, H, V]
         total += (lp_c.exp() * (lp_c - lp_a)).sum(-1).sum(0).double().cpu()             # [H]
     return (total / len(pairs)).float()
+
+
+# ---------------------------------------------------------------------------------------------- against a null
+
+def measure_null(ctx: RunContext, params: AblationParams, seed: int, t: Target) -> SeedResult:
+    """The feature and `n_null` frequency-matched null latents, each clamped to 0 at single firing positions
+    (`single_position_ablations`); the feature's category log-mass drop and KL against the null's."""
+    nulls = null_latents(t.stats, t.feature, params.n_null, seed)
+    L = min(params.null_len, t.corpus.seq_len)
+    windows = t.measure_windows(params.null_windows, seed)[:, :L]                        # [n, L]
+    sep = int(t.corpus.manifest["separator_id"]) if is_text(t.corpus) else None
+    ctx.log(f"ablating feature {t.feature} and {len(nulls)} null latents (fire on "
+            f"{float(t.stats.freq[nulls].min()):.4f}..{float(t.stats.freq[nulls].max()):.4f} of selection tokens "
+            f"vs {float(t.stats.freq[t.feature]):.4f}) at up to {params.null_pairs} single positions each in "
+            f"{len(windows)} windows of {L} tokens")
+    res = single_position_ablations(t.model, t.sae, t.hook, [t.feature, *nulls], windows, t.category_mask(),
+                                    pairs=params.null_pairs, horizon=params.horizon, t_min=params.null_t_min,
+                                    seed=seed, separator=sep, batch_size=min(params.model_batch_size, 8))
+    if int(res["n_pairs"][0]) == 0:
+        raise InvalidInput(f"feature {t.feature} never fires at positions {params.null_t_min}..{L - params.horizon} "
+                           f"of the {len(windows)} measurement windows; raise null_windows")
+    kl_sum = res["kl"].sum(1)                                                          # [1 + n_null]
+    drop = null_comparison(float(res["cat_drop"][0]), res["cat_drop"][1:])
+    kls = null_comparison(float(kl_sum[0]), kl_sum[1:])
+    metrics = {
+        "null_drop_z": drop["z"], "cat_drop": float(res["cat_drop"][0]), "cat_drop_over_null": drop["over"],
+        "null_cat_drop_mean": drop["mean"], "null_cat_drop_sd": drop["sd"], "null_at_least_feature": drop["at_least"],
+        "kl_sum": float(kl_sum[0]), "null_kl_sum_mean": kls["mean"], "kl_sum_null_z": kls["z"],
+        "kl_next": float(res["kl"][0, 0]), "null_kl_next_mean": float(res["kl"][1:, 0].nanmean()),
+        "feature_pairs": float(res["n_pairs"][0]), "null_latents_used": drop["n"], "feature_f1": t.choice["f1"],
+    }
+    ctx.log_metrics(0, metrics, condition="null")
+    ctx.log(f"feature {t.feature}: category log-mass drop {metrics['cat_drop']:.4f} nats vs null "
+            f"{drop['mean']:.4f} +- {drop['sd']:.4f} (z {drop['z']:.2f}); KL t+1..t+{params.horizon} "
+            f"{metrics['kl_sum']:.4g} vs null {kls['mean']:.4g} (z {kls['z']:.2f})")
+    details = {**t.details(), "null_latents": nulls,
+               "cat_drop": [float(x) for x in res["cat_drop"]], "kl_by_offset": res["kl"].tolist(),
+               "n_pairs": res["n_pairs"].tolist(), "windows": len(windows), "window_len": L}
+    return SeedResult(seed=seed, metrics=metrics, details=details)
+
+
+def single_position_ablations(model: HookedModel, sae: SparseAutoencoder, hook: str, latents: list[int],
+                              windows: Tensor, category_mask: Tensor, *, pairs: int, horizon: int, t_min: int,
+                              seed: int, separator: int | None = None, batch_size: int = 8
+                              ) -> dict[str, Tensor]:
+    """Each latent of `latents` clamped to 0 at one position t where it fires (t_min <= t <= L - horizon, not a
+    separator), for up to `pairs` (window, t) pairs per latent drawn at random (seed) among windows [n, L]:
+
+    - `cat_drop` [k]: mean over its pairs of log P_clean(C) - log P_ablated(C) for the token after t, where
+      P(C) is the total probability of the category's tokens (each token weighted by its probability, so
+      improbable tokens cannot dominate);
+    - `kl` [k, horizon]: mean KL(clean || ablated) of tokens t+1..t+horizon;
+    - `n_pairs` [k]: pairs found (0: the latent never fired in range; its values are nan).
+    V = len(category_mask): the tokens compared (a synthetic vocabulary is a prefix of the model's)."""
+    from claimgraph.experiments.features.select import latent_acts
+
+    n, L = windows.shape
+    H = horizon
+    cat = category_mask.bool().to(model.device)                                        # [V]
+    V = cat.shape[0]
+    acts = latent_acts(model, sae, windows, hook, batch_size=batch_size, latents=latents).reshape(n, L, -1)
+    ok = acts > 0                                                                      # [n, L, k]
+    ok[:, :t_min] = False
+    ok[:, L - H + 1:] = False  # positions t .. t + H - 1 must exist
+    if separator is not None:
+        ok &= (windows != separator)[..., None]
+    g = torch.Generator().manual_seed(int(seed) + 104729)
+    rows = []  # (latent slot, window, t)
+    for j in range(len(latents)):
+        where = ok[..., j].nonzero()                                                   # [P, 2]
+        where = where[torch.randperm(len(where), generator=g)[:pairs]]
+        rows += [(j, int(w), int(t)) for w, t in where]
+    k = len(latents)
+    drop = torch.zeros(k, dtype=torch.float64)
+    kl = torch.zeros(k, H, dtype=torch.float64)
+    count = torch.zeros(k, dtype=torch.float64)
+    W_dec = sae.W_dec.detach()
+    lat_idx = torch.as_tensor(latents, dtype=torch.long)
+    by_window: dict[int, list[tuple[int, int]]] = {}
+    for j, w, t in rows:
+        by_window.setdefault(w, []).append((j, t))
+    order = sorted(by_window)
+    for start in range(0, len(order), batch_size):
+        ws = order[start:start + batch_size]
+        chunk = [(j, w, t) for w in ws for j, t in by_window[w]]
+        end = max(t for _, _, t in chunk) + H                                          # positions used: < end
+        with torch.no_grad():
+            clean = F.log_softmax(model(windows[ws, :end].to(model.device)).float(), -1)[..., :V]  # [b, end, V]
+        slot = {w: i for i, w in enumerate(ws)}
+        for c0 in range(0, len(chunk), batch_size):
+            part = chunk[c0:c0 + batch_size]
+            js = torch.tensor([j for j, _, _ in part])
+            ts = torch.tensor([t for _, _, t in part])
+            toks = windows[[w for _, w, _ in part], :end].to(model.device)             # [r, end]
+            hook_fn = _ablate_one_position(sae, lat_idx[js], ts, W_dec)
+            with torch.no_grad():
+                abl = F.log_softmax(model.run_with_hooks(toks, [(hook, hook_fn)]).float(), -1)[..., :V]  # [r, end, V]
+            base = clean[[slot[w] for _, w, _ in part]]                                 # [r, end, V]
+            ar = torch.arange(len(part))
+            pos = (ts[:, None] + torch.arange(H)).to(model.device)                      # [r, H]
+            lc = base[ar[:, None], pos]                                                 # [r, H, V]
+            la = abl[ar[:, None], pos]                                                  # [r, H, V]
+            kl_r = (lc.exp() * (lc - la)).sum(-1).double().cpu()                        # [r, H]
+            d_r = (lc[:, 0][:, cat].logsumexp(-1) - la[:, 0][:, cat].logsumexp(-1)).double().cpu()  # [r]
+            drop.index_add_(0, js, d_r)
+            kl.index_add_(0, js, kl_r)
+            count.index_add_(0, js, torch.ones(len(part), dtype=torch.float64))
+    denom = count.clamp_min(1)
+    nan = count == 0
+    return {"cat_drop": (drop / denom).masked_fill(nan, float("nan")).float(),
+            "kl": (kl / denom[:, None]).masked_fill(nan[:, None], float("nan")).float(),
+            "n_pairs": count.long()}
+
+
+def _ablate_one_position(sae: SparseAutoencoder, latents: Tensor, positions: Tensor, W_dec: Tensor):
+    """Hook for a batch of rows: row r's latent latents[r] set to 0 at position positions[r] only (SAE spliced
+    in, error term kept: x + (0 - f) * W_dec[latent])."""
+    def fn(act: Tensor, name: str) -> Tensor:
+        x = act.reshape(*act.shape[:2], -1)                                             # [r, T, d_in]
+        ar = torch.arange(x.shape[0], device=x.device)
+        at = x[ar, positions.to(x.device)]                                              # [r, d_in]
+        with torch.no_grad():
+            f = sae.encode(at.to(W_dec.dtype))                                          # [r, d_sae]
+            val = f[ar, latents.to(x.device)]                                           # [r]
+            delta = -val[:, None] * W_dec[latents.to(W_dec.device)]                     # [r, d_in]
+        out = x.clone()
+        out[ar, positions.to(x.device)] = at + delta.to(x.dtype)
+        return out.reshape(act.shape)
+    return fn
+
+
+def null_comparison(feature: float, null: Tensor) -> dict[str, float]:
+    """The feature's value against null latents' values [n] (nan ones dropped): z over the null, excess over
+    its mean, and the share of null latents at least as large."""
+    null = null[~torch.isnan(null)].double()
+    mean, sd = float(null.mean()), float(null.std())
+    return {"z": (feature - mean) / max(sd, 1e-12), "over": feature - mean, "mean": mean, "sd": sd,
+            "at_least": float((null >= feature).double().mean()), "n": float(len(null))}

@@ -7,6 +7,21 @@ the latents of the provisioned SAE, chosen on held-out tokens (features/target.p
 direction of the same norm at the same hook are the control: `n_random` directions give the distribution of
 the enrichment a direction with no relation to the category reaches.
 
+Every live latent of the same SAE is scored the same way (its decoder row's category - other effect and
+top_k enrichment), and the feature is ranked among them (`category_effect_pct_live`: the share of the other
+live latents it beats, ties half). Random directions answer "more than chance in this geometry"; the other
+latents answer "more than what this SAE's latents typically do", which the first cannot: on a model with tied
+embeddings (SmolLM2) any latent that carries the current token's identity raises that token's logits, so a
+token-identity latent of the category beats random directions without being a context feature.
+
+Why the real-model experiments register the rank, not z (written before any real-model run): z is ~ N(0, 1)
+over random directions in d_hook = 576 dimensions, but a residual-stream latent at an early layer is not a
+random direction; the rank is read against the SAE's own latents, whose distribution needs no assumption.
+Registered there: `category_effect_pct_live > 0.95 band 0.03` (supported: the 3-seed 95% interval above 0.98,
+a feature in the top 2% of the SAE's latents; refuted: below 0.92). A typical latent's rank is uniform on
+[0, 1], so 0.98 is what 2% of latents reach. On text: corpora the category's tokens are the tokenizer's
+(substrate/text.py `category_token_mask`) over the whole vocabulary.
+
 The measurement is in run.py and its histogram in plots.py; this module does not import torch.
 """
 from __future__ import annotations
@@ -56,5 +71,11 @@ class LogitWeightsJob(FeatureJob[LogitWeightsParams]):
         "random_ratio_at_least_feature": "fraction of random directions whose ratio >= the feature's",
         "feature_f1": "F1 of the feature as a detector of the category label (selection tokens)",
         "feature_auroc": "AUROC of the feature as a detector of the category label (selection tokens)",
+        "category_effect_pct_live": "share of the SAE's other live latents whose category - other effect is "
+                                    "below the feature's (ties half)",
+        "enrichment_pct_live": "the same rank for the top_k enrichment ratio",
+        "category_effect_pct_random": "share of the random directions whose category - other effect is below "
+                                      "the feature's",
+        "n_live_latents": "live latents (firing on the selection tokens) the feature is ranked among",
         "residual_scale": "typical sqrt(var + eps) of the final residual stream the effects are divided by",
     }

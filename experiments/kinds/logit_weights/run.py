@@ -15,11 +15,14 @@ from claimgraph.experiments.features.logits import (
     direct_logit_effects,
     enrichment,
     enrichment_ratios,
+    latent_category_scores,
+    rank_among,
     residual_scale,
     top_tokens,
 )
-from claimgraph.experiments.features.target import MEASURE_OFFSET, Target
+from claimgraph.experiments.features.target import Target
 from claimgraph.experiments.job import SeedResult
+from claimgraph.experiments.substrate.lm import setting_note
 
 from . import LogitWeightsParams
 from .plots import plot_effects
@@ -28,7 +31,7 @@ from .plots import plot_effects
 def measure(ctx: RunContext, params: LogitWeightsParams, seed: int, t: Target) -> SeedResult:
     """Direct logit effects of the feature and of `n_random` same-norm random directions; the table and plot."""
     V = t.d_corpus
-    tokens = t.corpus.sample(math.ceil(params.scale_tokens / t.corpus.seq_len), seed + MEASURE_OFFSET)
+    tokens = t.measure_windows(math.ceil(params.scale_tokens / t.corpus.seq_len), seed)
     scale = residual_scale(t.model, tokens, batch_size=params.model_batch_size)
     direction = decoder_directions(t.sae, [t.feature]).float().cpu()                  # [1, d_in]
     effects = direct_logit_effects(t.model, direction, t.hook, scale=scale)[0, :V]     # [V]
@@ -47,13 +50,22 @@ def measure(ctx: RunContext, params: LogitWeightsParams, seed: int, t: Target) -
 
     ratio = enr["ratio"]
     r_cmo = cat_minus_other(r_eff)                                                     # [R]
+    # the same two scores for every latent of the SAE: the feature ranked among the other live latents
+    all_cmo, all_ratio = latent_category_scores(t.model, t.sae, t.hook, mask, top_k, scale=scale)  # [d_sae] x2
+    live = t.stats.freq > 0
+    live[t.feature] = False
+    feat_cmo = float(cat_minus_other(effects))
     metrics = {
         "category_effect_z": float((cat_minus_other(effects) - r_cmo.mean()) / r_cmo.std().clamp_min(1e-12)),
         "enrichment_ratio": ratio,
         "enrichment_share": enr["share"],
         "enrichment_neglog10_p": -math.log10(max(enr["p_value"], 1e-300)),
         "base_rate": enr["base_rate"],
-        "category_effect_minus_other": float(cat_minus_other(effects)),
+        "category_effect_minus_other": feat_cmo,
+        "category_effect_pct_live": rank_among(feat_cmo, all_cmo[live]),
+        "enrichment_pct_live": rank_among(ratio, all_ratio[live]),
+        "category_effect_pct_random": rank_among(feat_cmo, r_cmo),
+        "n_live_latents": float(live.sum()),
         "control_enrichment_ratio": float(r_ratio.mean()),
         "control_enrichment_ratio_p95": float(r_ratio.quantile(0.95)),
         "control_category_effect_minus_other": float(r_cmo.mean()),
@@ -71,7 +83,8 @@ def measure(ctx: RunContext, params: LogitWeightsParams, seed: int, t: Target) -
     ctx.log_metrics(0, metrics, condition="feature")
 
     order = effects.argsort(descending=True)
-    cats = [t.corpus.vocab.category_of(int(i)) for i in order]
+    cats = ([t.predict if bool(mask[i]) else "-" for i in order] if t.text
+            else [t.corpus.vocab.category_of(int(i)) for i in order])
     table = ctx.artifact(f"seed{seed}/logit_effects.csv")
     table.write_text("rank,token_id,token,category,effect\n" + "".join(
         f"{r},{int(i)},{_csv(t.decode([int(i)])[0])},{c},{float(effects[i]):.6g}\n"
@@ -111,7 +124,7 @@ def summarize(ctx: RunContext, params: LogitWeightsParams, results: list[SeedRes
              "null). Only the direct path is counted: a feature in an early layer may act through later "
              "layers instead, so a low z there does not show the feature has no effect on the category; "
              "features read at the last layer's MLP, or a wider SAE with a cleaner feature, could change it.")
-    return {"notes": notes, "category_effect_z": z, "enrichment_ratio": r}
+    return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), "category_effect_z": z, "enrichment_ratio": r}
 
 
 def _csv(s: str) -> str:

@@ -12,11 +12,24 @@ Definitions (fixed before any run):
 - metric: share of sampled tokens in the predicted category, pinned minus unpinned (`category_share_diff`);
 - control: a random live latent firing about as often (features/target.py), pinned at its own maximum.
 
+Dose-response against controls (`multiples` set; what the real-model experiments register, written before any
+real-model run): the size of a pin is a trivial effect of its own (a large enough vector added to the residual
+stream makes any model write odd tokens, some of them in the category), so one control latent at its own
+maximum cannot tell a specific effect from a large push. Here the feature and `n_controls` frequency-matched
+control latents (features/target.py `null_latents`) are each pinned at every multiple of their own maximum
+activation on the selection tokens, all conditions sampled in one batch with the same uniforms per prompt;
+`share_over_controls_x<m>` = the feature's category share minus the controls' mean share at multiple m, and
+the criterion is read at `at_multiple`, fixed before the run. On text: corpora the prompts are the first
+prompt_len tokens of measurement windows (held-out documents) holding no base64 or Arabic position, and the
+category is the tokenizer's token set (substrate/text.py `category_token_mask`). Registered for the real-model
+experiments: multiples (1, 2, 4), read at 2, `share_over_controls > 0.1 band 0.05` (ten percentage points more
+category tokens than controls pushed as hard; supported above 0.15, refuted below 0.05 over 3 seeds).
+
 The sampling is in run.py and its plot in plots.py; this module does not import torch.
 """
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from claimgraph.experiments.features.target import FeatureJob, FeatureParams
 from claimgraph.experiments.spec import Criterion
@@ -31,6 +44,18 @@ class PinnedSamplingParams(FeatureParams):
     pin_value: float | None = Field(None, ge=0.0)  # value the feature is pinned to; None: its max observed
     temperature: float = Field(1.0, gt=0.0)  # sampling temperature
     show: int = Field(6, ge=0)  # example continuations kept in details per condition
+    # dose-response against controls (empty: off, the pilot's design above)
+    multiples: list[float] = Field(default_factory=list)  # pins at these multiples of each latent's max activation
+    at_multiple: float = Field(2.0, gt=0.0)  # the multiple the criterion metric is read at (one of `multiples`)
+    n_controls: int = Field(3, ge=1)  # frequency-matched control latents, each pinned at the same multiples
+
+    @model_validator(mode="after")
+    def _dose(self) -> PinnedSamplingParams:
+        if self.multiples and self.at_multiple not in self.multiples:
+            raise ValueError(f"at_multiple={self.at_multiple} is not one of multiples={self.multiples}")
+        if any(m <= 0 for m in self.multiples):
+            raise ValueError(f"multiples must be positive, got {self.multiples}")
+        return self
 
 
 class PinnedSamplingJob(FeatureJob[PinnedSamplingParams]):
@@ -59,4 +84,12 @@ class PinnedSamplingJob(FeatureJob[PinnedSamplingParams]):
         "span_open_frac_baseline": "fraction of continuations that open a span of the category (baseline)",
         "pin_value": "value the feature was pinned to",
         "feature_f1": "F1 of the feature as a detector of the category label (selection tokens)",
+        "share_over_controls": "share of category tokens, feature pinned - mean of the controls pinned, at "
+                               "at_multiple (dose-response design)",
+        "share_over_controls_x<m>": "the same at multiple m",
+        "share_feature_x<m>": "share of category tokens with the feature pinned at m x its max",
+        "share_controls_x<m>": "mean over control latents of that share, each pinned at m x its own max",
+        "share_baseline": "share of category tokens without intervention",
+        "share_diff_at": "feature pinned at at_multiple - baseline",
+        "controls_used": "control latents pinned",
     }

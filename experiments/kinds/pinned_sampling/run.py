@@ -6,15 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from claimgraph.experiments.context import RunContext
-from claimgraph.experiments.features.intervene import clamp_hook
-from claimgraph.experiments.features.sampling import sample
-from claimgraph.experiments.features.target import PROMPT_OFFSET, Target, control_latent
+from claimgraph.experiments.features.intervene import RowClamp, clamp_hook
+from claimgraph.experiments.features.sampling import sample, sample_rows
+from claimgraph.experiments.features.target import PROMPT_OFFSET, Target, control_latent, null_latents
 from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.substrate.corpus import SyntheticCorpus, Vocab
+from claimgraph.experiments.substrate.lm import setting_note
 from claimgraph.graph.errors import InvalidInput
 
 from . import CONDITIONS, PinnedSamplingParams
@@ -25,7 +27,10 @@ MARKERS = ("b64:", "=", "<ar>", "</ar>")  # span markers a plain prompt must not
 
 def measure(ctx: RunContext, params: PinnedSamplingParams, seed: int, t: Target) -> SeedResult:
     """Sample from plain prompts without intervention, with the feature pinned, and with the control latent
-    pinned (the same uniforms in each); metrics, details and the plot."""
+    pinned (the same uniforms in each); metrics, details and the plot. With `multiples`, the dose-response
+    design instead (`measure_dose`)."""
+    if params.multiples:
+        return measure_dose(ctx, params, seed, t)
     P, n_new = params.prompt_len, params.n_new
     if P + n_new > t.model.n_ctx:
         raise InvalidInput(f"prompt_len {P} + n_new {n_new} exceeds the model's context {t.model.n_ctx}")
@@ -89,6 +94,19 @@ def summarize(ctx: RunContext, params: PinnedSamplingParams, results: list[SeedR
     def per_seed(name: str) -> str:
         return ", ".join(f"{r.metrics[name]:.3f}" for r in results)
 
+    if params.multiples:
+        curve = "; ".join(f"x{m:g}: feature {per_seed(f'share_feature_x{m:g}')} vs controls "
+                          f"{per_seed(f'share_controls_x{m:g}')}" for m in params.multiples)
+        notes = (f"Pinning the SAE feature that best detects {d0['label']} at {d0['hook']} at multiples of its "
+                 f"maximum activation while sampling {params.n_new} tokens after {params.n_prompts} prompts "
+                 f"without a span, against {params.n_controls} frequency-matched control latents pinned at the "
+                 f"same multiples of theirs. Share of {d0['predict']} tokens per seed (baseline "
+                 f"{per_seed('share_baseline')}): {curve}. Read at x{params.at_multiple:g} (fixed before the "
+                 f"run): feature minus controls {per_seed('share_over_controls')}. The pin acts through one "
+                 "decoder row at one layer while the error term and other latents keep the prompt's context; "
+                 "few prompts and short continuations make each share noisy; the interval covers SAE seeds.")
+        return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), "share_over_controls": [r.metrics["share_over_controls"] for r in results]}
+
     notes = (f"Pinning the SAE feature that best detects {d0['label']} at {d0['hook']} at its maximum "
              f"activation while sampling {params.n_new} tokens after {params.n_prompts} plain prompts: the share "
              f"of {d0['predict']} tokens goes from {per_seed('category_share_baseline')} to "
@@ -101,7 +119,7 @@ def summarize(ctx: RunContext, params: PinnedSamplingParams, results: list[SeedR
              f"{per_seed('pin_value')}. The pin acts through the SAE's decoder row at one layer "
              "while the error term and other latents keep saying the text is a plain sentence; pinning at "
              "several times the maximum, at a later layer, or with a model trained longer could change it.")
-    return {"notes": notes, "category_share_diff": [r.metrics["category_share_diff"] for r in results]}
+    return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), "category_share_diff": [r.metrics["category_share_diff"] for r in results]}
 
 
 def plain_prompts(corpus: SyntheticCorpus, n: int, length: int, seed: int) -> Tensor:
@@ -134,3 +152,68 @@ def plain_prompts(corpus: SyntheticCorpus, n: int, length: int, seed: int) -> Te
 def span_opener(vocab: Vocab, predict: str) -> int | None:
     """The marker that opens a span of the predicted category (b64: for base64, <ar> for arabic), if any."""
     return {"base64": vocab.id("b64:"), "arabic": vocab.id("<ar>")}.get(predict)
+
+
+def text_prompts(t: Target, n: int, length: int) -> Tensor:
+    """n prompts [n, length]: the first `length` tokens of measurement windows (eval split, after the selection
+    windows) that hold no base64 or Arabic position; each starts with the document separator."""
+    from claimgraph.experiments.substrate.text import LABELS, is_text
+
+    corpus = t.corpus
+    assert is_text(corpus), "text_prompts reads a text: corpus"
+    if length > corpus.seq_len:
+        raise InvalidInput(f"prompt_len {length} exceeds the corpus window of {corpus.seq_len} tokens")
+    lab = corpus.labels["eval"][t.n_select_windows:, :length]                      # [N, length, L]
+    span = lab[..., [LABELS.index("base64"), LABELS.index("arabic")]].any(axis=(1, 2))  # [N]
+    rows = np.flatnonzero(~span)[:n] + t.n_select_windows
+    if len(rows) < n:
+        raise InvalidInput(f"only {len(rows)} measurement windows of {corpus.ref} start without a span; lower n_prompts")
+    return torch.from_numpy(corpus.tokens["eval"][rows, :length]).long()
+
+
+def measure_dose(ctx: RunContext, params: PinnedSamplingParams, seed: int, t: Target) -> SeedResult:
+    """The feature and `n_controls` frequency-matched control latents each pinned at every multiple of its own
+    maximum activation at the generating positions, and a baseline; one batch, the same uniforms per prompt."""
+    P, n_new = params.prompt_len, params.n_new
+    if P + n_new > t.model.n_ctx:
+        raise InvalidInput(f"prompt_len {P} + n_new {n_new} exceeds the model's context {t.model.n_ctx}")
+    prompts = (text_prompts(t, params.n_prompts, P) if t.text
+               else plain_prompts(t.corpus, params.n_prompts, P, seed + PROMPT_OFFSET))  # [n, P]
+    controls = null_latents(t.stats, t.feature, params.n_controls, seed)
+    conds: list[tuple[str, int, float]] = [("baseline", t.feature, float("nan"))]
+    for latent, name in [(t.feature, "feature"), *[(c, f"control{i}") for i, c in enumerate(controls)]]:
+        top = float(t.stats.max_act[latent])
+        conds += [(f"{name}_x{m:g}", latent, m * top) for m in params.multiples]
+    n = len(prompts)
+    g = torch.Generator().manual_seed(int(seed))
+    uniforms = torch.rand(n, n_new, generator=g, dtype=torch.float64)              # [n, n_new]
+    lat = torch.tensor([c[1] for c in conds]).repeat_interleave(n)                 # [C * n]
+    val = torch.tensor([c[2] for c in conds]).repeat_interleave(n)                 # [C * n]
+    ctx.log(f"sampling {n_new} tokens after {n} prompts of {P} tokens in {len(conds)} conditions: feature "
+            f"{t.feature} and controls {controls} pinned at {list(params.multiples)} x their max activation")
+    clamp = RowClamp(t.sae, lat, val, start=P - 1)
+    seqs = sample_rows(t.model, prompts.repeat(len(conds), 1), uniforms.repeat(len(conds), 1),
+                       temperature=params.temperature, clamp=clamp, hook=t.hook,
+                       vocab_limit=None if t.text else t.d_corpus)                 # [C * n, P + n_new]
+    cat = t.category_mask()                                                        # [V]
+    share = cat[seqs[:, P:]].float().mean(1).reshape(len(conds), n).mean(1)        # [C]
+    by = {c[0]: float(s) for c, s in zip(conds, share)}
+    metrics: dict[str, float] = {"share_baseline": by["baseline"], "controls_used": float(len(controls)),
+                                 "pin_value": float(t.stats.max_act[t.feature]), "feature_f1": t.choice["f1"]}
+    for m in params.multiples:
+        k = f"x{m:g}"
+        ctrl = sum(by[f"control{i}_{k}"] for i in range(len(controls))) / len(controls)
+        metrics[f"share_feature_{k}"] = by[f"feature_{k}"]
+        metrics[f"share_controls_{k}"] = ctrl
+        metrics[f"share_over_controls_{k}"] = by[f"feature_{k}"] - ctrl
+    at = f"x{params.at_multiple:g}"
+    metrics["share_over_controls"] = metrics[f"share_over_controls_{at}"]
+    metrics["share_diff_at"] = metrics[f"share_feature_{at}"] - by["baseline"]
+    ctx.log_metrics(0, metrics)
+    ctx.log("category share by condition: " + ", ".join(f"{k} {v:.3f}" for k, v in by.items()))
+    examples = {c[0]: [{"prompt": "".join(t.decode(s[:P])), "continuation": "".join(t.decode(s[P:]))}
+                       for s in seqs[i * n:i * n + params.show]] for i, c in enumerate(conds)
+                if c[0] == "baseline" or c[0].startswith("feature") or c[0].startswith("control0")}
+    details = {**t.details(), "control_latents": controls, "multiples": list(params.multiples),
+               "at_multiple": params.at_multiple, "share_by_condition": by, "examples": examples}
+    return SeedResult(seed=seed, metrics=metrics, details=details)

@@ -13,6 +13,20 @@ look at the single-token metric): zero-ablating layer 0's MLP raises next-token 
 recovered is meaningful there (at layer 1 it divides by a 0.07-nat gap). SAEs at either layer found latents
 matching planted labels (base64 and Arabic spans, number words: best F1 0.85-0.94).
 
+On a real-text corpus (`--data text:<recipe>`, with an `lm:` or `hf:` model) the windows are fixed slices read
+through the activation cache (train windows [0, n) for training, eval windows [0, n) of held-out documents for
+the metrics, document separators left out), so seeds vary the SAE's initialisation and batch order and, for the
+shuffled control, the permutation; the trained-model SAE is the provisioned one the feature jobs read.
+
+Why the rare-latent rule matters there (written before any real-model run): a latent seen firing once is
+"single-token" by the top-20 rule, and a shuffled model's SAE can have many such latents, so a difference
+driven by them would be a trivial effect. `single_token_frac_common` judges only latents with >= 20
+activations (a full top-20), and `token_r2` (cross-validated, so a latent unrelated to the token scores ~0
+however many token ids there are) measures the same property from all of a latent's activations. The default
+criterion stays the toy one; the real-model experiment registers `single_token_frac_common_diff > 0.1 band
+0.05` (docs/preregistration/2026-12-01-real-model.md), the same threshold and band for the same reason
+(ten percentage points, ~3 SE of a fraction over a few hundred latents).
+
 The computation is in run.py (one seed: train and measure each condition) and plots.py; this module does not
 import torch.
 """
@@ -63,7 +77,19 @@ class SaeJob(ModelJob[SaeParams]):
         "<cond>_fve": "fraction of variance explained on eval activations",
         "<cond>_mse": "mean squared error per element (raw activation units)",
         "<cond>_ce_recovered": "1 - (CE_sae - CE_clean) / (CE_zero - CE_clean) at the hook",
+        "<cond>_ce_clean": "next-token CE of the model on the CE tokens (nats)",
+        "<cond>_ce_sae": "the same with the SAE reconstruction spliced in at the hook",
+        "<cond>_ce_zero": "the same with the hook's activation zeroed",
+        "<cond>_n_live": "latents that fire on the eval tokens",
+        "<cond>_mean_top_token_share": "mean over live latents of their top-20 activations' modal token share",
         "<cond>_dead_frac": "latents that never fire on the eval tokens",
         "<cond>_dense_frac": "latents firing on > 10% of eval tokens",
         "<cond>_rare_frac": "live latents with fewer than 20 activations (judged on those they have)",
+        "<cond>_single_token_frac_common": "latents with >= 20 activations whose top-20 are > 50% one token id",
+        "<cond>_n_common": "latents with >= 20 activations on the eval tokens",
+        "<cond>_token_r2": "mean over those latents of the cross-validated share of activation variance "
+                           "explained by the current token id",
+        "<cond>_token_r2_frac": "share of those latents with token R^2 > 0.5",
+        "single_token_frac_common_diff": "shuffled - trained single_token_frac_common",
+        "token_r2_diff": "shuffled - trained token_r2",
     }

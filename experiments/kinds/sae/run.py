@@ -13,10 +13,14 @@ from torch import Tensor
 from claimgraph.experiments.context import RunContext, resolve_device, torch_threads
 from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.sae import ce_loss_recovered, evaluate_sae, save_sae, train_sae
+from claimgraph.experiments.sae.provision import provision_sae, training_activations
 from claimgraph.experiments.sae.recipe import EVAL_SEED_OFFSET
+from claimgraph.experiments.substrate.acts_cache import cached_activations
 from claimgraph.experiments.substrate.corpus import SyntheticCorpus
 from claimgraph.experiments.substrate.hooks import HookedModel
+from claimgraph.experiments.substrate.lm import setting_note
 from claimgraph.experiments.substrate.load import activations, check_fit, corpus_for, load_model, shuffled_copy
+from claimgraph.experiments.substrate.text import is_text, record_corpus
 from claimgraph.graph.errors import InvalidInput
 
 from . import CONDITIONS, SaeParams
@@ -35,10 +39,15 @@ def _run_seed(ctx: RunContext, params: SaeParams, seed: int) -> SeedResult:
     model = load_model(ctx.model_ref, device=resolve_device(ctx.device), progress=ctx.show_progress)
     corpus, data_ref = corpus_for(ctx.model_ref, ctx.data_ref)
     check_fit(model, ctx.model_ref, corpus, data_ref, hook=recipe.hook)
+    record_corpus(ctx.artifacts_dir, corpus)
     n_train = math.ceil(recipe.train_tokens / corpus.seq_len)
     n_eval = math.ceil(params.eval_tokens / corpus.seq_len)
-    train_tokens = corpus.sample(n_train, seed)  # [n_train, T]
-    eval_tokens = corpus.sample(n_eval, seed + EVAL_SEED_OFFSET)  # [n_eval, T]
+    if is_text(corpus):  # fixed slices through the activation cache: train windows [0, n), eval windows [0, n)
+        train_tokens = corpus.window_slice("train", 0, n_train)  # [n_train, T]
+        eval_tokens = corpus.window_slice("eval", 0, n_eval)  # [n_eval, T] held-out documents
+    else:
+        train_tokens = corpus.sample(n_train, seed)  # [n_train, T]
+        eval_tokens = corpus.sample(n_eval, seed + EVAL_SEED_OFFSET)  # [n_eval, T]
     ctx.log(f"{recipe.architecture} SAE at {recipe.hook}: {n_train * corpus.seq_len} training and "
             f"{n_eval * corpus.seq_len} eval tokens from {corpus.name or ctx.data_ref}")
 
@@ -47,6 +56,9 @@ def _run_seed(ctx: RunContext, params: SaeParams, seed: int) -> SeedResult:
         conditions["shuffled"] = shuffled_copy(model, seed)
     metrics: dict[str, float] = {}
     cache = getattr(model, "cache_path", None)
+    if is_text(corpus):
+        ctx.log(f"text corpus {corpus.ref}: manifest {corpus.manifest['documents_sha256'][:12]}, "
+                f"{corpus.manifest['documents']} documents")
     details: dict[str, Any] = {"hook": recipe.hook, "conditions": {},
                                "model": {"ref": ctx.model_ref, "step": getattr(model, "step", None),
                                          "cache_key": cache.name if cache is not None else None}}
@@ -55,8 +67,8 @@ def _run_seed(ctx: RunContext, params: SaeParams, seed: int) -> SeedResult:
         metrics.update({f"{cond}_{k}": v for k, v in cm.items()})
         details["conditions"][cond] = cd
     if params.control == "shuffled":
-        metrics["single_token_frac_diff"] = (metrics["shuffled_single_token_frac"]
-                                             - metrics["trained_single_token_frac"])
+        for name in ("single_token_frac", "single_token_frac_common", "token_r2"):
+            metrics[f"{name}_diff"] = metrics[f"shuffled_{name}"] - metrics[f"trained_{name}"]
     return SeedResult(seed=seed, metrics=metrics, details=details)
 
 
@@ -65,10 +77,18 @@ def train_condition(ctx: RunContext, params: SaeParams, seed: int, cond: str, mo
                     ) -> tuple[dict[str, float], dict[str, Any]]:
     """Train and evaluate one SAE on `model` (trained or shuffled); save it; return metrics and details."""
     recipe = params.sae
-    acts = activations(model, train_tokens, recipe.hook, batch_size=params.model_batch_size,
-                       out_device="cpu")  # [N_train * T, d]
-    eval_acts = activations(model, eval_tokens, recipe.hook, batch_size=params.model_batch_size,
-                            out_device="cpu")  # [N_eval * T, d]
+    eval_ids = eval_tokens.reshape(-1)  # [N_eval * T]
+    if is_text(corpus):  # cached; document separators left out (an outlier residual, no text there)
+        acts = training_activations(model, corpus, recipe, seed, batch_size=params.model_batch_size)
+        keep = eval_ids != int(corpus.manifest["separator_id"])
+        eval_acts = cached_activations(model, corpus, recipe.hook, split="eval", start=0, stop=len(eval_tokens),
+                                       batch_size=min(params.model_batch_size, 16)).tensor()[keep]
+        eval_ids = eval_ids[keep]
+    else:
+        acts = activations(model, train_tokens, recipe.hook, batch_size=params.model_batch_size,
+                           out_device="cpu")  # [N_train * T, d]
+        eval_acts = activations(model, eval_tokens, recipe.hook, batch_size=params.model_batch_size,
+                                out_device="cpu")  # [N_eval * T, d]
     d_in = acts.shape[1]
     d_sae = recipe.d_sae or recipe.expansion * d_in
     if recipe.architecture == "topk" and recipe.k > d_sae:
@@ -80,10 +100,16 @@ def train_condition(ctx: RunContext, params: SaeParams, seed: int, cond: str, mo
         ctx.log_metrics(step, {k: v for k, v in row.items() if k != "step"}, condition=cond)
 
     t0 = time.monotonic()
-    sae, _ = train_sae(cfg, acts, device=str(model.device), log_every=params.log_every, on_log=log_row,
-                       progress=lambda it: ctx.progress(it, total=recipe.steps, desc=f"{cond} SAE"))
+    if is_text(corpus) and cond == "trained":  # the SAE the feature jobs read (same recipe, data and seed)
+        sae, provisioned = provision_sae(model, ctx.model_ref or "", corpus, ctx.data_ref or "", recipe, seed,
+                                         log=ctx.log, batch_size=params.model_batch_size,
+                                         progress=lambda it: ctx.progress(it, total=recipe.steps, desc="trained SAE"))
+        ctx.log(f"trained-model SAE shared with the feature jobs: {provisioned}")
+    else:
+        sae, _ = train_sae(cfg, acts, device=str(model.device), log_every=params.log_every, on_log=log_row,
+                           progress=lambda it: ctx.progress(it, total=recipe.steps, desc=f"{cond} SAE"))
     train_s = time.monotonic() - t0
-    report = evaluate_sae(sae, eval_acts.to(sae.W_enc.device), eval_tokens.reshape(-1))
+    report = evaluate_sae(sae, eval_acts.to(sae.W_enc.device), eval_ids)
     n_ce = min(len(eval_tokens), math.ceil(params.ce_tokens / eval_tokens.shape[1]))
     ce = ce_loss_recovered(model, sae, eval_tokens[:n_ce], recipe.hook, batch_size=params.model_batch_size)
     folder = save_sae(sae, ctx.artifact(f"sae_{cond}/seed{seed}/"))
@@ -116,4 +142,19 @@ def summarize(ctx: RunContext, params: SaeParams, results: list[SeedResult]) -> 
     out: dict[str, Any] = {"plot": path.name}
     if "shuffled" in conds:
         out["single_token_frac_diff"] = [r.metrics["single_token_frac_diff"] for r in results]
+
+        def per_seed(name: str, fmt: str = ".3f") -> str:
+            return ", ".join(format(r.metrics[name], fmt) for r in results)
+
+        cond_parts = "; ".join(
+            f"{c}: single-token {per_seed(f'{c}_single_token_frac_common')} of {per_seed(f'{c}_n_common', '.0f')} "
+            f"latents with >= 20 activations, token R^2 {per_seed(f'{c}_token_r2')}, L0 {per_seed(f'{c}_l0', '.1f')}, "
+            f"FVE {per_seed(f'{c}_fve')}, CE recovered {per_seed(f'{c}_ce_recovered')}, dense "
+            f"{per_seed(f'{c}_dense_frac')}" for c in conds)
+        out["notes"] = (f"{params.sae.architecture} SAEs at {params.sae.hook} of the trained model and of a copy with "
+                        f"its weight matrices shuffled, per seed: {cond_parts}. Differences (shuffled - trained): "
+                        f"single-token (common latents) {per_seed('single_token_frac_common_diff')}, token R^2 "
+                        f"{per_seed('token_r2_diff')}, single-token (all live latents) "
+                        f"{per_seed('single_token_frac_diff')}. The interval covers SAE seeds (and the shuffle)."
+                        + setting_note(ctx.model_ref, ctx.data_ref))
     return out
