@@ -109,9 +109,13 @@ def render_page(page: NodePage) -> None:
     if page.evidence:
         out += ["", (f"Evidence ({len(page.evidence)})", "bold underline")]
         for e in page.evidence:
-                      "criterion": e.attrs.get("criterion"), "model": e.attrs.get("model"),
-                      "data": e.attrs.get("data"), "decisive": e.attrs.get("decisive", True),
-                      "stale": page.stale.get(e.id)} for e in page.evidence],
+            marks = (" [not deciding]" if e.attrs.get("decisive", True) is False else "") + \
+                (" [STALE]" if e.id in page.stale else "")
+            out.append(f"- {e.title}{marks}")
+            setting = " · ".join(str(e.attrs[k]) for k in ("model", "data") if e.attrs.get(k))
+            out.append((f"    {e.id} · run {e.attrs.get('run_id')}" + (f" · {setting}" if setting else ""), "dim"))
+            if e.id in page.stale:
+                out.append((f"    stale: {page.stale[e.id]}", "yellow"))
     out += ["", (f"Related by similarity ({len(page.similar)})", "bold underline"),
             (f"cosine ≥ {page.similarity_threshold:g} · no typed edge", "dim")]
     for s in page.similar:
