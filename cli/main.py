@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import typer
 from typer.core import TyperGroup
@@ -134,6 +134,13 @@ def _reconcile(s: Store) -> None:
              + (f" ({row['error']})" if row.get("error") else ""))
 
 
+def _stale_check():
+    """The graph's StaleCheck: which evidence no longer matches the code, model, data or parameters."""
+    from claimgraph.experiments.staleness import stale_evidence
+
+    return stale_evidence
+
+
 def _node_type(value: str | None):
     from claimgraph.graph.models import parse_node_type
 
@@ -165,7 +172,7 @@ def _page(rows: Sequence[Any], limit: int | None, offset: int) -> list[Any]:
 
 
 FIELDS = {  # CSV header of an empty listing
-    "nodes": ("id", "type", "title", "text", "status", "edges", "attrs"),
+    "nodes": ("id", "type", "title", "text", "status", "edges", "attrs", "stale"),
     "results": ("id", "type", "title", "score", "semantic", "keyword"),
     "suggestions": ("src", "dst", "score", "duplicate", "src_type", "dst_type", "src_title", "dst_title"),
     "runs": ("run_id", "experiment_id", "config_hash", "status", "device", "run_dir", "pid", "host", "created_at",
@@ -232,19 +239,19 @@ def list_nodes(ctx: typer.Context,
                type: Annotated[str | None, typer.Option("--type", "-t", help="Only nodes of this type.")] = None,
                limit: LimitOpt = None, offset: OffsetOpt = 0, fmt: FormatOpt = None, csv: CsvOpt = False):
     """List nodes (claims and findings with their evidence status). Example: claimgraph list --type claim --limit 20"""
-    from claimgraph.graph.queries import claim_statuses
+    from claimgraph.graph.queries import list_rows
 
     out = _format(ctx, fmt, csv)
     ntype = _node_type(type)
     with _store(ctx) as s:
-        nodes = s.list_nodes(ntype, limit=limit, offset=offset)
-        status = claim_statuses(s, [n.id for n in nodes if n.type.value in ("claim", "finding")])
-        degree = s.degrees(n.id for n in nodes)
-    records = [{"id": n.id, "type": n.type.value, "title": n.title, "text": n.text, "status": status.get(n.id),
-                "edges": degree.get(n.id, 0), "attrs": n.attrs} for n in nodes]
-    _listing(out, "nodes", records, f"{type + ' ' if type else ''}nodes ({len(nodes)})",
+        records = list_rows(s, s.list_nodes(ntype, limit=limit, offset=offset), stale=_stale_check())
+    _listing(out, "nodes", records, f"{type + ' ' if type else ''}nodes ({len(records)})",
              ["id", "type", "title", "status", "edges"],
-             [(n.id, n.type.value, n.title, status.get(n.id, ""), degree.get(n.id, 0)) for n in nodes])
+             [(r["id"], r["type"], r["title"], (r["status"] or "") + (" · STALE" if r["stale"] else ""), r["edges"])
+              for r in records])
+    if out == "table" and any(r["stale"] for r in records):
+        note("STALE: evidence whose code, model, data or parameters changed since it ran (`claimgraph show ID` says "
+             "which; `claimgraph run --stale` re-runs them)")
 
 
 @app.command()
@@ -258,7 +265,7 @@ def show(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="ID"
     from .pages import page_json, render_page
 
     with _store(ctx) as s:
-        page = node_page(s, s.resolve_id(node_id), k_similar=k, threshold=threshold)
+        page = node_page(s, s.resolve_id(node_id), k_similar=k, threshold=threshold, stale=_stale_check())
     if _opts(ctx).json:
         emit_json(page_json(page))
     else:
@@ -515,23 +522,83 @@ def experiment_list(ctx: typer.Context, limit: LimitOpt = None, offset: OffsetOp
 
 
 @app.command()
-def run(ctx: typer.Context, experiment: Annotated[str, typer.Argument(metavar="EXP", help="Experiment id or prefix.")],
+def run(ctx: typer.Context,
+        experiment: Annotated[str | None, typer.Argument(metavar="[EXP]", help="Experiment id or prefix.")] = None,
         device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (default: the spec's)")] = None,
         seeds: Annotated[str | None, typer.Option(
             help="Run these seeds instead of the spec's: N (0..N-1), A-B or A,B,C.")] = None,
-        force: Annotated[bool, typer.Option("--force", help="Recompute even if an identical run completed.")] = False):
+        force: Annotated[bool, typer.Option("--force", help="Recompute even if an identical run completed.")] = False,
+        stale: Annotated[bool, typer.Option("--stale", help="Re-run every experiment whose evidence is stale "
+                                                            "(code, model, data or parameters changed).")] = False,
+        executor: Annotated[str | None, typer.Option(
+            help="local | slurm: hand each seed to submitit as one task (on Slurm, one array task) and return at "
+                 "once; `claimgraph runs` follows it, `claimgraph collect` attaches it. Default: run here.")] = None,
+        partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
+        gpus: Annotated[int, typer.Option(help="GPUs per task (executor runs).")] = 0,
+        time_min: Annotated[float | None, typer.Option("--time", help="Time limit per task, minutes (executor runs; "
+                                                                       "default: the spec's timeout).")] = None,
+        mem: Annotated[float | None, typer.Option(help="Memory per task, GB (executor runs).")] = None,
+        runs_dir: Annotated[str | None, typer.Option(
+            "--runs-dir", envvar="CLAIMGRAPH_RUNS_DIR",
+            help="Folder for run folders, on a filesystem the cluster's nodes share (default: the store's).")] = None):
     """Run an experiment in its own process and attach its evidence; an identical completed run is reused.
-    Example: claimgraph run experiment:sae-learned-features-reflect-... --seeds 3"""
-    from claimgraph.experiments.runner import run_experiment
+    Example: claimgraph run experiment:sae-learned-features-reflect-... --seeds 3; claimgraph run --stale;
+    claimgraph run EXP --executor slurm --partition gpu --gpus 1 --time 30"""
+    from functools import partial
+
+    from claimgraph.experiments.runner import run_experiment, run_stale
 
     opts = _opts(ctx)
+    started = lambda rid, d: note(f"run {rid} started; folder {d}")
+    submit: Callable[..., Any] | None = None
+    if executor is not None:
+        from claimgraph.experiments.executors import EXECUTORS, ClusterOptions
+        from claimgraph.experiments.runner import submit_run
+
+        if executor not in EXECUTORS:
+            raise typer.BadParameter(f"--executor {executor!r}: use local or slurm (or leave it out to run here)")
+        chosen = cast(Literal["local", "slurm"], executor)
+        options = ClusterOptions(partition=partition, gpus=gpus, time_min=time_min, mem_gb=mem)
+
+        def submit(store, exp, *, device=None, seeds=None, force=False, progress=True, on_start=None):
+            return submit_run(store, exp, executor=chosen, seeds=seeds, device=device, force=force,
+                              options=options, runs_dir=runs_dir)
+    elif any(x for x in (partition, gpus, time_min, mem)):
+        raise typer.BadParameter("--partition, --gpus, --time and --mem are for --executor local|slurm")
+    if stale:
+        if experiment or seeds:
+            raise typer.BadParameter("--stale re-runs every stale experiment on its own seeds; give no EXP or --seeds")
+        with _store(ctx, write=True) as s:
+            _reconcile(s)
+            outcomes = run_stale(s, device=device, on_start=started,
+                                 run=submit if submit is not None else partial(run_experiment, runs_dir=runs_dir))
+        if opts.json:
+            emit_json({"runs": outcomes})
+        elif not outcomes:
+            note("no stale evidence: nothing to re-run")
+        else:
+            table("re-runs of stale experiments", ["experiment", "run", "status", "verdict", "evidence"],
+                  [(o.experiment_id, o.run_id, o.status, o.verdict, o.evidence_id) for o in outcomes])
+        if any(o.status != "completed" and not (o.executor and o.status == "queued") for o in outcomes):
+            raise typer.Exit(1)
+        return
+    if not experiment:
+        raise typer.BadParameter("give the experiment to run (EXP), or --stale")
     # one writing turn for the bookkeeping before the job; the runner lets go while the worker computes
     with _store(ctx, write=True) as s:
         _reconcile(s)
-        outcome = run_experiment(s, s.resolve_id(experiment, type="experiment"), device=device, seeds=seeds,
-                                 force=force, on_start=lambda rid, d: note(f"run {rid} started; folder {d}"))
+        exp_id = s.resolve_id(experiment, type="experiment")
+        if submit is not None:
+            outcome = submit(s, exp_id, device=device, seeds=seeds, force=force)
+        else:
+            outcome = run_experiment(s, exp_id, device=device, seeds=seeds, force=force, on_start=started,
+                                     runs_dir=runs_dir)
     if opts.json:
         emit_json(outcome)
+    elif outcome.executor and outcome.status == "queued":
+        render.lines([f"run {outcome.run_id}: submitted to {outcome.executor} ({len(outcome.job_ids)} task(s): "
+                      f"{', '.join(outcome.job_ids)})", f"folder: {outcome.run_dir}",
+                      "follow it with `claimgraph runs`; `claimgraph collect` attaches its evidence when it is done"])
     else:
         lines = [f"run {outcome.run_id}: {outcome.status}" + (" (cached)" if outcome.cached else "")]
         if outcome.reused_from:
@@ -544,7 +611,7 @@ def run(ctx: typer.Context, experiment: Annotated[str, typer.Argument(metavar="E
             lines.append(f"error: {outcome.error}")
         lines.append(f"folder: {outcome.run_dir}")
         render.lines(lines)
-    if outcome.status != "completed":
+    if outcome.status != "completed" and not (outcome.executor and outcome.status == "queued"):
         raise typer.Exit(1)
 
 
@@ -552,13 +619,20 @@ def run(ctx: typer.Context, experiment: Annotated[str, typer.Argument(metavar="E
 def runs(ctx: typer.Context,
          experiment: Annotated[str | None, typer.Argument(metavar="[EXP]", help="Experiment id or prefix.")] = None,
          limit: LimitOpt = None, offset: OffsetOpt = 0, fmt: FormatOpt = None, csv: CsvOpt = False):
-    """Run records, newest first. Example: claimgraph runs experiment:..."""
+    """Run records, newest first; runs handed to Slurm or a local executor as the scheduler reports them
+    (--json: each task). Example: claimgraph runs experiment:..."""
+    from claimgraph.experiments.executors import task_summary
+
     out = _format(ctx, fmt, csv)
     with _store(ctx, session=False) as s:
         _reconcile(s)
         with s.session():
             exp = s.resolve_id(experiment, type="experiment") if experiment is not None else None
             rows = _page(s.runs(exp), limit, offset)
+    if out == "json":
+        for r in rows:
+            r["executor"] = task_summary(r["run_dir"]) if r["status"] in ("queued", "running") else \
+                _executor_brief(r["run_dir"])
 
     def took(r):
         if r["started_at"] is None and r["ended_at"] is None:
@@ -586,23 +660,84 @@ def evidence(ctx: typer.Context, claim: Annotated[str, typer.Argument(metavar="C
             raise InvalidInput(f"{claim} is a {node.type.value}; evidence is about claims and findings "
                                "(`claimgraph list --type claim` lists them)")
         ev = _page(evidence_for(s, claim, include_superseded=all_), limit, offset)
-        report = status_reports(s, [claim])[claim]
+        report = status_reports(s, [claim], stale=_stale_check())[claim]
+    stale = _stale_check()(ev) if ev else {}
     if out == "json":
         emit_json({"claim": claim, "status": report.status, "status_report": report.model_dump(mode="json"),
-                   "evidence": [{"id": e.id, "title": e.title, "text": e.text, **e.attrs} for e in ev]})
+                   "evidence": [{"id": e.id, "title": e.title, "text": e.text, **e.attrs, "stale": stale.get(e.id)}
+                                for e in ev]})
         return
     d = lambda e: e.attrs.get("decision", {})
     if out == "csv":
         emit_csv([{"id": e.id, "verdict": e.attrs.get("verdict"), "value": d(e).get("mean"),
                    "ci_low": d(e).get("ci_low"), "ci_high": d(e).get("ci_high"), "n": d(e).get("n"),
                    "criterion": _criterion_text(e.attrs.get("criterion")), "experiment": e.attrs.get("experiment"),
-                   "run_id": e.attrs.get("run_id"), "title": e.title} for e in ev])
+                   "run_id": e.attrs.get("run_id"), "title": e.title, "decisive": e.attrs.get("decisive", True),
+                   "stale": stale.get(e.id)} for e in ev])
         return
     table(f"{claim}: {report.describe()}", ["verdict", "value", "CI", "n", "criterion", "experiment", "run"],
-          [(e.attrs.get("verdict"), fmt_score(d(e).get("mean")),
-            "" if d(e).get("n", 0) < 2 else f"[{d(e)['ci_low']:.3g}, {d(e)['ci_high']:.3g}]", d(e).get("n"),
+          [(str(e.attrs.get("verdict")) + (" (not deciding)" if e.attrs.get("decisive", True) is False else "")
+            + (" STALE" if e.id in stale else ""), fmt_score(d(e).get("mean")),
+            "" if d(e).get("n", 0) < 2 or d(e).get("ci_low") is None
+            else f"[{d(e)['ci_low']:.3g}, {d(e)['ci_high']:.3g}]", d(e).get("n"),
             _criterion_text(e.attrs.get("criterion")), e.attrs.get("experiment"), e.attrs.get("run_id")) for e in ev],
           wrap=("criterion",))
+    for e in ev:
+        if e.id in stale:
+            note(f"stale: {e.id}: {stale[e.id]}")
+    if stale:
+        note("`claimgraph run --stale` re-runs the experiments whose evidence is stale")
+
+
+def _executor_brief(run_dir: str):
+    from claimgraph.experiments.executors import read_record
+
+    rec = read_record(Path(run_dir))
+    return None if rec is None else {"executor": rec.executor, "job_ids": rec.job_ids}
+
+
+@app.command()
+def collect(ctx: typer.Context, run_id: Annotated[str | None, typer.Argument(metavar="[RUN]", help="Run id or prefix.")] = None,
+            wait: Annotated[bool, typer.Option("--wait", help="Wait until the run (or every run in flight) ends.")] = False,
+            poll: Annotated[float, typer.Option(help="Seconds between checks with --wait.")] = 5.0):
+    """Follow runs handed to an executor: when every task of one is done, aggregate its seeds, decide by its
+    criterion and attach the evidence (once); `runs` does this too, `collect` says what it found.
+    Example: claimgraph collect 20261201T120000-1a2b3c4d-5e6f7a8b --wait"""
+    import time
+
+    from claimgraph.experiments.runner import reconcile
+
+    ended: list[dict] = []
+    while True:
+        with _store(ctx, session=False) as s:  # collecting computes between the store's turns
+            ended += reconcile(s)
+            rid = s.resolve_run(run_id) if run_id else None
+            rows = s.runs(run_id=rid) if rid else s.runs(status="queued") + s.runs(status="running")
+        left = [r for r in rows if r["status"] in ("queued", "running")]
+        if not wait or not left:
+            break
+        time.sleep(poll)
+    if _opts(ctx).json:
+        emit_json({"runs": rows, "ended": ended})
+        return
+    table("runs", ["run", "experiment", "status", "verdict", "evidence", "error"],
+          [(r["run_id"], r["experiment_id"], r["status"], r["verdict"], r["evidence_id"], r["error"]) for r in rows])
+    if not run_id and not rows:
+        note("no run in flight")
+
+
+@app.command()
+def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id or prefix.")]):
+    """Cancel a run in flight (its Slurm array, its local jobs or its worker) and record it killed.
+    Example: claimgraph cancel 20261201T120000-1a2b3c4d-5e6f7a8b"""
+    from claimgraph.experiments.executors import cancel_run
+
+    with _store(ctx, write=True) as s:
+        row = cancel_run(s, s.resolve_run(run_id))
+    if _opts(ctx).json:
+        emit_json({"run": row})
+    else:
+        note(f"run {row['run_id']}: {row['status']}")
 
 
 @app.command()

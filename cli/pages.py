@@ -43,6 +43,7 @@ def page_json(page: NodePage) -> dict:
     """`show --json`: node, status, source, typed neighbours, similarity (contract keys first)."""
     node = page.node.model_dump(mode="json")
     node["status"] = page.status
+    node["stale"] = page.stale.get(page.node.id)
     return {
         "node": node,
         "status": page.status,
@@ -57,7 +58,8 @@ def page_json(page: NodePage) -> dict:
         "evidence": [{"id": e.id, "title": e.title, "verdict": e.attrs.get("verdict"), "run_id": e.attrs.get("run_id"),
                       "experiment": e.attrs.get("experiment"), "decision": e.attrs.get("decision"),
                       "criterion": e.attrs.get("criterion"), "model": e.attrs.get("model"),
-                      "data": e.attrs.get("data")} for e in page.evidence],
+                      "data": e.attrs.get("data"), "decisive": e.attrs.get("decisive", True),
+                      "stale": page.stale.get(e.id)} for e in page.evidence],
     }
 
 
@@ -79,6 +81,8 @@ def render_page(page: NodePage) -> None:
         for p in page.source.papers:
             out.append(f"extracted_from {paper_line(p)}")
             out.append((f"  {p.id}", "dim"))
+    if page.stale.get(n.id):
+        out.append((f"STALE: {page.stale[n.id]} (`claimgraph run --stale` re-runs it)", "yellow"))
     if n.provenance:
         prov = n.provenance
         src = f"{prov.made_by.value}" + (f" from {prov.source}" if prov.source else "")
@@ -105,9 +109,13 @@ def render_page(page: NodePage) -> None:
     if page.evidence:
         out += ["", (f"Evidence ({len(page.evidence)})", "bold underline")]
         for e in page.evidence:
-            out.append(f"- {e.title}")
+            marks = (" [not deciding]" if e.attrs.get("decisive", True) is False else "") + \
+                (" [STALE]" if e.id in page.stale else "")
+            out.append(f"- {e.title}{marks}")
             setting = " · ".join(str(e.attrs[k]) for k in ("model", "data") if e.attrs.get(k))
             out.append((f"    {e.id} · run {e.attrs.get('run_id')}" + (f" · {setting}" if setting else ""), "dim"))
+            if e.id in page.stale:
+                out.append((f"    stale: {page.stale[e.id]}", "yellow"))
     out += ["", (f"Related by similarity ({len(page.similar)})", "bold underline"),
             (f"cosine ≥ {page.similarity_threshold:g} · no typed edge", "dim")]
     for s in page.similar:

@@ -15,7 +15,7 @@ from claimgraph.graph.ids import make_id
 
 from .job import param_names
 from .registry import get_job
-from .spec import Criterion, JobSpec, parse_seeds
+from .spec import Criterion, JobSpec, check_seeds, parse_seeds
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -38,6 +38,7 @@ def seed_list(seeds: int | str | list[int] | None) -> list[int] | None:
         return None
     try:
         chosen = list(seeds) if isinstance(seeds, list) else parse_seeds(seeds)
+        check_seeds(chosen)
     except ValueError as e:
         raise InvalidInput(str(e)) from None
     if not chosen:
@@ -139,6 +140,17 @@ def _current_form(stored: Any) -> dict[str, Any] | None:
     except (ValidationError, InvalidInput):
         return None
     return spec.model_copy(update={"params": params}).model_dump(mode="json")
+
+
+def resolve_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A stored spec's parameters as the kind's Params read them today (defaults of fields added since filled
+    in, older flat names nested); InvalidInput when they no longer validate."""
+    job = get_job(kind)
+    try:
+        return job.Params.model_validate(params).model_dump(mode="json")
+    except ValidationError as e:
+        raise InvalidInput(f"the stored parameters no longer validate for kind {kind!r}: "
+                           f"{_first_error(e, 'param ')}") from None
 
 
 def get_spec(store: Store, experiment_id: str) -> tuple[Node, JobSpec, list[str]]:

@@ -56,10 +56,36 @@ def _is_type_checking(test: ast.expr) -> bool:
         (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
+_PARSED: dict[tuple[str, int, int], ast.Module] = {}  # (path, size, mtime_ns) -> tree: kinds share most modules
+
+
+def _parse(path: Path) -> ast.Module:
+    """The file's syntax tree, parsed once per process while the file is unchanged (every kind's code version
+    reads the worker's and the libraries' modules: parsing them once makes `list`'s staleness check cheap)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    tree = _PARSED.get(key)
+    if tree is None:
+        tree = _PARSED[key] = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return tree
+
+
+_IMPORTS: dict[tuple[str, str, int, int, frozenset[str]], list[Import]] = {}
+
+
 def imports_of(module: str, path: Path, known: Iterable[str] = ()) -> list[Import]:
     """Every import statement in `path` (the source of `module`), resolved to module names. `from X import a`
-    names X.a when X.a is one of the `known` modules, else X; relative imports are resolved against `module`."""
-    known = set(known)
+    names X.a when X.a is one of the `known` modules, else X; relative imports are resolved against `module`.
+    Kept per process while the file is unchanged."""
+    known = frozenset(known)
+    st = path.stat()
+    key = (module, str(path), st.st_size, st.st_mtime_ns, known)
+    if key not in _IMPORTS:
+        _IMPORTS[key] = _read_imports(module, path, known)
+    return list(_IMPORTS[key])
+
+
+def _read_imports(module: str, path: Path, known: frozenset[str]) -> list[Import]:
     is_package = path.name == "__init__.py"
     package = module if is_package else module.rpartition(".")[0]
     out: list[Import] = []
@@ -90,7 +116,7 @@ def imports_of(module: str, path: Path, known: Iterable[str] = ()) -> list[Impor
         for child in ast.iter_child_nodes(node):
             visit(child, inner, type_only)
 
-    visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), False, False)
+    visit(_parse(path), False, False)
     return out
 
 

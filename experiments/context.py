@@ -6,6 +6,7 @@ Torch is not imported at module level; `ctx.device` is a string a job passes to 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -71,6 +72,58 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content, computed once per (path, size, mtime): kept under cache_dir()/digests/, so
+    checking a large weights file again (every `list` that asks whether evidence is stale) costs one stat."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:24]
+    cached = cache_dir() / "digests" / key
+    try:
+        return cached.read_text().strip()
+    except OSError:
+        pass
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f"{key}.tmp{os.getpid()}")
+        tmp.write_text(digest)
+        os.replace(tmp, cached)
+    except OSError:
+        pass  # a read-only cache only costs the hash next time
+    return digest
+
+
+def folder_digest(folder: Path) -> str:
+    """One sha256 over the names and content digests of the regular files directly in `folder` (a model
+    checkpoint folder: config, weights, tokenizer)."""
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).iterdir()):
+        if p.is_file():
+            h.update(f"{p.name}\0{file_digest(p)}\n".encode())
+    return h.hexdigest()
+
+
+def ref_digest(ref: str | None) -> str | None:
+    """What a model or data reference points at, as one string that changes when it does: a local file's
+    content digest (`text:/path/file`), a local folder's (`hf:/dir`, without a revision), else the reference
+    itself (`toy:<preset>`, `synthetic:<preset>`, text recipes: built by code that the kind's code version covers).
+    Kinds on substrate models refine this (`substrate.families.ModelJob.input_fingerprint`)."""
+    if not ref or ":" not in ref:
+        return ref
+    scheme, _, rest = ref.partition(":")
+    path = Path(rest)
+    if path.is_file():
+        return f"sha256:{file_digest(path)}"
+    if path.is_dir():
+        return f"sha256:{folder_digest(path)}"
+    return ref
 
 
 class RunContext:

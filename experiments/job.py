@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from claimgraph.graph.errors import InvalidInput
+
 from .spec import Criterion, JobSpec
 
 if TYPE_CHECKING:
@@ -117,9 +119,24 @@ class Job(Generic[P]):
     default_seeds: ClassVar[list[int]] = [0, 1, 2]
 
     def check_spec(self, spec: JobSpec) -> None:
-        """Refuse (InvalidInput), at `experiment add`, a spec this kind could not run; by default nothing beyond
-        its Params' own validation. Kinds on a substrate model inherit a check of the model reference
-        (substrate.families.ModelJob)."""
+        """Refuse (InvalidInput), at `experiment add`, a spec this kind could not run; by default a model or data
+        reference naming a local path that does not exist (`hf:/x`, `text:/x.txt`). Kinds on a substrate model
+        check their references fully (substrate.families.ModelJob)."""
+        from pathlib import Path
+
+        for what, ref in (("model", spec.model), ("data", spec.data)):
+            if ref and ":" in ref:
+                rest = ref.partition(":")[2].split("@")[0]
+                if rest.startswith(("/", "~", "./")) and not Path(rest).expanduser().exists():
+                    raise InvalidInput(f"{what} {ref!r}: {rest} does not exist")
+
+    def input_fingerprint(self, spec: JobSpec) -> dict[str, str | None]:
+        """Digests of what the spec's model and data references point at (`context.ref_digest`): part of the
+        config hash and of each evidence row's fingerprint, so a changed model or corpus recomputes and marks
+        the evidence it produced stale. Kinds on substrate models resolve revisions and gguf files too."""
+        from .context import ref_digest
+
+        return {"model": ref_digest(spec.model), "data": ref_digest(spec.data)}
 
     def resolve_spec(self, spec: JobSpec) -> JobSpec:
         """The spec with what its inputs are now written into its params (the digest of a file a parameter

@@ -120,18 +120,24 @@ def artifact_hashes(run_dir: Path) -> dict[str, str]:
 
 
 def input_fingerprint(spec: JobSpec) -> dict[str, Any]:
-    """What the spec's references point at, cheaply: local model files by name/size/mtime, text files by hash."""
-    out: dict[str, Any] = {}
-    for key, ref in (("model", spec.model), ("data", spec.data)):
-        if not ref or ":" not in ref:
-            continue
-        scheme, _, rest = ref.partition(":")
-        path = Path(rest.split("@")[0])
-        if scheme == "hf" and path.is_dir():
-            out[key] = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in path.iterdir() if p.is_file())
-        elif scheme == "text" and path.is_file():
-            out[key] = sha256_file(path)
-    return out
+    """What the spec's model and data references point at: `{"model": digest, "data": digest}` as the kind
+    computes them (`Job.input_fingerprint`: content digests of local weights and files, cached per stat)."""
+    from .registry import get_job
+
+    return dict(get_job(spec.kind).input_fingerprint(spec))
+
+
+def params_digest(params: dict[str, Any]) -> str:
+    """Hash of a kind's resolved parameters (every field, defaults filled in, as its Params dump them)."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fingerprint(code: str, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """An evidence row's fingerprint: what produced it, each part comparable with what would produce it now
+    (claimgraph.experiments.staleness): the kind's code version, the model's and the data's digests, the
+    resolved parameters' hash."""
+    return {"code_version": code, "model": inputs.get("model"), "data": inputs.get("data"),
+            "params": params_digest(params)}
 
 
 def config_hash(spec: JobSpec, device: str, inputs: dict[str, Any]) -> str:

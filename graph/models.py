@@ -204,6 +204,10 @@ class EvidenceAttrs(BaseModel):
     superseded: bool = False
     decisive: bool = Field(True, description="False when the run cannot decide (e.g. fewer seeds than its rule "
                                              "needs): listed, but it does not move the claim's status")
+    fingerprint: dict[str, Any] | None = Field(
+        None, description="What produced it: {code_version, model, data, params} (docs/data-model.md); when one "
+                          "no longer matches the current code, weights, corpus or resolved parameters, the "
+                          "evidence is shown stale")
 
 
 ATTRS_MODELS: dict[NodeType, type[BaseModel]] = {

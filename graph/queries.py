@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -15,6 +16,11 @@ from .models import ClaimStatus, Edge, EdgeType, Neighbor, Node, NodeType, Recor
 from .store import Store, reads
 
 STATUS_TYPES = (NodeType.claim, NodeType.finding)
+
+StaleCheck = Callable[[list[Node]], Mapping[str, str]]
+"""Given evidence nodes, the ids of those whose fingerprint no longer matches what would produce them now, each
+with the reason (claimgraph.experiments.staleness.stale_evidence). The graph stores fingerprints (evidence
+attrs) but cannot recompute them: the layer that knows the jobs passes this in."""
 
 
 class SourceInfo(BaseModel):
@@ -32,14 +38,20 @@ class StatusReport(BaseModel):
                                              description="verdict -> method labels of deciding evidence, sorted")
     not_deciding: list[str] = Field(default_factory=list,
                                     description="method labels of evidence listed but not deciding")
+    stale: list[str] = Field(default_factory=list,
+                             description="method labels of deciding evidence whose fingerprint (code version, "
+                                         "model, data, parameters) no longer matches the current ones, sorted")
 
     def describe(self) -> str:
-        """`mixed (supported: logit_weights; inconclusive: ablation x2)` — the status with who said what."""
+        """`mixed (supported: logit_weights; inconclusive: ablation x2)` — the status with who said what, and
+        `; rests on stale evidence: sae on toy:tiny` when some deciding evidence is stale."""
         if self.status == "untested" and not self.not_deciding:
             return self.status
         parts = [f"{v}: {_count_labels(self.by_verdict[v])}" for v in VERDICT_ORDER if self.by_verdict.get(v)]
         if self.not_deciding:
             parts.append(f"not deciding: {_count_labels(self.not_deciding)}")
+        if self.stale:
+            parts.append(f"rests on stale evidence: {_count_labels(self.stale)}")
         return f"{self.status} ({'; '.join(parts)})"
 
 
@@ -64,6 +76,9 @@ class NodePage(BaseModel):
     similar: list[Similar]
     similarity_threshold: float
     evidence: list[Node] = Field(default_factory=list)
+    stale: dict[str, str] = Field(default_factory=dict,
+                                  description="evidence id -> why it is stale, for the page's evidence (and the "
+                                              "node itself when it is evidence)")
 
 
 def status_from_verdicts(verdicts: list[str]) -> ClaimStatus:
@@ -85,27 +100,54 @@ def _method_label(attrs: dict[str, Any]) -> str:
 
 
 @reads
-def status_reports(store: Store, ids: list[str]) -> dict[str, StatusReport]:
-    """Status of each claim or finding with the verdicts it rests on (rules: graph.models.STATUS_RULES)."""
+def status_reports(store: Store, ids: list[str], *, stale: StaleCheck | None = None) -> dict[str, StatusReport]:
+    """Status of each claim or finding with the verdicts it rests on (rules: graph.models.STATUS_RULES); with
+    `stale`, the deciding evidence that is stale is named too (it still counts: a stale verdict is not a new
+    one, but the status says what it rests on)."""
     if not ids:
         return {}
     ev = evidence_map(store, ids)
     nodes = store.get_nodes(i for evs in ev.values() for i in evs)
-    by_target = {t: [nodes[i].attrs for i in evs] for t, evs in ev.items()}
+    stale_ids = stale(list(nodes.values())) if stale is not None and nodes else {}
+    by_target = {t: [nodes[i] for i in evs] for t, evs in ev.items()}
     out: dict[str, StatusReport] = {}
     for i in ids:
         by_verdict: dict[str, list[str]] = defaultdict(list)
         not_deciding: list[str] = []
-        for attrs in by_target.get(i, []):
+        stale_labels: list[str] = []
+        for n in by_target.get(i, []):
+            attrs = n.attrs
             label = _method_label(attrs)
             if attrs.get("decisive", True) is False:
                 not_deciding.append(label)
             elif attrs.get("verdict") in VERDICT_ORDER:
                 by_verdict[attrs["verdict"]].append(label)
+                if n.id in stale_ids:
+                    stale_labels.append(label)
         out[i] = StatusReport(status=status_from_verdicts(list(by_verdict)),
                               by_verdict={k: sorted(v) for k, v in by_verdict.items()},
-                              not_deciding=sorted(not_deciding))
+                              not_deciding=sorted(not_deciding), stale=sorted(stale_labels))
     return out
+
+
+@reads
+def list_rows(store: Store, nodes: list[Node], *, stale: StaleCheck | None = None) -> list[dict[str, Any]]:
+    """Rows of `list --json` (the CLI and the web UI): id, type, title, text, status (claims and findings),
+    edges, attrs, and `stale`: for evidence, why it is stale; for a claim or finding, which stale evidence its
+    status rests on; None otherwise."""
+    reports = status_reports(store, [n.id for n in nodes if n.type in STATUS_TYPES], stale=stale)
+    ev = [n for n in nodes if n.type == NodeType.evidence]
+    stale_ev = stale(ev) if stale is not None and ev else {}
+    degree = store.degrees(n.id for n in nodes)
+    rows = []
+    for n in nodes:
+        r = reports.get(n.id)
+        why = stale_ev.get(n.id) if n.type == NodeType.evidence else (
+            f"rests on stale evidence: {_count_labels(r.stale)}" if r and r.stale else None)
+        rows.append({"id": n.id, "type": n.type.value, "title": n.title, "text": n.text,
+                     "status": r.status if r else None, "edges": degree.get(n.id, 0), "attrs": n.attrs,
+                     "stale": why})
+    return rows
 
 
 @reads
@@ -204,19 +246,23 @@ def similar_for(store: Store, node_id: str, *, k: int = 8, threshold: float = 0.
 
 
 @reads
-def node_page(store: Store, node_id: str, *, k_similar: int = 8, threshold: float = 0.65) -> NodePage:
-    """The page `show` renders for one node."""
+def node_page(store: Store, node_id: str, *, k_similar: int = 8, threshold: float = 0.65,
+              stale: StaleCheck | None = None) -> NodePage:
+    """The page `show` renders for one node; with `stale`, its stale evidence is marked (`NodePage.stale`)."""
     node = store.get_node(node_id)
     neighbors = typed_neighbors(store, node_id)
     papers = [store.get_node(nb.id) for nb in neighbors
               if nb.edge == EdgeType.extracted_from and nb.direction == "out"]
     docs = [r[0] for r in store.sql("SELECT path FROM node_sources WHERE node_id = ? ORDER BY path", [node_id])]
-    report = status_reports(store, [node_id])[node_id] if node.type in STATUS_TYPES else None
+    report = status_reports(store, [node_id], stale=stale)[node_id] if node.type in STATUS_TYPES else None
     evidence = evidence_for(store, node_id) if node.type in STATUS_TYPES else []
-    return NodePage(node=node, status=report.status if report else None, status_report=report, source=SourceInfo(papers=papers, documents=docs),
+    checked = evidence + ([node] if node.type == NodeType.evidence else [])
+    stale_ids = dict(stale(checked)) if stale is not None and checked else {}
+    return NodePage(node=node, status=report.status if report else None, status_report=report,
+                    source=SourceInfo(papers=papers, documents=docs),
                     neighbors=neighbors, similar=similar_for(store, node_id, k=k_similar, threshold=threshold,
                                                          linked={nb.id for nb in neighbors}),
-                    similarity_threshold=threshold, evidence=evidence)
+                    similarity_threshold=threshold, evidence=evidence, stale=stale_ids)
 
 
 class Hop(BaseModel):

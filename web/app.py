@@ -264,27 +264,23 @@ def create_app(settings: Settings) -> Starlette:
 
     # -- pages ------------------------------------------------------------------------------------
     def home(request: Request) -> Response:
-        from claimgraph.graph.queries import claim_statuses
+        from claimgraph.graph.queries import list_rows
 
         with access.read() as s:
             counts, edges = s.count_nodes(), s.count_edges()
             nodes = s.list_nodes(NodeType.claim) + s.list_nodes(NodeType.finding)
-            status = claim_statuses(s, [n.id for n in nodes])
-            degree = s.degrees(n.id for n in nodes)
-        rows = [_list_row(n, status, degree) for n in nodes]
+            rows = list_rows(s, nodes, stale=exp.stale_check())
         data = {"db": str(settings.db), "nodes": counts, "edges": edges, "claims": rows}
         return render(request, "home.html", data)
 
     def list_page(request: Request) -> Response:
-        from claimgraph.graph.queries import claim_statuses
+        from claimgraph.graph.queries import list_rows
 
         ntype = _type(request)
         limit = _int(request, "limit", 500, 1, 100_000)
         with access.read() as s:
             nodes = s.list_nodes(ntype, limit=limit)
-            status = claim_statuses(s, [n.id for n in nodes if n.type in (NodeType.claim, NodeType.finding)])
-            degree = s.degrees(n.id for n in nodes)
-        data = {"nodes": [_list_row(n, status, degree) for n in nodes]}
+            data = {"nodes": list_rows(s, nodes, stale=exp.stale_check())}
         return render(request, "nodes.html", data, {"type": ntype.value if ntype else "", "limit": limit})
 
     def node(request: Request) -> Response:
@@ -299,7 +295,7 @@ def create_app(settings: Settings) -> Starlette:
         threshold = _float(request, "threshold", 0.65, -1.0, 1.0)
         with access.read() as s:
             vector_matrix(s, MODEL_NAME)  # kept in this process: similar entries by one product, not a scan
-            page = node_page(s, nid, k_similar=k, threshold=threshold)
+            page = node_page(s, nid, k_similar=k, threshold=threshold, stale=exp.stale_check())
             runs = s.runs(nid) if page.node.type == NodeType.experiment else []
             ev_runs = {r["run_id"] for e in page.evidence if e.attrs.get("run_id")
                        for r in s.runs(run_id=e.attrs["run_id"])}
@@ -310,7 +306,8 @@ def create_app(settings: Settings) -> Starlette:
             data["runs"] = runs
         evidence = [{"node": e, "decision": e.attrs.get("decision") or {}, "verdict": e.attrs.get("verdict"),
                      "criterion": exp.criterion_text(e.attrs.get("criterion")), "run_id": e.attrs.get("run_id"),
-                     "run_known": e.attrs.get("run_id") in ev_runs, "experiment": e.attrs.get("experiment")}
+                     "run_known": e.attrs.get("run_id") in ev_runs, "experiment": e.attrs.get("experiment"),
+                     "stale": page.stale.get(e.id)}
                     for e in page.evidence]
         ctx = {"page": page, "groups": neighbour_groups(page), "evidence": evidence, "runs": runs,
                "own_run": own_run[0] if own_run else None, "k": k, "threshold": threshold,
@@ -519,12 +516,6 @@ def _with_msg(path: str, msg: str) -> str:
     parts = [p for p in query.split("&") if p and not p.startswith("msg=")]
     parts.append(urlencode({"msg": msg}))
     return base + "?" + "&".join(parts)
-
-
-def _list_row(n: Any, status: dict[str, Any], degree: dict[str, int]) -> dict[str, Any]:
-    """A row of `list --json`."""
-    return {"id": n.id, "type": n.type.value, "title": n.title, "text": n.text, "status": status.get(n.id),
-            "edges": degree.get(n.id, 0), "attrs": n.attrs}
 
 
 def _suggestions(store: Any, ntype: NodeType | None, limit: int | None) -> list[Any]:

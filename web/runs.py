@@ -29,6 +29,14 @@ def experiments(store: Any) -> list[dict[str, Any]]:
     return list_experiments(store)
 
 
+def stale_check() -> Any:
+    """The graph's StaleCheck (claimgraph.experiments.staleness.stale_evidence): which evidence no longer matches
+    the code, model, data or parameters that would produce it now."""
+    from claimgraph.experiments.staleness import stale_evidence
+
+    return stale_evidence
+
+
 def criterion_text(criterion: dict[str, Any] | None) -> str:
     """A registered criterion (as stored on evidence and specs) in words, as the CLI prints it."""
     if not criterion:

@@ -4,7 +4,7 @@ with the top activating examples and quantile bands, each token shaded by its ac
 (max-activating) token outlined; related runs at the bottom. Every string is escaped with html.escape."""
 from __future__ import annotations
 
-import os
+import base64
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -76,14 +76,19 @@ def _related(page: Any, out_dir: Path) -> str:
             extra = ", ".join(f"{escape(k)} = {_fmt(v)}" for k, v in sorted(s.details.items()))
             parts.append(f"<p class=\"meta\">seed {s.seed}{' · ' + extra if extra else ''}</p>"
                          f"<table class=\"metrics\"><tr><th>metric</th><th>value</th></tr>{rows}</table>")
-        for img in r.images:
-            rel = os.path.relpath(img, out_dir)
-            parts.append(f'<img src="{escape(rel)}" alt="{escape(Path(img).name)}" loading="lazy">')
+        for img in r.images:  # embedded: the page links nothing outside its own folder, so it can be moved
+            try:
+                data = base64.b64encode(Path(img).read_bytes()).decode("ascii")
+            except OSError:
+                continue
+            parts.append(f'<img src="data:image/png;base64,{data}" alt="{escape(r.run_id)}: {escape(Path(img).name)}" '
+                         'loading="lazy">')
     return "".join(parts)
 
 
 def render_html(page: Any, out_dir: Path) -> str:
-    """The page as one HTML document; images are referenced relative to `out_dir` (where it is written)."""
+    """The page as one HTML document: its own PNGs by name, beside it in `out_dir`; the related runs' plots
+    embedded (data: URIs), so nothing links outside the page's folder."""
     m = page.max_act
     title = f"Feature {page.feature} · {page.hook} · {page.model}"
     head = (f"<h1>Feature {page.feature}</h1><div class=\"meta\">model <code>{escape(page.model)}</code> · hook "

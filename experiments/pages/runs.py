@@ -39,7 +39,7 @@ class RelatedRun(BaseModel):
     reason: str
     criterion: str
     seeds: list[RelatedSeed]
-    images: list[str] = Field(default_factory=list, description="PNG artifacts of the run (absolute paths)")
+    images: list[str] = Field(default_factory=list, description="PNG artifacts of the matching seeds (absolute paths)")
 
 
 def resolve_run(store: Store, run: str | Path) -> Path:
@@ -197,7 +197,11 @@ def related_runs(dirs: Iterable[Path], sae: SaeRef, feature: int) -> list[Relate
                 matched.append(RelatedSeed(seed=r.seed, metrics=r.metrics, details=scalars))
         if not matched:
             continue
-        images = sorted(str((d / rel).resolve()) for rel in result.artifacts if rel.endswith(".png"))
+        # only the plots of the seeds that studied this SAE's feature (a seed's artifacts are under
+        # artifacts/seed<N>/); the other seeds' SAEs chose other features, and run-wide plots mix them
+        own = tuple(f"artifacts/seed{m.seed}/" for m in matched)
+        images = sorted(str((d / rel).resolve()) for rel in result.artifacts
+                        if rel.endswith(".png") and rel.startswith(own))
         out.append(RelatedRun(run_id=cfg.run_id, kind=cfg.spec.kind, experiment_id=cfg.experiment_id,
                               run_dir=str(d), verdict=result.decision.verdict, reason=result.decision.reason,
                               criterion=Criterion.model_validate(cfg.spec.criterion).describe(), seeds=matched,

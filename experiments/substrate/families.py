@@ -182,10 +182,22 @@ def hooks_in(params: Any) -> list[tuple[str, str]]:
     return found
 
 
+# The presets' names, torch-free for `experiment add` (the presets themselves are in load.py and corpus.py, which
+# import torch; tests/experiments/test_families.py checks that these match them).
+TOY_PRESET_NAMES = ("tiny", "small", "default", "medium", "one-layer")
+CORPUS_PRESET_NAMES = ("default", "tiny")
+
+
 def check_model_ref(ref: str | None, params: Any = None) -> ModelInfo | None:
     """Refuse, cheaply, a model reference the adapter cannot serve or a hook in `params` it does not have."""
     if not ref:
         return None
+    kind, rest, _ = split_ref(ref)
+    if kind == "toy" and rest not in TOY_PRESET_NAMES:
+        raise InvalidInput(f"unknown toy model preset {rest!r} in {ref!r}; known: {', '.join(TOY_PRESET_NAMES)}")
+    if kind not in ("toy", "hf", "lm") or ":" not in ref:
+        raise InvalidInput(f"model reference {ref!r} is neither 'toy:<preset>' ({', '.join(TOY_PRESET_NAMES)}), "
+                           "'hf:/abs/local/dir[@revision]' nor 'lm:<name>' (lm:smollm2-135m)")
     info = model_info(ref)
     if info is not None:
         for where, hook in hooks_in(params):
@@ -211,15 +223,58 @@ def ref_provenance(ref: str | None) -> dict[str, Any] | None:
     return {"ref": ref}
 
 
+def model_digest(ref: str | None) -> str | None:
+    """What the weights of a model reference are, as one string (torch-free): `lm:` the gguf file's sha256,
+    `hf:` the content digest of its checkpoint folder (the revision resolved), `toy:` the reference itself
+    (its weights are trained by the substrate code, which the kind's code version covers)."""
+    if not ref:
+        return None
+    kind, rest, at = split_ref(ref)
+    if kind == "lm":
+        from .lm import lm_manifest
+
+        return f"sha256:{lm_manifest(rest)['gguf_sha256']}"
+    if kind == "hf":
+        from claimgraph.experiments.context import folder_digest
+
+        return f"sha256:{folder_digest(hf_dir(rest, at))}"
+    return ref
+
+
 P = TypeVar("P", bound=JobParams)
+
+
+def check_data_ref(ref: str | None) -> None:
+    """Refuse, cheaply, a `synthetic:` or `text:` data reference that names no corpus (other schemes belong to the
+    kinds that use them, e.g. leading_terms' `builtin:`)."""
+    if not ref:
+        return
+    kind, _, rest = ref.partition(":")
+    if kind == "synthetic" and rest not in CORPUS_PRESET_NAMES:
+        raise InvalidInput(f"unknown synthetic corpus preset {rest!r} in {ref!r}; known: {', '.join(CORPUS_PRESET_NAMES)}")
+    if kind == "text":
+        from .text import TEXT_RECIPES
+
+        if rest not in TEXT_RECIPES:
+            raise InvalidInput(f"unknown text corpus {rest!r} in {ref!r}; known: {', '.join(TEXT_RECIPES)}")
 
 
 class ModelJob(Job[P]):
     """A job kind that runs on a model reference of the substrate (`toy:`, `hf:`, `lm:`): `experiment add` refuses a
-    family or a hook in the params that the adapter cannot serve, and the run records where the weights came from."""
+    model or corpus that does not exist, a family or a hook in the params that the adapter cannot serve, and the
+    run records where the weights came from."""
 
     def check_spec(self, spec: JobSpec) -> None:
-        check_model_ref(spec.model, spec.params)
+        try:
+            check_model_ref(spec.model, spec.params)
+            check_data_ref(spec.data)
+        except NotFound as e:  # a reference to nothing is bad input to `experiment add` (exit 2)
+            raise InvalidInput(str(e)) from None
 
     def input_provenance(self, spec: JobSpec) -> dict[str, Any] | None:
         return ref_provenance(spec.model)
+
+    def input_fingerprint(self, spec: JobSpec) -> dict[str, str | None]:
+        out = super().input_fingerprint(spec)
+        out["model"] = model_digest(spec.model)
+        return out

@@ -12,3 +12,26 @@ def _one_torch_thread():
 
     with torch_threads(1):
         yield
+
+
+@pytest.fixture
+def install_plugin(tmp_path, monkeypatch):
+    """Install job kinds the way a user installs a plugin: modules with `claimgraph.jobs` entry points in a
+    dist-info folder, on sys.path here and on PYTHONPATH for the runs' processes. `install_plugin(name,
+    {module: source}, {kind: "module:Class"})` returns the folder."""
+    import os
+
+    def install(name: str, modules: dict[str, str], kinds: dict[str, str]):
+        root = tmp_path / f"plugin-{name}"
+        root.mkdir()
+        for module, source in modules.items():
+            (root / f"{module}.py").write_text(source)
+        dist = root / f"{name}-0.1.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        (dist / "entry_points.txt").write_text("[claimgraph.jobs]\n" + "".join(f"{k} = {v}\n" for k, v in kinds.items()))
+        monkeypatch.syspath_prepend(str(root))
+        monkeypatch.setenv("PYTHONPATH", str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        return root
+
+    return install

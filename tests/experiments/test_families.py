@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from claimgraph.cli.main import app
 from claimgraph.experiments.api import build_spec
 from claimgraph.experiments.substrate.families import check_model_ref, hook_names, hooks_in, model_info
-from claimgraph.graph.errors import InvalidInput, NotFound
+from claimgraph.graph.errors import InvalidInput
 
 CONFIGS = {
     "llama": {"model_type": "llama", "num_hidden_layers": 3, "hidden_size": 32, "vocab_size": 97,
@@ -52,7 +52,7 @@ def test_build_spec_refuses_family_layer_and_hook(dirs):
         build_spec("sae", params={"sae.hook": "blocks.3.mlp.hook_post"}, model=f"hf:{dirs / 'llama'}")
     with pytest.raises(InvalidInput, match="no hook 'blocks.0.hook_resid_mid'"):  # Pythia's parallel residual
         build_spec("sae", params={"sae.hook": "blocks.0.hook_resid_mid"}, model=f"hf:{dirs / 'neox'}")
-    with pytest.raises(NotFound, match="no model directory"):
+    with pytest.raises(InvalidInput, match="no model directory"):  # bad input to `experiment add` (exit 2)
         build_spec("sae", model=f"hf:{dirs / 'missing'}")
     with pytest.raises(InvalidInput, match="must be absolute"):
         build_spec("sae", model="hf:relative/dir")
@@ -105,3 +105,12 @@ def test_run_provenance_of_lm_and_hf_refs(dirs):
     hf = ref_provenance(f"hf:{dirs / 'llama'}")
     assert hf["folder"] == str(dirs / "llama") and len(hf["config_sha256"]) == 64 and hf["weights"] == []
     assert ref_provenance("toy:tiny") == {"ref": "toy:tiny"} and ref_provenance(None) is None
+
+
+def test_torch_free_preset_names_match_the_presets():
+    """`experiment add` checks toy and corpus presets by name without importing torch; the names are the presets'."""
+    from claimgraph.experiments.substrate.corpus import CORPUS_PRESETS
+    from claimgraph.experiments.substrate.families import CORPUS_PRESET_NAMES, TOY_PRESET_NAMES
+    from claimgraph.experiments.substrate.load import TOY_PRESETS
+
+    assert set(TOY_PRESET_NAMES) == set(TOY_PRESETS) and set(CORPUS_PRESET_NAMES) == set(CORPUS_PRESETS)

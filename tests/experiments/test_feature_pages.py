@@ -3,7 +3,10 @@ pages whose numbers are checked against an independent recomputation (top contex
 quantile bands, logit table, label scores), the HTML and PNGs, related runs, errors, JSON round trip."""
 from __future__ import annotations
 
+import base64
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -281,18 +284,24 @@ def _fake_feature_run(root: Path, name: str, kind: str, sae_folder: str, feature
     from claimgraph.experiments.spec import Criterion, JobSpec
 
     d = root / name
-    (d / "artifacts").mkdir(parents=True)
-    (d / "artifacts" / "hist.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    # seed 0 studied `feature` of this SAE; seed 1's SAE chose another feature; one plot spans the whole run
+    pngs = {"artifacts/seed0/hist.png": b"\x89PNG\r\n\x1a\nseed0", "artifacts/seed1/hist.png": b"\x89PNG\r\n\x1a\nseed1",
+            "artifacts/all-seeds.png": b"\x89PNG\r\n\x1a\nall"}
+    for rel, data in pngs.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_bytes(data)
     crit = Criterion(metric="enrichment_ratio", op=">", threshold=2.0, band=0.5)
     cfg = RunConfig(run_id=name, experiment_id=f"experiment:{name}", targets=[CLAIM],
-                    spec=JobSpec(kind=kind, model="toy:tiny", data="synthetic:tiny", seeds=[0], criterion=crit),
+                    spec=JobSpec(kind=kind, model="toy:tiny", data="synthetic:tiny", seeds=[0, 1], criterion=crit),
                     device="cpu", config_hash="x", code_version="y")
-    res = RunResult(run_id=name, experiment_id=cfg.experiment_id, kind=kind, seeds=[0],
+    res = RunResult(run_id=name, experiment_id=cfg.experiment_id, kind=kind, seeds=[0, 1],
                     per_seed=[{"seed": 0, "metrics": {"enrichment_ratio": metric},
-                               "details": {"sae_folder": sae_folder, "feature": feature, "category": "base64"}}],
-                    metrics={"enrichment_ratio": MetricSummary(mean=metric, sd=None, values=[metric])},
-                    decision=crit.decide([metric]), effect_size=metric, artifacts={"artifacts/hist.png": "0"},
-                    wall_s=1.0)
+                               "details": {"sae_folder": sae_folder, "feature": feature, "category": "base64"}},
+                              {"seed": 1, "metrics": {"enrichment_ratio": metric},
+                               "details": {"sae_folder": sae_folder, "feature": feature + 7, "category": "base64"}}],
+                    metrics={"enrichment_ratio": MetricSummary(mean=metric, sd=0.0, values=[metric, metric])},
+                    decision=crit.decide([metric, metric]), effect_size=metric,
+                    artifacts={rel: "0" for rel in pngs}, wall_s=1.0)
     (d / "config.json").write_text(cfg.model_dump_json())
     (d / "result.json").write_text(res.model_dump_json())
     return d
@@ -314,7 +323,18 @@ def test_related_runs_name_the_same_sae_and_feature(sae_run, page, tmp_path):
         "feature": page.feature, "category": "base64"}
     html = Path(pg.html).read_text()
     assert Path(pg.html).parent == out
-    assert "verdict-supported" in html and "enrichment_ratio" in html and "../same/artifacts/hist.png" in html
+    assert "verdict-supported" in html and "enrichment_ratio" in html
+    # only the page's own images: its PNGs beside it by name, and the related run's plot of the seed that
+    # studied this feature (embedded); nothing from the other seed's SAE, no link that leaves the folder
+    assert rel.images == [str((same / "artifacts/seed0/hist.png").resolve())]
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    own = [x for x in srcs if not x.startswith("data:")]
+    assert sorted(own) == sorted(pg.images.values()) and all("/" not in x and (out / x).is_file() for x in own)
+    embedded = [base64.b64decode(x.split(",", 1)[1]) for x in srcs if x.startswith("data:image/png;base64,")]
+    assert embedded == [b"\x89PNG\r\n\x1a\nseed0"]
+    moved = tmp_path / "moved"  # the page moved elsewhere still shows everything it shows
+    shutil.copytree(out, moved)
+    assert all((moved / x).is_file() for x in own)
 
 
 def test_json_round_trip_and_terminal_view(page, capsys):

@@ -5,6 +5,7 @@ verdicts and metrics as their result.json records them."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -68,10 +69,14 @@ def test_page_of_a_feature_job_run_lists_the_related_runs(runs):
         assert rel.seeds[0].metrics == res["per_seed"][0]["metrics"]
         assert rel.seeds[0].details["category"] == "base64" and rel.seeds[0].details["feature"] == page.feature
         assert set(rel.images) == {str((Path(r["run_dir"]) / a).resolve()) for a in res["artifacts"]
-                                   if a.endswith(".png")}
+                                   if a.endswith(".png") and a.startswith("artifacts/seed0/")}
+        assert rel.images
     html = Path(page.html).read_text()
     for rel in page.related:
         assert rel.run_id in html and f"verdict-{rel.verdict}" in html
+    srcs = re.findall(r'<img src="([^"]+)"', html)  # links stay inside the page's folder; the rest is embedded
+    assert sorted(x for x in srcs if not x.startswith("data:")) == sorted(page.images.values())
+    assert sum(x.startswith("data:image/png;base64,") for x in srcs) == sum(len(r.images) for r in page.related)
     # the page's own detection of base64 spans agrees with the job's choice of this feature for them
     assert page.labels[0].label == "base64_span"
     # what `claimgraph feature RUN FEATURE` calls: the same page, found through the store

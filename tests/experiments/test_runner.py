@@ -34,6 +34,7 @@ JOB_MODULE = textwrap.dedent('''
         steps: int = 3
         sleep_s: float = 0.0   # pause per step, to have a run that lasts
         fail: bool = False
+        write_mb: float = 0.0  # an artifact this large (a run that fills a small disk)
 
 
     class GaussJob(Job):
@@ -56,23 +57,18 @@ JOB_MODULE = textwrap.dedent('''
                 time.sleep(p.sleep_s)
             if p.fail:
                 raise ValueError("asked to fail")
+            if p.write_mb:
+                with open(ctx.artifact("big.bin"), "wb") as f:
+                    for _ in range(int(p.write_mb * 16)):
+                        f.write(b"x" * 65536)
             ctx.artifact("samples.txt").write_text(" ".join(f"{v:.4f}" for v in x[:10].tolist()))
             return SeedResult(seed=seed, metrics={"mean": x.mean().item(), "sd": x.std().item()})
 ''')
 
 
 @pytest.fixture
-def plugin(tmp_path, monkeypatch):
-    root = tmp_path / "plugin"
-    (root / "cgtestjobs").mkdir(parents=True)
-    (root / "cgtestjobs" / "__init__.py").write_text(JOB_MODULE)
-    dist = root / "cgtestjobs-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cgtestjobs\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[claimgraph.jobs]\ngauss = cgtestjobs:GaussJob\n")
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setenv("PYTHONPATH", str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return root
+def plugin(install_plugin):
+    return install_plugin("cgtestjobs", {"cgtestjobs": JOB_MODULE}, {"gauss": "cgtestjobs:GaussJob"})
 
 
 @pytest.fixture
@@ -212,18 +208,35 @@ def test_failing_job_ends_failed_and_attaches_nothing(plugin, db):
     assert json.loads(cli("evidence", "claim:samples-are-positive").stdout)["status"] == "untested"
 
 
-def _start_cli_run(exp: str) -> tuple[subprocess.Popen, Path]:
+def _started(proc: subprocess.Popen, deadline: float) -> Path:
+    """The run folder from the command's "started; folder" line, reading stderr with a deadline (a bare
+    readline() would wait forever on a command that never prints it)."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stderr, selectors.EVENT_READ)
+    try:
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            line = proc.stderr.readline()
+            if not line:
+                break
+            if "started; folder" in line:
+                return Path(line.rsplit("folder ", 1)[1].strip())
+    finally:
+        sel.close()
+    proc.kill()
+    raise AssertionError("run did not start")
+
+
+def _start_cli_run(exp: str, *, wait_running: bool = True) -> tuple[subprocess.Popen, Path]:
     proc = subprocess.Popen([sys.executable, "-m", "claimgraph.cli.main", "run", exp], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, CLAIMGRAPH_PROGRESS="0"))
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if "started; folder" in line:
-            run_dir = Path(line.rsplit("folder ", 1)[1].strip())
-            break
-    else:
-        proc.kill()
-        raise AssertionError("run did not start")
+    run_dir = _started(proc, deadline)
+    if not wait_running:
+        return proc, run_dir
     while time.monotonic() < deadline:  # wait until the worker is computing
         status = run_dir / "status.json"
         if status.exists() and json.loads(status.read_text())["status"] == "running":
@@ -245,6 +258,21 @@ def test_sigterm_kills_the_run_and_attaches_nothing(plugin, db):
     assert runs[0]["status"] == "killed" and runs[0]["evidence_id"] is None
     assert not (run_dir / "result.json").exists()
     assert json.loads(cli("evidence", "claim:samples-are-positive").stdout)["evidence"] == []
+
+
+def test_sigterm_the_moment_a_run_starts_still_ends_it_killed(plugin, db):
+    """The race behind the SIGTERM test's hangs under load: the command used to install its forwarding handler
+    after starting the worker and printing "started", so a SIGTERM in between killed the command alone and left
+    the worker computing (and holding the test's pipes) for the whole run. Now the handler is in first."""
+    exp = add("--param", "sleep_s=2", "--param", "steps=100", "--seeds", "1")
+    proc, run_dir = _start_cli_run(exp, wait_running=False)
+    proc.send_signal(signal.SIGTERM)  # at once: the worker may not even have its own handlers yet
+    proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    row = json.loads(cli("runs", exp).stdout)["runs"][0]
+    assert row["status"] == "killed" and row["evidence_id"] is None, row
+    state = json.loads((run_dir / "status.json").read_text())
+    assert state["status"] == "killed" and not (run_dir / "result.json").exists()
 
 
 def test_a_run_whose_processes_died_is_marked_on_the_next_command(plugin, db):
@@ -386,3 +414,112 @@ def test_a_real_run_is_exported_with_its_evidence_and_imports_back(plugin, db, t
     ev_copy = json.loads(CliRunner().invoke(app, ["--db", str(copy), "--json", "evidence",
                                                   "claim:samples-are-positive"]).stdout)
     assert ev_copy["status"] == "supported" and ev_copy["evidence"][0]["run_id"] == out["run_id"]
+
+
+def test_one_seed_records_metrics_but_no_verdict(plugin, db):
+    """Issue 13: fewer seeds than the rule needs give an 'insufficient seeds' inconclusive that does not count."""
+    exp = add("--seeds", "1", "--param", "shift=2.0")  # a clear effect: one seed would have said "supported"
+    out = json.loads(cli("run", exp).stdout)
+    assert out["status"] == "completed" and out["verdict"] == "inconclusive" and "insufficient seeds" in out["reason"]
+    ev = json.loads(cli("evidence", "claim:samples-are-positive").stdout)
+    (e,) = ev["evidence"]
+    assert e["decisive"] is False and e["decision"]["n"] == 1 and e["decision"]["mean"] > 1.5
+    assert e["decision"]["ci_low"] is None and "insufficient seeds" in e["title"]
+    assert set(e["metrics"]) == {"mean", "sd"}  # the metrics are recorded
+    assert ev["status"] == "untested" and ev["status_report"]["not_deciding"] == ["gauss"]
+    with Store(db) as s:  # no supports/refutes edge
+        assert [x for x in s.edges("claim:samples-are-positive", direction="in") if x.type.value in
+                ("supports", "refutes")] == []
+    # the same computation under a rule that says one run decides gets a verdict
+    exp1 = add("--seeds", "1", "--param", "shift=2.0", "--criterion", "mean > 0 band=0.05 min_seeds=1")
+    out1 = json.loads(cli("run", exp1).stdout)
+    assert out1["verdict"] == "supported" and out1["cached"]
+    assert "one run decides" in json.loads(cli("experiment", "list").stdout)["experiments"][1]["criterion"]
+
+
+# -- issue 19: defects that lose data or crash ------------------------------------------------------------
+def test_seeds_per_experiment_are_bounded(plugin, db):
+    t0 = time.monotonic()
+    r = CliRunner().invoke(app, ["experiment", "add", "--claim", "claim:samples-are-positive", "--kind", "gauss",
+                                 "--seeds", "0-100000000"])
+    assert r.exit_code == 2 and "names 100,000,001 seeds, over the limit of 1,000 per experiment" in r.stderr
+    assert time.monotonic() - t0 < 10
+    assert json.loads(cli("experiment", "list").stdout)["experiments"] == []
+    r = CliRunner().invoke(app, ["run", add(), "--seeds", "5000"])
+    assert r.exit_code == 2 and "over the limit" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kind", "sae", "--model", "toy:nope"], "unknown toy model preset 'nope'"),
+    (["--kind", "sae", "--data", "synthetic:nope"], "unknown synthetic corpus preset 'nope'"),
+    (["--kind", "sae", "--data", "text:nope"], "unknown text corpus 'nope'"),
+    (["--kind", "sae", "--model", "hf:/no/such/model"], "no model directory at /no/such/model"),
+    (["--kind", "gauss", "--model", "hf:/no/such/model"], "/no/such/model does not exist"),
+    (["--kind", "gauss", "--data", "text:/no/such/file.txt"], "/no/such/file.txt does not exist"),
+])
+def test_model_and_data_are_checked_at_experiment_add(plugin, db, args, message):
+    r = CliRunner().invoke(app, ["experiment", "add", "--claim", "claim:samples-are-positive", *args])
+    assert r.exit_code == 2 and message in r.stderr, r.output
+    assert json.loads(cli("experiment", "list").stdout)["experiments"] == []
+
+
+def test_runs_shows_running_and_a_worker_outlives_its_killed_launcher(plugin, db):
+    """Killing only `claimgraph run` (SIGKILL: no chance to pass it on) leaves the worker computing: the record
+    says running meanwhile, and the result attaches once, on the next command after it ends (README, Runs)."""
+    exp = add("--param", "sleep_s=0.5", "--param", "steps=12", "--seeds", "2")
+    proc, run_dir = _start_cli_run(exp)
+    deadline = time.monotonic() + 30
+    while (row := json.loads(cli("runs", exp).stdout)["runs"][0])["status"] != "running":
+        assert time.monotonic() < deadline, row
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    worker = json.loads((run_dir / "status.json").read_text())["pid"]
+    assert json.loads(cli("runs", exp).stdout)["runs"][0]["status"] == "running"
+    while json.loads((run_dir / "status.json").read_text())["status"] == "running":
+        assert time.monotonic() < deadline + 60
+        time.sleep(0.3)
+    for _ in range(2):  # the next commands: it attaches once
+        row = json.loads(cli("runs", exp).stdout)["runs"][0]
+    assert row["status"] == "completed" and row["evidence_id"] and row["pid"] == worker
+    ev = json.loads(cli("evidence", "claim:samples-are-positive").stdout)["evidence"]
+    assert [e["id"] for e in ev] == [row["evidence_id"]]
+    with Store(db) as s:
+        assert len(s.edges(exp, direction="out", type="produced")) == 1
+
+
+def test_run_ids_cannot_collide(plugin, db):
+    import threading
+
+    from claimgraph.experiments.runner import new_run_id, prepare_run
+
+    exp = add()
+    with Store(db) as s:
+        ids = {prepare_run(s, exp)[0].run_id for _ in range(20)}  # same config, same second
+    assert len(ids) == 20
+    got: list[str] = []
+    threads = [threading.Thread(target=lambda: got.extend(new_run_id("a" * 64) for _ in range(500))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 2000
+
+
+def test_a_run_on_a_full_disk_is_recorded_as_disk_full(plugin, db, tmp_path, monkeypatch):
+    full = tmp_path / "small-disk"
+    full.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(full)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {r.stderr.strip()}")
+    try:
+        monkeypatch.setenv("CLAIMGRAPH_RUNS_DIR", str(full))
+        exp = add("--param", "write_mb=4", "--param", "steps=1", "--seeds", "2")
+        r = cli("run", exp)
+        out = json.loads(r.stdout)
+        assert r.exit_code == 1 and out["status"] == "failed" and out["evidence_id"] is None
+        assert out["error"].startswith("disk full (ENOSPC)"), out["error"]
+        row = json.loads(cli("runs", exp).stdout)["runs"][0]
+        assert row["status"] == "failed" and "disk full" in row["error"] and "died" not in row["error"]
+    finally:
+        subprocess.run(["umount", "-l", str(full)], capture_output=True)

@@ -44,7 +44,7 @@ def test_t_interval_covers_the_seeds_and_skips_missing_values():
     ("<", [-0.5, -0.6, -0.55], 0.0, "supported"),
     (">=", [0.0, 0.0, 0.0], 0.0, "supported"),
     (">", [0.0, 0.0, 0.0], 0.0, "inconclusive"),
-    (">", [0.3], 0.0, "supported"),                      # one seed: the value itself
+    (">", [0.3], 0.0, "inconclusive"),                   # one seed: no interval, no verdict (issue 13)
     (">", [float("nan")], 0.0, "inconclusive"),
 ])
 def test_verdicts(op, vals, band, verdict):
@@ -77,3 +77,14 @@ def test_parse_seeds(text, seeds):
 def test_parse_seeds_refuses(text, message):
     with pytest.raises(ValueError, match=message):
         parse_seeds(text)
+
+
+def test_fewer_seeds_than_the_rule_needs_is_not_decisive_unless_one_run_decides():
+    c = Criterion(metric="m", op=">", threshold=0.0)
+    d = c.decide([0.3, None])
+    assert d.verdict == "inconclusive" and d.decisive is False and "insufficient seeds" in d.reason and d.n == 1
+    assert c.decide([0.3, 0.31]).decisive is True
+    three = Criterion(metric="m", op=">", threshold=0.0, min_seeds=3)
+    assert three.decide([0.3, 0.31]).decisive is False and "at least 3 seeds" in three.describe()
+    one = Criterion.parse("m > 0 min_seeds=1")
+    assert one.decide([0.3]).verdict == "supported" and "one run decides" in one.describe()

@@ -57,7 +57,9 @@ def test_claim_evidence_links_to_a_run_page_with_its_plots(run_store, run_server
     cells = [c.text for c in ev.find_elements(By.TAG_NAME, "td")]
     shown = cli(db, "evidence", CLAIM)
     verdict = shown["evidence"][0]["verdict"]
-    assert status.startswith(shown["status"]) and cells[0] == verdict
+    # one seed: an "insufficient seeds" inconclusive, listed but not deciding (issue 13)
+    decisive = shown["evidence"][0]["decisive"]
+    assert status.startswith(shown["status"]) and cells[0] == verdict + ("" if decisive else " not deciding")
     mean = shown["evidence"][0]["decision"]["mean"]
     assert cells[1] == f"{mean:.3g}" and cells[3] == "1" and "one seed" in cells[2]
     assert "single_token_frac_diff > 0.1 ± 0.05" in cells[4]
