@@ -9,8 +9,8 @@ dimensions and normalised -- the encoder's shape, count and dtype, so every scan
 share words are close, so the similarity sections are filled; `--vectors encoder` encodes every text with the real
 model instead (about 8 minutes at 100k on 2 cores). Queries are always encoded with the real encoder.
 
-Then, warm (3 requests first), each request alone (the server leaves the file free after each use, so a
-request right after another would measure that pause):
+Then, warm (3 requests first), one request after another (each opens the file for its turn in the store's
+queue and releases it):
 - node page: `GET /node/<id>` (HTML) and its JSON twin through the ASGI app (Starlette's TestClient: routing,
   middleware, a fresh read-only open of the file, node_page, the template) for 30 claims, against the baseline
   `queries.node_page` on a Store kept open (what `claimgraph show` computes, without opening the file);
@@ -111,7 +111,6 @@ def bench(db: Path, queries: list[str], seed: int) -> dict:
     from claimgraph.graph.queries import node_page
     from claimgraph.graph.search import search
     from claimgraph.web import Settings, create_app
-    from claimgraph.web.access import MAX_GAP_S
 
     with Store(db, read_only=True) as s:
         ids = [r[0] for r in s.sql("""SELECT dst FROM edges WHERE type = 'supports' GROUP BY dst
@@ -119,7 +118,7 @@ def bench(db: Path, queries: list[str], seed: int) -> dict:
     res: dict = {"pages": len(ids), "queries": len(queries)}
     emb = get_embedder()
     emb.encode(["warm up"], progress=False)
-    pause = MAX_GAP_S + 0.05
+    pause = 0.0  # requests take their turn in the store's queue; no pause between them is needed
     app = create_app(Settings(db, port=8000))
     with TestClient(app, base_url="http://127.0.0.1:8000") as c:
         def page(i, suffix=""):
