@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: install into ./.venv, then go from the bundled paper documents to claims with evidence.
 #   1. ingest data/papers (a claim page, two novelty reports, a summary, hand-written YAML and JSON)
-#   2. print the claim table and the similarity suggestions
+#   2. print the claim table, the seed claim's page (before any run) and the similarity suggestions
 #   3. register an experiment for each testable claim or finding, each with its criterion fixed now
 #   4. run them (CPU: toy models trained here on the synthetic corpus, and lm:smollm2-135m on text:mixed; cached
 #      after the first time)
