@@ -48,9 +48,12 @@ def _model_identity(model: HookedModel, model_ref: str) -> dict[str, Any]:
     return ident
 
 
-def sae_key(model: HookedModel, model_ref: str, data_ref: str, recipe: SaeRecipe, seed: int) -> str:
+def sae_key(model: HookedModel, model_ref: str, data_ref: str, recipe: SaeRecipe, seed: int,
+            sample: Any = None) -> str:
     payload = {"model": _model_identity(model, model_ref), "data": data_ref, "recipe": recipe.model_dump(mode="json"),
                "seed": seed, "sae_code": _sae_code_version()}
+    if sample is not None:  # the caller's own training sample (provision_sae's train_acts)
+        payload["sample"] = sample
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -76,22 +79,27 @@ def training_activations(model: HookedModel, corpus: Any, recipe: SaeRecipe, see
 
 def provision_sae(model: HookedModel, model_ref: str, corpus: SyntheticCorpus | TextCorpus, data_ref: str, recipe: SaeRecipe, seed: int, *,
                   log: Callable[[str], None] | None = None,
-                  progress: Callable[[Any], Any] | None = None, batch_size: int = 64) -> tuple[Any, Path]:
+                  progress: Callable[[Any], Any] | None = None, batch_size: int = 64,
+                  train_acts: Callable[[], Any] | None = None, sample: Any = None) -> tuple[Any, Path]:
     """The SAE for these inputs, trained now or loaded from the cache; returns (sae on the model's device,
-    its SAELens folder). Training tokens: `training_activations`, as in the `sae` job."""
+    its SAELens folder). Training tokens: `training_activations`, as in the `sae` job; or, with `train_acts`,
+    the activations [n, d_in] it returns (called only when the SAE is trained), which `sample` (JSON-able,
+    required with it) describes in the cache key."""
     import torch
 
     from claimgraph.experiments.sae import load_sae, save_sae, train_sae
 
+    assert (train_acts is None) == (sample is None), "train_acts needs a `sample` describing it for the cache key"
     device = str(getattr(model, "device", "cpu"))
-    key = sae_key(model, model_ref, data_ref, recipe, seed)
+    key = sae_key(model, model_ref, data_ref, recipe, seed, sample)
     root = cache_dir() / "saes"
     folder = root / key
     if (folder / "provenance.json").is_file():
         if log:
             log(f"SAE {key} loaded from cache ({folder})")
         return load_sae(folder, device=device), folder
-    acts = training_activations(model, corpus, recipe, seed, batch_size=batch_size)          # [n * T, d_in]
+    acts = (train_acts() if train_acts is not None
+            else training_activations(model, corpus, recipe, seed, batch_size=batch_size))  # [n, d_in]
     cfg = recipe.config(acts.shape[1], seed, model_name=model_ref, dataset_path=data_ref,
                         context_size=corpus.seq_len)
     if log:
@@ -103,7 +111,7 @@ def provision_sae(model: HookedModel, model_ref: str, corpus: SyntheticCorpus | 
     write_json_atomic(tmp / "history.json", history)
     write_json_atomic(tmp / "provenance.json", {"key": key, "model": _model_identity(model, model_ref),
                                                 "data": data_ref, "recipe": recipe.model_dump(mode="json"),
-                                                "seed": seed, "pid": os.getpid()})
+                                                "seed": seed, "sample": sample, "pid": os.getpid()})
     try:
         os.rename(tmp, folder)  # atomic; if another process won the race, use its SAE
     except OSError:

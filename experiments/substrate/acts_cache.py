@@ -1,5 +1,7 @@
 """Activations at a hook, computed once per (model, hook, corpus slice) and cached on disk for every experiment
-(and SAELens, issue 12) that reads them.
+(and SAELens, issue 12) that reads them. Entries at several hooks of one slice can be computed together, from
+one forward pass (`cached_activations_many`: the emergence sweep reads a dozen depths of one model); each is
+still its own entry.
 
 Layout (one folder per entry; written to a temp folder and renamed, so a reader never sees half an entry):
 
@@ -36,7 +38,7 @@ from claimgraph.experiments.context import cache_dir, write_json_atomic
 from claimgraph.experiments.records import sha256_file
 from claimgraph.graph.errors import InvalidInput
 
-from .atomic import build_once
+from .atomic import build_all_once
 
 FORMAT = "claimgraph-acts/1"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -121,75 +123,105 @@ def cached_activations(model: Any, corpus: Any, hook: str, *, split: str = "trai
     entry exists, else computed in batches (forward pass stopped at the hook) and cached.
 
     `progress(done_windows, total_windows)` is called after each batch; `log` gets one line when computing."""
+    return cached_activations_many(model, corpus, [hook], split=split, start=start, stop=stop, batch_size=batch_size,
+                                   dtype=dtype, windows_per_shard=windows_per_shard, progress=progress, log=log)[hook]
+
+
+def cached_activations_many(model: Any, corpus: Any, hooks: list[str], *, split: str = "train", start: int = 0,
+                            stop: int | None = None, batch_size: int = 16, dtype: str = "float32",
+                            windows_per_shard: int = 256, progress: Callable[[int, int], None] | None = None,
+                            log: Callable[[str], None] | None = None) -> dict[str, ActsSlice]:
+    """`cached_activations` at several hooks: the entries missing from the cache are computed together, from
+    one forward pass per batch (stopped at the deepest missing hook), and each is cached as its own entry (the
+    same entry a one-hook call makes and finds). {hook: ActsSlice}."""
     if dtype not in DTYPES:
         raise InvalidInput(f"dtype {dtype!r} unknown; use one of {', '.join(DTYPES)}")
-    if hook.endswith("hook_pattern"):
-        raise InvalidInput("attention patterns are [B, H, T, T], not per position; they are not cached")
-    model._site(hook)  # unknown names fail before any work
+    hooks = list(dict.fromkeys(hooks))
+    for hook in hooks:
+        if hook.endswith("hook_pattern"):
+            raise InvalidInput("attention patterns are [B, H, T, T], not per position; they are not cached")
+        model._site(hook)  # unknown names fail before any work
     have = corpus.n_windows(split)
     stop = have if stop is None else int(stop)
     if not 0 <= start < stop <= have:
         raise InvalidInput(f"slice [{start}, {stop}) is outside {corpus.ref}'s {have} {split} windows")
-    folder = entry_folder(model, corpus, hook, split, start, stop, dtype)
-    if folder is not None and (folder / "manifest.json").is_file():
-        return ActsSlice(folder)
-    if folder is None:
+    folders = {h: entry_folder(model, corpus, h, split, start, stop, dtype) for h in hooks}
+    if any(f is None for f in folders.values()):
         raise InvalidInput("this model has no provenance to key a cache entry on; load it with load_model")
-    build_once(folder, "manifest.json", lambda tmp: _compute(model, corpus, hook, split, start, stop, batch_size,
-                                                             dtype, windows_per_shard, tmp, progress, log))
-    return ActsSlice(folder)
+    finals = {h: f for h, f in folders.items() if f is not None}
+    build_all_once(list(finals.values()), "manifest.json",
+                   lambda tmps: _compute(model, corpus, {h: tmps[finals[h]] for h in hooks if finals[h] in tmps},
+                                         split, start, stop, batch_size, dtype, windows_per_shard, progress, log))
+    return {h: ActsSlice(f) for h, f in finals.items()}
 
 
-def _compute(model: Any, corpus: Any, hook: str, split: str, start: int, stop: int, batch_size: int, dtype: str,
-             windows_per_shard: int, tmp: Path, progress: Callable[[int, int], None] | None,
-             log: Callable[[str], None] | None) -> None:
-    from safetensors.torch import save_file
+class _Entry:
+    """One hook's entry being written: its temp folder, the shards so far and the rows not yet flushed."""
 
-    tmp.mkdir(parents=True)
-    tokens = np.ascontiguousarray(corpus.tokens[split][start:stop])                       # [n, T]
-    np.save(tmp / "tokens.npy", tokens)
-    n, T = tokens.shape
-    if log is not None:
-        log(f"computing {hook} activations of {getattr(model, 'ref', 'model')} on {corpus.ref} {split}[{start}:{stop}] "
-            f"({n * T} tokens); cached at {tmp.parent}")
-    shards: list[dict[str, Any]] = []
-    pending: list[torch.Tensor] = []
-    pending_rows = 0
-    d = None
-    t0 = time.perf_counter()
+    def __init__(self, folder: Path, dtype: str):
+        self.folder, self.dtype = folder, dtype
+        self.shards: list[dict[str, Any]] = []
+        self.pending: list[torch.Tensor] = []
+        self.d: int | None = None
 
-    def flush() -> None:
-        nonlocal pending, pending_rows
-        if not pending:
+    def add(self, act: torch.Tensor) -> None:
+        self.d = act.shape[1]
+        self.pending.append(act)
+
+    def flush(self) -> None:
+        from safetensors.torch import save_file
+
+        if not self.pending:
             return
-        block = torch.cat(pending).to(DTYPES[dtype]).contiguous()                           # [rows, d]
-        name = f"shard-{len(shards):05d}.safetensors"
-        save_file({"acts": block}, str(tmp / name))
-        shards.append({"file": name, "rows": int(block.shape[0]), "sha256": sha256_file(tmp / name)})
-        pending, pending_rows = [], 0
+        block = torch.cat(self.pending).to(DTYPES[self.dtype]).contiguous()                # [rows, d]
+        name = f"shard-{len(self.shards):05d}.safetensors"
+        save_file({"acts": block}, str(self.folder / name))
+        self.shards.append({"file": name, "rows": int(block.shape[0]), "sha256": sha256_file(self.folder / name)})
+        self.pending = []
 
+
+def _compute(model: Any, corpus: Any, tmps: dict[str, Path], split: str, start: int, stop: int, batch_size: int,
+             dtype: str, windows_per_shard: int, progress: Callable[[int, int], None] | None,
+             log: Callable[[str], None] | None) -> None:
+    """Write the entries of every hook in `tmps` (hook -> temp folder) from one pass over the windows."""
+    tokens = np.ascontiguousarray(corpus.tokens[split][start:stop])                       # [n, T]
+    n, T = tokens.shape
+    entries = {}
+    for hook, tmp in tmps.items():
+        tmp.mkdir(parents=True)
+        np.save(tmp / "tokens.npy", tokens)
+        entries[hook] = _Entry(tmp, dtype)
+    if log is not None:
+        where = next(iter(tmps.values())).parent
+        log(f"computing {', '.join(tmps)} activations of {getattr(model, 'ref', 'model')} on {corpus.ref} "
+            f"{split}[{start}:{stop}] ({n * T} tokens, one forward pass); cached at {where}")
+    pending_rows = 0
+    t0 = time.perf_counter()
     with torch.no_grad():
         for i in range(0, n, batch_size):
             batch = torch.from_numpy(tokens[i:i + batch_size]).long().to(model.device)     # [b, T]
-            act = model.capture(batch, hook)                                                # [b, T, ...]
-            act = act.reshape(batch.shape[0] * T, -1).float().cpu()                          # [b * T, d]
-            d = act.shape[1]
-            pending.append(act)
+            acts = model.capture_many(batch, list(tmps))                                   # {hook: [b, T, ...]}
+            for hook, act in acts.items():
+                entries[hook].add(act.reshape(batch.shape[0] * T, -1).float().cpu())       # [b * T, d]
             pending_rows += batch.shape[0]
             if pending_rows >= windows_per_shard:
-                flush()
+                for e in entries.values():
+                    e.flush()
+                pending_rows = 0
             if progress is not None:
                 progress(min(i + batch_size, n), n)
-    flush()
     secs = time.perf_counter() - t0
-    write_json_atomic(tmp / "manifest.json", {
-        "format": FORMAT, "model": model_fingerprint(model), "hook": hook,
-        "corpus": {"ref": corpus.ref, "documents_sha256": corpus.manifest["documents_sha256"],
-                   "tokens_sha256": corpus.manifest["tokens_sha256"], "tokenizer": corpus.manifest["tokenizer"]},
-        "split": split, "start": start, "stop": stop, "seq_len": T, "d": d, "dtype": dtype, "n_tokens": n * T,
-        "separator_id": corpus.manifest["separator_id"], "shards": shards, "layout": "position-major rows",
-        "build": {"seconds": round(secs, 3), "tokens_per_s": round(n * T / max(secs, 1e-9), 1),
-                  "batch_size": batch_size, "device": str(model.device), "torch_threads": torch.get_num_threads()}})
+    for hook, e in entries.items():
+        e.flush()
+        write_json_atomic(e.folder / "manifest.json", {
+            "format": FORMAT, "model": model_fingerprint(model), "hook": hook,
+            "corpus": {"ref": corpus.ref, "documents_sha256": corpus.manifest["documents_sha256"],
+                       "tokens_sha256": corpus.manifest["tokens_sha256"], "tokenizer": corpus.manifest["tokenizer"]},
+            "split": split, "start": start, "stop": stop, "seq_len": T, "d": e.d, "dtype": dtype, "n_tokens": n * T,
+            "separator_id": corpus.manifest["separator_id"], "shards": e.shards, "layout": "position-major rows",
+            "build": {"seconds": round(secs, 3), "tokens_per_s": round(n * T / max(secs, 1e-9), 1),
+                      "batch_size": batch_size, "device": str(model.device), "torch_threads": torch.get_num_threads(),
+                      "hooks_in_pass": list(tmps)}})
 
 
 def _main() -> None:

@@ -1,5 +1,6 @@
-"""Cache folders built once: each is built in a fresh temp folder beside it and renamed into place under an
-advisory lock, so concurrent first users build it once and a reader never sees half a folder. Torch-free."""
+"""Cache folders built once (alone, or several from one computation): each is built in a fresh temp folder
+beside it and renamed into place under an advisory lock, so concurrent first users build it once and a reader
+never sees half a folder. Torch-free."""
 from __future__ import annotations
 
 import os
@@ -56,3 +57,35 @@ def build_once(final: Path, marker: str, build: Callable[[Path], None]) -> Path:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def build_all_once(finals: list[Path], marker: str, build: Callable[[dict[Path, Path]], None]) -> list[Path]:
+    """`build_once` for folders computed together (one pass that yields several cache entries): under the locks
+    of all of them (taken in sorted order), `build({final: tmp})` fills a fresh temp folder for each final folder
+    that has no finished copy, and each is renamed into place. On any error every temp folder is removed."""
+    from contextlib import ExitStack
+
+    missing = [f for f in finals if not (f / marker).is_file()]
+    if not missing:
+        return finals
+    with ExitStack() as stack:
+        for f in sorted(set(missing)):
+            f.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(file_lock(f.parent / f".{f.name}.lock"))
+        missing = [f for f in dict.fromkeys(missing) if not (f / marker).is_file()]  # finished while we waited
+        if not missing:
+            return finals
+        tmps = {f: f.parent / f".tmp-{f.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}" for f in missing}
+        try:
+            build(tmps)
+            for f, tmp in tmps.items():
+                try:
+                    os.rename(tmp, f)
+                except OSError:
+                    if not (f / marker).is_file():
+                        raise
+        finally:
+            for tmp in tmps.values():
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+    return finals

@@ -146,19 +146,27 @@ class HookedModel(nn.Module):
 
     def capture(self, tokens: Tensor, name: str) -> Tensor:
         """One activation for `tokens`, stopping the forward pass as soon as it is computed (no grad)."""
-        box: list[Tensor] = []
+        return self.capture_many(tokens, [name])[name]
 
-        def grab(act: Tensor, _: str) -> None:
-            box.append(act.detach())
-            raise _StopForward
+    def capture_many(self, tokens: Tensor, names: list[str]) -> dict[str, Tensor]:
+        """Several activations for `tokens` from one forward pass, stopped as soon as the last of them is
+        computed (no grad): {name: activation}."""
+        wanted = set(names)
+        box: dict[str, Tensor] = {}
 
-        with torch.no_grad(), self.hooks([(name, grab)]):
+        def grab(act: Tensor, name: str) -> None:
+            box[name] = act.detach()
+            if len(box) == len(wanted):
+                raise _StopForward
+
+        with torch.no_grad(), self.hooks([(n, grab) for n in wanted]):
             try:
                 self(tokens)
             except _StopForward:
                 pass
-        assert box, f"hook {name} did not fire during the forward pass"
-        return box[0]
+        missing = wanted - set(box)
+        assert not missing, f"hooks {sorted(missing)} did not fire during the forward pass"
+        return box
 
     def decode(self, ids: Any) -> list[str]:
         raise NotImplementedError

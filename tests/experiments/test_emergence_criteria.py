@@ -9,6 +9,7 @@ import torch
 from claimgraph.experiments.kinds.emergence import EmergenceJob
 from claimgraph.experiments.kinds.emergence.analysis import ScoreTable, SizeScores, analyse
 from claimgraph.experiments.kinds.emergence.sweep import token_alone_f1
+from claimgraph.experiments.spec import Criterion
 
 CATS = ["ctx_a", "ctx_b", "ctx_c", "tok_a", "tok_b"]
 TOKEN_F1 = [0.2, 0.3, 0.1, 0.95, 0.9]          # the last two are readable from the token alone
@@ -81,3 +82,54 @@ def test_token_alone_f1_on_planted_labels():
     # for `context` every token has share ~1/V: no token set can do much better than firing everywhere
     # (F1 ~ 2/(V+1) ~ 0.1; the best of the sampled shares a little more), far below the 0.5 threshold
     assert f1[2] < 0.25
+
+
+# ---------------------------------------------------------------------------------------------- the real model's shape
+
+LM_DEPTHS = [f"blocks.{d - 1}.hook_resid_post" if d else "blocks.0.hook_resid_pre" for d in range(0, 31, 3)]
+LM_CATS = ["base64", "arabic", "code", "prose", "string", "comment", "string&prose", "arabic&doc:po"]
+LM_TOKEN_F1 = [0.83, 0.98, 0.73, 0.66, 0.79, 0.21, 0.30, 0.30]  # three categories need context
+
+
+def _lm_table(series_of: dict[int, list[float]], noise: float, seed: int) -> ScoreTable:
+    """One pretrained model, one checkpoint, the 11 registered depths: category c follows series_of[c] (else a
+    flat 0.8, present everywhere), every cell perturbed by seeded noise of SD `noise`."""
+    g = torch.Generator().manual_seed(seed)
+    flat = [0.8] * len(LM_DEPTHS)
+    cells = [[min(1.0, max(0.0, series_of.get(c, flat)[d] + noise * float(torch.randn(1, generator=g))))
+              for c in range(len(LM_CATS))] for d in range(len(LM_DEPTHS))]
+    return ScoreTable(categories=LM_CATS, token_f1=LM_TOKEN_F1,
+                      sizes=[SizeScores(model="lm:smollm2-135m", n_params=134_515_008, checkpoints=["final"],
+                                        hooks=LM_DEPTHS, score=[cells])])
+
+
+RISE = [0.1, 0.12, 0.15, 0.3, 0.6, 0.7, 0.72, 0.75, 0.74, 0.7, 0.68]   # absent at the embedding, present from depth 12
+LOW = [0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.3, 0.28, 0.3, 0.27, 0.25]    # never present
+DIP = [0.8, 0.78, 0.75, 0.3, 0.25, 0.3, 0.7, 0.75, 0.78, 0.8, 0.8]     # present, lost at depths 9-15, back
+
+
+@pytest.mark.parametrize(("rising", "verdict"), [(3, "supported"), (1, "refuted")])
+def test_depth_criterion_on_the_real_model_shape_both_ways(rising, verdict):
+    """`depth_threshold_fraction > 0.5 band=0.1`, registered for lm:smollm2-135m: the three context categories
+    (indices 5-7) rise past the threshold with depth (all three: supported) or only one of them does (refuted);
+    the five token-readable ones are present from the embedding on and are not counted. No time or scale axis,
+    so claim (1)'s minimum is absent, not zero."""
+    crit = Criterion.parse("depth_threshold_fraction > 0.5 band=0.1")
+    series = {c: (RISE if i < rising else LOW) for i, c in enumerate([5, 6, 7])}
+    reports = [analyse(_lm_table(series, 0.03, seed), 0.5, 0.1) for seed in range(3)]
+    for r in reports:
+        assert r.metrics["context_categories"] == 3
+        assert "emergence_fraction_min" not in r.metrics and "time_threshold_fraction" not in r.metrics
+        assert "scale_threshold_fraction" not in r.metrics
+    assert crit.decide([r.metrics["depth_threshold_fraction"] for r in reports]).verdict == verdict
+
+
+@pytest.mark.parametrize(("dipping", "verdict"), [(3, "supported"), (0, "refuted")])
+def test_reemergence_criterion_on_the_real_model_shape_both_ways(dipping, verdict):
+    """`reemergence_fraction > 0.1 band=0.05` over the 8 real-text categories and 11 depths with noisy cells:
+    three categories that are present, lost for three depths and back (supported), or none, every series flat
+    at 0.8 with the same noise (refuted: noise of SD 0.03 does not make a fall and a rise of 0.1 below 0.5)."""
+    crit = EmergenceJob.reemergence_criterion
+    series = {c: DIP for c in range(dipping)}
+    values = [analyse(_lm_table(series, 0.03, seed), 0.5, 0.1).metrics["reemergence_fraction"] for seed in range(3)]
+    assert crit.decide(values).verdict == verdict, values

@@ -39,8 +39,9 @@ from pydantic import Field, field_validator, model_validator
 
 from claimgraph.experiments.job import JobParams
 from claimgraph.experiments.sae.recipe import SaeRecipe
-from claimgraph.experiments.spec import Criterion
+from claimgraph.experiments.spec import Criterion, JobSpec
 from claimgraph.experiments.substrate.families import ModelJob
+from claimgraph.graph.errors import InvalidInput
 
 DEFAULT_CATEGORIES = ["base64_span", "arabic_span", "paren_span", "induction", "cat:function", "cat:color",
                       "cat:animal", "cat:number_word", "cat:verb", "cat:first_name", "cat:digit"]
@@ -67,6 +68,12 @@ class EmergenceParams(JobParams):
     # trained once per seed, cached), so the interval across seeds covers model variation; "fixed": every seed
     # sweeps the presets' one model (the interval then covers SAE seeds and data samples only)
     model_seeds: Literal["per_replicate", "fixed"] = "per_replicate"
+    # residual-stream depths swept (0: the embedding output, d >= 1: block d-1's output); None: every depth
+    depths: list[int] | None = None
+    # text: corpora: the train and eval windows whose activations are computed, once for every seed, are the first
+    # text_pool x (sae.train_tokens, eval_tokens) of each split; each seed draws its own SAE training windows and
+    # scoring windows from them
+    text_pool: float = Field(1.5, ge=1.0)
     # specs stored before the recipe was nested named these SAE settings at the top level
     flat_aliases = {name: f"sae.{name}" for name in ("architecture", "k", "expansion", "l1_coefficient", "steps",
                                                      "batch_size", "lr", "train_tokens")}
@@ -86,6 +93,13 @@ class EmergenceParams(JobParams):
     def _categories(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError(f"categories {v} repeat a name")
+        return v
+
+    @field_validator("depths")
+    @classmethod
+    def _depths(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or min(v) < 0 or sorted(set(v)) != v):
+            raise ValueError(f"depths {v} must be distinct depths >= 0 in ascending order (0: the embedding)")
         return v
 
     @model_validator(mode="after")
@@ -128,3 +142,40 @@ class EmergenceJob(ModelJob[EmergenceParams]):
         "reemergence_fraction": "reemergence_count / (category, size) pairs with at least 3 depths (claim 2)",
         "final_present_fraction": "categories present somewhere in the largest model at its final checkpoint",
     }
+
+    def resolve_spec(self, spec: JobSpec) -> JobSpec:
+        """On a text: corpus the defaults that name the synthetic corpus's labels and toy sizes make no sense, so
+        they become the text defaults (written into the stored spec): the categories textcats.TEXT_CATEGORIES
+        and no other sizes (a toy model cannot read text)."""
+        if not (spec.data or "").startswith("text:"):
+            return spec
+        params = dict(spec.params)
+        if params.get("categories") == DEFAULT_CATEGORIES:
+            from .textcats import TEXT_CATEGORIES
+
+            params["categories"] = list(TEXT_CATEGORIES)
+        if params.get("sizes") == self.Params.model_fields["sizes"].default:
+            params["sizes"] = []
+        return spec.model_copy(update={"params": params})
+
+    def check_spec(self, spec: JobSpec) -> None:
+        """As every model job, and: on a text: corpus one model (sizes []) and categories of the text
+        (textcats); depths within the model's when its config says how deep it is."""
+        super().check_spec(spec)
+        params = self.Params.model_validate(spec.params)
+        if (spec.data or "").startswith("text:"):
+            from .textcats import check_categories
+
+            if params.sizes:
+                raise InvalidInput(f"param sizes {params.sizes}: on a text: corpus the sweep reads the spec's model "
+                                   "alone (toy models cannot read text); give sizes=[]")
+            if (spec.model or "").startswith("toy:"):
+                raise InvalidInput(f"{spec.model} reads synthetic token ids; {spec.data} needs an lm: or hf: model")
+            check_categories(params.categories)
+        if params.depths is not None and spec.model:
+            from claimgraph.experiments.substrate.families import model_info
+
+            info = model_info(spec.model)
+            if info is not None and params.depths[-1] > info.n_layers:
+                raise InvalidInput(f"param depths: {spec.model} has {info.n_layers} blocks, so depths run 0..{info.n_layers} "
+                                   f"(0 the embedding, d the output of block d-1); got {params.depths[-1]}")

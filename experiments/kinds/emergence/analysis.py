@@ -3,7 +3,8 @@
 detection scores. Pure Python (no torch): the sweep that fills the table lives in sweep.py.
 
 The table: for every model size s (ascending parameter count), checkpoint t (ascending training step) and
-depth d (0 = the embedding output `blocks.0.hook_resid_pre`, d >= 1 = `blocks.{d-1}.hook_resid_post`), and every
+depth d (0 = the embedding output `blocks.0.hook_resid_pre`, d >= 1 = `blocks.{d-1}.hook_resid_post`; a sweep
+of chosen depths (`depths`) holds those only, in order, and the series below run over them), and every
 category c, `score[s][t][d][c]` is the best single latent's detection score (F1 by default) of c among the
 latents of an SAE trained at that site (see claimgraph.experiments.features.select).
 
@@ -107,6 +108,18 @@ class ScoreTable(BaseModel):
     def scale_series(self, c: int) -> list[float]:
         """Best score over depths at each size's final checkpoint, category c, sizes ascending."""
         return [max(row[c] for row in size.score[-1]) for size in self.sizes]
+
+
+def depth_of(hook: str) -> int:
+    """The depth of a residual-stream hook: 0 for `blocks.0.hook_resid_pre` (the embedding output), d for
+    `blocks.{d-1}.hook_resid_post`."""
+    parts = hook.split(".")
+    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
+        if parts[2] == "hook_resid_post":
+            return int(parts[1]) + 1
+        if parts[2] == "hook_resid_pre":
+            return int(parts[1])
+    raise ValueError(f"{hook!r} is not a residual-stream hook blocks.N.hook_resid_pre/post")
 
 
 def first_crossing(series: Sequence[float], threshold: float) -> int | None:
