@@ -24,6 +24,19 @@ tested on the categories below the threshold (analysis.py).
 Seeds: each seed sweeps its own replicate of every toy size (`model_seeds`, default "per_replicate"), with its
 own SAE seeds and sampled tokens, so the interval across the default three seeds covers model variation too.
 
+On a real-text corpus (`--data text:<recipe>` with an `lm:` or `hf:` model, e.g. lm:smollm2-135m on text:mixed)
+the sweep reads that one model (sizes []: toy models cannot read text; its checkpoints, if `checkpoints` names
+hf revisions) at the residual depths in `depths` (e.g. 0, 3, ..., 30 of SmolLM2's 30 blocks). The activations of
+every chosen depth come from one forward pass over fixed pools of train and eval windows (text_pool x what one
+seed uses), cached; each seed draws its own SAE training windows and scoring windows from them, so the interval
+covers SAE seeds and data samples, not model seeds (a pretrained model is one model; the evidence says so). The
+categories are the corpus' character labels and intersections of them with document kinds
+(textcats.TEXT_CATEGORIES by default, e.g. `string&prose`, Python docstrings), and their token-alone F1 ranks
+token sets on the train split and scores them on the eval split (textcats.token_set_f1: ranked in-sample over a
+49k-token vocabulary it overfits). With one checkpoint and one model only the depth metrics and re-emergence are
+reported; claim (1)'s minimum needs all three axes and is absent. The real-model experiments and their criteria
+are in docs/preregistration/2026-12-01-real-model-depth.md.
+
 Claim (2) is tested by another experiment of this kind with `--criterion "reemergence_fraction > 0.1 band=0.05"`
 (`EmergenceJob.reemergence_criterion`), registered with the reasoning below.
 
