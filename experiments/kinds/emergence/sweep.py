@@ -11,6 +11,7 @@ the fewest in which a category can be present, lost and present again.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -206,9 +207,9 @@ def sweep_text(model_ref: str, checkpoints: Sequence[int | str | None], corpus: 
         for hook in hooks:
             sample = {"split": "train", "pool": [0, pools["train"]], "windows": rows_of["train"].tolist(),
                       "separators": "skipped"}
+            train = functools.partial(_rows_of, cached["train"][hook], pos["train"])
             sae, folder = provision_sae(model, sae_ref, corpus, data_ref, recipe.model_copy(update={"hook": hook}),
-                                        seed, log=log, sample=sample,
-                                        train_acts=lambda h=hook, c=cached: c["train"][h].tensor()[pos["train"]])
+                                        seed, log=log, sample=sample, train_acts=train)
             dev = next(sae.parameters()).device
             with torch.no_grad():
                 acts = torch.cat([sae.encode(a.to(dev)).float().cpu()
@@ -223,6 +224,11 @@ def sweep_text(model_ref: str, checkpoints: Sequence[int | str | None], corpus: 
             "pools": pools, "eval_positions": int(labels.shape[0]),
             "positives": {c: int(v) for c, v in zip(categories, labels.sum(0))}}
     return SizeScores(model=model_ref, n_params=n_params, checkpoints=labels_ckpt, hooks=hooks, score=grid), rows, read
+
+
+def _rows_of(acts: Any, rows: Tensor) -> Tensor:
+    """Rows `rows` of a cached activation slice (acts_cache.ActsSlice), float32 [len(rows), d]."""
+    return acts.tensor()[rows]
 
 
 def text_token_f1(corpus: Any, categories: Sequence[str]) -> list[float]:
