@@ -38,25 +38,7 @@ def build_once(final: Path, marker: str, build: Callable[[Path], None]) -> Path:
     """`final`, unless a finished copy (one holding the file `marker`) exists: then `build(tmp)` fills a temp
     folder that does not exist yet (build creates it), which is renamed to `final`. On any error the temp
     folder is removed and nothing is left at `final`."""
-    if (final / marker).is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(final.parent / f".{final.name}.lock"):
-        if (final / marker).is_file():  # another process finished while we waited
-            return final
-        tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            build(tmp)
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not (final / marker).is_file():
-                    raise
-                # lost a race with a process that did not take the lock: use the winner's copy
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_all_once([final], marker, lambda tmps: build(tmps[final]))[0]
 
 
 def build_all_once(finals: list[Path], marker: str, build: Callable[[dict[Path, Path]], None]) -> list[Path]:

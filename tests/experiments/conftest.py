@@ -35,3 +35,21 @@ def install_plugin(tmp_path, monkeypatch):
         return root
 
     return install
+
+
+def tiny_smollm2_llama(folder, n_layers: int = 2) -> str:
+    """A tiny random Llama (d_model 32) saved in `folder` with SmolLM2's real tokenizer, so it reads the real
+    text corpora (text:small) the way lm:smollm2-135m does, at a fraction of the cost; returns its `hf:` ref."""
+    import torch
+    import transformers
+
+    from claimgraph.experiments.substrate.load import tokenizer_for
+
+    tok = tokenizer_for("lm:smollm2-135m")
+    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=n_layers,
+                                   num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
+                                   max_position_embeddings=128, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return f"hf:{folder}"

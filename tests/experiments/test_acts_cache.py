@@ -13,23 +13,17 @@ transformers = pytest.importorskip("transformers")
 
 from claimgraph.experiments.substrate import acts_cache  # noqa: E402
 from claimgraph.experiments.substrate.acts_cache import ActsSlice, cached_activations  # noqa: E402
-from claimgraph.experiments.substrate.load import corpus_for, load_model, shuffled_copy, tokenizer_for  # noqa: E402
+from claimgraph.experiments.substrate.load import corpus_for, load_model, shuffled_copy  # noqa: E402
 from claimgraph.graph.errors import InvalidInput  # noqa: E402
+
+from .conftest import tiny_smollm2_llama  # noqa: E402
 
 HOOK = "blocks.1.mlp.hook_post"
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    tok = tokenizer_for("lm:smollm2-135m")
-    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   num_key_value_heads=2, intermediate_size=48, max_position_embeddings=128,
-                                   tie_word_embeddings=True)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny") / "llama"
-    transformers.LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    ref = f"hf:{path}"
+    ref = tiny_smollm2_llama(tmp_path_factory.mktemp("tiny") / "llama", n_layers=2)
     model = load_model(ref, progress=False)
     corpus, _ = corpus_for(ref, "text:small")
     return model, corpus

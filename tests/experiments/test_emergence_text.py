@@ -27,6 +27,8 @@ from claimgraph.experiments.kinds.emergence.textcats import (  # noqa: E402
 from claimgraph.graph import Node, Store  # noqa: E402
 from claimgraph.graph.errors import InvalidInput  # noqa: E402
 
+from .conftest import tiny_smollm2_llama  # noqa: E402
+
 CLAIM = "claim:features-first-seen-in-early-layers-can-appear-again-in-later-layers"
 DEPTHS = [0, 2, 4]
 TINY = {"depths": DEPTHS, "sae.architecture": "topk", "sae.k": 8, "sae.expansion": 2, "sae.steps": 40,
@@ -40,17 +42,7 @@ def cli(*args: str):
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
     """A tiny random 4-block Llama with SmolLM2's tokenizer: reads text: corpora like lm:smollm2-135m does."""
-    from claimgraph.experiments.substrate.load import tokenizer_for
-
-    tok = tokenizer_for("lm:smollm2-135m")
-    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                                   num_key_value_heads=2, intermediate_size=48, max_position_embeddings=128,
-                                   tie_word_embeddings=True)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("llama") / "llama"
-    transformers.LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return f"hf:{path}"
+    return tiny_smollm2_llama(tmp_path_factory.mktemp("llama") / "llama", n_layers=4)
 
 
 @pytest.fixture(scope="module")
