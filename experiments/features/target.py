@@ -412,8 +412,9 @@ def check_registered(params: FeatureParams, path: str, weights_sha256: str, cfg_
 def seeds_note(params: FeatureParams, n_seeds: int, *, text: bool = False) -> str:
     """What the seeds of a feature job vary, hence what its interval covers (`text`: a text: corpus, whose
     selection windows are a fixed slice, and its measurement windows too unless `params.windows_per_seed()`)."""
-    if text and params.windows_per_seed():
-        tokens = ("their own measurement windows of the text corpus, positions and random directions (the windows "
+    own = text and params.windows_per_seed()
+    if own:
+        tokens = ("its own measurement windows of the text corpus, positions and random directions (the windows "
                   "latents are chosen on are one fixed slice)")
     elif text:
         tokens = ("the control latents and positions (the windows the feature is chosen and measured on are fixed "
@@ -427,7 +428,8 @@ def seeds_note(params: FeatureParams, n_seeds: int, *, text: bool = False) -> st
     if params.sae_seed is not None:
         return (f"One SAE (seed {params.sae_seed}) for every seed: the {n_seeds} seed(s) vary only {tokens}, so the "
                 "interval does not cover SAE seeds.")
-    return f"Each seed trains its own SAE (SAE seed = job seed) and draws {tokens}: the interval covers SAE seeds."
+    covers = "SAE seeds and text samples (not model seeds)" if own else "SAE seeds"
+    return f"Each seed trains its own SAE (SAE seed = job seed) and draws {tokens}: the interval covers {covers}."
 
 
 FP = TypeVar("FP", bound=FeatureParams)

@@ -332,7 +332,6 @@ def summarize_precaching(ctx: RunContext, params: AblationParams, results: list[
              f"{per_seed(f'{a}_log_excess')}, {b} {per_seed(f'{b}_log_excess')}; {a} - {b} {per_seed(key)} (raw log10 "
              f"scores without the null: {a} - {b} {per_seed(f'{a}_minus_{b}_log_score')}). Share of latents above "
              f"their null: {per_seed('above_null_share')}. Each latent is measured at up to {params.null_pairs} "
-             "positions. Each seed trains its own SAE (so its latents differ), reads its own measurement windows of "
-             "held-out text and draws its own positions and random directions: the interval covers SAE seeds and "
-             "text samples, not model seeds (one pretrained model) nor other corpora.")
+             "positions; the latents differ from seed to seed with the SAE. The interval does not cover model seeds "
+             "(one pretrained model) nor other corpora.")
     return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), key: [r.metrics[key] for r in results]}
