@@ -91,13 +91,16 @@ def _add_at(deltas: Tensor, positions: Tensor):
 
 @torch.no_grad()
 def perturbed_kl(model: HookedModel, hook: str, windows: Tensor, pairs: Tensor, make_deltas, *, horizon: int,
-                 n_vocab: int | None = None, batch_size: int = 8, use_cache: bool = True) -> Tensor:
+                 n_vocab: int | None = None, batch_size: int = 8, row_batch: int = 32,
+                 use_cache: bool = True) -> Tensor:
     """KL(clean || perturbed) [P, K, horizon] of tokens t+1..t+horizon when the activation at `hook` of window w,
     position t (pairs [P, 2] of (w, t) into windows [n, L], t + horizon <= L) gets each of K perturbations added
     at t only. `make_deltas(x [p, d_in], rows [p])` returns them [p, K, d_in] from the clean activations x at the
     p pairs (rows: their indices into `pairs`). `n_vocab`: compare only the first that many token ids.
-    A Hugging Face model runs a perturbed row over positions t..t+horizon-1 only, on the clean pass's key-value
-    cache of positions < t (use_cache=False, or a toy model: the whole prefix again)."""
+    Clean passes take `batch_size` windows at a time, perturbed ones `row_batch` rows. A Hugging Face model runs
+    a perturbed row over positions t..t+horizon-1 only, on the clean pass's key-value cache of positions < t
+    (rows with different t share a pass: each row's cache is left-padded to the longest and the padding masked);
+    use_cache=False, or a toy model: the whole prefix again."""
     H = horizon
     n, L = windows.shape
     assert bool((pairs[:, 1] + H <= L).all()), "every pair needs horizon positions from t on"
@@ -128,29 +131,52 @@ def perturbed_kl(model: HookedModel, hook: str, windows: Tensor, pairs: Tensor, 
         K = deltas.shape[1]
         if out is None:
             out = torch.zeros(len(pairs), K, H, dtype=torch.float64)
-        for t0 in sorted(set(t.tolist())):
-            at = (t == t0).nonzero().reshape(-1)                                       # [q]
-            rw = w[at].repeat_interleave(K)                                            # [q * K] window rows
-            dl = deltas[at].reshape(-1, deltas.shape[-1])                              # [q * K, d_in]
+        rw, rt = w.repeat_interleave(K), t.repeat_interleave(K)                        # [p * K] window, position
+        dl = deltas.reshape(-1, deltas.shape[-1])                                      # [p * K, d_in]
+        kl = torch.empty(len(rw), H, dtype=torch.float64)                              # [p * K, H]
+        for c in range(0, len(rw), row_batch):
+            cw, ct, cd = rw[c:c + row_batch], rt[c:c + row_batch], dl[c:c + row_batch]
+            pos = (ct[:, None] + torch.arange(H)).to(toks.device)                      # [r, H] positions t..t+H-1
             if hf is not None:
-                from transformers import DynamicCache
-
-                cache = DynamicCache(ddp_cache_data=[(k[rw, :, :t0], v[rw, :, :t0]) for k, v in kv])
-                feed = toks[rw, t0:t0 + H]                                             # [q * K, H]
-                fn = _add_at(dl, torch.zeros(len(rw), dtype=torch.long))
-                with model.hooks([(hook, fn)]), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", FutureWarning)
-                    logits = hf(input_ids=feed, past_key_values=cache, use_cache=True).logits.float()  # [qK, H, V]
-            else:
-                feed = toks[rw, :t0 + H]                                               # [q * K, t0 + H]
-                fn = _add_at(dl, torch.full((len(rw),), t0, dtype=torch.long))
-                logits = model.run_with_hooks(feed, [(hook, fn)])[:, t0:t0 + H]        # [q * K, H, V]
-            lp = F.log_softmax(logits.float(), -1)[..., :V]                            # [q * K, H, V]
-            lc = lp_clean[rw, t0:t0 + H]                                               # [q * K, H, V]
-            kl = (lc.exp() * (lc - lp)).sum(-1).clamp_min(0)                           # [q * K, H]
-            out[sel[at]] = kl.reshape(len(at), K, H).double().cpu()
+                logits = _cached_rows(model, hf, hook, kv, toks, cw, ct, cd, H)         # [r, H, V]
+            else:  # the whole prefix, perturbed at each row's own t
+                end = int(ct.max()) + H
+                full = model.run_with_hooks(toks[cw, :end], [(hook, _add_at(cd, ct))])  # [r, end, V]
+                logits = full.gather(1, pos[..., None].expand(-1, -1, full.shape[-1]))  # [r, H, V]
+            lp = F.log_softmax(logits.float(), -1)[..., :V]                            # [r, H, V]
+            lc = lp_clean[cw.to(toks.device)[:, None], pos]                            # [r, H, V]
+            kl[c:c + len(cw)] = (lc.exp() * (lc - lp)).sum(-1).clamp_min(0).double().cpu()
+        out[sel] = kl.reshape(len(sel), K, H)
     assert out is not None, "no pair to perturb"
     return out
+
+
+def _cached_rows(model: HookedModel, hf: Any, hook: str, kv: list[tuple[Tensor, Tensor]], toks: Tensor, rw: Tensor,
+                 rt: Tensor, deltas: Tensor, H: int) -> Tensor:
+    """Logits [r, H, V] of rows r (window rw[r] of toks, perturbed by deltas[r] at position rt[r]) over positions
+    rt..rt+H-1, each on its window's clean cache kv (per layer keys and values [b, heads, L, d_head]) of positions
+    < rt, left-padded to P = max rt with the padding masked out; positions rt.. go to the rotary embedding."""
+    from transformers import DynamicCache
+
+    dev = toks.device
+    r, P = len(rw), int(rt.max())
+    rw, rt = rw.to(dev), rt.to(dev)
+    src = torch.arange(P, device=dev)[None, :] - (P - rt[:, None])                     # [r, P] clean position
+    valid = src >= 0                                                                   # [r, P] not padding
+
+    def pad(x: Tensor) -> Tensor:
+        g = x[rw]                                                                      # [r, h, L, dh]
+        idx = src.clamp_min(0)[:, None, :, None].expand(-1, g.shape[1], -1, g.shape[3])  # [r, h, P, dh]
+        return g.gather(2, idx) * valid[:, None, :, None].to(g.dtype)                  # [r, h, P, dh]
+
+    cache = DynamicCache(ddp_cache_data=[(pad(k), pad(v)) for k, v in kv])
+    pos = rt[:, None] + torch.arange(H, device=dev)                                    # [r, H]
+    mask = torch.cat([valid, torch.ones(r, H, dtype=torch.bool, device=dev)], 1).long()  # [r, P + H]
+    feed = toks[rw].gather(1, pos)                                                     # [r, H]
+    with model.hooks([(hook, _add_at(deltas, torch.zeros(r, dtype=torch.long)))]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return hf(input_ids=feed, past_key_values=cache, attention_mask=mask, position_ids=pos,
+                  use_cache=True).logits.float()                                        # [r, H, V]
 
 
 def draw_pairs(fires: Tensor, latents: list[int], *, pairs: int, horizon: int, t_min: int, seed: int,
