@@ -130,19 +130,11 @@ def test_params_refuse_a_null_of_latents_and_too_short_windows():
         AblationParams(mode="precaching", null_len=12, null_t_min=8, horizon=8)
 
 
-def test_key_value_cache_path_equals_the_whole_prefix_on_a_hugging_face_llama(tmp_path):
-    """The cached path (positions t..t+H-1 on the clean pass's cache of positions < t) gives the KL that
-    re-running the whole prefix gives, for latents zeroed and random directions at several positions."""
-    transformers = pytest.importorskip("transformers")
-    from claimgraph.experiments.substrate import load_model
-
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64,
-                                   tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
-    m = load_model(f"hf:{tmp_path / 'llama'}", progress=False)
-    sae = ReluSAE(SaeRecipe(d_sae=8).config(32, 0))
+def test_key_value_cache_path_equals_the_whole_prefix_on_a_hugging_face_llama(tiny_llama):
+    """The cached path (positions t..t+H-1 on the clean pass's cache of positions < t, rows of different t
+    left-padded into one pass) gives the KL that re-running the whole prefix gives, for latents zeroed and
+    random directions at several positions."""
+    m, sae = tiny_llama
     with torch.no_grad():
         sae.W_dec.copy_(torch.randn(8, 32))
         sae.b_enc.fill_(0.5)
