@@ -119,17 +119,15 @@ def save(store: "Store", model: str, index: Any, ids: Any, hashes: Any, nodes_si
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
-    paths = _paths(store, model)
-    if paths is None:
+    found = _paths(store, model)
+    if found is None:
         return
-    idx_path, keys_path, meta_path = paths
+    idx_path, keys_path, meta_path = found
     idx_path.parent.mkdir(parents=True, exist_ok=True)
     vec_path = _vectors_path(idx_path)
-    if X is not None:
-        paths = (idx_path, keys_path, vec_path, meta_path)
-    else:
+    paths: list[Path] = [idx_path, keys_path, vec_path, meta_path] if X is not None else [idx_path, keys_path, meta_path]
+    if X is None:
         vec_path.unlink(missing_ok=True)  # an old copy would not match the new keys
-        paths = (idx_path, keys_path, meta_path)
     tmp = [p.with_name(p.name + f".tmp{os.getpid()}") for p in paths]
     if X is not None:
         with open(tmp[2], "wb") as f:
