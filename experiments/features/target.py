@@ -70,6 +70,10 @@ class FeatureParams(JobParams):
     threads: int | None = Field(1, ge=1)  # torch CPU threads (small matmuls on shared cores run fastest on
     #                                       one); None keeps torch's setting
 
+    def windows_per_seed(self) -> bool:
+        """Whether each seed measures on its own slice of a text corpus (not one fixed slice for every seed)."""
+        return False
+
 
 def category_spec(vocab: Vocab | None, category: str, predict: str | None = None) -> tuple[str, str]:
     """(label name in span_labels, predicted token category) for a category name; InvalidInput lists choices.
@@ -116,25 +120,11 @@ def score_latents(model: HookedModel, sae: SparseAutoencoder, corpus: SyntheticC
                   batch_size: int = 64) -> LatentStats:
     """Detection scores, firing frequency and maximum activation of every latent on n_tokens (whole sequences)
     sampled with `seed`."""
-    from .select import detection_scores, latent_acts
+    from .select import detection_scores
 
     n_windows = math.ceil(n_tokens / corpus.seq_len)
-    if is_text(corpus):  # eval windows [0, n) through the activation cache (shared by every seed and job)
-        import numpy as np
-        import torch
-
-        # document separators (every window's first position) are left out: no label, and a residual stream
-        # there that is not about the text (its norm is many times the others')
-        keep = torch.from_numpy(corpus.tokens["eval"][:n_windows].reshape(-1) != corpus.manifest["separator_id"])
-        labels = {k: v.reshape(-1)[keep] for k, v in corpus.window_labels("eval", np.arange(n_windows)).items()}
-        acts = encode_cached(model, sae, corpus, hook, "eval", 0, n_windows, batch_size=batch_size)[keep]
-    else:
-        tokens = corpus.sample(n_windows, seed)                                       # [N, T]
-        labels = corpus.span_labels(tokens)
-    if label not in labels:
-        raise InvalidInput(f"unknown label {label!r}; the corpus labels: {', '.join(labels)}")
-    if not is_text(corpus):
-        acts = latent_acts(model, sae, tokens, hook, batch_size=batch_size)          # [N * T, d_sae]
+    acts, labels, keep = selection_acts(model, sae, corpus, hook, seed=seed, n_tokens=n_tokens,
+                                        batch_size=batch_size, label=label)
     y = labels[label].reshape(-1)                                                     # [N * T]
     if not bool(y.any()):
         raise InvalidInput(f"no {label} positions among {len(y)} tokens; raise select_tokens")
@@ -142,6 +132,9 @@ def score_latents(model: HookedModel, sae: SparseAutoencoder, corpus: SyntheticC
     stats = LatentStats(label=label, detection=det, freq=(acts > 0).float().mean(0), max_act=acts.amax(0),
                         n_tokens=int(y.numel()), seed=seed)
     if is_text(corpus):  # where the token leaves the label open (< 90% of its train occurrences carry it)
+        import numpy as np
+        import torch
+
         from claimgraph.experiments.substrate.text import LABELS
 
         j = LABELS.index(label)
@@ -155,6 +148,35 @@ def score_latents(model: HookedModel, sae: SparseAutoencoder, corpus: SyntheticC
         stats.open_recall = ((acts[open_pos] > 0).float().mean(0) if bool(open_pos.any())
                              else torch.zeros(acts.shape[1]))
     return stats
+
+
+def selection_acts(model: HookedModel, sae: SparseAutoencoder, corpus: SyntheticCorpus, hook: str, *, seed: int,
+                   n_tokens: int, batch_size: int = 64, label: str | None = None
+                   ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+    """Latent activations [M, d_sae] and labels {name: bool [M]} of the tokens latents are scored on: on a text
+    corpus eval windows [0, n) through the activation cache (shared by every seed and job) without the document
+    separators (`keep` [n * T] says which positions are kept); otherwise n windows sampled with `seed` (keep
+    None). `label`, when given, must be one of the corpus' labels (checked before any activation is computed)."""
+    from .select import latent_acts
+
+    n_windows = math.ceil(n_tokens / corpus.seq_len)
+    if is_text(corpus):
+        import numpy as np
+        import torch
+
+        # document separators (every window's first position) are left out: no label, and a residual stream
+        # there that is not about the text (its norm is many times the others')
+        keep = torch.from_numpy(corpus.tokens["eval"][:n_windows].reshape(-1) != corpus.manifest["separator_id"])
+        labels = {k: v.reshape(-1)[keep] for k, v in corpus.window_labels("eval", np.arange(n_windows)).items()}
+        if label is not None and label not in labels:
+            raise InvalidInput(f"unknown label {label!r}; the corpus labels: {', '.join(labels)}")
+        acts = encode_cached(model, sae, corpus, hook, "eval", 0, n_windows, batch_size=batch_size)[keep]
+        return acts, labels, keep
+    tokens = corpus.sample(n_windows, seed)                                           # [N, T]
+    labels = {k: v.reshape(-1) for k, v in corpus.span_labels(tokens).items()}
+    if label is not None and label not in labels:
+        raise InvalidInput(f"unknown label {label!r}; the corpus labels: {', '.join(labels)}")
+    return latent_acts(model, sae, tokens, hook, batch_size=batch_size), labels, None  # [N * T, d_sae]
 
 
 def encode_cached(model: HookedModel, sae: SparseAutoencoder, corpus: Any, hook: str, split: str, start: int,
@@ -389,10 +411,16 @@ def check_registered(params: FeatureParams, path: str, weights_sha256: str, cfg_
 
 def seeds_note(params: FeatureParams, n_seeds: int, *, text: bool = False) -> str:
     """What the seeds of a feature job vary, hence what its interval covers (`text`: a text: corpus, whose
-    selection and measurement windows are fixed slices)."""
-    tokens = ("the control latents and positions (the windows the feature is chosen and measured on are fixed "
-              "slices of the text corpus)" if text else
-              "the tokens the feature is chosen on and measured on, and the control latent")
+    selection windows are a fixed slice, and its measurement windows too unless `params.windows_per_seed()`)."""
+    own = text and params.windows_per_seed()
+    if own:
+        tokens = ("its own measurement windows of the text corpus, positions and random directions (the windows "
+                  "latents are chosen on are one fixed slice)")
+    elif text:
+        tokens = ("the control latents and positions (the windows the feature is chosen and measured on are fixed "
+                  "slices of the text corpus)")
+    else:
+        tokens = "the tokens the feature is chosen on and measured on, and the control latent"
     if params.sae_path is not None:
         return (f"The SAE is fixed, given by path ({params.sae_path}, weights sha256 {(params.sae_sha256 or '?')[:12]}): "
                 f"the {n_seeds} seed(s) vary only {tokens}, so the interval does not cover SAE seeds (nor how the "
@@ -400,7 +428,8 @@ def seeds_note(params: FeatureParams, n_seeds: int, *, text: bool = False) -> st
     if params.sae_seed is not None:
         return (f"One SAE (seed {params.sae_seed}) for every seed: the {n_seeds} seed(s) vary only {tokens}, so the "
                 "interval does not cover SAE seeds.")
-    return f"Each seed trains its own SAE (SAE seed = job seed) and draws {tokens}: the interval covers SAE seeds."
+    covers = "SAE seeds and text samples (not model seeds)" if own else "SAE seeds"
+    return f"Each seed trains its own SAE (SAE seed = job seed) and draws {tokens}: the interval covers {covers}."
 
 
 FP = TypeVar("FP", bound=FeatureParams)

@@ -53,3 +53,23 @@ def tiny_smollm2_llama(folder, n_layers: int = 2) -> str:
     transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return f"hf:{folder}"
+
+
+@pytest.fixture
+def tiny_llama(tmp_path):
+    """A randomly initialised two-block Hugging Face Llama (vocabulary 97, width 32, 4 heads over 2 key-value
+    heads) saved to a folder and loaded through `hf:` (seeded: torch.manual_seed(0) before it is built), and an
+    8-latent ReLU SAE for its 32-wide residual stream with the default initialisation."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from claimgraph.experiments.sae import SaeRecipe
+    from claimgraph.experiments.sae.relu import ReluSAE
+    from claimgraph.experiments.substrate import load_model
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64,
+                                   tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
+    return load_model(f"hf:{tmp_path / 'llama'}", progress=False), ReluSAE(SaeRecipe(d_sae=8).config(32, 0))

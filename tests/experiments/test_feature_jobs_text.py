@@ -27,6 +27,9 @@ RUNS = {
                       "criterion": "category_effect_pct_live > 0.95 band=0.03"},
     "ablation": {"category": "arabic", "n_null": 20, "null_pairs": 2, "null_windows": 16, "null_len": 32,
                  "select_tokens": 1024, "criterion": "null_drop_z > 3 band=1"},
+    "ablation:precaching": {"kind": "ablation", "mode": "precaching", "group_size": 4, "group_min_lift": 1.5,
+                            "null_pairs": 2, "null_windows": 4, "null_len": 32, "null_t_min": 4, "horizon": 6,
+                            "select_tokens": 1024, "criterion": "code_minus_prose_log_excess > 0 band=0.1"},
     "pinned_sampling": {"category": "base64", "multiples": "[1,2]", "at_multiple": 2, "n_controls": 2,
                         "n_prompts": 3, "prompt_len": 8, "n_new": 4, "select_tokens": 1024,
                         "criterion": "share_over_controls > 0.1 band=0.05"},
@@ -60,9 +63,10 @@ def runs(tmp_path_factory):
         s.add_node(Node(id=CLAIM, type="claim", title="Features reflect the model"))
     out = {}
     try:
-        for kind, p in RUNS.items():
+        for name, p in RUNS.items():
+            kind = p.get("kind", name)
             args = ["--param", f"sae={json.dumps(SAE)}"]
-            args += [a for k, v in p.items() if k != "criterion" for a in ("--param", f"{k}={v}")]
+            args += [a for k, v in p.items() if k not in ("criterion", "kind") for a in ("--param", f"{k}={v}")]
             r = _cli("experiment", "add", "--claim", CLAIM, "--kind", kind, "--model", f"hf:{root / 'llama'}",
                      "--data", "text:small", "--seeds", "0-1", "--criterion", p["criterion"], *args)
             assert r.exit_code == 0, r.output
@@ -70,7 +74,7 @@ def runs(tmp_path_factory):
             assert r.exit_code == 0, r.output
             run = json.loads(r.stdout)
             assert run["status"] == "completed" and run["evidence_id"], run
-            out[kind] = (run, json.loads((Path(run["run_dir"]) / "result.json").read_text()))
+            out[name] = (run, json.loads((Path(run["run_dir"]) / "result.json").read_text()))
         out["show"] = json.loads(_cli("show", CLAIM).stdout)
     finally:
         if old is None:
@@ -81,14 +85,15 @@ def runs(tmp_path_factory):
 
 
 def test_each_kind_reports_its_declared_metrics_on_text(runs):
-    for kind in RUNS:
-        run, result = runs[kind]
+    for name in RUNS:
+        run, result = runs[name]
+        kind = RUNS[name].get("kind", name)
         declared = get_job(kind).metrics
         patterns = [re.compile(re.escape(k).replace("<cond>", "(trained|shuffled)").replace("<m>", r"[0-9.]+") + "$")
                     for k in declared]
-        for name in result["per_seed"][0]["metrics"]:
-            assert any(p.match(name) for p in patterns), (kind, name)
-        assert result["decision"]["reason"].startswith(RUNS[kind]["criterion"].split()[0])
+        for metric in result["per_seed"][0]["metrics"]:
+            assert any(p.match(metric) for p in patterns), (name, metric)
+        assert result["decision"]["reason"].startswith(RUNS[name]["criterion"].split()[0])
         # the corpus' documents with their provenance are in the run folder
         docs = (Path(run["run_dir"]) / "artifacts" / "corpus" / "documents.jsonl").read_text().splitlines()
         assert docs and {"package", "version", "path", "sha256"} <= set(json.loads(docs[0]))
@@ -106,6 +111,12 @@ def test_text_path_details(runs):
     assert ab["details"]["predict"] == "arabic" and len(ab["details"]["null_latents"]) == 20
     ps = runs["pinned_sampling"][1]["per_seed"][0]
     assert set(ps["details"]["share_by_condition"]) >= {"baseline", "feature_x1", "feature_x2", "control1_x2"}
+    pc = runs["ablation:precaching"][1]
+    d0, d1 = (r["details"] for r in pc["per_seed"])
+    assert d0["mode"] == "precaching" and {x["group"] for x in d0["latents"]} == {"code", "prose"}
+    assert all(x["n_pairs"] <= 2 and len(x["kl_by_offset"]) == 6 for x in d0["latents"])
+    assert {"code_minus_prose_log_excess", "code_above_null_share"} <= set(pc["per_seed"][0]["metrics"])
+    assert "own measurement windows" in pc["summary"]["notes"]
     sae = runs["sae"][1]["per_seed"][0]
     assert {"trained_token_r2", "shuffled_single_token_frac_common", "token_r2_diff"} <= set(sae["metrics"])
 

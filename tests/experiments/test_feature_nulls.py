@@ -113,21 +113,13 @@ def test_pinned_dose_response_against_controls_planted(planted):
         assert float(over.abs().max()) < 0.1, (base, table)
 
 
-def test_cached_sampling_equals_the_whole_prefix_on_a_hugging_face_llama(tmp_path):
+def test_cached_sampling_equals_the_whole_prefix_on_a_hugging_face_llama(tiny_llama):
     """The key-value-cache path (one position per pass, RowClamp offset moved along) samples the same tokens as
     re-running the whole prefix, with a latent pinned in some rows and not in others."""
-    transformers = pytest.importorskip("transformers")
     from claimgraph.experiments.features.intervene import RowClamp
     from claimgraph.experiments.features.sampling import sample_rows
-    from claimgraph.experiments.substrate import load_model
 
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64,
-                                   tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
-    m = load_model(f"hf:{tmp_path / 'llama'}", progress=False)
-    sae = ReluSAE(SaeRecipe(d_sae=8).config(32, 0))
+    m, sae = tiny_llama
     with torch.no_grad():
         sae.W_dec.copy_(torch.randn(8, 32) * 3)
     prompts = torch.randint(0, 97, (6, 5), generator=torch.Generator().manual_seed(2))

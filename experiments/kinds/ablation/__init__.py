@@ -28,11 +28,23 @@ Registered for the real-model experiments: `null_drop_z > 3 band 1` (supported: 
 4; refuted: below 2). With 20 null latents a z of 3 is beyond what a latent of the null reaches except in
 its tail; the band keeps 2..4 inconclusive. The KL's z over the null is reported beside it.
 
-The measurement is in run.py and its plot in plots.py; this module does not import torch.
+Mode "precaching" (precaching.py; written before any real-model run of it, pre-registered in
+docs/preregistration/2026-12-01-real-model-precaching.md): the pre-caching score of the SAE latents that detect
+each of `groups` (text labels; code vs prose by default), each latent against a random direction of the same
+norm at the same positions, which holds fixed what any perturbation of that size at those positions would score.
+Metric `code_minus_prose_log_excess` (mean log10 excess of the code latents over their nulls minus the prose
+latents'); registered for SmolLM2: `> 0 band 0.1` (supported: the 3-seed interval above 0.1, code latents' scores
+more than ~26% further above their nulls than prose latents'; refuted: below -0.1). The raw difference without the
+null, the spread and the share of latents above their null are reported beside it.
+
+The measurement is in run.py (precaching.py for that mode) and its plot in plots.py; this module does not
+import torch.
 """
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from claimgraph.experiments.features.target import FeatureJob, FeatureParams
 from claimgraph.experiments.spec import Criterion
@@ -50,6 +62,14 @@ class AblationParams(FeatureParams):
     null_windows: int = Field(64, ge=1)  # measurement windows the positions are drawn from
     null_len: int = Field(48, ge=8)  # tokens of each window used (its prefix)
     null_t_min: int = Field(8, ge=1)  # earliest position ablated (some context before it)
+    # mode "precaching": the pre-caching score of the latents that detect each of `groups` (text labels, e.g.
+    # code vs prose) against same-norm random directions at the same positions (precaching.py); the positions
+    # come from null_pairs / null_windows / null_len / null_t_min and the horizon from `horizon`
+    mode: Literal["feature", "precaching"] = "feature"
+    groups: list[str] = Field(default_factory=lambda: ["code", "prose"])  # labels whose detecting latents are scored
+    group_size: int = Field(12, ge=1)  # latents per group: the best F1 detectors of those that qualify
+    group_min_lift: float = Field(2.0, ge=1)  # a latent detects a label: its precision is >= this x the base rate
+    group_min_freq: float = Field(0.002, ge=0, lt=1)  # and it fires on at least this share of selection tokens
 
     @field_validator("n_null")
     @classmethod
@@ -57,6 +77,21 @@ class AblationParams(FeatureParams):
         if 0 < v < 20:
             raise ValueError(f"n_null={v}: a null needs at least 20 latents (or 0 for none)")
         return v
+
+    @model_validator(mode="after")
+    def _mode(self) -> "AblationParams":
+        if self.mode == "precaching" and self.n_null:
+            raise ValueError("mode='precaching' compares latents with random directions, not null latents: "
+                             "leave n_null at 0")
+        if self.mode == "precaching" and len(set(self.groups)) != len(self.groups):
+            raise ValueError(f"groups {self.groups} repeat a label")
+        if self.mode == "precaching" and self.horizon + self.null_t_min > self.null_len:
+            raise ValueError(f"null_len={self.null_len} leaves no position t >= null_t_min={self.null_t_min} "
+                             f"with horizon={self.horizon} tokens after it")
+        return self
+
+    def windows_per_seed(self) -> bool:
+        return self.mode == "precaching"  # each seed scores on its own held-out windows (precaching.py)
 
 
 class AblationJob(FeatureJob[AblationParams]):
@@ -105,4 +140,27 @@ class AblationJob(FeatureJob[AblationParams]):
         "null_kl_next_mean": "mean KL of token t+1 for the null latents",
         "feature_pairs": "positions the feature was ablated at",
         "null_latents_used": "null latents that fired at an eligible position",
+        # mode "precaching" with the default groups (code, prose); other groups report the same names with
+        # their labels in place of code / prose
+        "code_minus_prose_log_excess": "mean log10 excess of the code latents' pre-caching score over their "
+                                       "same-norm random-direction null, minus the prose latents'",
+        "code_minus_prose_log_score": "the same difference of raw mean log10 pre-caching scores (no null)",
+        "code_minus_prose_spread": "SD over code latents of the log10 excess minus SD over prose latents",
+        "code_log_excess": "mean over code latents of log10 score - log10 null score",
+        "prose_log_excess": "mean over prose latents of log10 score - log10 null score",
+        "code_log_excess_sd": "SD over code latents of the log10 excess",
+        "prose_log_excess_sd": "SD over prose latents of the log10 excess",
+        "code_log_score": "mean log10 pre-caching score of the code latents",
+        "prose_log_score": "mean log10 pre-caching score of the prose latents",
+        "code_null_log_score": "mean log10 pre-caching score of the code latents' random-direction nulls",
+        "prose_null_log_score": "mean log10 pre-caching score of the prose latents' random-direction nulls",
+        "code_above_null_share": "share of code latents whose score exceeds their null's",
+        "prose_above_null_share": "share of prose latents whose score exceeds their null's",
+        "code_kl_next": "mean KL of token t+1 after zeroing a code latent at t",
+        "prose_kl_next": "mean KL of token t+1 after zeroing a prose latent at t",
+        "code_latents": "code latents with a finite score",
+        "prose_latents": "prose latents with a finite score",
+        "above_null_share": "share of all scored latents whose score exceeds their null's",
+        "log_excess_median": "median over all scored latents of the log10 excess",
+        "pairs_per_latent": "mean number of positions each latent was zeroed at",
     }

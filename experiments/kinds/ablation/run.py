@@ -28,6 +28,11 @@ from .plots import plot_ablation
 def measure(ctx: RunContext, params: AblationParams, seed: int, t: Target) -> SeedResult:
     """Clamp the feature, then the control latent, to 0 on held-out tokens; metrics, details and the plot.
     With `n_null`, the feature against that many frequency-matched null latents instead (`measure_null`)."""
+    if params.mode == "precaching":
+        from .precaching import measure_precaching
+
+        result: SeedResult = measure_precaching(ctx, params, seed, t)
+        return result
     if params.n_null:
         return measure_null(ctx, params, seed, t)
     tokens = t.measure_windows(math.ceil(params.measure_tokens / t.corpus.seq_len), seed)
@@ -61,6 +66,8 @@ def summarize(ctx: RunContext, params: AblationParams, results: list[SeedResult]
     def per_seed(name: str, fmt: str = ".3f") -> str:
         return ", ".join(format(r.metrics[name], fmt) for r in results)
 
+    if params.mode == "precaching":
+        return summarize_precaching(ctx, params, results)
     if params.n_null:
         notes = (f"Zero-ablating the SAE feature that best detects {d0['label']} at {d0['hook']} (SAE spliced in, "
                  f"error term kept) at single positions where it fires, against {params.n_null} null latents "
@@ -306,3 +313,25 @@ def null_comparison(feature: float, null: Tensor) -> dict[str, float]:
     mean, sd = float(null.mean()), float(null.std())
     return {"z": (feature - mean) / max(sd, 1e-12), "over": feature - mean, "mean": mean, "sd": sd,
             "at_least": float((null >= feature).double().mean()), "n": float(len(null))}
+
+
+def summarize_precaching(ctx: RunContext, params: AblationParams, results: list[SeedResult]) -> dict[str, Any]:
+    """Notes for mode "precaching": per seed, each group's mean log10 excess over the null and the difference."""
+    a, b = params.groups[0], params.groups[1]
+    key = f"{a}_minus_{b}_log_excess"
+
+    def per_seed(name: str) -> str:
+        return ", ".join(f"{r.metrics[name]:.3f}" for r in results)
+
+    d0 = results[0].details
+    notes = (f"Pre-caching score (sum of the KL of tokens t+2..t+{params.horizon} over the KL of token t+1 after "
+             f"zeroing a latent at one position t where it fires, SAE at {d0['hook']} spliced in, error term kept) "
+             f"of the {params.group_size} best-F1 latents that detect {a} and {b} (precision >= "
+             f"{params.group_min_lift:g}x the label's base rate), each against a random direction of "
+             f"the same norm at the same positions. Mean log10 excess over that null per seed: {a} "
+             f"{per_seed(f'{a}_log_excess')}, {b} {per_seed(f'{b}_log_excess')}; {a} - {b} {per_seed(key)} (raw log10 "
+             f"scores without the null: {a} - {b} {per_seed(f'{a}_minus_{b}_log_score')}). Share of latents above "
+             f"their null: {per_seed('above_null_share')}. Each latent is measured at up to {params.null_pairs} "
+             "positions; the latents differ from seed to seed with the SAE. The interval does not cover model seeds "
+             "(one pretrained model) nor other corpora.")
+    return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), key: [r.metrics[key] for r in results]}
