@@ -28,6 +28,18 @@ Registered for the real-model experiments: `null_drop_z > 3 band 1` (supported: 
 4; refuted: below 2). With 20 null latents a z of 3 is beyond what a latent of the null reaches except in
 its tail; the band keeps 2..4 inconclusive. The KL's z over the null is reported beside it.
 
+Metric changed (issue 11): the default criterion read `category_logprob_drop_minus_other`, the mean over firing
+positions of (category - other) drop in log-prob with every token weighted equally. Because log_softmax's
+normaliser cancels in that difference, it is the category's mean logit change minus the other tokens' mean
+logit change, whatever the tokens' probabilities: a planted latent whose ablation only raises the logits of 64
+tokens the model never predicts (P ~ 1e-8 before and after) passed it at 5.1 nats while log P(category) did
+not move, and on the toy models the metric was mostly other tokens gaining log-prob (-0.1 to -0.5 nats) while
+the category's total probability fell by 0.01-0.05 nats (tests/experiments/test_feature_criteria.py). The
+default criterion now reads `category_mass_logdrop`: the mean over firing positions of log P_clean(C) - log
+P_ablated(C), P(C) the total probability of the category's tokens, so each token counts by its probability.
+Threshold and band are unchanged and mean what they meant (0.1 nats: the category's probability falls by
+~10% where the feature fires). The old metric is still reported.
+
 The measurement is in run.py and its plot in plots.py; this module does not import torch.
 """
 from __future__ import annotations
@@ -64,20 +76,22 @@ class AblationJob(FeatureJob[AblationParams]):
     summary = ("Clamp the SAE feature for a planted category to zero (error term kept): change in next-token "
                "log-probs of the category vs other tokens, KL over the next 10 tokens, pre-caching score, control")
     Params = AblationParams
-    # Registered before any run. The metric is in nats: 0.1 means that, where the feature fires, ablating it
-    # lowers the category's tokens by ~10% in odds relative to the other tokens. Smaller shifts would not
-    # make the feature matter for predicting its category (inside a base64 span the model gives each of the
-    # 64 chars ~1/65; a feature that carried "in a span" alone would move them by nats). Sampling noise at the
-    # defaults is small (thousands of firing positions; the per-position SE is ~0.01 nats), so seed-to-seed
-    # differences come from the SAE and feature chosen; the band of 0.05 keeps 0.05..0.15 inconclusive.
-    # Supported: 3-seed 95% interval above 0.15; refuted: below 0.05. The control latent is reported.
-    default_criterion = Criterion(metric="category_logprob_drop_minus_other", op=">", threshold=0.1, band=0.05)
+    # Registered before any run, on `category_logprob_drop_minus_other`; the metric changed in issue 11 (module
+    # docstring), threshold and band did not. The metric is in nats: 0.1 means that, where the feature fires,
+    # ablating it lowers the category's total probability by ~10%. Smaller shifts would not make the feature
+    # matter for predicting its category (inside a base64 span the model gives each of the 64 chars ~1/65; a
+    # feature that carried "in a span" alone would move them by nats). Sampling noise at the defaults is small
+    # (thousands of firing positions; the per-position SE is ~0.01 nats), so seed-to-seed differences come
+    # from the SAE and feature chosen; the band of 0.05 keeps 0.05..0.15 inconclusive. Supported: 3-seed 95%
+    # interval above 0.15; refuted: below 0.05. The control latent is reported.
+    default_criterion = Criterion(metric="category_mass_logdrop", op=">", threshold=0.1, band=0.05)
     metrics = {
         "category_logprob_drop_minus_other": "mean over firing positions of (category - other) drop in next-token "
                                              "log-prob (nats) when the feature is clamped to 0",
         "category_logprob_drop": "mean drop in log-prob of the predicted category's tokens (nats)",
         "other_logprob_drop": "mean drop in log-prob of the other synthetic-vocabulary tokens (nats)",
-        "category_mass_logdrop": "mean drop in log of the total probability of the category (nats)",
+        "category_mass_logdrop": "mean over firing positions of log P_clean(C) - log P_ablated(C), P(C) the total "
+                                 "probability of the predicted category's tokens (nats)",
         "next_token_loss_increase": "mean increase of the loss on the actual next token at firing positions",
         "kl_next": "KL(clean || ablated) of the next token (t+1) after ablating at t only",
         "kl_later": "sum of the KL of tokens t+2..t+horizon after ablating at t only",
