@@ -26,7 +26,8 @@ Metric changed (issue 11): the default criterion read `category_effect_z`, the z
 (mean effect on the category's tokens - mean effect on the other tokens). A mean over the others moves when a
 minority of them is pushed down, so a planted direction that only lowers 64 tokens unrelated to the category
 (the animal and plural words) passed it (z 4.4-4.8, supported) while raising no base64 token (its top 20
-effects held 6 base64 tokens, chance is 4), and it would pass for every category at once
+effects held 6 base64 tokens, chance is 4), as it would for any category but those 64 tokens; the direction
+that does raise the base64 tokens scored lower (z 2.7-3.0, inconclusive)
 (tests/experiments/test_feature_criteria.py). The default criterion now reads `category_over_median_z`: the
 same z of (mean effect on the category's tokens - median effect on the other tokens), so the category must stand
 above the typical other token; threshold and band are unchanged (z is again measured against the random

@@ -20,7 +20,7 @@ from claimgraph.experiments.substrate.corpus import SyntheticCorpus, Vocab
 from claimgraph.experiments.substrate.lm import setting_note
 from claimgraph.graph.errors import InvalidInput
 
-from . import CONDITIONS, PinnedSamplingParams
+from . import PinnedSamplingParams
 from .plots import plot_pinned
 
 MARKERS = ("b64:", "=", "<ar>", "</ar>")  # span markers a plain prompt must not hold
