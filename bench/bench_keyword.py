@@ -63,14 +63,13 @@ def build(path: Path, n: int) -> tuple[list[str], list[str], list[str]]:
     for i, x in zip(ids, texts):
         for k, v in term_counts(x).items():
             nid.append(i); term.append(k); tf.append(v)
-    with Store(path) as store:
+    with Store(path) as store, store.transaction():
         con = store.con
-        with store.transaction():
-            con.register("_n", pa.table({"id": ids, "title": texts}))
-            con.register("_t", pa.table({"node_id": nid, "term": term, "tf": pa.array(tf, pa.int32())}))
-            con.execute("""INSERT INTO nodes SELECT id, 'claim', title, '', '{}', md5(title), NULL, NULL, 'parsed',
-                           now()::TIMESTAMP, now()::TIMESTAMP FROM _n""")
-            con.execute("INSERT INTO node_terms SELECT * FROM _t")
+        con.register("_n", pa.table({"id": ids, "title": texts}))
+        con.register("_t", pa.table({"node_id": nid, "term": term, "tf": pa.array(tf, pa.int32())}))
+        con.execute("""INSERT INTO nodes SELECT id, 'claim', title, '', '{}', md5(title), NULL, NULL, 'parsed',
+                       now()::TIMESTAMP, now()::TIMESTAMP FROM _n""")
+        con.execute("INSERT INTO node_terms SELECT * FROM _t")
     r = random.Random(1)
     return ids, texts, r.sample(texts, 10) + r.sample(list(dict.fromkeys(make_corpus(n + 2000, seed=9).texts))[-1500:], 40)
 
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     ids, texts, queries = build(db, args.nodes)
     qterms = {q: " ".join(sorted(set(tokens(q)))) for q in queries}
     rows = []
-    with Store(db) as store:
+    with Store(db) as store, store.session(write=True):  # the SQL alternatives make temp tables and indexes
         con = store.con
         t = time.perf_counter()
         keyword_index(store)

@@ -108,43 +108,42 @@ def build_store(path: Path, n: int, pool: list[tuple[str, str]], pool_vec: np.nd
     now = _now()
     t0 = time.perf_counter()
     claims = np.flatnonzero(kinds[base] == "claim")
-    with Store(path) as store:
+    with Store(path) as store, store.transaction():
         con = store.con
-        with store.transaction():
-            for c0 in range(0, n, chunk):
-                idx = np.arange(c0, min(c0 + chunk, n))
-                b = base[idx]
-                titles = [f"{pool[x][1]} #{i}" for i, x in zip(idx.tolist(), b.tolist())]
-                ids = [f"{pool[x][0]}:{slugs[x]}-{i}" for i, x in zip(idx.tolist(), b.tolist())]
-                hashes = [hashlib.sha256(t.encode()).hexdigest() for t in titles]
-                X = noisy_copies(pool_vec, b, rng)
-                nodes = pa.table({"id": ids, "type": kinds[b].tolist(), "title": titles, "text_hash": hashes})
-                t_id, t_term, t_tf = [], [], []
-                for nid, x, i in zip(ids, b.tolist(), idx.tolist()):
-                    for term, tf in pool_terms[x].items():
-                        t_id.append(nid); t_term.append(term); t_tf.append(tf)
-                    if i >= 10:
-                        t_id.append(nid); t_term.append(str(i)); t_tf.append(1)
-                terms = pa.table({"node_id": t_id, "term": t_term, "tf": pa.array(t_tf, pa.int32())})
-                vecs = pa.table({"text_hash": hashes,
-                                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), EMBED_DIM)})
-                # findings support a random claim
-                fi = idx[kinds[b] == "finding"]
-                dst = claims[rng.integers(len(claims), size=len(fi))] if len(claims) else np.zeros(0, np.int64)
-                edges = pa.table({"src": [ids[i - c0] for i in fi.tolist()],
-                                  "dst": [f"{pool[base[j]][0]}:{slugs[base[j]]}-{j}" for j in dst.tolist()]})
-                for name, tbl in (("_b_nodes", nodes), ("_b_terms", terms), ("_b_vecs", vecs), ("_b_edges", edges)):
-                    con.register(name, tbl)
-                con.execute("""INSERT INTO nodes SELECT id, type, title, '', '{}', text_hash, 'bench', NULL, 'parsed',
-                               $now, $now FROM _b_nodes""", {"now": now})
-                con.execute("INSERT INTO node_terms SELECT * FROM _b_terms")
-                con.execute("INSERT INTO embeddings SELECT text_hash, $m, vector, $now FROM _b_vecs",
-                            {"m": MODEL_NAME, "now": now})
-                con.execute("""INSERT INTO edges SELECT src, 'supports', dst, '{}', 'bench', NULL, 'parsed', $now, $now
-                               FROM _b_edges""", {"now": now})
-                for name in ("_b_nodes", "_b_terms", "_b_vecs", "_b_edges"):
-                    con.unregister(name)
-                log(f"  generated {idx[-1] + 1} nodes ({time.perf_counter() - t0:.0f}s)")
+        for c0 in range(0, n, chunk):
+            idx = np.arange(c0, min(c0 + chunk, n))
+            b = base[idx]
+            titles = [f"{pool[x][1]} #{i}" for i, x in zip(idx.tolist(), b.tolist())]
+            ids = [f"{pool[x][0]}:{slugs[x]}-{i}" for i, x in zip(idx.tolist(), b.tolist())]
+            hashes = [hashlib.sha256(t.encode()).hexdigest() for t in titles]
+            X = noisy_copies(pool_vec, b, rng)
+            nodes = pa.table({"id": ids, "type": kinds[b].tolist(), "title": titles, "text_hash": hashes})
+            t_id, t_term, t_tf = [], [], []
+            for nid, x, i in zip(ids, b.tolist(), idx.tolist()):
+                for term, tf in pool_terms[x].items():
+                    t_id.append(nid); t_term.append(term); t_tf.append(tf)
+                if i >= 10:
+                    t_id.append(nid); t_term.append(str(i)); t_tf.append(1)
+            terms = pa.table({"node_id": t_id, "term": t_term, "tf": pa.array(t_tf, pa.int32())})
+            vecs = pa.table({"text_hash": hashes,
+                             "vector": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), EMBED_DIM)})
+            # findings support a random claim
+            fi = idx[kinds[b] == "finding"]
+            dst = claims[rng.integers(len(claims), size=len(fi))] if len(claims) else np.zeros(0, np.int64)
+            edges = pa.table({"src": [ids[i - c0] for i in fi.tolist()],
+                              "dst": [f"{pool[base[j]][0]}:{slugs[base[j]]}-{j}" for j in dst.tolist()]})
+            for name, tbl in (("_b_nodes", nodes), ("_b_terms", terms), ("_b_vecs", vecs), ("_b_edges", edges)):
+                con.register(name, tbl)
+            con.execute("""INSERT INTO nodes SELECT id, type, title, '', '{}', text_hash, 'bench', NULL, 'parsed',
+                           $now, $now FROM _b_nodes""", {"now": now})
+            con.execute("INSERT INTO node_terms SELECT * FROM _b_terms")
+            con.execute("INSERT INTO embeddings SELECT text_hash, $m, vector, $now FROM _b_vecs",
+                        {"m": MODEL_NAME, "now": now})
+            con.execute("""INSERT INTO edges SELECT src, 'supports', dst, '{}', 'bench', NULL, 'parsed', $now, $now
+                           FROM _b_edges""", {"now": now})
+            for name in ("_b_nodes", "_b_terms", "_b_vecs", "_b_edges"):
+                con.unregister(name)
+            log(f"  generated {idx[-1] + 1} nodes ({time.perf_counter() - t0:.0f}s)")
         stats = {"nodes": sum(store.count_nodes().values()), "edges": sum(store.count_edges().values()),
                  "terms": store.sql("SELECT count(*) FROM node_terms")[0][0]}
     stats["build_s"] = time.perf_counter() - t0
@@ -198,18 +197,26 @@ def bench(args) -> dict:
         res["build"] = build_store(db, args.nodes, pool, pool_vec, args.seed, log=log)
     with Store(db) as store:
         res["stored_nodes"] = sum(store.count_nodes().values())
-        store.sql("DELETE FROM suggestions")  # each run starts from no suggestions
-        # -- suggest
-        t, cpu = time.perf_counter(), time.process_time()
-        got = suggest(store, threshold=args.threshold, limit=1000, progress=False)
-        res["suggest_s"] = time.perf_counter() - t
-        res["suggest_cpu_s"] = time.process_time() - cpu  # every thread of this process: what 2 cores can share
-        res["returned"] = len(got)
+        from claimgraph.graph import ann
+
+        saved = ann.load(store, MODEL_NAME)
+        res["suggest_reused"] = bool(args.reuse_suggest and saved is not None and saved.vectors is not None)
+        if not res["suggest_reused"]:
+            with store.transaction():
+                store.con.execute("DELETE FROM suggestions")  # each run starts from no suggestions
+            # -- suggest
+            t, cpu = time.perf_counter(), time.process_time()
+            got = suggest(store, threshold=args.threshold, limit=1000, progress=False)
+            res["suggest_s"] = time.perf_counter() - t
+            res["suggest_cpu_s"] = time.process_time() - cpu  # every thread of this process: what 2 cores can share
+            res["returned"] = len(got)
+        else:
+            log("suggest not re-run (--reuse-suggest): its pairs and saved index are from an earlier run")
         res["pairs"] = store.sql("SELECT count(*) FROM suggestions WHERE state = 'open'")[0][0]
-        log(f"suggest {res['suggest_s']:.1f}s, {res['pairs']} pairs")
+        log(f"suggest {res.get('suggest_s', float('nan')):.1f}s, {res['pairs']} pairs")
         # recall on a sample against brute force
-        tbl = store.con.execute("""SELECT n.id, e.vector FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash
-            AND e.model = ? ORDER BY n.id""", [MODEL_NAME]).to_arrow_table()
+        tbl = store.arrow("""SELECT n.id, e.vector FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash
+            AND e.model = ? ORDER BY n.id""", [MODEL_NAME])
         ids = tbl.column("id").to_pylist()
         X = tbl.column("vector").combine_chunks().values.to_numpy().reshape(len(ids), EMBED_DIM)
         del tbl
@@ -221,10 +228,8 @@ def bench(args) -> dict:
         res["recall"] = len(want & have) / max(len(want), 1)
         res["recall_pairs"] = len(want)
         log(f"recall {res['recall']:.4f} of {len(want)} exact best pairs of {len(sample)} nodes")
-        from claimgraph.graph import ann
-
         res["method"] = "ann" if len(ids) >= ann.ANN_MIN_NODES else "exact"
-        if res["method"] == "exact":  # the floor: bare tile products over the same matrix, in the same process
+        if res["method"] == "exact" and "suggest_s" in res:  # the floor: bare tile products over the same matrix, in the same process
             res["floor_s"] = floor_products(np.ascontiguousarray(X), 4096)
             log(f"floor {res['floor_s']:.1f}s: suggest / floor {res['suggest_s'] / res['floor_s']:.2f}")
         del X
@@ -281,11 +286,11 @@ def render(res: dict, mach: dict, started: str) -> str:
         ("nodes stored (pool of encoded sentences)", f"{res['stored_nodes']} ({res['pool']})"),
         ("store generation, s (nodes, terms, vectors, edges in bulk)", f"{b['build_s']:.0f}" if b else "reused"),
         (f"suggest (cosine >= {res['threshold']}, best {res['per_node']} per node; {res.get('method', '?')}), s",
-         f"{res['suggest_s']:.1f}"),
+         f"{res['suggest_s']:.1f}" if "suggest_s" in res else "not re-run (--reuse-suggest)"),
         ("  matrix-product floor (bare tiles, same matrix), s; suggest / floor",
          f"{res['floor_s']:.1f}; **{res['suggest_s'] / res['floor_s']:.2f}**" if "floor_s" in res else "not run (ANN)"),
         ("  CPU seconds in this process (all threads; on a loaded machine wall time is longer)",
-         f"{res['suggest_cpu_s']:.0f}"),
+         f"{res['suggest_cpu_s']:.0f}" if "suggest_cpu_s" in res else "—"),
         ("  open pairs stored", f"{res['pairs']}"),
         ("  recall of the exact best pairs of a sample (pairs)", f"{res['recall']:.4f} ({res['recall_pairs']})"),
         ("search, warm, without the query encoding, ms (median)", f"{res['search_ms']:.1f}"),
@@ -314,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "claimgraph-bench-scale",
                     help="keeps the pool vectors and the generated store between runs")
     ap.add_argument("--rebuild", action="store_true", help="generate the store again even if it exists")
+    ap.add_argument("--reuse-suggest", action="store_true",
+                    help="keep the suggestions and nearest-neighbour index of an earlier run (with its vector copy) "
+                         "and measure the rest: search, node pages, cold show, recall")
     ap.add_argument("--out", type=Path, default=None, help="markdown file to write the table to")
     args = ap.parse_args(argv)
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -475,8 +475,9 @@ def experiment_kinds(ctx: typer.Context, fmt: FormatOpt = None, csv: CsvOpt = Fa
 
 @experiment_app.command("add")
 def experiment_add(ctx: typer.Context,
-                   claim: Annotated[list[str], typer.Option("--claim", "-c", help="Claim or finding it tests (repeatable).")],
-                   kind: Annotated[str, typer.Option("--kind", "-k", help="Job kind (see `experiment kinds`).")],
+                   claim: Annotated[list[str] | None, typer.Option(
+                       "--claim", "-c", help="Claim or finding it tests (repeatable).")] = None,
+                   kind: Annotated[str | None, typer.Option("--kind", "-k", help="Job kind (see `experiment kinds`).")] = None,
                    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="name=value (repeatable).")] = None,
                    criterion: Annotated[str | None, typer.Option(
                        help="'metric > threshold [band=X] [conf=Y]'; default: the kind's.")] = None,
@@ -486,11 +487,36 @@ def experiment_add(ctx: typer.Context,
                        help="N (seeds 0..N-1), A-B (A..B, e.g. fresh seeds for a replication) or A,B,C.")] = None,
                    device: Annotated[str | None, typer.Option(help="cpu | cuda | auto")] = None,
                    title: Annotated[str | None, typer.Option(help="Title of the experiment node.")] = None,
-                   exp_id: Annotated[str | None, typer.Option("--id", help="Experiment id (experiment:slug).")] = None):
+                   exp_id: Annotated[str | None, typer.Option("--id", help="Experiment id (experiment:slug).")] = None,
+                   plan: Annotated[Path | None, typer.Option(
+                       "--file", "-f", help="Register every experiment of a plan file (YAML/JSON, one entry per "
+                                            "experiment with the fields of these options; see "
+                                            "data/experiments.yaml) in one transaction: all or none.")] = None):
     """Register an experiment testing a claim; its spec and criterion are fixed now, before any run.
-    Example: claimgraph experiment add --claim claim:x --kind sae --param control=shuffled"""
+    Example: claimgraph experiment add --claim claim:x --kind sae --param control=shuffled;
+    claimgraph experiment add --file data/experiments.yaml"""
     from claimgraph.experiments.api import add_experiment, parse_param
 
+    if plan is not None:
+        given = [name for name, v in (("--claim", claim), ("--kind", kind), ("--param", param),
+                                      ("--criterion", criterion), ("--model", model), ("--data", data),
+                                      ("--seeds", seeds), ("--device", device), ("--title", title), ("--id", exp_id))
+                 if v]
+        if given:
+            raise typer.BadParameter(f"--file registers the plan's own entries; leave out {', '.join(given)}")
+        from claimgraph.experiments.plan import add_plan
+
+        with _store(ctx, write=True) as s:
+            nodes = add_plan(s, plan)
+        if _opts(ctx).json:
+            emit_json({"experiments": nodes})
+        else:
+            note(f"{len(nodes)} experiment(s) of {plan} registered (or found registered with the same spec)")
+            for n in nodes:
+                print(n.id)
+        return
+    if not claim or not kind:
+        raise typer.BadParameter("give --claim and --kind (or --file with a plan)")
     params = dict(parse_param(p) for p in param or [])
     with _store(ctx, write=True) as s:
         targets = [s.resolve_id(c) for c in claim]
@@ -523,7 +549,10 @@ def experiment_list(ctx: typer.Context, limit: LimitOpt = None, offset: OffsetOp
 
 @app.command()
 def run(ctx: typer.Context,
-        experiment: Annotated[str | None, typer.Argument(metavar="[EXP]", help="Experiment id or prefix.")] = None,
+        experiment: Annotated[list[str] | None, typer.Argument(
+            metavar="[EXP]...", help="Experiment id(s) or prefix(es), run one after another.")] = None,
+        run_all: Annotated[bool, typer.Option("--all", help="Run every registered experiment (in `experiment list` "
+                                                           "order; completed identical runs come from the cache).")] = False,
         device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (default: the spec's)")] = None,
         seeds: Annotated[str | None, typer.Option(
             help="Run these seeds instead of the spec's: N (0..N-1), A-B or A,B,C.")] = None,
@@ -542,7 +571,8 @@ def run(ctx: typer.Context,
             "--runs-dir", envvar="CLAIMGRAPH_RUNS_DIR",
             help="Folder for run folders, on a filesystem the cluster's nodes share (default: the store's).")] = None):
     """Run an experiment in its own process and attach its evidence; an identical completed run is reused.
-    Example: claimgraph run experiment:sae-learned-features-reflect-... --seeds 3; claimgraph run --stale;
+    Example: claimgraph run experiment:sae-learned-features-reflect-... --seeds 3; claimgraph run --all;
+    claimgraph run --stale;
     claimgraph run EXP --executor slurm --partition gpu --gpus 1 --time 30"""
     from functools import partial
 
@@ -566,7 +596,7 @@ def run(ctx: typer.Context,
     elif any(x for x in (partition, gpus, time_min, mem)):
         raise typer.BadParameter("--partition, --gpus, --time and --mem are for --executor local|slurm")
     if stale:
-        if experiment or seeds:
+        if experiment or seeds or run_all:
             raise typer.BadParameter("--stale re-runs every stale experiment on its own seeds; give no EXP or --seeds")
         with _store(ctx, write=True) as s:
             _reconcile(s)
@@ -582,37 +612,61 @@ def run(ctx: typer.Context,
         if any(o.status != "completed" and not (o.executor and o.status == "queued") for o in outcomes):
             raise typer.Exit(1)
         return
-    if not experiment:
-        raise typer.BadParameter("give the experiment to run (EXP), or --stale")
-    # one writing turn for the bookkeeping before the job; the runner lets go while the worker computes
-    with _store(ctx, write=True) as s:
-        _reconcile(s)
-        exp_id = s.resolve_id(experiment, type="experiment")
-        if submit is not None:
-            outcome = submit(s, exp_id, device=device, seeds=seeds, force=force)
-        else:
-            outcome = run_experiment(s, exp_id, device=device, seeds=seeds, force=force, on_start=started,
-                                     runs_dir=runs_dir)
+    if run_all and experiment:
+        raise typer.BadParameter("--all runs every experiment; give no EXP with it")
+    if not experiment and not run_all:
+        raise typer.BadParameter("give the experiment(s) to run (EXP...), or --all, or --stale")
+    if run_all:
+        from claimgraph.experiments.api import list_experiments
+
+        with _store(ctx, session=False) as s, s.session():
+            experiment = [r["id"] for r in list_experiments(s)]
+    names = experiment or []
+    outcomes = []
+    for k, name in enumerate(names):
+        # one writing turn for the bookkeeping before each job; the runner lets go while the worker computes
+        with _store(ctx, write=True) as s:
+            _reconcile(s)
+            exp_id = s.resolve_id(name, type="experiment")
+            if len(names) > 1 and not opts.json:
+                note(f"[{k + 1}/{len(names)}] {exp_id}")
+            if submit is not None:
+                outcome = submit(s, exp_id, device=device, seeds=seeds, force=force)
+            else:
+                outcome = run_experiment(s, exp_id, device=device, seeds=seeds, force=force, on_start=started,
+                                         runs_dir=runs_dir)
+        outcomes.append(outcome)
+        if not opts.json:
+            _print_outcome(outcome)
+        if outcome.status == "killed":  # a signal for this command ends the batch too
+            break
     if opts.json:
-        emit_json(outcome)
-    elif outcome.executor and outcome.status == "queued":
+        emit_json(outcomes[0] if len(names) == 1 else {"runs": outcomes})
+    bad = [o for o in outcomes if o.status != "completed" and not (o.executor and o.status == "queued")]
+    if len(names) > 1 and not opts.json:
+        note(f"{len(outcomes)} of {len(names)} run: {len(outcomes) - len(bad)} completed or queued"
+             + (f", {len(bad)} not: {', '.join(o.experiment_id for o in bad)}" if bad else ""))
+    if bad:
+        raise typer.Exit(1)
+
+
+def _print_outcome(outcome: Any) -> None:
+    if outcome.executor and outcome.status == "queued":
         render.lines([f"run {outcome.run_id}: submitted to {outcome.executor} ({len(outcome.job_ids)} task(s): "
                       f"{', '.join(outcome.job_ids)})", f"folder: {outcome.run_dir}",
                       "follow it with `claimgraph runs`; `claimgraph collect` attaches its evidence when it is done"])
-    else:
-        lines = [f"run {outcome.run_id}: {outcome.status}" + (" (cached)" if outcome.cached else "")]
-        if outcome.reused_from:
-            lines.append(f"computation reused from {outcome.reused_from}, decided by this experiment's criterion")
-        if outcome.verdict:
-            lines.append(f"verdict: {outcome.verdict}" + (f" — {outcome.reason}" if outcome.reason else ""))
-        if outcome.evidence_id:
-            lines.append(f"evidence: {outcome.evidence_id}")
-        if outcome.error:
-            lines.append(f"error: {outcome.error}")
-        lines.append(f"folder: {outcome.run_dir}")
-        render.lines(lines)
-    if outcome.status != "completed" and not (outcome.executor and outcome.status == "queued"):
-        raise typer.Exit(1)
+        return
+    lines = [f"run {outcome.run_id}: {outcome.status}" + (" (cached)" if outcome.cached else "")]
+    if outcome.reused_from:
+        lines.append(f"computation reused from {outcome.reused_from}, decided by this experiment's criterion")
+    if outcome.verdict:
+        lines.append(f"verdict: {outcome.verdict}" + (f" — {outcome.reason}" if outcome.reason else ""))
+    if outcome.evidence_id:
+        lines.append(f"evidence: {outcome.evidence_id}")
+    if outcome.error:
+        lines.append(f"error: {outcome.error}")
+    lines.append(f"folder: {outcome.run_dir}")
+    render.lines(lines)
 
 
 @app.command()

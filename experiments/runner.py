@@ -136,7 +136,7 @@ def _reuse(store: Store, cfg: RunConfig, run_dir: Path) -> RunOutcome | None:
     row, original = next(((r, res) for r, res in done if res.reused_from is None), done[0])
     source, prior = Path(row["run_dir"]), configs[row["run_id"]]
     decision, summaries, effect = conclude(cfg.spec.criterion, [p.metrics for p in original.per_seed])
-    if decision.n == 0:
+    if not any(cfg.spec.criterion.metric in p.metrics for p in original.per_seed):
         raise InvalidInput(f"the cached computation {row['run_id']} reports no {cfg.spec.criterion.metric!r}; "
                            f"it reports: {', '.join(sorted(original.metrics))}")
     notes = (f"Computation reused from run {original.run_id} ({prior.experiment_id}), registered there under "

@@ -165,8 +165,10 @@ class Criterion(BaseModel):
         """The verdict for per-seed values of the metric."""
         iv = t_interval(values, self.confidence)
         if iv.mean is None or iv.low is None or iv.high is None:
-            return Decision(verdict="inconclusive", mean=None, ci_low=None, ci_high=None, n=0,
-                            reason=f"no finite values of {self.metric}")
+            return Decision(verdict="inconclusive", mean=None, ci_low=None, ci_high=None, n=0, decisive=False,
+                            reason=f"insufficient seeds: no finite values of {self.metric} in any seed (the job "
+                                   f"reports it undefined there; see the kind's docs); metrics recorded, no "
+                                   "verdict, the claim's status does not move")
         n, mean, sd, lo, hi = iv.n, iv.mean, iv.sd, iv.low, iv.high
         if n < self.min_seeds:
             return Decision(verdict="inconclusive", mean=mean, ci_low=None, ci_high=None, n=n, sd=sd, decisive=False,

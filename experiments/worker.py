@@ -173,7 +173,7 @@ def _conclude(cfg: RunConfig, ctx: RunContext, job: Any, params: Any, results: l
     summary = job.summarize(ctx, params, results)
     metric = cfg.spec.criterion.metric
     decision, summaries, effect = conclude(cfg.spec.criterion, [r.metrics for r in results])
-    if decision.n == 0:
+    if not any(metric in r.metrics for r in results):  # a wrong name or a bug; a reported NaN is recorded
         raise RuntimeError(f"the job reported no values of the criterion's metric {metric!r}; "
                            f"it reports: {', '.join(sorted(results[0].metrics)) if results else 'nothing'}")
     result = RunResult(run_id=cfg.run_id, experiment_id=cfg.experiment_id, kind=cfg.spec.kind,

@@ -312,7 +312,6 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
         i, j, score = ann_pairs(index, X, threshold, per_node + 1 + ANN_SLACK)
     else:
         i, j, score = similar_pairs(X, threshold, block=block, progress=progress)
-    del X
     if len(excluded):
         keys = _pair_keys(i, j, n)
         at = np.minimum(np.searchsorted(excluded, keys), len(excluded) - 1)
@@ -356,8 +355,9 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
             con.unregister("_sg_new")
         if index is not None and tval is None:  # the saved index serves node pages and search over every node;
             assert built_after is not None      # written in the writing turn, so no reader sees it half-replaced
-            ann.save(store, model, index, ids, tbl.column("text_hash").combine_chunks(), built_after[0], built_after[1])
-    del index
+            ann.save(store, model, index, ids, tbl.column("text_hash").combine_chunks(), built_after[0], built_after[1],
+                     X=X)
+    del index, X
     if gone:
         ga = pc.index_in(pa.array([g[0] for g in gone]), value_set=ids).to_numpy(zero_copy_only=False)
         gb = pc.index_in(pa.array([g[1] for g in gone]), value_set=ids).to_numpy(zero_copy_only=False)

@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from claimgraph.graph.errors import InvalidDocument, InvalidInput, NotFound
 from claimgraph.graph.ids import sha256_hex
+from claimgraph.graph.yamlsafe import compose_bounded
 
 from .locate import YamlLines
-from .yamlsafe import compose_bounded
 
 DOC_SUFFIXES = (".yaml", ".yml", ".json", ".txt", ".md")  # what a directory expands to
 DEFAULT_MAX_DOC_MB = 20.0  # documents are hand-written or scraped pages; anything bigger is a mistake

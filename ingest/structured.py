@@ -35,10 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from claimgraph.graph.errors import InvalidDocument, InvalidInput
 from claimgraph.graph.ids import make_id, normalize_title, paper_id
 from claimgraph.graph.models import EdgeType, NodeType
+from claimgraph.graph.yamlsafe import MAX_DEPTH, compose_bounded, data_depth
 
 from .builder import DeltaBuilder
 from .locate import JsonLines, Loc, YamlLines
-from .yamlsafe import MAX_DEPTH, compose_bounded, data_depth
 
 Ref = str  # `type:slug` or `type:Free Title`
 

@@ -35,6 +35,7 @@ JOB_MODULE = textwrap.dedent('''
         sleep_s: float = 0.0   # pause per step, to have a run that lasts
         fail: bool = False
         write_mb: float = 0.0  # an artifact this large (a run that fills a small disk)
+        undefined: bool = False  # report the mean as NaN (a metric the job defines only under a condition)
 
 
     class GaussJob(Job):
@@ -62,7 +63,8 @@ JOB_MODULE = textwrap.dedent('''
                     for _ in range(int(p.write_mb * 16)):
                         f.write(b"x" * 65536)
             ctx.artifact("samples.txt").write_text(" ".join(f"{v:.4f}" for v in x[:10].tolist()))
-            return SeedResult(seed=seed, metrics={"mean": x.mean().item(), "sd": x.std().item()})
+            return SeedResult(seed=seed, metrics={"mean": float("nan") if p.undefined else x.mean().item(),
+                                                  "sd": x.std().item()})
 ''')
 
 
@@ -435,6 +437,38 @@ def test_one_seed_records_metrics_but_no_verdict(plugin, db):
     out1 = json.loads(cli("run", exp1).stdout)
     assert out1["verdict"] == "supported" and out1["cached"]
     assert "one run decides" in json.loads(cli("experiment", "list").stdout)["experiments"][1]["criterion"]
+
+
+def test_a_metric_undefined_in_every_seed_records_metrics_but_no_verdict(plugin, db):
+    """Issue 11: a criterion metric the job reports as undefined (NaN) in every seed (the gradient decomposition's
+    myopic drop where the framework predicts none) is an 'insufficient seeds' inconclusive that decides nothing,
+    not a failed run; a criterion on a metric the job does not report at all is still refused."""
+    exp = add("--param", "undefined=true")
+    out = json.loads(cli("run", exp).stdout)
+    assert out["status"] == "completed" and out["verdict"] == "inconclusive"
+    assert "no finite values of mean in any seed" in out["reason"]
+    (e,) = json.loads(cli("evidence", "claim:samples-are-positive").stdout)["evidence"]
+    assert e["decisive"] is False and e["decision"]["n"] == 0 and e["metrics"]["sd"]["mean"] > 0
+    # re-deciding the same computation under another criterion on the same undefined metric: recorded too
+    exp2 = add("--param", "undefined=true", "--criterion", "mean > 1")
+    out2 = json.loads(cli("run", exp2).stdout)
+    assert out2["cached"] and out2["verdict"] == "inconclusive" and "no finite values" in out2["reason"]
+
+
+def test_several_experiments_in_one_command(plugin, db):
+    """Issue 16: `run EXP EXP...` and `run --all` run experiments one after another in one process (the main job
+    started one process per experiment); a failed one does not stop the others, and the command exits 1."""
+    good, bad = add("--param", "shift=2.0"), add("--param", "fail=true")
+    r = CliRunner().invoke(app, ["--json", "run", good, bad])
+    assert r.exit_code == 1
+    runs = json.loads(r.stdout)["runs"]
+    assert [(o["experiment_id"], o["status"]) for o in runs] == [(good, "completed"), (bad, "failed")]
+    r = CliRunner().invoke(app, ["run", "--all"])  # the good one from the cache, the failed one again
+    assert r.exit_code == 1 and "(cached)" in r.stdout and "2 of 2 run: 1 completed or queued, 1 not" in r.stderr
+    for args, message in ((["run", "--all", good], "give no EXP"), (["run"], "or --all"),
+                          (["run", "--stale", "--all"], "--stale re-runs")):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2 and message in r.stderr, r.stderr
 
 
 # -- issue 19: defects that lose data or crash ------------------------------------------------------------

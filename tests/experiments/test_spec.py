@@ -53,7 +53,7 @@ def test_verdicts(op, vals, band, verdict):
 
 def test_no_values_is_inconclusive_with_reason():
     d = Criterion(metric="m", op=">", threshold=0).decide([])
-    assert d.verdict == "inconclusive" and d.n == 0 and "no finite values" in d.reason
+    assert d.verdict == "inconclusive" and d.n == 0 and "no finite values" in d.reason and not d.decisive
 
 
 def test_spec_refuses_unknown_fields_and_duplicate_seeds():

@@ -43,6 +43,13 @@ def test_ann_suggest_equals_exact_and_saves_the_index(graph):
     saved = ann_mod.load(graph, MODEL_NAME)
     assert saved is not None and len(saved.ids) == len(NODES)
     assert (graph.home / "ann").is_dir()
+    # the build's float vectors, memory-mapped in key order, are exactly the stored ones (issue 16: a point
+    # query of the embeddings table scans it at a million rows)
+    assert saved.vectors is not None and saved.vectors.shape == (len(NODES), 384)
+    stored = {r[0]: r[1] for r in graph.sql("""SELECT n.id, e.vector FROM nodes n JOIN embeddings e
+        ON e.text_hash = n.text_hash AND e.model = ?""", [MODEL_NAME])}
+    got_vecs = ann_mod.vectors_of(graph, sorted(stored), MODEL_NAME)
+    assert set(got_vecs) == set(stored) and all((got_vecs[i] == stored[i]).all() for i in stored)
     for nid, want in neighbours.items():  # node pages now read the index: same neighbours, same cosines
         got = computed_neighbors(graph, nid, k=5, threshold=0.2)
         assert [i for i, _ in got] == [i for i, _ in want], nid

@@ -274,8 +274,8 @@ def test_write_failure_midway_says_what_was_written(tmp_path):
 def test_docs_limits_states_the_limits_the_code_enforces(monkeypatch):
     """docs/limits.md gives the same numbers as the code, and quotes refusals the code really gives."""
     from claimgraph.graph.ids import MAX_SLUG
+    from claimgraph.graph.yamlsafe import MAX_ALIASES, MAX_DEPTH, MAX_EXPANDED_NODES
     from claimgraph.ingest.source import DEFAULT_MAX_DOC_MB
-    from claimgraph.ingest.yamlsafe import MAX_ALIASES, MAX_DEPTH, MAX_EXPANDED_NODES
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "limits.md").read_text()
     for number in (f"{MAX_ALIASES:,} alias", f"{MAX_EXPANDED_NODES:,} nodes", f"{MAX_DEPTH} levels",
