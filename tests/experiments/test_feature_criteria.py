@@ -234,18 +234,8 @@ def test_logit_weights_default_criterion_planted(kind, scale, want, want_old, tm
 
 # -------------------------------------------------------------------------------------------------------- sae
 
-def _identity_sae(width: int) -> ReluSAE:
-    sae = ReluSAE(SaeRecipe(d_sae=width).config(width, 0))
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.eye(width))
-        sae.W_dec.copy_(torch.eye(width))
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-    return sae
-
-
-def _condition(n_token: int, n_context: int, n_rare: int, seed: int) -> tuple[ReluSAE, torch.Tensor, torch.Tensor]:
-    """Hand-made activations read by an identity SAE: `n_token` latents whose activation is a function of the
+def _condition(n_token: int, n_context: int, n_rare: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hand-made activations [n, latents] (read by an identity SAE) and token ids [n]: `n_token` latents whose activation is a function of the
     token id (single-token by construction), `n_context` latents whose activation ignores it (their top 20
     spread over many tokens), `n_rare` latents that fire 1-3 times each, on one token id; 4,000 positions over
     50 token ids."""
@@ -262,7 +252,7 @@ def _condition(n_token: int, n_context: int, n_rare: int, seed: int) -> tuple[Re
         where = (tokens == int(torch.randint(0, ids, (1,), generator=g))).nonzero()[:, 0]
         col[where[:int(torch.randint(1, 4, (1,), generator=g))]] = 2.0
         cols.append(col)
-    return _identity_sae(len(cols)), torch.stack(cols, 1), tokens
+    return torch.stack(cols, 1), tokens
 
 
 @pytest.mark.parametrize(("case", "want", "want_old"), [
@@ -270,7 +260,7 @@ def _condition(n_token: int, n_context: int, n_rare: int, seed: int) -> tuple[Re
     ("same", "refuted", "refuted"),
     ("rare latents", "refuted", "supported"),  # the old metric's trivial pass
 ])
-def test_sae_default_criterion_planted(case, want, want_old):
+def test_sae_default_criterion_planted(case, want, want_old, identity_sae):
     """The `sae` job's metrics (evaluate_sae per condition, then the job's shuffled - trained differences) on
     hand-made activations. Positive: the "shuffled" SAE's latents are mostly functions of the token id, the
     "trained" one's mostly not. Negative: the same mix in both. Trivial: the same mix among latents that fire
@@ -287,8 +277,9 @@ def test_sae_default_criterion_planted(case, want, want_old):
                     "rare latents": (n_tok, 96 - n_tok, 96)}[case]
         metrics = {}
         for cond, (a, b, c) in {"trained": (n_tok, 96 - n_tok, 0), "shuffled": shuffled}.items():
-            sae, x, tokens = _condition(a, b, c, 100 * seed + len(cond))
-            metrics.update({f"{cond}_{k}": v for k, v in evaluate_sae(sae, x, tokens).metrics.items()})
+            x, tokens = _condition(a, b, c, 100 * seed + len(cond))
+            report = evaluate_sae(identity_sae(x.shape[1]), x, tokens)
+            metrics.update({f"{cond}_{k}": v for k, v in report.metrics.items()})
         per_seed.append({**metrics, **condition_diffs(metrics)})
     crit = SaeJob.default_criterion
     assert crit.metric == "single_token_frac_common_diff"
