@@ -163,9 +163,10 @@ def verdict(criterion, per_seed: list[dict[str, float]], metric: str | None = No
 def test_ablation_default_criterion_planted(kind, want, want_old, tmp_path):
     """Positive: ablating the latent whose row the unembedding reads as base64 takes the category's probability
     away. Negative: a row that reads out nothing leaves the category no less probable. Trivial: a row that only
-    lowers 64 tokens the model never predicts (P < 1e-9 before and after); the old equal-weight metric counts
-    their log-prob gain (~5.6 nats each) as the category's relative drop and passes, while the next-token
-    distribution barely moves (KL ~6e-4) and the category's probability, if anything, rises."""
+    lowers 64 tokens the model never predicts (each P < 2e-8 before and after, together < 4e-7); the old
+    equal-weight metric counts their log-prob gain (~5.6 nats each) as the category's relative drop and passes,
+    while the next-token distribution barely moves (KL ~6e-4) and the category's probability, if anything,
+    rises."""
     from claimgraph.experiments.kinds.ablation import AblationJob, AblationParams
     from claimgraph.experiments.kinds.ablation.run import measure
 

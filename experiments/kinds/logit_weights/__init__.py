@@ -31,7 +31,11 @@ that does raise the base64 tokens scored lower (z 2.7-3.0, inconclusive)
 (tests/experiments/test_feature_criteria.py). The default criterion now reads `category_over_median_z`: the
 same z of (mean effect on the category's tokens - median effect on the other tokens), so the category must stand
 above the typical other token; threshold and band are unchanged (z is again measured against the random
-directions' own spread, so 3 keeps its meaning). `category_effect_z` is still reported.
+directions' own spread, so 3 keeps its meaning). `category_effect_z` is still reported. On the toy:default
+pilot (seeds 0-2) the features stay well above it: base64 z 6.61 / 7.47 / 8.23 (old 7.58 / 8.06 / 8.64),
+arabic 9.31 / 7.15 / 9.11 (old 9.49 / 6.91 / 9.11), supported as before. The same trivial effect can move
+`category_effect_pct_live` (the real-model criterion ranks latents by the mean difference); that registered
+criterion is left as registered.
 
 The measurement is in run.py and its histogram in plots.py; this module does not import torch.
 """

@@ -22,9 +22,11 @@ criterion could not come out refuted there (0.054 [0.047, 0.061], inconclusive);
 value, it came out supported (0.20 [0.16, 0.24]). Controls pinned at
 the feature's own pin value (decoder rows have unit norm, so the same push) take that out: the default
 criterion now reads `category_share_over_controls`; threshold and band are unchanged (ten percentage points
-more of the category than latents pushed as hard). On the toy model at the default pin, control latents
-pinned at the feature's value stayed at or below the baseline share (base64 seed 1: 0.02-0.10 vs baseline
-0.09; arabic seeds 0-1: 0.00-0.04 vs 0.02-0.04), so the toy results should move little.
+more of the category than latents pushed as hard). On toy:default at the default pin, control latents pinned
+at the feature's value stayed near or below the baseline share (mean of 3 per seed: base64 0.046 / 0.037 /
+0.101 vs baseline 0.052 / 0.090 / 0.080; arabic 0.011 / 0.032 / 0.040 vs 0.023 / 0.039 / 0.034), so the pilot
+moved little: base64 0.019 / 0.183 / 0.219 (was 0.014 / 0.131 / 0.240), arabic 0.102 / 0.029 / 0.250 (was
+0.089 / 0.022 / 0.256), both still inconclusive.
 
 Dose-response against controls (`multiples` set; what the real-model experiments register, written before any
 real-model run): the size of a pin is a trivial effect of its own (a large enough vector added to the residual
