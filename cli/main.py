@@ -553,6 +553,9 @@ def run(ctx: typer.Context,
             metavar="[EXP]...", help="Experiment id(s) or prefix(es), run one after another.")] = None,
         run_all: Annotated[bool, typer.Option("--all", help="Run every registered experiment (in `experiment list` "
                                                            "order; completed identical runs come from the cache).")] = False,
+        jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Run the experiments in up to N lanes side by "
+                                                                     "side (a process each; the experiments of one "
+                                                                     "model stay in one lane).")] = 1,
         device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (default: the spec's)")] = None,
         seeds: Annotated[str | None, typer.Option(
             help="Run these seeds instead of the spec's: N (0..N-1), A-B or A,B,C.")] = None,
@@ -622,6 +625,12 @@ def run(ctx: typer.Context,
         with _store(ctx, session=False) as s, s.session():
             experiment = [r["id"] for r in list_experiments(s)]
     names = experiment or []
+    if jobs > 1 and len(names) > 1:
+        if submit is not None or seeds:
+            raise typer.BadParameter("--jobs runs lanes of local runs on the spec's seeds; leave out --executor "
+                                     "and --seeds")
+        _run_lanes(ctx, names, jobs, device=device, force=force, runs_dir=runs_dir)
+        return
     outcomes = []
     for k, name in enumerate(names):
         # one writing turn for the bookkeeping before each job; the runner lets go while the worker computes
@@ -647,6 +656,51 @@ def run(ctx: typer.Context,
         note(f"{len(outcomes)} of {len(names)} run: {len(outcomes) - len(bad)} completed or queued"
              + (f", {len(bad)} not: {', '.join(o.experiment_id for o in bad)}" if bad else ""))
     if bad:
+        raise typer.Exit(1)
+
+
+def _run_lanes(ctx: typer.Context, names: list[str], jobs: int, *, device: str | None, force: bool,
+               runs_dir: str | None) -> None:
+    """`run --jobs N`: a `claimgraph run EXP...` child process per lane (experiments.api.plan_lanes), side by
+    side; signals for this command are passed on to them; exit 1 if any lane had a run that did not complete."""
+    import json
+    import signal
+    import subprocess
+
+    from claimgraph.experiments.api import list_experiments, plan_lanes
+
+    opts = _opts(ctx)
+    with _store(ctx, session=False) as s, s.session():
+        ids = [s.resolve_id(n, type="experiment") for n in names]
+        rows = {r["id"]: r for r in list_experiments(s)}
+    lanes = plan_lanes([rows[i] for i in dict.fromkeys(ids)], jobs)
+    extra = [*(["--device", device] if device else []), *(["--force"] if force else []),
+             *(["--runs-dir", runs_dir] if runs_dir else [])]
+    for k, lane in enumerate(lanes):
+        models = sorted({str(rows[i].get("model")) for i in lane})
+        note(f"lane {k + 1}/{len(lanes)}: {len(lane)} experiment(s) on {', '.join(models)}")
+    procs = [subprocess.Popen([sys.executable, "-m", "claimgraph.cli.main", "--db", str(opts.db),
+                               *(["--json"] if opts.json else []), "run", *lane, *extra],
+                              stdout=subprocess.PIPE if opts.json else None, text=True) for lane in lanes]
+
+    def forward(signum, frame):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        outs = [p.communicate()[0] for p in procs]
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    if opts.json:
+        runs: list[Any] = []
+        for out in outs:
+            doc = json.loads(out) if out and out.strip() else {}
+            runs += doc.get("runs", [doc] if doc else [])
+        emit_json({"runs": runs, "lanes": lanes})
+    if any(p.returncode != 0 for p in procs):
         raise typer.Exit(1)
 
 

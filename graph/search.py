@@ -124,6 +124,7 @@ class KeywordIndex:
     """
 
     ids: Any
+    hashes: Any  # pyarrow strings [n]: each node's text hash (validates nearest-neighbour candidates in memory)
     types: "np.ndarray"
     type_names: list[str]
     vocab: dict[str, int]
@@ -134,6 +135,17 @@ class KeywordIndex:
     @property
     def n(self) -> int:
         return len(self.types)
+
+    def current_hashes(self, node_ids: list[str]) -> dict[str, str]:
+        """The text hash of each of these nodes that exists (as of this index: it is rebuilt after any write)."""
+        from . import ann
+
+        out = {}
+        for i in node_ids:
+            p = ann.sorted_position(self.ids, i)
+            if p >= 0:
+                out[i] = self.hashes[p].as_py()
+        return out
 
     def type_mask(self, type_value: str | None) -> "np.ndarray | None":
         """[n] bool of the nodes of one type (None: no filter)."""
@@ -172,13 +184,14 @@ def _build_keyword_index(store: "Store") -> tuple[tuple, KeywordIndex]:
 
     with _snapshot(store):
         fp = _fingerprint(store)
-        nodes = store.con.execute("SELECT id, type FROM nodes ORDER BY id").to_arrow_table()
+        nodes = store.con.execute("SELECT id, type, text_hash FROM nodes ORDER BY id").to_arrow_table()
         # node positions by a join in DuckDB (parallel hash join) rather than a lookup per posting here
         post = store.con.execute("""SELECT p.pos::INTEGER AS pos, t.term, t.tf FROM node_terms t
             JOIN (SELECT id, (row_number() OVER (ORDER BY id) - 1) AS pos FROM nodes) p ON p.id = t.node_id
             """).to_arrow_table()
     n = nodes.num_rows
     ids = nodes.column("id").combine_chunks() if n else pa.array([], pa.string())
+    hashes = nodes.column("text_hash").combine_chunks() if n else pa.array([], pa.string())
     tcol = nodes.column("type").combine_chunks().dictionary_encode() if n else None
     type_names = tcol.dictionary.to_pylist() if tcol is not None else []
     types = tcol.indices.to_numpy().astype(np.int16) if tcol is not None else np.zeros(0, np.int16)
@@ -197,7 +210,7 @@ def _build_keyword_index(store: "Store") -> tuple[tuple, KeywordIndex]:
     order = np.argsort(term_of, kind="stable")
     indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
     np.cumsum(np.bincount(term_of, minlength=len(vocab)), out=indptr[1:])
-    return fp[1:3], KeywordIndex(ids=ids, types=types, type_names=type_names, vocab=vocab, indptr=indptr,
+    return fp[1:3], KeywordIndex(ids=ids, hashes=hashes, types=types, type_names=type_names, vocab=vocab, indptr=indptr,
                                  docs=pos[order].astype(np.int32), weight=weight[order])
 
 
@@ -421,7 +434,7 @@ def search(store: "Store", query: str, *, type: NodeType | str | None = None, k:
             score = ALPHA * np.nan_to_num(c, nan=0.0) + (1 - ALPHA) * kw if use_sem else kw
         top = _top(score, np.ones(len(pos), dtype=bool), k, tiebreak=pos)
         ids = [index.ids[int(pos[t])].as_py() for t in top]
-        rows = {r[0]: r[1:] for r in _query(store, "SELECT id, type, title FROM nodes WHERE id IN (SELECT unnest(?))",
+        rows = {r[0]: r[1:] for r in _query(store, "SELECT id, type, title FROM nodes WHERE id = ANY(?)",
                                             [ids])} if ids else {}
     return Records(SearchResult(id=nid, type=NodeType(rows[nid][0]), title=rows[nid][1], score=float(score[t]),
                                 semantic=None if np.isnan(c[t]) else float(c[t]),
@@ -436,7 +449,7 @@ def _ann_candidates(store: "Store", qvec: "np.ndarray", model: str, saved: Any, 
     import numpy as np
 
     cand = np.zeros(index.n, dtype=bool)
-    for nid, c in ann.nearest(store, qvec, width, model) or []:
+    for nid, c in ann.nearest(store, qvec, width, model, current=index.current_hashes) or []:
         p = ann.sorted_position(index.ids, nid)
         if p >= 0:
             cos[p] = c
@@ -444,6 +457,6 @@ def _ann_candidates(store: "Store", qvec: "np.ndarray", model: str, saved: Any, 
     kw_top = _top(bm25, searched, width)
     cand[kw_top] = True
     need = [index.ids[int(p)].as_py() for p in kw_top if np.isnan(cos[p])]
-    for nid, vec in ann.vectors_of(store, need, model).items():
+    for nid, vec in ann.vectors_of(store, need, model, current=index.current_hashes).items():
         cos[ann.sorted_position(index.ids, nid)] = float(vec @ qvec)
     return cand

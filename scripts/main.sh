@@ -49,10 +49,11 @@ claimgraph experiment add --file data/experiments.yaml >/dev/null
 claimgraph experiment list
 
 step "4. run them (the first run trains the toy models: several minutes on 2 cores)"
-# one process runs them one after another (each computes in its own worker); a failed run does not stop the rest,
-# and the job exits non-zero at the end
+# two lanes side by side (the toy models' experiments in one, the real model's and the rest in the other: the
+# experiments of one model share a lane and its caches), each running its experiments one after another, each
+# computing in its own worker; a failed run does not stop the rest, and the job exits non-zero at the end
 failed=0
-claimgraph run --all || failed=$?
+claimgraph run --all --jobs "${CLAIMGRAPH_JOBS:-2}" || failed=$?
 
 step "5. evidence and status"
 for target in "$CP" "$F_SHUFFLED" "$F_BASE64" "$F_ARABIC" "$C_THRESHOLDS" "$C_REEMERGE" "$C_DECOMP" "$C_INFLUENCE" \
