@@ -15,6 +15,27 @@ def _one_torch_thread():
 
 
 @pytest.fixture
+def identity_sae():
+    """A factory for hand-set ReLU SAEs of width d whose latent j is input dimension j (encoder and decoder the
+    identity, biases 0): latent j fires exactly where dimension j is positive, with that value."""
+    def make(d: int):
+        import torch
+
+        from claimgraph.experiments.sae import SaeRecipe
+        from claimgraph.experiments.sae.relu import ReluSAE
+
+        sae = ReluSAE(SaeRecipe(d_sae=d).config(d, 0))
+        with torch.no_grad():
+            sae.W_enc.copy_(torch.eye(d))
+            sae.W_dec.copy_(torch.eye(d))
+            sae.b_enc.zero_()
+            sae.b_dec.zero_()
+        return sae
+
+    return make
+
+
+@pytest.fixture
 def install_plugin(tmp_path, monkeypatch):
     """Install job kinds the way a user installs a plugin: modules with `claimgraph.jobs` entry points in a
     dist-info folder, on sys.path here and on PYTHONPATH for the runs' processes. `install_plugin(name,

@@ -203,6 +203,9 @@ def test_logit_weights_numbers_recompute(runs, tiny):
     e = enrichment(eff, mask, 20)
     assert m["enrichment_ratio"] == pytest.approx(e["ratio"]) and d["enrichment"]["hits"] == e["hits"]
     assert m["category_effect_minus_other"] == pytest.approx(float(eff[mask].mean() - eff[~mask].mean()), rel=1e-4)
+    assert m["category_over_median"] == pytest.approx(float(eff[mask].mean() - eff[~mask].median()), rel=1e-4)
+    z_med = (m["category_over_median"] - m["control_category_over_median"]) / m["control_category_over_median_sd"]
+    assert m["category_over_median_z"] == pytest.approx(z_med, rel=1e-4)
     top = eff.topk(5).indices
     assert [t for t, _ in d["top_tokens"]["top"][:5]] == corpus.vocab.decode(top)
     # the CSV table holds every token, ranked
@@ -260,13 +263,18 @@ def test_pinned_sampling_reports_shares(runs):
         assert c["share"] == pytest.approx(sum(c["by_position"]) / 12, abs=1e-6)
         assert len(c["examples"]) == 6 and len(c["examples"][0]["continuation"].split(" ")) >= 12
     assert m["category_share_diff"] == pytest.approx(m["category_share_pinned"] - m["category_share_baseline"])
+    shares = d["conditions"]["control"]["per_latent_share"]
+    assert len(shares) == len(d["control_latents"]) == 3 and d["feature"] not in d["control_latents"]
+    assert m["control_category_share"] == pytest.approx(sum(shares) / 3)
+    assert m["category_share_over_controls"] == pytest.approx(m["category_share_pinned"] - m["control_category_share"])
+    assert d["control_pin_value"] == m["pin_value"]  # the controls are pushed as hard as the feature
     assert 0.0 <= m["category_run_frac_pinned"] <= 1.0 and 0.0 <= m["category_run_frac_baseline"] <= 1.0
     assert m["pin_value"] == pytest.approx(d["selection"]["max_act"]) and m["pin_value"] > 0
 
 
 def test_pinning_hard_makes_the_model_write_the_category(runs, tmp_path):
     """The mechanism: pinned far above its maximum, the base64 feature's decoder row must push sampling into
-    base64 (the model's own response to the direction), beyond the control latent pinned at its own maximum."""
+    base64 (the model's own response to the direction), beyond control latents pinned as hard."""
     from claimgraph.experiments.context import RunContext
     from claimgraph.experiments.kinds.pinned_sampling import PinnedSamplingJob, PinnedSamplingParams
 

@@ -355,19 +355,8 @@ def test_evaluate_sae_matches_direct_computation():
     assert rep.metrics["single_token_frac"] == pytest.approx(single / 5)
 
 
-def _identity_sae(d: int):
-    cfg = sae_config(d_in=d, d_sae=d, steps=1)
-    sae = make_trainer(cfg, torch.randn(10, d)).finalize()
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.eye(d))
-        sae.W_dec.copy_(torch.eye(d))
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-    return sae
-
-
 @pytest.mark.parametrize("n_ids", [10, 2000])
-def test_token_metrics_planted_positive_and_negative(n_ids):
+def test_token_metrics_planted_positive_and_negative(n_ids, identity_sae):
     """Planted truth: latent 0's activation is a pure function of the token id (positive: token R^2 ~ 1,
     single-token); latent 1's is noise independent of the token (negative: R^2 ~ 0, and below 0 with 2000
     distinct ids over 4000 positions, where the in-sample share of variance explained would be ~0.5; not
@@ -385,7 +374,7 @@ def test_token_metrics_planted_positive_and_negative(n_ids):
     x[:, 1] = torch.randn(n, generator=g).relu()
     x[:, 2] = value[tokens] + torch.randn(n, generator=g) * float(value[tokens].std())
     x[(tokens == tokens[0]).nonzero()[:5, 0], 3] = 2.0
-    sae = _identity_sae(4)
+    sae = identity_sae(4)
     r2 = token_r2(sae, x, tokens, batch_size=512)
     if n_ids == 10:
         assert r2[0] > 0.95 and abs(float(r2[1])) < 0.06 and 0.25 < r2[2] < 0.75, r2

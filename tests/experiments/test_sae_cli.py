@@ -45,7 +45,7 @@ def test_shuffled_weights_experiment_runs_caches_and_recomputes(tmp_path, seeds_
 
     ev = cli(db, "evidence", CLAIM)
     assert ev["status"] == out["verdict"] and ev["evidence"][0]["id"] == out["evidence_id"]
-    assert ev["evidence"][0]["criterion"]["metric"] == "single_token_frac_diff"
+    assert ev["evidence"][0]["criterion"]["metric"] == "single_token_frac_common_diff"
     page = cli(db, "show", CLAIM)
     assert page["status"] == out["verdict"] and page["evidence"][0]["id"] == out["evidence_id"]
 

@@ -67,7 +67,7 @@ def test_params_defaults_and_criterion():
     assert p.sae.hook == "blocks.0.mlp.hook_post" and p.control == "shuffled" and p.sae.architecture == "relu"
     assert SaeParams(**{"sae.hook": "blocks.3.hook_resid_post"}).sae.hook == "blocks.3.hook_resid_post"
     crit = SaeJob.default_criterion
-    assert crit.metric == "single_token_frac_diff" and crit.op == ">"
+    assert crit.metric == "single_token_frac_common_diff" and crit.op == ">"
     assert crit.decide([0.3, 0.32, 0.31]).verdict == "supported"
     assert crit.decide([0.0, 0.01, -0.01]).verdict == "refuted"
     assert crit.decide([0.1, 0.12, 0.08]).verdict == "inconclusive"

@@ -62,12 +62,12 @@ def test_claim_evidence_links_to_a_run_page_with_its_plots(run_store, run_server
     assert status.startswith(shown["status"]) and cells[0] == verdict + ("" if decisive else " not deciding")
     mean = shown["evidence"][0]["decision"]["mean"]
     assert cells[1] == f"{mean:.3g}" and cells[3] == "1" and "one seed" in cells[2]
-    assert "single_token_frac_diff > 0.1 ± 0.05" in cells[4]
+    assert "single_token_frac_common_diff > 0.1 ± 0.05" in cells[4]
     ev.find_element(By.CSS_SELECTOR, "a.run-link").click()
     WebDriverWait(browser, 30).until(lambda d: f"/run/{run_id}" in d.current_url)
     assert browser.find_element(By.ID, "run-status").text == "completed"
     assert verdict in browser.find_element(By.ID, "decision").text
-    assert "single_token_frac_diff" in browser.find_element(By.CSS_SELECTOR, "#decision tr.criterion-metric").text
+    assert "single_token_frac_common_diff" in browser.find_element(By.CSS_SELECTOR, "#decision tr.criterion-metric").text
     assert browser.find_element(By.ID, "log-tail").text.strip()
     srcs = images_loaded(browser, "#plots img.plot")
     assert srcs and all(s.endswith(".png") for s in srcs)
@@ -78,7 +78,7 @@ def test_claim_evidence_links_to_a_run_page_with_its_plots(run_store, run_server
     assert run_id in browser.find_element(By.CSS_SELECTOR, "table.experiments").text
     browser.get(f"{run_server.url}/node/{exp}")
     assert run_id in browser.find_element(By.ID, "runs").text
-    assert "single_token_frac_diff" in browser.find_element(By.ID, "spec").text
+    assert "single_token_frac_common_diff" in browser.find_element(By.ID, "spec").text
 
 
 @pytest.mark.slow

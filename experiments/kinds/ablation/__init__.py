@@ -28,6 +28,20 @@ Registered for the real-model experiments: `null_drop_z > 3 band 1` (supported: 
 4; refuted: below 2). With 20 null latents a z of 3 is beyond what a latent of the null reaches except in
 its tail; the band keeps 2..4 inconclusive. The KL's z over the null is reported beside it.
 
+Metric changed (issue 11): the default criterion read `category_logprob_drop_minus_other`, the mean over firing
+positions of (category - other) drop in log-prob with every token weighted equally. Because log_softmax's
+normaliser cancels in that difference, it is the category's mean logit change minus the other tokens' mean logit
+change, whatever the tokens' probabilities: a planted latent whose ablation only raises the logits of 64 tokens the
+model never predicts (each P < 2e-8 before and after, together < 4e-7) passed it (1.43 nats in each of 3 seeds)
+while the next-token distribution barely moved (KL 6e-4) and log P(category) rose by 0.07, and on the toy models
+the metric was mostly the other tokens gaining log-prob (up to 0.5 nats) while log P(category) fell by 0.05 nats or
+less in most seeds (tests/experiments/test_feature_criteria.py; the main job's runs). On the toy:default pilot
+(seeds 0-2) the new metric reads base64 0.011 / 0.032 / 0.039 (old 0.030 / 0.113 / 0.166) and arabic -0.003 / 0.005
+/ 0.116 (old 0.275 / 0.051 / 0.628), both inconclusive. The default criterion now reads `category_mass_logdrop`:
+the mean over firing positions of log P_clean(C) - log P_ablated(C), P(C) the total probability of the category's
+tokens, so each token counts by its probability. Threshold and band are unchanged and mean what they meant (0.1
+nats: the category's probability falls by ~10% where the feature fires). The old metric is still reported.
+
 Mode "precaching" (precaching.py; written before any real-model run of it, pre-registered in
 docs/preregistration/2026-12-01-real-model-precaching.md): the pre-caching score of the SAE latents that detect
 each of `groups` (text labels; code vs prose by default), each latent against a random direction of the same
@@ -99,20 +113,22 @@ class AblationJob(FeatureJob[AblationParams]):
     summary = ("Clamp the SAE feature for a planted category to zero (error term kept): change in next-token "
                "log-probs of the category vs other tokens, KL over the next 10 tokens, pre-caching score, control")
     Params = AblationParams
-    # Registered before any run. The metric is in nats: 0.1 means that, where the feature fires, ablating it
-    # lowers the category's tokens by ~10% in odds relative to the other tokens. Smaller shifts would not
-    # make the feature matter for predicting its category (inside a base64 span the model gives each of the
-    # 64 chars ~1/65; a feature that carried "in a span" alone would move them by nats). Sampling noise at the
-    # defaults is small (thousands of firing positions; the per-position SE is ~0.01 nats), so seed-to-seed
-    # differences come from the SAE and feature chosen; the band of 0.05 keeps 0.05..0.15 inconclusive.
-    # Supported: 3-seed 95% interval above 0.15; refuted: below 0.05. The control latent is reported.
-    default_criterion = Criterion(metric="category_logprob_drop_minus_other", op=">", threshold=0.1, band=0.05)
+    # Registered before any run, on `category_logprob_drop_minus_other`; the metric changed in issue 11 (module
+    # docstring), threshold and band did not. The metric is in nats: 0.1 means that, where the feature fires,
+    # ablating it lowers the category's total probability by ~10%. Smaller shifts would not make the feature
+    # matter for predicting its category (inside a base64 span the model gives each of the 64 chars ~1/65; a
+    # feature that carried "in a span" alone would move them by nats). Sampling noise at the defaults is small
+    # (thousands of firing positions; the per-position SE is ~0.01 nats), so seed-to-seed differences come
+    # from the SAE and feature chosen; the band of 0.05 keeps 0.05..0.15 inconclusive. Supported: 3-seed 95%
+    # interval above 0.15; refuted: below 0.05. The control latent is reported.
+    default_criterion = Criterion(metric="category_mass_logdrop", op=">", threshold=0.1, band=0.05)
     metrics = {
         "category_logprob_drop_minus_other": "mean over firing positions of (category - other) drop in next-token "
                                              "log-prob (nats) when the feature is clamped to 0",
         "category_logprob_drop": "mean drop in log-prob of the predicted category's tokens (nats)",
         "other_logprob_drop": "mean drop in log-prob of the other synthetic-vocabulary tokens (nats)",
-        "category_mass_logdrop": "mean drop in log of the total probability of the category (nats)",
+        "category_mass_logdrop": "mean over firing positions of log P_clean(C) - log P_ablated(C), P(C) the total "
+                                 "probability of the predicted category's tokens (nats)",
         "next_token_loss_increase": "mean increase of the loss on the actual next token at firing positions",
         "kl_next": "KL(clean || ablated) of the next token (t+1) after ablating at t only",
         "kl_later": "sum of the KL of tokens t+2..t+horizon after ablating at t only",

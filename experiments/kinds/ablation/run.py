@@ -83,10 +83,12 @@ def summarize(ctx: RunContext, params: AblationParams, results: list[SeedResult]
         return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), "null_drop_z": [r.metrics["null_drop_z"] for r in results]}
 
     notes = (f"Zero-ablating the SAE feature that best detects {d0['label']} at {d0['hook']} (SAE spliced in, "
-             f"error term kept) where it fires: {d0['predict']} tokens lose "
-             f"{per_seed('category_logprob_drop_minus_other')} nats more log-prob than other tokens per seed "
-             f"(control latent: {per_seed('control_category_logprob_drop_minus_other')}); the category's total "
-             f"probability drops by {per_seed('category_mass_logdrop')} nats. Ablating at one position t, the "
+             f"error term kept) where it fires: the log of the total probability of {d0['predict']} tokens drops "
+             f"by {per_seed('category_mass_logdrop')} nats per seed (control latent: "
+             f"{per_seed('control_category_mass_logdrop')}); counting every token equally, {d0['predict']} tokens "
+             f"lose {per_seed('category_logprob_drop_minus_other')} nats more log-prob than other tokens (control "
+             f"{per_seed('control_category_logprob_drop_minus_other')}), a figure improbable tokens can make. "
+             "Ablating at one position t, the "
              f"KL of token t+1 is {per_seed('kl_next', '.3g')} and tokens t+2..t+{params.horizon} add up to "
              f"{per_seed('kl_later', '.3g')} (pre-caching score {per_seed('precaching_score')}; control "
              f"{per_seed('control_precaching_score')}). Other latents and the error term may carry the same "
@@ -94,7 +96,7 @@ def summarize(ctx: RunContext, params: AblationParams, results: list[SeedResult]
              "ablating the feature's close siblings together, or a model where the span is represented "
              "once could change the size of the effect.")
     return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref),
-            "category_logprob_drop_minus_other": [r.metrics["category_logprob_drop_minus_other"] for r in results]}
+            "category_mass_logdrop": [r.metrics["category_mass_logdrop"] for r in results]}
 
 
 def ablation_effects(t: Target, latent: int, tokens: Tensor, params: AblationParams, seed: int

@@ -22,6 +22,21 @@ a feature in the top 2% of the SAE's latents; refuted: below 0.92). A typical la
 [0, 1], so 0.98 is what 2% of latents reach. On text: corpora the category's tokens are the tokenizer's
 (substrate/text.py `category_token_mask`) over the whole vocabulary.
 
+Metric changed (issue 11): the default criterion read `category_effect_z`, the z over random directions of
+(mean effect on the category's tokens - mean effect on the other tokens). A mean over the others moves when a
+minority of them is pushed down, so a planted direction that only lowers 64 tokens unrelated to the category
+(the animal and plural words) passed it (z 4.4-4.8, supported) while raising no base64 token (its top 20
+effects held 6 base64 tokens, chance is 4), as it would for any category but those 64 tokens; the direction
+that does raise the base64 tokens scored lower (z 2.7-3.0, inconclusive)
+(tests/experiments/test_feature_criteria.py). The default criterion now reads `category_over_median_z`: the
+same z of (mean effect on the category's tokens - median effect on the other tokens), so the category must stand
+above the typical other token; threshold and band are unchanged (z is again measured against the random
+directions' own spread, so 3 keeps its meaning). `category_effect_z` is still reported. On the toy:default
+pilot (seeds 0-2) the features stay well above it: base64 z 6.61 / 7.47 / 8.23 (old 7.58 / 8.06 / 8.64),
+arabic 9.31 / 7.15 / 9.11 (old 9.49 / 6.91 / 9.11), supported as before. The same trivial effect can move
+`category_effect_pct_live` (the real-model criterion ranks latents by the mean difference); that registered
+criterion is left as registered.
+
 The measurement is in run.py and its histogram in plots.py; this module does not import torch.
 """
 from __future__ import annotations
@@ -55,8 +70,16 @@ class LogitWeightsJob(FeatureJob[LogitWeightsParams]):
     # The ratio and its hypergeometric p stay reported; the criterion uses the random directions as the null.
     # z = 3 is what fewer than ~0.2% of random directions reach (near-Gaussian for d_hook >= 128); the band
     # of 1 keeps z within 2..4 inconclusive. Supported: 3-seed 95% interval above 4; refuted: below 2.
-    default_criterion = Criterion(metric="category_effect_z", op=">", threshold=3.0, band=1.0)
+    # Registered on `category_effect_z`; the metric changed in issue 11 (module docstring), threshold and band
+    # did not. z over random directions is no longer exactly cos * sqrt(d_hook) (the median is not linear in the
+    # direction), so the random directions' empirical mean and SD are the null, as they were.
+    default_criterion = Criterion(metric="category_over_median_z", op=">", threshold=3.0, band=1.0)
     metrics = {
+        "category_over_median_z": "(feature's category mean - other median effect - random mean) / random SD of "
+                                  "the same",
+        "category_over_median": "mean direct effect on category tokens - median on the others",
+        "control_category_over_median": "mean over random directions of category mean - other median effect",
+        "control_category_over_median_sd": "SD over random directions of the same",
         "category_effect_z": "(feature's category - other mean effect - random mean) / random SD of the same",
         "enrichment_ratio": "share of predicted-category tokens among the top_k direct effects / base rate",
         "enrichment_share": "share of predicted-category tokens among the top_k direct effects",

@@ -50,12 +50,18 @@ def measure(ctx: RunContext, params: LogitWeightsParams, seed: int, t: Target) -
 
     ratio = enr["ratio"]
     r_cmo = cat_minus_other(r_eff)                                                     # [R]
+    r_com = category_over_median(r_eff, mask)                                          # [R]
+    feat_com = float(category_over_median(effects, mask))
     # the same two scores for every latent of the SAE: the feature ranked among the other live latents
     all_cmo, all_ratio = latent_category_scores(t.model, t.sae, t.hook, mask, top_k, scale=scale)  # [d_sae] x2
     live = t.stats.freq > 0
     live[t.feature] = False
     feat_cmo = float(cat_minus_other(effects))
     metrics = {
+        "category_over_median_z": float((feat_com - r_com.mean()) / r_com.std().clamp_min(1e-12)),
+        "category_over_median": feat_com,
+        "control_category_over_median": float(r_com.mean()),
+        "control_category_over_median_sd": float(r_com.std()),
         "category_effect_z": float((cat_minus_other(effects) - r_cmo.mean()) / r_cmo.std().clamp_min(1e-12)),
         "enrichment_ratio": ratio,
         "enrichment_share": enr["share"],
@@ -75,7 +81,8 @@ def measure(ctx: RunContext, params: LogitWeightsParams, seed: int, t: Target) -
         "feature_auroc": t.choice["auroc"],
         "residual_scale": scale,
     }
-    ctx.log(f"feature {t.feature}: category - other effect z = {metrics['category_effect_z']:.2f} vs random "
+    ctx.log(f"feature {t.feature}: category over the other tokens' median effect z = "
+            f"{metrics['category_over_median_z']:.2f} (over their mean {metrics['category_effect_z']:.2f}) vs random "
             f"directions; {enr['hits']}/{top_k} top tokens are {t.predict} (base rate "
             f"{enr['base_rate']:.3f}, ratio {ratio:.2f}, p {enr['p_value']:.2g}); random directions: mean "
             f"ratio {metrics['control_enrichment_ratio']:.2f}, "
@@ -108,15 +115,17 @@ def summarize(ctx: RunContext, params: LogitWeightsParams, results: list[SeedRes
     """Notes saying what the per-seed numbers mean."""
     if not results:
         return {}
-    z = [x.metrics["category_effect_z"] for x in results]
+    z = [x.metrics["category_over_median_z"] for x in results]
+    z_mean = [x.metrics["category_effect_z"] for x in results]
     r = [x.metrics["enrichment_ratio"] for x in results]
     c = [x.metrics["control_enrichment_ratio_p95"] for x in results]
     d0 = results[0].details
     feats = ", ".join(f"seed {x.seed}: latent {x.details['feature']} (F1 {x.metrics['feature_f1']:.2f})"
                       for x in results)
     notes = (f"Logit weights of the SAE feature that best detects {d0['label']} at {d0['hook']} ({feats}). "
-             f"Separation of {d0['predict']} tokens from the rest in its direct effects, in SDs of random "
-             f"same-norm directions: z = {', '.join(f'{v:.2f}' for v in z)} per seed. Share of "
+             f"Mean direct effect on {d0['predict']} tokens over the median effect on the others, in SDs of random "
+             f"same-norm directions: z = {', '.join(f'{v:.2f}' for v in z)} per seed (over the others' mean "
+             f"effect instead: {', '.join(f'{v:.2f}' for v in z_mean)}). Share of "
              f"{d0['predict']} among the top {params.top_k} over its base rate "
              f"{results[0].metrics['base_rate']:.3f}: {', '.join(f'{v:.2f}' for v in r)}; random directions "
              f"reach {', '.join(f'{v:.2f}' for v in c)} at their 95th percentile (the category's unembeddings "
@@ -124,7 +133,15 @@ def summarize(ctx: RunContext, params: LogitWeightsParams, results: list[SeedRes
              "null). Only the direct path is counted: a feature in an early layer may act through later "
              "layers instead, so a low z there does not show the feature has no effect on the category; "
              "features read at the last layer's MLP, or a wider SAE with a cleaner feature, could change it.")
-    return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), "category_effect_z": z, "enrichment_ratio": r}
+    return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), "category_over_median_z": z,
+            "enrichment_ratio": r}
+
+
+def category_over_median(effects: Tensor, mask: Tensor) -> Tensor:
+    """Mean effect on the category's tokens minus the median effect on the other tokens, per row of effects
+    [..., V]: [...]. The median, not the mean, so that pushing down a minority of other tokens (ones the
+    feature has nothing to do with) does not count as promoting the category."""
+    return effects[..., mask].mean(-1) - effects[..., ~mask].median(-1).values
 
 
 def _csv(s: str) -> str:

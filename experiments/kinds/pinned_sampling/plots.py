@@ -9,15 +9,15 @@ from claimgraph.experiments.features.target import Target
 from . import CONDITIONS, PinnedSamplingParams
 
 
-def plot_pinned(path: Path, out: dict[str, Any], t: Target, control: int, params: PinnedSamplingParams) -> None:
-    """Category share per condition, and by generated position."""
+def plot_pinned(path: Path, out: dict[str, Any], t: Target, controls: list[int], params: PinnedSamplingParams) -> None:
+    """Category share per condition (the controls' mean), and by generated position."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     ax_bar, ax_pos = fig.subplots(1, 2)
     colors = {"baseline": "tab:blue", "pinned": "tab:red", "control": "tab:gray"}
     labels = {"baseline": "no intervention", "pinned": f"feature {t.feature} pinned",
-              "control": f"control latent {control} pinned"}
+              "control": f"control latents {', '.join(map(str, controls))} pinned (mean)"}
     ax_bar.bar(range(3), [out[c]["share"] for c in CONDITIONS], color=[colors[c] for c in CONDITIONS])
     ax_bar.set_xticks(range(3), [labels[c] for c in CONDITIONS], fontsize=8)
     ax_bar.set(ylabel=f"share of sampled tokens that are {t.predict}", ylim=(0, 1),

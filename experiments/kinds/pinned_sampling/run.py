@@ -1,6 +1,7 @@
 """One seed of `pinned_sampling`: continue plain prompts (no span, no marker) by sampling, without intervention,
-with the chosen feature pinned at its maximum activation at the generating positions, and with a control latent
-pinned at its own maximum; the same uniforms in every condition, so they differ only by the intervention.
+with the chosen feature pinned at its maximum activation at the generating positions, and with each of
+`n_controls` frequency-matched control latents pinned at the same value; the same uniforms in every condition,
+so they differ only by the intervention.
 After all seeds, the notes. Definitions: the package docstring."""
 from __future__ import annotations
 
@@ -13,21 +14,21 @@ from torch import Tensor
 from claimgraph.experiments.context import RunContext
 from claimgraph.experiments.features.intervene import RowClamp, clamp_hook
 from claimgraph.experiments.features.sampling import sample, sample_rows
-from claimgraph.experiments.features.target import PROMPT_OFFSET, Target, control_latent, null_latents
+from claimgraph.experiments.features.target import PROMPT_OFFSET, Target, null_latents
 from claimgraph.experiments.job import SeedResult
 from claimgraph.experiments.substrate.corpus import SyntheticCorpus, Vocab
 from claimgraph.experiments.substrate.lm import setting_note
 from claimgraph.graph.errors import InvalidInput
 
-from . import CONDITIONS, PinnedSamplingParams
+from . import PinnedSamplingParams
 from .plots import plot_pinned
 
 MARKERS = ("b64:", "=", "<ar>", "</ar>")  # span markers a plain prompt must not hold
 
 
 def measure(ctx: RunContext, params: PinnedSamplingParams, seed: int, t: Target) -> SeedResult:
-    """Sample from plain prompts without intervention, with the feature pinned, and with the control latent
-    pinned (the same uniforms in each); metrics, details and the plot. With `multiples`, the dose-response
+    """Sample from plain prompts without intervention, with the feature pinned, and with each control latent
+    pinned at the same value (the same uniforms in each); metrics, details and the plot. With `multiples`, the dose-response
     design instead (`measure_dose`)."""
     if params.multiples:
         return measure_dose(ctx, params, seed, t)
@@ -35,22 +36,21 @@ def measure(ctx: RunContext, params: PinnedSamplingParams, seed: int, t: Target)
     if P + n_new > t.model.n_ctx:
         raise InvalidInput(f"prompt_len {P} + n_new {n_new} exceeds the model's context {t.model.n_ctx}")
     prompts = plain_prompts(t.corpus, params.n_prompts, P, seed + PROMPT_OFFSET)    # [n, P]
-    control = control_latent(t.stats, t.feature, seed)
+    controls = null_latents(t.stats, t.feature, params.n_controls, seed)
     pin = params.pin_value if params.pin_value is not None else float(t.stats.max_act[t.feature])
-    pin_control = float(t.stats.max_act[control])
     where = torch.zeros(P + n_new, dtype=torch.bool)
     where[P - 1:] = True                                       # [P + n_new]: the positions that generate
-    hooks = {"baseline": [],
-             "pinned": [(t.hook, clamp_hook(t.sae, [t.feature], pin, positions=where))],
-             "control": [(t.hook, clamp_hook(t.sae, [control], pin_control, positions=where))]}
+    hooks = {"baseline": [], "pinned": [(t.hook, clamp_hook(t.sae, [t.feature], pin, positions=where))],
+             **{f"control{i}": [(t.hook, clamp_hook(t.sae, [c], pin, positions=where))]
+                for i, c in enumerate(controls)}}
     ctx.log(f"sampling {n_new} tokens after {len(prompts)} plain prompts of {P} tokens: feature {t.feature} "
-            f"pinned at {pin:.3f}, control latent {control} at {pin_control:.3f}")
+            f"and control latents {controls} each pinned at {pin:.3f}")
     cat = t.category_mask()                                                        # [V]
     opener = span_opener(t.corpus.vocab, t.predict)
     out: dict[str, Any] = {}
-    for cond in CONDITIONS:
+    for cond, fwd in hooks.items():
         seqs = sample(t.model, prompts, n_new, seed=seed, temperature=params.temperature,
-                      fwd_hooks=hooks[cond], vocab_limit=t.d_corpus,
+                      fwd_hooks=fwd, vocab_limit=t.d_corpus,
                       batch_size=params.model_batch_size)                          # [n, P + n_new]
         new = seqs[:, P:]                                                          # [n, n_new]
         in_cat = cat[new]                                                          # [n, n_new]
@@ -64,7 +64,17 @@ def measure(ctx: RunContext, params: PinnedSamplingParams, seed: int, t: Target)
                      "examples": [{"prompt": " ".join(t.decode(s[:P])), "continuation": " ".join(t.decode(s[P:]))}
                                   for s in seqs[:params.show]]}
         ctx.log(f"{cond}: {out[cond]['share']:.3f} of sampled tokens are {t.predict}")
+    per_control = [out.pop(f"control{i}") for i in range(len(controls))]
+
+    def control_mean(key: str) -> float:
+        return sum(c[key] for c in per_control) / len(per_control)
+
+    out["control"] = {"share": control_mean("share"), "span_open_frac": control_mean("span_open_frac"),
+                      "run_frac": control_mean("run_frac"),
+                      "by_position": torch.tensor([c["by_position"] for c in per_control]).mean(0).tolist(),
+                      "examples": per_control[0]["examples"], "per_latent_share": [c["share"] for c in per_control]}
     metrics = {
+        "category_share_over_controls": out["pinned"]["share"] - out["control"]["share"],
         "category_share_diff": out["pinned"]["share"] - out["baseline"]["share"],
         "category_share_pinned": out["pinned"]["share"],
         "category_share_baseline": out["baseline"]["share"],
@@ -79,8 +89,8 @@ def measure(ctx: RunContext, params: PinnedSamplingParams, seed: int, t: Target)
     }
     ctx.log_metrics(0, metrics)
     plot = ctx.artifact(f"seed{seed}/pinned_sampling.png")
-    plot_pinned(plot, out, t, control, params)
-    details = {**t.details(), "control_latent": control, "pin_value": pin, "control_pin_value": pin_control,
+    plot_pinned(plot, out, t, controls, params)
+    details = {**t.details(), "control_latents": controls, "pin_value": pin, "control_pin_value": pin,
                "conditions": out, "plot": str(plot.relative_to(ctx.artifacts_dir))}
     return SeedResult(seed=seed, metrics=metrics, details=details)
 
@@ -110,8 +120,10 @@ def summarize(ctx: RunContext, params: PinnedSamplingParams, results: list[SeedR
     notes = (f"Pinning the SAE feature that best detects {d0['label']} at {d0['hook']} at its maximum "
              f"activation while sampling {params.n_new} tokens after {params.n_prompts} plain prompts: the share "
              f"of {d0['predict']} tokens goes from {per_seed('category_share_baseline')} to "
-             f"{per_seed('category_share_pinned')} per seed (control latent pinned: "
-             f"{per_seed('control_category_share')}). Of the {d0['predict']} tokens sampled with the pin, "
+             f"{per_seed('category_share_pinned')} per seed; {params.n_controls} frequency-matched control latents "
+             f"pinned at the same value reach {per_seed('control_category_share')} on average, so the feature "
+             f"writes {per_seed('category_share_over_controls')} more of the category than a latent pushed as "
+             f"hard. Of the {d0['predict']} tokens sampled with the pin, "
              f"{per_seed('category_run_frac_pinned')} continue a run of the category (baseline "
              f"{per_seed('category_run_frac_baseline')}); the rest stand alone"
              f"{' (in this corpus the capitals A-Z are also name initials)' if d0['predict'] == 'base64' else ''}"
@@ -119,7 +131,8 @@ def summarize(ctx: RunContext, params: PinnedSamplingParams, results: list[SeedR
              f"{per_seed('pin_value')}. The pin acts through the SAE's decoder row at one layer "
              "while the error term and other latents keep saying the text is a plain sentence; pinning at "
              "several times the maximum, at a later layer, or with a model trained longer could change it.")
-    return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref), "category_share_diff": [r.metrics["category_share_diff"] for r in results]}
+    return {"notes": notes + setting_note(ctx.model_ref, ctx.data_ref),
+            "category_share_over_controls": [r.metrics["category_share_over_controls"] for r in results]}
 
 
 def plain_prompts(corpus: SyntheticCorpus, n: int, length: int, seed: int) -> Tensor:

@@ -4,8 +4,9 @@
 The control tests the claim "Learned features reflect the functionality of the model and not just the data
 distribution": a model with shuffled weights still sees the same tokens, so an SAE on it can only find structure
 the data and the architecture impose; the paper reports such SAEs give mainly single-token features. The metric
-is the fraction of live latents whose top-20 activations fall mostly (> 50%) on one token id (definitions in
-claimgraph.experiments.sae.metrics); `single_token_frac_diff = shuffled - trained`.
+is the fraction of latents with >= 20 activations whose top-20 activations fall mostly (> 50%) on one token id
+(definitions in claimgraph.experiments.sae.metrics); `single_token_frac_common_diff = shuffled - trained`
+(`single_token_frac_diff`: the same over every live latent, rare ones included).
 
 Default hook, blocks.0.mlp.hook_post of toy:default, chosen on the trained model alone (no shuffled runs, no
 look at the single-token metric): zero-ablating layer 0's MLP raises next-token CE from 2.80 to 5.47 nats, layer
@@ -23,9 +24,18 @@ Why the rare-latent rule matters there (written before any real-model run): a la
 driven by them would be a trivial effect. `single_token_frac_common` judges only latents with >= 20
 activations (a full top-20), and `token_r2` (cross-validated, so a latent unrelated to the token scores ~0
 however many token ids there are) measures the same property from all of a latent's activations. The default
-criterion stays the toy one; the real-model experiment registers `single_token_frac_common_diff > 0.1 band
-0.05` (docs/preregistration/2026-12-01-real-model.md), the same threshold and band for the same reason
+criterion stayed the toy one then; the real-model experiment registers `single_token_frac_common_diff > 0.1
+band 0.05` (docs/preregistration/2026-12-01-real-model.md), the same threshold and band for the same reason
 (ten percentage points, ~3 SE of a fraction over a few hundred latents).
+
+Metric changed (issue 11): the default criterion read `single_token_frac_diff`, over every live latent. A
+planted pair of SAEs with the same latents among those that fire >= 20 times, the "shuffled" one with as many
+again firing 1-3 times each, passed it (supported) although nothing but the rare latents differed
+(tests/experiments/test_feature_criteria.py): the rule judges a rare latent on the few activations it has, so
+rare latents make single-token ones by construction. The default criterion now reads
+`single_token_frac_common_diff` (the same rule over latents with >= 20 activations), as the real-model
+experiment does; threshold and band are unchanged. On the toy models it moves little: their SAEs had no rare
+latents in the main job's runs (rare_frac 0-0.002). `single_token_frac_diff` is still reported.
 
 The computation is in run.py (one seed: train and measure each condition) and plots.py; this module does not
 import torch.
@@ -69,7 +79,9 @@ class SaeJob(ModelJob[SaeParams]):
     # per seed, before seed-to-seed training variation. A difference of 0.1 (ten percentage points, ~3 SE) is
     # the smallest we would call meaningful; the +-0.05 band (~1.5 SE) keeps differences within noise of the
     # threshold inconclusive. Supported: the 3-seed 95% interval lies above 0.15; refuted: below 0.05.
-    default_criterion = Criterion(metric="single_token_frac_diff", op=">", threshold=0.1, band=0.05)
+    # Registered on `single_token_frac_diff`; the metric changed in issue 11 (module docstring), threshold and
+    # band did not.
+    default_criterion = Criterion(metric="single_token_frac_common_diff", op=">", threshold=0.1, band=0.05)
     metrics = {
         "single_token_frac_diff": "shuffled_single_token_frac - trained_single_token_frac",
         "<cond>_single_token_frac": "live latents whose top-20 activations are > 50% one token id",

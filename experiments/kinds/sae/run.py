@@ -67,9 +67,14 @@ def _run_seed(ctx: RunContext, params: SaeParams, seed: int) -> SeedResult:
         metrics.update({f"{cond}_{k}": v for k, v in cm.items()})
         details["conditions"][cond] = cd
     if params.control == "shuffled":
-        for name in ("single_token_frac", "single_token_frac_common", "token_r2"):
-            metrics[f"{name}_diff"] = metrics[f"shuffled_{name}"] - metrics[f"trained_{name}"]
+        metrics.update(condition_diffs(metrics))
     return SeedResult(seed=seed, metrics=metrics, details=details)
+
+
+def condition_diffs(metrics: dict[str, float]) -> dict[str, float]:
+    """The shuffled-minus-trained differences the criteria read, from one seed's `<cond>_<metric>` values."""
+    return {f"{name}_diff": metrics[f"shuffled_{name}"] - metrics[f"trained_{name}"]
+            for name in ("single_token_frac", "single_token_frac_common", "token_r2")}
 
 
 def train_condition(ctx: RunContext, params: SaeParams, seed: int, cond: str, model: HookedModel,
@@ -141,7 +146,7 @@ def summarize(ctx: RunContext, params: SaeParams, results: list[SeedResult]) -> 
     plot_single_token_share(path, results, conds, title=f"{params.sae.architecture} SAE at {params.sae.hook}")
     out: dict[str, Any] = {"plot": path.name}
     if "shuffled" in conds:
-        out["single_token_frac_diff"] = [r.metrics["single_token_frac_diff"] for r in results]
+        out["single_token_frac_common_diff"] = [r.metrics["single_token_frac_common_diff"] for r in results]
 
         def per_seed(name: str, fmt: str = ".3f") -> str:
             return ", ".join(format(r.metrics[name], fmt) for r in results)
