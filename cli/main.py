@@ -553,9 +553,9 @@ def run(ctx: typer.Context,
             metavar="[EXP]...", help="Experiment id(s) or prefix(es), run one after another.")] = None,
         run_all: Annotated[bool, typer.Option("--all", help="Run every registered experiment (in `experiment list` "
                                                            "order; completed identical runs come from the cache).")] = False,
-        jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Run the experiments in up to N lanes side by "
-                                                                     "side (a process each; the experiments of one "
-                                                                     "model stay in one lane).")] = 1,
+        jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Run up to N groups of experiments side by side "
+                                                                     "(a process each; a group is the experiments of "
+                                                                     "one model, run one after another).")] = 1,
         device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (default: the spec's)")] = None,
         seeds: Annotated[str | None, typer.Option(
             help="Run these seeds instead of the spec's: N (0..N-1), A-B or A,B,C.")] = None,
@@ -661,46 +661,70 @@ def run(ctx: typer.Context,
 
 def _run_lanes(ctx: typer.Context, names: list[str], jobs: int, *, device: str | None, force: bool,
                runs_dir: str | None) -> None:
-    """`run --jobs N`: a `claimgraph run EXP...` child process per lane (experiments.api.plan_lanes), side by
-    side; signals for this command are passed on to them; exit 1 if any lane had a run that did not complete."""
+    """`run --jobs N`: the experiments grouped by model (experiments.api.plan_groups), a `claimgraph run EXP...`
+    child process per group, at most N at once, the next group starting as one ends; signals for this command are
+    passed on to the running ones (and no new group starts); exit 1 if any group had a run that did not complete."""
     import json
     import signal
     import subprocess
+    import tempfile
+    import time
 
-    from claimgraph.experiments.api import list_experiments, plan_lanes
+    from claimgraph.experiments.api import list_experiments, plan_groups
 
     opts = _opts(ctx)
     with _store(ctx, session=False) as s, s.session():
         ids = [s.resolve_id(n, type="experiment") for n in names]
         rows = {r["id"]: r for r in list_experiments(s)}
-    lanes = plan_lanes([rows[i] for i in dict.fromkeys(ids)], jobs)
+    groups = plan_groups([rows[i] for i in dict.fromkeys(ids)])
     extra = [*(["--device", device] if device else []), *(["--force"] if force else []),
              *(["--runs-dir", runs_dir] if runs_dir else [])]
-    for k, lane in enumerate(lanes):
-        models = sorted({str(rows[i].get("model")) for i in lane})
-        note(f"lane {k + 1}/{len(lanes)}: {len(lane)} experiment(s) on {', '.join(models)}")
-    procs = [subprocess.Popen([sys.executable, "-m", "claimgraph.cli.main", "--db", str(opts.db),
-                               *(["--json"] if opts.json else []), "run", *lane, *extra],
-                              stdout=subprocess.PIPE if opts.json else None, text=True) for lane in lanes]
+    pending = list(enumerate(groups))
+    running: list[tuple[int, subprocess.Popen, Any]] = []
+    finished: dict[int, tuple[int, str | None]] = {}
+    received: list[int] = []
 
     def forward(signum, frame):
-        for p in procs:
+        received.append(signum)
+        for _, p, _sink in running:
             if p.poll() is None:
                 p.send_signal(signum)
 
     old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        outs = [p.communicate()[0] for p in procs]
+        while pending or running:
+            while pending and len(running) < jobs and not received:
+                k, group = pending.pop(0)
+                note(f"group {k + 1}/{len(groups)}: {len(group)} experiment(s) on {rows[group[0]].get('model')}")
+                # --json: each child's JSON goes to a file (a pipe read only at the end could fill and stall it)
+                sink = tempfile.TemporaryFile(mode="w+") if opts.json else None
+                running.append((k, subprocess.Popen(
+                    [sys.executable, "-m", "claimgraph.cli.main", "--db", str(opts.db),
+                     *(["--json"] if opts.json else []), "run", *group, *extra], stdout=sink, text=True), sink))
+            if received:
+                pending.clear()
+            for item in list(running):
+                k, p, sink = item
+                if p.poll() is not None:
+                    out = None
+                    if sink is not None:
+                        sink.seek(0)
+                        out = sink.read()
+                        sink.close()
+                    finished[k] = (p.wait(), out)
+                    running.remove(item)
+            time.sleep(0.2)
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
     if opts.json:
         runs: list[Any] = []
-        for out in outs:
+        for k in sorted(finished):
+            out = finished[k][1]
             doc = json.loads(out) if out and out.strip() else {}
             runs += doc.get("runs", [doc] if doc else [])
-        emit_json({"runs": runs, "lanes": lanes})
-    if any(p.returncode != 0 for p in procs):
+        emit_json({"runs": runs, "groups": groups})
+    if received or any(rc != 0 for rc, _ in finished.values()):
         raise typer.Exit(1)
 
 

@@ -182,18 +182,15 @@ def list_experiments(store: Store) -> list[dict[str, Any]]:
     return out
 
 
-def plan_lanes(experiments: list[dict[str, Any]], n: int) -> list[list[str]]:
-    """Experiments (rows of `list_experiments`) split into at most `n` lanes to run side by side: the experiments
-    of one model stay in one lane, in their order (they share the model's caches: its training, SAEs and
-    activations are computed once, by the first of them, and reused by the rest), and models go to the least
-    loaded lane, the model with most experiments first. A lane runs its experiments one after another."""
+def plan_groups(experiments: list[dict[str, Any]]) -> list[list[str]]:
+    """Experiments (rows of `list_experiments`) grouped by model, to run side by side: the experiments of one
+    model stay together, in their order (they share the model's caches: its training, SAEs and activations are
+    computed once, by the first of them, and reused by the rest), the group with most experiments first. `run
+    --jobs N` keeps N groups running and starts the next as one ends."""
     groups: dict[str, list[str]] = {}
     for e in experiments:
         groups.setdefault(str(e.get("model")), []).append(e["id"])
-    lanes: list[list[str]] = [[] for _ in range(max(1, min(n, len(groups))))]
-    for ids in sorted(groups.values(), key=lambda g: (-len(g), g[0])):
-        min(lanes, key=len).extend(ids)
-    return [lane for lane in lanes if lane]
+    return sorted(groups.values(), key=lambda g: (-len(g), g[0]))
 
 
-__all__ = ["add_experiment", "build_spec", "get_spec", "list_experiments", "parse_param", "plan_lanes"]
+__all__ = ["add_experiment", "build_spec", "get_spec", "list_experiments", "parse_param", "plan_groups"]

@@ -49,9 +49,9 @@ claimgraph experiment add --file data/experiments.yaml >/dev/null
 claimgraph experiment list
 
 step "4. run them (the first run trains the toy models: several minutes on 2 cores)"
-# two lanes side by side (the toy models' experiments in one, the real model's and the rest in the other: the
-# experiments of one model share a lane and its caches), each running its experiments one after another, each
-# computing in its own worker; a failed run does not stop the rest, and the job exits non-zero at the end
+# two at a time: the experiments grouped by model (a group shares its model's caches and runs one after another,
+# each run computing in its own worker), the largest group first, the next group starting as one ends; a failed
+# run does not stop the rest, and the job exits non-zero at the end
 failed=0
 claimgraph run --all --jobs "${CLAIMGRAPH_JOBS:-2}" || failed=$?
 

@@ -471,13 +471,12 @@ def test_several_experiments_in_one_command(plugin, db):
         assert r.exit_code == 2 and message in r.stderr, r.stderr
 
 
-def test_lanes_keep_a_model_together_and_balance():
-    from claimgraph.experiments.api import plan_lanes
+def test_groups_keep_a_model_together_largest_first():
+    from claimgraph.experiments.api import plan_groups
 
     rows = [{"id": f"e{k}", "model": m} for k, m in enumerate(["a", "b", "a", "c", "a", "b", None])]
-    assert plan_lanes(rows, 2) == [["e0", "e2", "e4", "e6"], ["e1", "e5", "e3"]]
-    assert plan_lanes(rows, 1) == [["e0", "e2", "e4", "e1", "e5", "e3", "e6"]]
-    assert len(plan_lanes(rows, 10)) == 4 and plan_lanes([], 3) == []
+    assert plan_groups(rows) == [["e0", "e2", "e4"], ["e1", "e5"], ["e3"], ["e6"]]
+    assert plan_groups([]) == []
 
 
 def test_run_jobs_runs_lanes_in_child_processes(plugin, db):
@@ -486,7 +485,7 @@ def test_run_jobs_runs_lanes_in_child_processes(plugin, db):
     r = CliRunner().invoke(app, ["--json", "run", "--all", "--jobs", "2"])
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["lanes"] == [[a, b]]  # one model (none): one lane
+    assert out["groups"] == [[a, b]]  # one model (none): one group
     assert sorted((o["experiment_id"], o["status"]) for o in out["runs"]) == [(a, "completed"), (b, "completed")]
     r = CliRunner().invoke(app, ["run", a, b, "--jobs", "2", "--seeds", "2"])
     assert r.exit_code == 2 and "--jobs runs lanes" in r.stderr
