@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -19,31 +20,27 @@ CLAIM = ("claim:learned-features-reflect-the-functionality-of-the-model-and-not-
 BASE64 = "finding:causal-validation-of-base64-feature-function-via-pinned-feature-sampling"
 
 
-def cli(db, *args):
-    return CliRunner().invoke(app, ["--db", str(db), *args])
-
-
-def ok(r):
-    assert r.exit_code == 0, (r.stdout, r.stderr)
+def cli(db, *args, code: int | None = None):
+    """The CLI on `db`; with `code`, the exit code it must end with."""
+    r = CliRunner().invoke(app, ["--db", str(db), *args])
+    assert code is None or r.exit_code == code, (r.exit_code, r.stdout, r.stderr)
     return r
 
 
 @pytest.fixture(scope="module")
 def papers(tmp_path_factory, data_dir):
     db = tmp_path_factory.mktemp("plan") / "papers.duckdb"
-    ok(cli(db, "ingest", str(data_dir / "papers"), "--no-embed"))
+    cli(db, "ingest", str(data_dir / "papers"), "--no-embed", code=0)
     return db
 
 
 @pytest.fixture
-def db(papers, tmp_path):
-    copy = tmp_path / "g.duckdb"
-    shutil.copy(papers, copy)
-    return copy
+def db(papers, tmp_path):  # a copy of the ingested papers for each test
+    return Path(shutil.copy(papers, tmp_path / "g.duckdb"))
 
 
 def experiments(db):
-    return {e["id"]: e for e in json.loads(ok(cli(db, "--json", "experiment", "list")).stdout)["experiments"]}
+    return {e["id"]: e for e in json.loads(cli(db, "--json", "experiment", "list", code=0).stdout)["experiments"]}
 
 
 def specs(db):
@@ -56,12 +53,12 @@ def test_the_bundled_plan_registers_as_one_add_per_entry(db, papers, tmp_path, d
     from claimgraph.experiments.plan import load_plan
 
     plan = data_dir / "experiments.yaml"
-    out = json.loads(ok(cli(db, "--json", "experiment", "add", "--file", str(plan))).stdout)
+    out = json.loads(cli(db, "--json", "experiment", "add", "--file", str(plan, code=0)).stdout)
     entries = load_plan(plan)
     assert [n["id"] for n in out["experiments"]] == [e.id for e in entries] and len(entries) >= 30
     once = specs(db)
     # again: the same nodes are found, nothing new
-    ok(cli(db, "experiment", "add", "--file", str(plan)))
+    cli(db, "experiment", "add", "--file", str(plan, code=0))
     assert specs(db) == once
     # entries one `experiment add` each (toy and real-model ones), into a fresh copy, give the same specs and edges
     other = tmp_path / "one-by-one.duckdb"
@@ -73,7 +70,7 @@ def test_the_bundled_plan_registers_as_one_add_per_entry(db, papers, tmp_path, d
                         ("--seeds", e.seeds), ("--title", e.title)):
             if v is not None:
                 args += [flag, str(v)]
-        ok(cli(other, *args))
+        cli(other, *args, code=0)
         assert specs(other)[e.id] == once[e.id], e.id
 
 
