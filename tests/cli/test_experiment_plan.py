@@ -53,12 +53,12 @@ def test_the_bundled_plan_registers_as_one_add_per_entry(db, papers, tmp_path, d
     from claimgraph.experiments.plan import load_plan
 
     plan = data_dir / "experiments.yaml"
-    out = json.loads(cli(db, "--json", "experiment", "add", "--file", str(plan, code=0)).stdout)
+    out = json.loads(cli(db, "--json", "experiment", "add", "--file", str(plan), code=0).stdout)
     entries = load_plan(plan)
     assert [n["id"] for n in out["experiments"]] == [e.id for e in entries] and len(entries) >= 30
     once = specs(db)
     # again: the same nodes are found, nothing new
-    cli(db, "experiment", "add", "--file", str(plan, code=0))
+    cli(db, "experiment", "add", "--file", str(plan), code=0)
     assert specs(db) == once
     # entries one `experiment add` each (toy and real-model ones), into a fresh copy, give the same specs and edges
     other = tmp_path / "one-by-one.duckdb"
