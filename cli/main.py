@@ -627,9 +627,9 @@ def run(ctx: typer.Context,
     names = experiment or []
     if jobs > 1 and len(names) > 1:
         if submit is not None or seeds:
-            raise typer.BadParameter("--jobs runs lanes of local runs on the spec's seeds; leave out --executor "
+            raise typer.BadParameter("--jobs runs groups of local runs on the spec's seeds; leave out --executor "
                                      "and --seeds")
-        _run_lanes(ctx, names, jobs, device=device, force=force, runs_dir=runs_dir)
+        _run_groups(ctx, names, jobs, device=device, force=force, runs_dir=runs_dir)
         return
     outcomes = []
     for k, name in enumerate(names):
@@ -659,7 +659,7 @@ def run(ctx: typer.Context,
         raise typer.Exit(1)
 
 
-def _run_lanes(ctx: typer.Context, names: list[str], jobs: int, *, device: str | None, force: bool,
+def _run_groups(ctx: typer.Context, names: list[str], jobs: int, *, device: str | None, force: bool,
                runs_dir: str | None) -> None:
     """`run --jobs N`: the experiments grouped by model (experiments.api.plan_groups), a `claimgraph run EXP...`
     child process per group, at most N at once, the next group starting as one ends; signals for this command are

@@ -479,8 +479,8 @@ def test_groups_keep_a_model_together_largest_first():
     assert plan_groups([]) == []
 
 
-def test_run_jobs_runs_lanes_in_child_processes(plugin, db):
-    """`run --all --jobs 2`: each lane a `claimgraph run` process; their outcomes come back as one JSON."""
+def test_run_jobs_runs_groups_in_child_processes(plugin, db):
+    """`run --all --jobs 2`: each group a `claimgraph run` process; their outcomes come back as one JSON."""
     a, b = add("--param", "shift=2.0"), add("--param", "shift=1.5")
     r = CliRunner().invoke(app, ["--json", "run", "--all", "--jobs", "2"])
     assert r.exit_code == 0, r.stderr
@@ -488,7 +488,7 @@ def test_run_jobs_runs_lanes_in_child_processes(plugin, db):
     assert out["groups"] == [[a, b]]  # one model (none): one group
     assert sorted((o["experiment_id"], o["status"]) for o in out["runs"]) == [(a, "completed"), (b, "completed")]
     r = CliRunner().invoke(app, ["run", a, b, "--jobs", "2", "--seeds", "2"])
-    assert r.exit_code == 2 and "--jobs runs lanes" in r.stderr
+    assert r.exit_code == 2 and "--jobs runs groups" in r.stderr
 
 
 # -- issue 19: defects that lose data or crash ------------------------------------------------------------
