@@ -11,8 +11,9 @@
         seeds: 3-10
 
 Everything `claimgraph experiment add` takes, one entry per experiment; YAML anchors and merge keys (`<<: *real`)
-share settings between entries, and top-level keys starting with `x-` hold anchors (they register nothing). The whole plan is validated before anything is written, and then written in one
-transaction: a bad entry is reported with the file, its line and the field, and nothing is registered. Entries
+share settings between entries, and top-level keys starting with `x-` hold anchors (they register nothing). The
+whole plan is written in one transaction, each entry validated as it is added: a bad entry is reported with the
+file, its line and the field, and nothing of the plan is registered. Entries
 already registered with the same spec are found again (re-registering a plan is a no-op).
 
 Nothing here imports torch.
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from claimgraph.graph import Node, Store
 from claimgraph.graph.errors import InvalidDocument, InvalidInput, NotFound
 
-from .api import add_experiment, build_spec
+from .api import add_experiment
 
 
 class PlanEntry(BaseModel):
@@ -105,23 +106,17 @@ def load_plan(path: str | Path) -> list[PlanEntry]:
 
 
 def add_plan(store: Store, path: str | Path) -> list[Node]:
-    """Register every experiment of the plan at `path` in one transaction, after validating all of them (the
-    specs, and that each claim exists): all are registered or, on the first bad entry, none (InvalidDocument
-    naming the file, the entry's line and what is wrong)."""
+    """Register every experiment of the plan at `path` in one transaction (each spec validated, each claim looked
+    up): all are registered or, on the first bad entry, none (InvalidDocument naming the file, the entry's line
+    and what is wrong)."""
     entries = load_plan(path)
 
     def fail(i: int, e: Exception) -> InvalidDocument:
         label = f" ({entries[i].id})" if entries[i].id else ""
         return InvalidDocument(f"experiments[{i}]{label}: {e}", path=str(path), line=entries[i]._line)
 
-    for i, entry in enumerate(entries):  # every spec before anything is written
-        try:
-            build_spec(entry.kind, params=entry.params, criterion=entry.criterion, model=entry.model,
-                       data=entry.data, seeds=entry.seeds, device=entry.device, timeout_s=entry.timeout_s)
-        except InvalidInput as e:
-            raise fail(i, e) from None
     out = []
-    with store.transaction():
+    with store.transaction():  # add_experiment validates each spec; the first bad entry rolls back them all
         for i, entry in enumerate(entries):
             try:
                 targets = [store.resolve_id(c) for c in entry.claims]
