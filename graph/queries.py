@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .errors import InvalidInput, NotFound
-from .models import ClaimStatus, Edge, EdgeType, Neighbor, Node, NodeType, Records, Similar, parse_edge_type
+from .models import ClaimStatus, EdgeType, Neighbor, Node, NodeType, Records, Similar, parse_edge_type
 from .store import Store, reads
 
 STATUS_TYPES = (NodeType.claim, NodeType.finding)
@@ -200,18 +200,11 @@ def evidence_map(store: Store, ids: list[str], *, include_superseded: bool = Fal
     return dict(out)
 
 
-def _edges_of(store: Store, node_id: str) -> list[Edge]:
-    """`store.edges(node_id)` as two lookups, one per indexed end: `src = ? OR dst = ?` scans the whole edges table
-    (4x slower at 100k nodes on a freshly opened file, as the web UI opens it per request). Same order."""
-    both = store.edges(node_id, direction="out") + store.edges(node_id, direction="in")
-    return sorted(both, key=lambda e: e.key)
-
-
 @reads
 def typed_neighbors(store: Store, node_id: str) -> list[Neighbor]:
     """One entry per typed edge touching the node, grouped by neighbour type and ranked by the neighbour's own
     edge count (most connected first), then title."""
-    edges = _edges_of(store, node_id)
+    edges = store.edges(node_id)  # one indexed lookup per end
     other_ids = [e.dst if e.src == node_id else e.src for e in edges]
     nodes = store.get_nodes(other_ids)
     degree = store.degrees(nodes)
@@ -238,7 +231,7 @@ def similar_for(store: Store, node_id: str, *, k: int = 8, threshold: float = 0.
 
     stated = store.stated_similar(node_id)
     if linked is None:
-        linked = {e.dst if e.src == node_id else e.src for e in _edges_of(store, node_id)}
+        linked = {e.dst if e.src == node_id else e.src for e in store.edges(node_id)}
     computed = dict(computed_neighbors(store, node_id, k=k + len(stated), threshold=threshold))
     out: list[Similar] = []
     seen: set[str] = set()
