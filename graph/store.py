@@ -650,18 +650,10 @@ class Store:
         final: list[Node] = []
         for n in nodes:
             old = existing.get(n.id)
-            attrs = _clean_attrs(n.attrs)
-            if old is None:
-                final.append(n.model_copy(update={"attrs": attrs}))
-                added[n.type.value] += 1
-                continue
-            if old.type != n.type:
-                raise InvalidInput(f"{n.id} exists with type {old.type.value}, not {n.type.value}")
-            merged = {**old.attrs, **attrs}
-            text = n.text or old.text
-            if (n.title, text, merged) != (old.title, old.text, old.attrs):
-                final.append(n.model_copy(update={"attrs": merged, "text": text}))
-                updated[n.type.value] += 1
+            change = _node_change(n, old)
+            if change is not None:
+                final.append(n.model_copy(update={"text": change[0], "attrs": change[1]}))
+                (added if old is None else updated)[n.type.value] += 1
         if final:
             tbl = pa.table({
                 "id": [n.id for n in final], "type": [n.type.value for n in final],
@@ -685,7 +677,7 @@ class Store:
                         source = s.source, source_hash = s.source_hash, made_by = s.made_by, updated_at = $now
                     FROM _stage_nodes s WHERE NOT s.new AND nodes.id = s.id""", {"now": now})
             self.con.unregister("_stage_nodes")
-            self._index_terms(final)
+            self._index_terms({n.id: n.embed_text() for n in final}, replace=[n.id for n in final if n.id in existing])
             self._index_paper_keys([n for n in final if n.type == NodeType.paper])
         if path is not None:
             self.con.execute("INSERT INTO node_sources SELECT unnest($1), $2 ON CONFLICT DO NOTHING",
@@ -715,16 +707,19 @@ class Store:
         if freed:
             assign_paper_keys(self.con, only=freed)
 
-    def _index_terms(self, nodes: list[Node]) -> None:
+    def _index_terms(self, texts: dict[str, str], *, replace: list[str]) -> None:
+        """Keyword terms of each node's embed text (`texts`: id -> text); `replace`: the ids among them that are
+        stored already, whose old terms go first (a new node has none: deleting for it would scan the table)."""
         import pyarrow as pa
 
         ids, terms, tfs = [], [], []
-        for n in nodes:
-            for term, tf in term_counts(n.embed_text()).items():
-                ids.append(n.id)
+        for nid, text in texts.items():
+            for term, tf in term_counts(text).items():
+                ids.append(nid)
                 terms.append(term)
                 tfs.append(tf)
-        self.con.execute("DELETE FROM node_terms WHERE node_id IN (SELECT unnest(?))", [[n.id for n in nodes]])
+        if replace:
+            self.con.execute("DELETE FROM node_terms WHERE node_id IN (SELECT unnest(?))", [replace])
         if ids:
             self._arrow("_stage_terms", pa.table({"node_id": ids, "term": terms, "tf": pa.array(tfs, pa.int32())}))
             self.con.execute("INSERT INTO node_terms SELECT * FROM _stage_terms")
@@ -900,27 +895,12 @@ class Store:
     @reads
     def resolve_papers(self, delta: GraphDelta) -> GraphDelta:
         """Map paper nodes of a delta onto papers already stored under the same DOI, arXiv id or normalised title."""
-        papers = [n for n in delta.nodes if n.type == NodeType.paper]
-        if not papers:
-            return delta
-        wanted = {p.id: paper_keys(p.title, p.attrs) for p in papers}
-        flat = sorted({k for ks in wanted.values() for k in ks})
-        by_key = dict(self.con.execute("SELECT key, paper_id FROM paper_keys WHERE key IN (SELECT unnest(?))",
-                                       [flat]).fetchall()) if flat else {}
-        remap: dict[str, str] = {}
-        for pid, keys in wanted.items():
-            for key in keys:
-                if key in by_key and by_key[key] != pid:
-                    remap[pid] = by_key[key]
-                    break
-        if not remap:
-            return delta
-        r = lambda i: remap.get(i, i)
-        return GraphDelta(
-            nodes=[n.model_copy(update={"id": r(n.id)}) for n in delta.nodes],
-            edges=[e.model_copy(update={"src": r(e.src), "dst": r(e.dst)}) for e in delta.edges],
-            similar=[s.model_copy(update={"node_id": r(s.node_id), "other_id": r(s.other_id) if s.other_id else None})
-                     for s in delta.similar])
+        return _resolve_papers(delta, self._paper_key_owners)
+
+    def _paper_key_owners(self, keys: list[str]) -> dict[str, str]:
+        """key -> the paper that holds it, for the keys among `keys` that a stored paper holds."""
+        return dict(self.con.execute("SELECT key, paper_id FROM paper_keys WHERE key IN (SELECT unnest(?))",
+                                     [keys]).fetchall()) if keys else {}
 
     @writes
     def apply(self, delta: GraphDelta, document: DocumentRef,
@@ -943,25 +923,9 @@ class Store:
         prov = Provenance(source=document.path, source_hash=document.content_hash, made_by=MadeBy.parsed)
         nodes = [n.model_copy(update={"provenance": n.provenance or prov}) for n in delta.nodes]
         edges = [e.model_copy(update={"provenance": e.provenance or prov}) for e in delta.edges]
-        for n in nodes:
-            try:
-                _validate_node(n)
-            except InvalidInput as err:
-                raise InvalidDocument(str(err), path=document.path, field=n.id) from None
         with self.transaction():
-            types = {n.id: n.type for n in nodes}
-            missing = {x for e in edges for x in (e.src, e.dst) if x not in types}
-            if missing:
-                stored = self.get_nodes(missing)
-                types.update({k: v.type for k, v in stored.items()})
-                gone = sorted(missing - set(stored))
-                if gone:
-                    raise InvalidDocument(f"edge refers to unknown node(s) {', '.join(gone)}", path=document.path)
-            for e in edges:
-                try:
-                    _check_edge(e, types[e.src], types[e.dst])
-                except InvalidInput as err:
-                    raise InvalidDocument(str(err), path=document.path) from None
+            _check_document(nodes, edges, document.path,
+                            lambda ids: {k: v.type for k, v in self.get_nodes(ids).items()})
             added, updated = self._upsert_nodes(nodes, path=document.path)
             edges_added = self._upsert_edges(edges, path=document.path)
             self._put_stated_similar(delta.similar, prov)
@@ -978,6 +942,41 @@ class Store:
         report.nodes_added, report.nodes_updated, report.edges_added = dict(added), dict(updated), dict(edges_added)
         report.node_ids = sorted({n.id for n in nodes})
         return report
+
+    @contextmanager
+    def bulk(self, model: str | None = None) -> Iterator["BulkApply"]:
+        """A BulkApply over this store inside one transaction: documents given to its `apply` are checked one by
+        one and written together when the block ends (or at its `flush()`). An exception out of the block
+        rolls back everything it wrote; a document refused inside it (InvalidDocument caught there) writes
+        nothing and leaves the block's other documents to be written."""
+        with self.transaction():
+            bulk = BulkApply(self, model)
+            yield bulk
+            bulk.flush()
+
+    @writes
+    def apply_many(self, items: Iterable[tuple[GraphDelta, DocumentRef, dict[str, Any] | None]], *,
+                   model: str | None = None) -> list[ApplyReport]:
+        """Apply documents (delta, document, vectors) in order, in one transaction, with one insert per table for
+        all of them: the same result as `apply` on each in turn. A refused document (InvalidDocument) writes
+        nothing: the documents before it are committed, those after it are not applied, and the error is
+        raised. Any other error writes nothing at all."""
+        reports: list[ApplyReport] = []
+        refused: InvalidDocument | None = None
+        with self.bulk(model) as bulk:
+            items = list(items)
+            bulk.prefetch([d for d, _, _ in items], [ref.path for _, ref, _ in items])
+            for delta, ref, vectors in items:
+                if bulk.touches(delta, ref):
+                    bulk.flush()
+                try:
+                    reports.append(bulk.apply(delta, ref, vectors=vectors))
+                except InvalidDocument as e:
+                    refused = e
+                    break
+        if refused is not None:
+            raise refused
+        return reports
 
     def _put_stated_similar(self, similar: list[StatedSimilarity], prov: Provenance) -> None:
         now = _naive_utc(datetime.now(timezone.utc))
@@ -1186,7 +1185,7 @@ class Store:
                 self.con.execute(f"INSERT INTO {name} ({', '.join(target)}) SELECT {', '.join(select)} "
                                  "FROM _stage_import")
                 self.con.unregister("_stage_import")
-            self._index_terms(list(nodes.values()))
+            self._index_terms({i: n.embed_text() for i, n in nodes.items()}, replace=[])
             assign_paper_keys(self.con)
         return counts
 
@@ -1290,3 +1289,339 @@ def _check_edge(edge: Edge, src_type: NodeType, dst_type: NodeType) -> None:
                            f"it ends at: {', '.join(sorted(t.value for t in allowed_dst))}")
     if edge.type == EdgeType.duplicate_of and src_type != dst_type:
         raise InvalidInput(f"duplicate_of joins two nodes of the same type, not {src_type.value} and {dst_type.value}")
+
+
+def _check_document(nodes: list[Node], edges: list[Edge], path: str,
+                    stored_types: Callable[[set[str]], dict[str, NodeType]]) -> None:
+    """Every check `apply` makes of one document before it writes any of it: each node valid, every edge end
+    defined by the document or stored (`stored_types` looks up the others), each edge allowed between the types
+    of its ends. Raises InvalidDocument naming the path."""
+    for n in nodes:
+        try:
+            _validate_node(n)
+        except InvalidInput as err:
+            raise InvalidDocument(str(err), path=path, field=n.id) from None
+    types = {n.id: n.type for n in nodes}
+    missing = {x for e in edges for x in (e.src, e.dst) if x not in types}
+    if missing:
+        types.update(stored_types(missing))
+        gone = sorted(missing - set(types))
+        if gone:
+            raise InvalidDocument(f"edge refers to unknown node(s) {', '.join(gone)}", path=path)
+    for e in edges:
+        try:
+            _check_edge(e, types[e.src], types[e.dst])
+        except InvalidInput as err:
+            raise InvalidDocument(str(err), path=path) from None
+
+
+def _node_change(n: Node, old: Node | None) -> tuple[str, dict[str, Any]] | None:
+    """(text, attrs) that writing `n` over the stored `old` (None: not stored) leaves: attrs merged over the old
+    ones with None values dropped, an empty text keeping the old one, the new title; None when nothing changes."""
+    attrs = _clean_attrs(n.attrs)
+    if old is None:
+        return n.text, attrs
+    if old.type != n.type:
+        raise InvalidInput(f"{n.id} exists with type {old.type.value}, not {n.type.value}")
+    merged = {**old.attrs, **attrs}
+    text = n.text or old.text
+    if (n.title, text, merged) != (old.title, old.text, old.attrs):
+        return text, merged
+    return None
+
+
+def _resolve_papers(delta: GraphDelta, owners: Callable[[list[str]], dict[str, str]]) -> GraphDelta:
+    """`delta` with its papers mapped onto the papers that hold one of their identity keys (`owners`: key ->
+    paper id, for the keys held) and every reference to them renamed."""
+    papers = [n for n in delta.nodes if n.type == NodeType.paper]
+    if not papers:
+        return delta
+    wanted = {p.id: paper_keys(p.title, p.attrs) for p in papers}
+    by_key = owners(sorted({k for ks in wanted.values() for k in ks}))
+    remap: dict[str, str] = {}
+    for pid, keys in wanted.items():
+        for key in keys:
+            if key in by_key and by_key[key] != pid:
+                remap[pid] = by_key[key]
+                break
+    if not remap:
+        return delta
+    r = lambda i: remap.get(i, i)
+    return GraphDelta(
+        nodes=[n.model_copy(update={"id": r(n.id)}) for n in delta.nodes],
+        edges=[e.model_copy(update={"src": r(e.src), "dst": r(e.dst)}) for e in delta.edges],
+        similar=[s.model_copy(update={"node_id": r(s.node_id), "other_id": r(s.other_id) if s.other_id else None})
+                 for s in delta.similar])
+
+
+class BulkApply:
+    """Documents applied one after another inside one transaction, and written together (`Store.bulk`).
+
+    `Store.apply` costs about 17 statements a document, and on a large store a statement costs milliseconds
+    whatever its size. Here each document is checked completely, in order, before any of it is queued (every
+    check `apply` makes), and `flush()` writes all queued documents with one insert per table. The result is
+    that of `apply` on each in turn, because a document is only queued when it cannot interact with the
+    queued ones:
+
+    - `touches(delta, document)` says whether a document names a node, edge, paper key, stated similarity or
+      path that a queued document writes; the caller then flushes first, so that what it looks up (and what
+      `apply` here compares against) is the store as the queued documents leave it;
+    - where the per-document semantics are too subtle to batch, `apply` flushes and hands the document to
+      `Store.apply`: a changed document (what it no longer says is dropped) and a document with a paper that
+      is stored already or merges into a stored one (paper identity keys move between papers);
+    - a refused document raises InvalidDocument and queues nothing; an error while writing propagates, and
+      the enclosing transaction rolls back.
+
+    Lookups (documents, nodes, paper keys, edges) come from a cache of the store without the queued documents:
+    `prefetch` fills it for a whole group in a few queries, and it is cleared whenever the store is written.
+    """
+
+    def __init__(self, store: Store, model: str | None = None):
+        self.store = store
+        self.model = model
+        self._docs: dict[str, DocumentRef | None] = {}
+        self._nodes: dict[str, Node | None] = {}
+        self._keys: dict[str, str | None] = {}
+        self._edges: dict[str, dict[tuple[str, str, str], dict[str, Any]]] = {}  # src -> its stored edges' attrs
+        self._clear_queue()
+
+    def _clear_queue(self) -> None:
+        self.queued = 0  # documents queued since the last flush
+        self._q_paths: set[str] = set()
+        self._q_types: dict[str, NodeType] = {}            # nodes the queued documents write -> type
+        self._q_edges: set[tuple[str, str, str]] = set()
+        self._q_keys: set[str] = set()
+        self._q_similar: set[tuple[str, str]] = set()
+        self._node_rows: list[tuple] = []                   # (id, type, title, text, attrs json, text hash, source, source hash, made by, new)
+        self._terms: dict[str, str] = {}                    # node id -> embed text, for every node row
+        self._edge_rows: list[tuple] = []                   # (src, type, dst, attrs json, source, source hash, made by, new)
+        self._node_sources: list[tuple[str, str]] = []
+        self._edge_sources: list[tuple[str, str, str, str]] = []
+        self._key_rows: list[tuple[str, str]] = []
+        self._similar_rows: list[tuple] = []
+        self._vectors: dict[str, Any] = {}
+        self._doc_rows: list[tuple] = []
+
+    def _forget(self) -> None:
+        """The store was written: what the cache says of it may be stale."""
+        self._docs.clear(); self._nodes.clear(); self._keys.clear(); self._edges.clear()
+
+    # -- lookups: the store as it is without the queued documents ------------------------------------------
+    def prefetch(self, deltas: Iterable[GraphDelta], paths: Iterable[str]) -> None:
+        """Look up at once what documents about to be applied will ask of the store (their paths, nodes, edge
+        ends and paper keys), so that `apply` needs no query of its own for them."""
+        deltas = list(deltas)
+        self._documents(list(paths))
+        self.get_nodes({x for d in deltas for x in (*(n.id for n in d.nodes), *(e.src for e in d.edges),
+                                                      *(e.dst for e in d.edges))})
+        self._key_owners(sorted({k for d in deltas for n in d.nodes if n.type == NodeType.paper
+                                 for k in paper_keys(n.title, n.attrs)}))
+
+    def _documents(self, paths: list[str]) -> dict[str, DocumentRef | None]:
+        want = [p for p in dict.fromkeys(paths) if p not in self._docs]
+        if want:
+            self._docs.update(dict.fromkeys(want))
+            for r in self.store.con.execute("SELECT path, content_hash, format, title FROM documents "
+                                            "WHERE path = ANY(?)", [want]).fetchall():
+                self._docs[r[0]] = DocumentRef(path=r[0], content_hash=r[1], format=r[2], title=r[3])
+        return {p: self._docs[p] for p in paths}
+
+    def get_nodes(self, ids: Iterable[str]) -> dict[str, Node]:
+        """The stored nodes among `ids` (as `Store.get_nodes`; the queued documents' writes are not seen)."""
+        ids = list(dict.fromkeys(ids))
+        want = [i for i in ids if i not in self._nodes]
+        if want:
+            self._nodes.update(dict.fromkeys(want))
+            self._nodes.update(self.store.get_nodes(want))
+        return {i: n for i in ids if (n := self._nodes[i]) is not None}
+
+    def _key_owners(self, keys: list[str]) -> dict[str, str]:
+        want = [k for k in keys if k not in self._keys]
+        if want:
+            self._keys.update(dict.fromkeys(want))
+            self._keys.update(self.store._paper_key_owners(want))
+        return {k: o for k in keys if (o := self._keys[k]) is not None}
+
+    def _stored_edges(self, srcs: set[str]) -> dict[tuple[str, str, str], dict[str, Any]]:
+        """Stored edges leaving `srcs` (key -> attrs); a node that is not stored has none."""
+        want = sorted(self.get_nodes(s for s in srcs if s not in self._edges))
+        if want:
+            self._edges.update({s: {} for s in want})
+            for s, t, d, a in self.store.con.execute("SELECT src, type, dst, attrs FROM edges WHERE src = ANY(?)",
+                                                     [want]).fetchall():
+                self._edges[s][(s, t, d)] = json.loads(a) if isinstance(a, str) else a
+        return {k: a for s in srcs for k, a in self._edges.get(s, {}).items()}
+
+    def resolve_papers(self, delta: GraphDelta) -> GraphDelta:
+        """`Store.resolve_papers` from the cache (valid for a delta that `touches` nothing queued)."""
+        return _resolve_papers(delta, self._key_owners)
+
+    # -- applying -----------------------------------------------------------------------------------------
+    def touches(self, delta: GraphDelta, document: DocumentRef) -> bool:
+        """Whether this document names what a queued one writes (flush first, then apply it)."""
+        if not self.queued:
+            return False
+        if document.path in self._q_paths or any(n.id in self._q_types for n in delta.nodes):
+            return True
+        if any(e.key in self._q_edges for e in delta.edges):
+            return True
+        if any(_similar_key_of(s) in self._q_similar for s in delta.similar):
+            return True
+        return any(k in self._q_keys for n in delta.nodes if n.type == NodeType.paper
+                   for k in paper_keys(n.title, n.attrs))
+
+    def apply(self, delta: GraphDelta, document: DocumentRef, vectors: dict[str, Any] | None = None,
+              model: str | None = None) -> ApplyReport:
+        """Check one document as `Store.apply` does and queue it (or apply it there; see the class). The
+        caller flushes first where `touches` says so."""
+        store, path = self.store, document.path
+        model = model or self.model
+        prior = self._documents([path])[path]
+        if prior is not None and prior.content_hash == document.content_hash:
+            return store.apply(delta, document, vectors=vectors, model=model)  # a no-op: reads only
+        resolved = self.resolve_papers(delta)
+        papers = [n.id for n in resolved.nodes if n.type == NodeType.paper]
+        if prior is not None or resolved is not delta or self.get_nodes(papers):
+            # a changed document, or a paper merged into / updating a stored one: the per-document way
+            self.flush()
+            self._forget()
+            return store.apply(delta, document, vectors=vectors, model=model)
+        prov = Provenance(source=path, source_hash=document.content_hash, made_by=MadeBy.parsed)
+        nodes = list({n.id: n for n in delta.nodes}.values())  # the last of one id wins, as in apply
+        _check_document(nodes, delta.edges, path, self._types)
+        stored = self.get_nodes(n.id for n in nodes)
+        report = ApplyReport(path=path, format=document.format)
+        added: Counter[str] = Counter()
+        updated: Counter[str] = Counter()
+        node_rows: list[tuple] = []
+        terms: dict[str, str] = {}
+        for n in nodes:
+            old = stored.get(n.id)
+            change = _node_change(n, old)  # raises for a type clash, before anything is queued
+            if change is None:
+                continue
+            text, attrs = change
+            (added if old is None else updated)[n.type.value] += 1
+            p = n.provenance or prov
+            final = n if text == n.text else n.model_copy(update={"text": text})
+            terms[n.id] = final.embed_text()
+            node_rows.append((n.id, n.type.value, n.title, text, json.dumps(attrs, sort_keys=True),
+                              sha256_hex(terms[n.id]), p.source, p.source_hash, p.made_by.value, old is None))
+        edges = list({e.key: e for e in delta.edges}.values())
+        have = self._stored_edges({e.src for e in edges})
+        edges_added: Counter[str] = Counter()
+        edge_rows: list[tuple] = []
+        for e in edges:
+            attrs = _clean_attrs(e.attrs)
+            old_attrs = have.get(e.key)
+            if old_attrs is None:
+                edges_added[e.type.value] += 1
+            elif {**old_attrs, **attrs} == old_attrs:
+                continue
+            else:
+                attrs = {**old_attrs, **attrs}
+            p = e.provenance or prov
+            edge_rows.append((*e.key, json.dumps(attrs, sort_keys=True), p.source, p.source_hash, p.made_by.value,
+                              old_attrs is None))
+        similar = {_similar_key(s): s for s in delta.similar}  # the last of one key wins, as in apply
+        keys: dict[str, str] = {}
+        for n in nodes:
+            if n.type == NodeType.paper:  # new papers only (see above); the first of a doc to carry a key keeps it
+                for k in paper_keys(n.title, _clean_attrs(n.attrs)):
+                    keys.setdefault(k, n.id)
+        # checked: queue it
+        self.queued += 1
+        self._q_paths.add(path)
+        self._q_types.update({n.id: n.type for n in nodes})
+        self._q_edges.update(e.key for e in edges)
+        self._q_keys.update(keys)
+        self._q_similar.update((s.node_id, k) for k, s in similar.items())
+        self._node_rows += node_rows
+        self._terms.update(terms)
+        self._edge_rows += edge_rows
+        self._node_sources += [(n.id, path) for n in nodes]
+        self._edge_sources += [(*e.key, path) for e in edges]
+        self._key_rows += keys.items()  # none is held: a stored holder would have merged the paper (above)
+        self._similar_rows += [(s.node_id, k, s.other_id, s.other_title, s.other_type.value if s.other_type else None,
+                                s.other_text, s.score, prov.source, prov.source_hash) for k, s in similar.items()]
+        for h, v in (vectors or {}).items():
+            self._vectors.setdefault(h, v)
+        self.model = self.model or model
+        self._doc_rows.append((path, document.content_hash, document.format, document.title))
+        report.nodes_added, report.nodes_updated, report.edges_added = dict(added), dict(updated), dict(edges_added)
+        report.node_ids = sorted(n.id for n in nodes)
+        return report
+
+    def _types(self, ids: set[str]) -> dict[str, NodeType]:
+        """Types of edge ends a document does not define: nodes the queued documents write, then stored ones."""
+        out = {i: self._q_types[i] for i in ids if i in self._q_types}
+        out.update({i: n.type for i, n in self.get_nodes(ids - set(out)).items()})
+        return out
+
+    def flush(self) -> None:
+        """Write every queued document: one insert (and where needed one update) per table."""
+        if not self.queued:
+            return
+        import pyarrow as pa
+
+        store, con = self.store, self.store.con
+        now = _naive_utc(datetime.now(timezone.utc))
+        with store.transaction():
+            def stage(name: str, cols: list[str], rows: list[tuple], types: dict[str, Any] | None = None) -> None:
+                data = list(zip(*rows)) if rows else [[] for _ in cols]
+                store._arrow(name, pa.table({c: pa.array(list(v), (types or {}).get(c)) for c, v in zip(cols, data)}))
+
+            if self._node_rows:
+                stage("_stage_nodes", ["id", "type", "title", "text", "attrs", "text_hash", "source", "source_hash",
+                                       "made_by", "new"], self._node_rows,
+                      {"source": pa.string(), "source_hash": pa.string(), "new": pa.bool_()})
+                con.execute("""INSERT INTO nodes SELECT id, type, title, text, attrs::JSON, text_hash, source,
+                    source_hash, made_by, $now, $now FROM _stage_nodes WHERE new""", {"now": now})
+                replace = [r[0] for r in self._node_rows if not r[-1]]
+                if replace:
+                    con.execute("""UPDATE nodes SET title = s.title, text = s.text, attrs = s.attrs::JSON,
+                        text_hash = s.text_hash, source = s.source, source_hash = s.source_hash, made_by = s.made_by,
+                        updated_at = $now FROM _stage_nodes s WHERE NOT s.new AND nodes.id = s.id""", {"now": now})
+                con.unregister("_stage_nodes")
+                store._index_terms(self._terms, replace=replace)
+            if self._key_rows:
+                con.execute("INSERT INTO paper_keys SELECT unnest($1), unnest($2)",
+                            [[k for k, _ in self._key_rows], [p for _, p in self._key_rows]])
+            stage("_stage_sources", ["node_id", "path"], self._node_sources)
+            con.execute("INSERT INTO node_sources SELECT * FROM _stage_sources")
+            con.unregister("_stage_sources")
+            if self._edge_rows:
+                stage("_stage_edges", ["src", "type", "dst", "attrs", "source", "source_hash", "made_by", "new"],
+                      self._edge_rows, {"source": pa.string(), "source_hash": pa.string(), "new": pa.bool_()})
+                con.execute("""INSERT INTO edges SELECT src, type, dst, attrs::JSON, source, source_hash, made_by,
+                    $now, $now FROM _stage_edges WHERE new""", {"now": now})
+                if not all(r[-1] for r in self._edge_rows):
+                    con.execute("""UPDATE edges SET attrs = s.attrs::JSON, updated_at = $now FROM _stage_edges s
+                        WHERE NOT s.new AND edges.src = s.src AND edges.type = s.type AND edges.dst = s.dst""",
+                                {"now": now})
+                con.unregister("_stage_edges")
+            if self._edge_sources:
+                stage("_stage_esources", ["src", "type", "dst", "path"], self._edge_sources)
+                con.execute("INSERT INTO edge_sources SELECT * FROM _stage_esources")
+                con.unregister("_stage_esources")
+            if self._similar_rows:
+                stage("_stage_similar", ["node_id", "other_key", "other_id", "other_title", "other_type",
+                                         "other_text", "score", "source", "source_hash"], self._similar_rows,
+                      {"other_id": pa.string(), "other_type": pa.string(), "score": pa.float64(),
+                       "source": pa.string(), "source_hash": pa.string()})
+                con.execute("""INSERT INTO stated_similarity SELECT *, $now FROM _stage_similar
+                    ON CONFLICT (node_id, other_key) DO UPDATE SET other_title = excluded.other_title,
+                    other_type = excluded.other_type, other_text = excluded.other_text, score = excluded.score,
+                    source = excluded.source, source_hash = excluded.source_hash""", {"now": now})
+                con.unregister("_stage_similar")
+            if self._vectors:
+                store.put_embeddings(self._vectors, self.model or "unknown")
+            stage("_stage_docs", ["path", "content_hash", "format", "title"], self._doc_rows, {"title": pa.string()})
+            con.execute("INSERT INTO documents SELECT *, $now FROM _stage_docs", {"now": now})
+            con.unregister("_stage_docs")
+        self._clear_queue()
+        self._forget()
+
+
+def _similar_key_of(s: StatedSimilarity) -> tuple[str, str]:
+    return (s.node_id, _similar_key(s))

@@ -37,6 +37,21 @@ def store():
         yield s
 
 
+_DOCUMENT_ROWS = {
+    "nodes": "id, type, title, text, attrs, text_hash, source, source_hash, made_by",
+    "edges": "src, type, dst, attrs, source, source_hash, made_by",
+    "node_sources": "*", "edge_sources": "*", "paper_keys": "*", "node_terms": "*",
+    "stated_similarity": "node_id, other_key, other_id, other_title, other_type, other_text, score, source, source_hash",
+    "documents": "path, content_hash, format, title", "embeddings": "text_hash, model, vector"}
+
+
+@pytest.fixture
+def store_rows():
+    """store_rows(store) -> every row that applying documents writes, by table, without the times it was written
+    at: for comparing two ways of writing the same documents."""
+    return lambda store: {t: store.sql(f"SELECT {cols} FROM {t} ORDER BY ALL") for t, cols in _DOCUMENT_ROWS.items()}
+
+
 @pytest.fixture
 def db_path(tmp_path) -> Path:
     return tmp_path / "claims.duckdb"

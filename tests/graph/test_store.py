@@ -350,3 +350,128 @@ def test_a_paper_key_given_up_passes_to_the_next_paper_that_carries_it(store):
     store.add_node(third.model_copy(update={"attrs": {"doi": "10.1/changed"}}))
     store.delete_node("paper:first")
     assert probe("10.1/changed") == "paper:third"
+
+
+# -- many documents in one transaction (Store.apply_many / Store.bulk) ------------------------------------
+def _vectors(delta: GraphDelta) -> dict:
+    import numpy as np
+
+    from claimgraph.graph.store import text_hash
+
+    out = {}
+    for n in delta.nodes:
+        v = np.random.default_rng(abs(hash(n.title)) % 2**32).standard_normal(384).astype(np.float32)
+        out[text_hash(n)] = v / np.linalg.norm(v)
+    return out
+
+
+def _node(ntype: str, title: str, text: str = "", **attrs) -> Node:
+    nid = paper_id(title=title, doi=attrs.get("doi")) if ntype == "paper" else make_id(ntype, title)
+    return Node(id=nid, type=ntype, title=title, text=text, attrs=attrs)
+
+
+C = _node("claim", "Induction heads implement copying", "First text.", page_status="active")
+F = _node("finding", "Ablating heads removes copying")
+P1 = _node("paper", "Paper One", doi="10.1/one", year=2021)
+
+
+def _item(path: str, nodes: list[Node], edges: list[Edge] = (), similar: list[StatedSimilarity] = (),
+          h: str = "h1") -> tuple[GraphDelta, DocumentRef, dict]:
+    d = GraphDelta(nodes=nodes, edges=list(edges), similar=list(similar))
+    return d, DocumentRef(path=path, content_hash=h, format="structured", title=path), _vectors(d)
+
+
+def _rounds() -> list[list[tuple[GraphDelta, DocumentRef, dict]]]:
+    c_again = C.model_copy(update={"title": "Induction heads implement copying!", "text": "",
+                                   "attrs": {"candidates_examined": 3}})  # same id, new title, no text
+    p1_by_title = _node("paper", "paper one")  # no DOI: merged into P1 by its normalised title
+    p4 = _node("paper", "Paper Four")
+    d4 = _node("claim", "Previous-token heads feed induction heads")
+    q = _node("question", "Do induction heads form in one step?")
+    first = [
+        _item("/a", [P1, C, F], [Edge(src=C.id, type="extracted_from", dst=P1.id),
+                                 Edge(src=F.id, type="supports", dst=C.id, attrs={"stated": True})],
+              [StatedSimilarity(node_id=C.id, other_title="An untyped neighbour", score=0.4)]),
+        _item("/b", [p4, d4], [Edge(src=d4.id, type="extracted_from", dst=p4.id),
+                               Edge(src=d4.id, type="associated_with", dst=C.id)]),  # an end queued by /a
+        _item("/c", [c_again, q], [Edge(src=F.id, type="supports", dst=C.id, attrs={"quote": "q"}),
+                                   Edge(src=C.id, type="addresses", dst=q.id)],
+              [StatedSimilarity(node_id=C.id, other_title="An untyped neighbour", score=0.9)]),
+        _item("/d", [p1_by_title, _node("finding", "Copying survives fine-tuning")],
+              [Edge(src=make_id("finding", "Copying survives fine-tuning"), type="extracted_from",
+                    dst=p1_by_title.id)]),
+        _item("/e", [_node("topic", "Induction"), _node("topic", "Copying")],
+              [Edge(src=make_id("topic", "Copying"), type="in_topic", dst=make_id("topic", "Induction"))]),
+    ]
+    changed_a = _item("/a", [P1, C], [Edge(src=C.id, type="extracted_from", dst=P1.id)], h="h2")  # drops F
+    bad = _item("/g", [_node("claim", "Refers to nothing")],
+                [Edge(src=make_id("claim", "Refers to nothing"), type="supports", dst="claim:not-stored")])
+    second = [_item("/f", [_node("method", "Path patching")]), changed_a,
+              _item("/f2", [_node("topic", "Copying", "Now described."), _node("method", "Mean ablation")]),
+              bad, _item("/h", [_node("method", "Never applied")])]
+    return [first, second, second[:3]]  # the last: the documents the second round committed, again
+
+
+def _apply_each(store: Store, items) -> tuple[list, str | None]:
+    reports = []
+    for delta, ref, vectors in items:
+        try:
+            reports.append(store.apply(delta, ref, vectors=vectors, model="m"))
+        except InvalidDocument as e:
+            return reports, str(e)
+    return reports, None
+
+
+def test_apply_many_writes_what_apply_one_by_one_writes(tmp_path, store_rows):
+    """The same documents, one `apply` each and all in one `apply_many`: the same rows in every table and the
+    same reports, for documents naming one node or edge (attrs merged, last title wins, empty text keeps the
+    old), a paper merged by title into another document's, an edge end defined by an earlier document, a
+    changed document inside the group, a refused one (the ones before it committed, those after not applied)
+    and the whole group again (a no-op)."""
+    one, many = Store(tmp_path / "one.duckdb"), Store(tmp_path / "many.duckdb")
+    for k, items in enumerate(_rounds()):
+        want, want_err = _apply_each(one, items)
+        try:
+            got, err = many.apply_many(items, model="m"), None
+        except InvalidDocument as e:
+            got, err = None, str(e)
+        assert err == want_err
+        if err is None:
+            assert [r.model_dump() for r in got] == [r.model_dump() for r in want]
+        assert store_rows(many) == store_rows(one)
+        if k == 0:  # what the first round says, merged
+            node = many.get_node(C.id)
+            assert (node.title, node.text) == ("Induction heads implement copying!", "First text.")
+            assert node.attrs == {"page_status": "active", "candidates_examined": 3}
+            assert many.get_edge(F.id, "supports", C.id).attrs == {"stated": True, "quote": "q"}
+            assert [s.score for s in many.stated_similar(C.id)] == [0.9]
+            assert many.count_nodes()["paper"] == 2  # /d's paper merged into /a's
+        if k == 1:  # the changed /a dropped F; the refused /g and the /h after it wrote nothing
+            assert not many.has_node(F.id) and many.document("/g") is None and many.document("/h") is None
+            assert "/bad" not in str(err) and "/g" in str(err)
+    assert err is None and all(r.unchanged for r in got)
+
+
+def test_apply_many_refusal_writes_nothing_of_that_document(store):
+    good = _item("/ok", [_node("method", "Path patching")])
+    bad = _item("/bad", [_node("claim", "A bad year")], [Edge(src=make_id("claim", "A bad year"), type="supports",
+                                                             dst=make_id("claim", "A bad year"))])
+    later = _item("/later", [_node("method", "Mean ablation")])
+    with pytest.raises(InvalidDocument, match="/bad.*itself"):
+        store.apply_many([good, bad, later])
+    assert [d.path for d in store.documents()] == ["/ok"]
+    assert store.count_nodes() == {"method": 1}
+    assert store.sql("SELECT count(*) FROM node_sources WHERE path <> '/ok'") == [(0,)]
+
+
+def test_bulk_write_error_rolls_back_every_queued_document(store, store_rows):
+    """A database error while writing the queued documents writes none of them (the caller replays)."""
+    store.apply(*_item("/first", [_node("method", "Path patching")])[:2])
+    before = store_rows(store)
+    with store.session(write=True):
+        with pytest.raises(StoreError):
+            with store.bulk("m") as bulk:
+                bulk.apply(*_item("/x", [_node("method", "Mean ablation")])[:2])
+                bulk.apply(*_item("/y", [_node("method", "Activation patching")])[:2])
+                store.con.execute("INSERT INTO documents VALUES ('/y', 'other', 'structured', NULL, now())")
+    assert store_rows(store) == before
