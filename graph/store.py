@@ -1553,7 +1553,7 @@ class BulkApply:
             p = e.provenance or prov
             edge_rows.append((*e.key, json.dumps(attrs, sort_keys=True), p.source, p.source_hash, p.made_by.value,
                               old_attrs is None))
-        similar = {_similar_key(s): s for s in delta.similar}  # the last of one key wins, as in apply
+        similar = {_similar_key_of(s): s for s in delta.similar}  # the last of one key wins, as in apply
         keys: dict[str, str] = {}
         for n in nodes:
             if n.type == NodeType.paper:  # new papers only (see above); the first of a doc to carry a key keeps it
@@ -1565,7 +1565,7 @@ class BulkApply:
         self._q_types.update({n.id: n.type for n in nodes})
         self._q_edges.update(e.key for e in edges)
         self._q_keys.update(keys)
-        self._q_similar.update((s.node_id, k) for k, s in similar.items())
+        self._q_similar.update(similar)
         self._node_rows += node_rows
         self._terms.update(terms)
         self._edge_rows += edge_rows
@@ -1573,7 +1573,7 @@ class BulkApply:
         self._edge_sources += [(*e.key, path) for e in edges]
         self._key_rows += keys.items()  # none is held: a stored holder would have merged the paper (above)
         self._similar_rows += [(s.node_id, k, s.other_id, s.other_title, s.other_type.value if s.other_type else None,
-                                s.other_text, s.score, prov.source, prov.source_hash) for k, s in similar.items()]
+                                s.other_text, s.score, prov.source, prov.source_hash) for (_, k), s in similar.items()]
         for h, v in (vectors or {}).items():
             self._vectors.setdefault(h, v)
         self.model = self.model or model

@@ -401,7 +401,9 @@ def _rounds() -> list[list[tuple[GraphDelta, DocumentRef, dict]]]:
               [Edge(src=make_id("finding", "Copying survives fine-tuning"), type="extracted_from",
                     dst=p1_by_title.id)]),
         _item("/e", [_node("topic", "Induction"), _node("topic", "Copying")],
-              [Edge(src=make_id("topic", "Copying"), type="in_topic", dst=make_id("topic", "Induction"))]),
+              [Edge(src=make_id("topic", "Copying"), type="in_topic", dst=make_id("topic", "Induction"))],
+              [StatedSimilarity(node_id=make_id("topic", t), other_title="Attention", score=0.3)  # one neighbour, two nodes
+               for t in ("Induction", "Copying")]),
     ]
     changed_a = _item("/a", [P1, C], [Edge(src=C.id, type="extracted_from", dst=P1.id)], h="h2")  # drops F
     bad = _item("/g", [_node("claim", "Refers to nothing")],
