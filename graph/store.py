@@ -45,6 +45,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -134,6 +135,17 @@ class _KeptTurn:
         self._turn: queue.Turn | None = None
         self._until = 0.0
         self._watcher: threading.Thread | None = None
+        _ALL_KEPT.add(self)
+
+    def _forget_in_child(self) -> None:
+        """In a forked child: the kept turn is the parent's. Close the child's copy of its queue descriptor (a lock
+        stays held while any copy is open) and forget the connection without touching it (the watcher thread
+        did not survive the fork)."""
+        self._lock = threading.Lock()
+        self._watcher = None
+        turn, self._con, self._turn = self._turn, None, None
+        if turn is not None:
+            turn.release()
 
     def keep(self, con: duckdb.DuckDBPyConnection, turn: queue.Turn, seconds: float) -> None:
         with self._lock:
@@ -172,6 +184,11 @@ class _KeptTurn:
                 self._watcher = None
             _close_turn(con, turn)
             return
+
+
+_ALL_KEPT: "weakref.WeakSet[_KeptTurn]" = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: [k._forget_in_child() for k in list(_ALL_KEPT)])
 
 
 def _close_turn(con: duckdb.DuckDBPyConnection, turn: queue.Turn) -> None:

@@ -382,3 +382,22 @@ def test_the_encoder_computes_at_a_lower_cpu_priority_than_the_caller():
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
     with pytest.raises(ValueError, match="boom"):  # an error in the work reaches the caller
         e._worker.run(lambda: (_ for _ in ()).throw(ValueError("boom")))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_does_not_keep_the_parents_reading_turn(db):
+    """The queue's locks belong to the open sidecar, which a fork shares: a child that outlives the parent's kept
+    turn would otherwise hold it (and every writer would wait for the child)."""
+    s = Store(db, keep_open=0.5)
+    assert s.has_node("claim:seed")  # a turn is kept now
+    pid = os.fork()
+    if pid == 0:  # the child sleeps past the parent's keep_open, holding whatever it inherited
+        time.sleep(4)
+        os._exit(0)
+    try:
+        time.sleep(1.5)
+        t0 = time.monotonic()
+        Store(db, busy_timeout=30, on_wait=None).add_node(Node(id="claim:while-child-lives", type="claim", title="W"))
+        assert time.monotonic() - t0 < 2  # not the child's 4 s
+    finally:
+        os.waitpid(pid, 0)
