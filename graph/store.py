@@ -1723,7 +1723,7 @@ class BulkApply:
         now = _naive_utc(datetime.now(timezone.utc))
         with store.transaction():
             def stage(name: str, cols: list[str], rows: list[tuple], types: dict[str, Any] | None = None) -> None:
-                data = list(zip(*rows)) if rows else [[] for _ in cols]
+                data: list[Any] = list(zip(*rows)) if rows else [() for _ in cols]
                 store._arrow(name, pa.table({c: pa.array(list(v), (types or {}).get(c)) for c, v in zip(cols, data)}))
 
             if self._node_rows:
