@@ -187,8 +187,15 @@ class _KeptTurn:
 
 
 _ALL_KEPT: "weakref.WeakSet[_KeptTurn]" = weakref.WeakSet()
+
+
+def _forget_kept_turns_in_child() -> None:
+    for kept in list(_ALL_KEPT):
+        kept._forget_in_child()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: [k._forget_in_child() for k in list(_ALL_KEPT)])
+    os.register_at_fork(after_in_child=_forget_kept_turns_in_child)
 
 
 def _close_turn(con: duckdb.DuckDBPyConnection, turn: queue.Turn) -> None:

@@ -5,6 +5,7 @@ Deliberately simple and deterministic: the same function indexes nodes and parse
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -20,6 +21,7 @@ to too under until up very was we were what when where which while who whom why 
 _WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*", re.UNICODE)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a corpus repeats its words: ingest stems each once, not once per use
 def stem(word: str) -> str:
     """A light English stemmer: strips common inflections, never below three letters."""
     for suffix, min_len in (("ational", 5), ("ization", 5), ("ness", 4), ("ments", 4), ("ment", 4),

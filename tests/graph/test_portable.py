@@ -8,6 +8,7 @@ from pathlib import Path
 
 from claimgraph.graph import EdgeType, MadeBy, Node, Store
 from claimgraph.graph.portable import local_path, stored_path
+from claimgraph.graph.schema import SCHEMA_VERSION
 
 
 def test_paths_inside_the_folder_are_relative_others_stay_absolute(db_path, tmp_path):
@@ -47,14 +48,14 @@ def test_migration_6_relativizes_absolute_paths_of_older_stores(db_path, tmp_pat
                    made_by=MadeBy.experiment, source=run, source_hash="cfg")
         s.link("experiment:e", EdgeType.produced, "evidence:e-r1", made_by=MadeBy.experiment, source=run)
         s.add_node(Node(id="claim:parsed", type="claim", title="P"), made_by=MadeBy.parsed, source=run)
-        # write what a schema-4 store holds: absolute paths, and no migration 6 recorded
+        # write what a schema-5 store holds: absolute paths, and no migration from 6 on recorded
         with s.session(write=True):
             s.con.execute("INSERT INTO runs (run_id, experiment_id, config_hash, status, run_dir, created_at) "
                           "VALUES ('r1', 'experiment:e', 'cfg', 'completed', ?, now()), "
                           "('r9', 'experiment:e', 'cfg', 'completed', ?, now())", [run, outside])
-            s.con.execute("DELETE FROM schema_version WHERE version = 6")
+            s.con.execute("DELETE FROM schema_version WHERE version >= 6")
     with Store(db_path) as s:
-        assert s.schema_version() == 6
+        assert s.schema_version() == SCHEMA_VERSION
         assert dict(s.sql("SELECT run_id, run_dir FROM runs")) == {"r1": "runs/e/r1", "r9": outside}
         ev = s.get_node("evidence:e-r1")
         assert ev.provenance.source == "runs/e/r1"
