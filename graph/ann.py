@@ -176,7 +176,8 @@ def load(store: "Store", model: str) -> SavedIndex | None:
     except (OSError, ValueError, RuntimeError, KeyError):
         return None  # unreadable (e.g. replaced while reading): answer without it
     when = lambda v: datetime.fromisoformat(v) if v else datetime(1970, 1, 1)  # built empty: everything is new
-    saved = SavedIndex(index=index, ids=keys.column("id").combine_chunks(), hashes=keys.column("text_hash").combine_chunks(),
+    one = lambda col: col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()  # one chunk: no copy (0.13 s at 1M)
+    saved = SavedIndex(index=index, ids=one(keys.column("id")), hashes=one(keys.column("text_hash")),
                        nodes_since=when(meta.get("nodes_since")), vectors_since=when(meta.get("vectors_since")),
                        vectors=vectors)
     _LOADED[str(idx_path)] = (mtime, saved)

@@ -93,6 +93,12 @@ class Turn:
             return False
         return _conflict(self.fd, fcntl.F_WRLCK, BASE + 2 * self.ticket + 2, 0) is not None
 
+    def writer_waiting(self) -> bool:
+        """Whether a later ticket is a writer's (queued behind this one, or holding the store after it)."""
+        if self.fd < 0:
+            return False
+        return _conflict(self.fd, fcntl.F_RDLCK, BASE + 2 * self.ticket + 2, 0) is not None
+
     def release(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)  # closing the open file drops its locks

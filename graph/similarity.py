@@ -133,21 +133,29 @@ def similar_pairs(X: "np.ndarray", threshold: float, *, block: int = 4096,
     show = (tiles > 16 and sys.stderr.isatty()) if progress is None else progress
     tile = min(block, n)
     upper = np.triu(np.ones((tile, tile), dtype=bool), k=1)  # [tile, tile] strict upper triangle of a diagonal tile
+    # one product and one mask buffer for every tile: a fresh [block, block] result per tile is 64 MB of new pages
+    # to fault in each time, which cost more than the threshold pass itself
+    sbuf = np.empty(tile * tile, dtype=np.float32)
+    hbuf = np.empty(tile * tile, dtype=bool)
+    thr = np.float32(threshold)
     out_i, out_j, out_s = [], [], []
     with tqdm(total=tiles, desc="similar pairs", unit="tile", disable=not show, file=sys.stderr) as bar:
         for i0 in starts:
             xi = X[i0:i0 + block]  # [bi, d]
             for j0 in range(i0, n, block):
-                s = xi @ X[j0:j0 + block].T  # [bi, bj]
-                hit = s >= threshold  # [bi, bj]
+                xj = X[j0:j0 + block]
+                shape = (len(xi), len(xj))
+                s = sbuf[:shape[0] * shape[1]].reshape(shape)
+                np.matmul(xi, xj.T, out=s)  # [bi, bj]
+                hit = np.greater_equal(s, thr, out=hbuf[:shape[0] * shape[1]].reshape(shape))  # [bi, bj]
                 if j0 == i0:
-                    hit &= upper[:hit.shape[0], :hit.shape[1]]
+                    hit &= upper[:shape[0], :shape[1]]
                 flat = np.flatnonzero(hit)  # [m]; 2-D np.nonzero costs ~25 ms per tile even with no hit
                 if len(flat):
-                    r, c = np.divmod(flat, hit.shape[1])  # [m], [m]
+                    r, c = np.divmod(flat, shape[1])  # [m], [m]
                     out_i.append(r + i0)
                     out_j.append(c + j0)
-                    out_s.append(s[r, c])
+                    out_s.append(s.reshape(-1)[flat])
                 bar.update(1)
     if not out_i:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
@@ -279,6 +287,7 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
                               params).to_arrow_table()
             built_after = con.execute("SELECT (SELECT max(updated_at) FROM nodes), (SELECT max(created_at) "
                                       "FROM embeddings)").fetchone()
+            read_state = _pair_state(con)
             n = tbl.num_rows
             if n:  # positions in id order: ties break by id, and i < j means a < b
                 tbl = tbl.take(pc.sort_indices(tbl.column("id")))
@@ -332,30 +341,9 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
         con = store.con
         con.register("_sg_new", new)
         try:
-            # pairs whose node went, or that got an edge or a decision, since the reading turn
-            # the linked pairs as one unordered key each: an OR of both directions inside EXISTS made DuckDB
-            # join by nested loops (150 s at 100k nodes with 650k pairs); an equality join on the key is a hash join
-            _q(store, """CREATE OR REPLACE TEMP TABLE _sg_linked AS
-                SELECT DISTINCT least(src, dst) AS a, greatest(src, dst) AS b FROM edges""")
-            gone = _q(store, """SELECT n.a, n.b FROM _sg_new n
-                LEFT JOIN _sg_linked l ON l.a = least(n.a, n.b) AND l.b = greatest(n.a, n.b)
-                LEFT JOIN (SELECT a, b FROM suggestions WHERE state <> 'open') d ON d.a = n.a AND d.b = n.b
-                WHERE l.a IS NOT NULL OR d.a IS NOT NULL
-                   OR n.a NOT IN (SELECT id FROM nodes) OR n.b NOT IN (SELECT id FROM nodes)""")
-            # an open pair that is proposed again keeps the time it was first proposed
-            _q(store, f"""CREATE OR REPLACE TEMP TABLE _sg_old AS
-                SELECT a, b, created_at FROM suggestions WHERE state = 'open' AND {scope}""", scope_params)
-            _q(store, f"DELETE FROM suggestions WHERE state = 'open' AND {scope}", scope_params)
-            _q(store, """INSERT INTO suggestions
-                SELECT n.a, n.b, n.score, n.duplicate, 'open', NULL, $model, coalesce(o.created_at, $now), NULL
-                FROM _sg_new n LEFT JOIN _sg_old o ON o.a = n.a AND o.b = n.b
-                WHERE n.a IN (SELECT id FROM nodes) AND n.b IN (SELECT id FROM nodes)
-                  AND NOT EXISTS (SELECT 1 FROM suggestions s WHERE s.a = n.a AND s.b = n.b)
-                  AND NOT EXISTS (SELECT 1 FROM _sg_linked l WHERE l.a = least(n.a, n.b) AND l.b = greatest(n.a, n.b))
-                ORDER BY n.a, n.b  -- key order: inserting into the primary key index in order is ~3x faster""",
-               {"model": model, "now": _now()})
-            _q(store, "DROP TABLE _sg_old")
-            _q(store, "DROP TABLE _sg_linked")
+            # unchanged since the reading turn (no node, edge or decision written or removed): the pairs are
+            # still exactly the eligible ones and go in without each being checked again
+            gone = _write_pairs(store, scope, scope_params, model, check=_pair_state(con) != read_state)
         finally:
             con.unregister("_sg_new")
         if index is not None and tval is None:  # the saved index serves node pages and search over every node;
@@ -363,6 +351,58 @@ def suggest(store: "Store", *, threshold: float = 0.65, type: NodeType | str | N
             ann.save(store, model, index, ids, tbl.column("text_hash").combine_chunks(), built_after[0], built_after[1],
                      X=X)
     del index, X
+    return _rank_returned(i, j, score, dup, gone, ids, tbl, n, limit)
+
+
+def _pair_state(con: Any) -> tuple:
+    """What decides which pairs `suggest` may propose: the nodes, the typed edges and the decisions (each as a
+    count and the last write time; a removal lowers the count, a write moves the time)."""
+    return con.execute("""SELECT (SELECT count(*) FROM nodes), (SELECT max(updated_at) FROM nodes),
+        (SELECT count(*) FROM edges), (SELECT max(updated_at) FROM edges),
+        (SELECT count(*) FROM suggestions WHERE state <> 'open'),
+        (SELECT max(decided_at) FROM suggestions WHERE state <> 'open')""").fetchone()
+
+
+def _write_pairs(store: "Store", scope: str, scope_params: dict[str, Any], model: str, *, check: bool) -> list[tuple]:
+    """Replace the open pairs in scope with `_sg_new`'s (an open pair proposed again keeps the time it was first
+    proposed). `check`: the store changed since the pairs were read, so each is checked against it as it is now;
+    returns the pairs dropped for it (a node went, or an edge or a decision came)."""
+    gone: list[tuple] = []
+    if check:
+        # the linked pairs as one unordered key each: an OR of both directions inside EXISTS made DuckDB
+        # join by nested loops (150 s at 100k nodes with 650k pairs); an equality join on the key is a hash join
+        _q(store, """CREATE OR REPLACE TEMP TABLE _sg_linked AS
+            SELECT DISTINCT least(src, dst) AS a, greatest(src, dst) AS b FROM edges""")
+        gone = _q(store, """SELECT n.a, n.b FROM _sg_new n
+            LEFT JOIN _sg_linked l ON l.a = least(n.a, n.b) AND l.b = greatest(n.a, n.b)
+            LEFT JOIN (SELECT a, b FROM suggestions WHERE state <> 'open') d ON d.a = n.a AND d.b = n.b
+            WHERE l.a IS NOT NULL OR d.a IS NOT NULL
+               OR n.a NOT IN (SELECT id FROM nodes) OR n.b NOT IN (SELECT id FROM nodes)""")
+    _q(store, f"""CREATE OR REPLACE TEMP TABLE _sg_old AS
+        SELECT a, b, created_at FROM suggestions WHERE state = 'open' AND {scope}""", scope_params)
+    _q(store, f"DELETE FROM suggestions WHERE state = 'open' AND {scope}", scope_params)
+    checks = """WHERE n.a IN (SELECT id FROM nodes) AND n.b IN (SELECT id FROM nodes)
+              AND NOT EXISTS (SELECT 1 FROM suggestions s WHERE s.a = n.a AND s.b = n.b)
+              AND NOT EXISTS (SELECT 1 FROM _sg_linked l WHERE l.a = least(n.a, n.b) AND l.b = greatest(n.a, n.b))"""
+    _q(store, f"""INSERT INTO suggestions
+        SELECT n.a, n.b, n.score, n.duplicate, 'open', NULL, $model, coalesce(o.created_at, $now), NULL
+        FROM _sg_new n LEFT JOIN _sg_old o ON o.a = n.a AND o.b = n.b
+        {checks if check else ''}
+        ORDER BY n.a, n.b  -- key order: inserting into the primary key index in order is ~3x faster""",
+       {"model": model, "now": _now()})
+    _q(store, "DROP TABLE _sg_old")
+    if check:
+        _q(store, "DROP TABLE _sg_linked")
+    return gone
+
+
+def _rank_returned(i: "np.ndarray", j: "np.ndarray", score: "np.ndarray", dup: "np.ndarray", gone: list[tuple],
+                   ids: Any, tbl: Any, n: int, limit: int | None) -> list[Suggestion]:
+    """The written pairs (less those `gone`) as Suggestions, best first, the best `limit`."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if gone:
         ga = pc.index_in(pa.array([g[0] for g in gone]), value_set=ids).to_numpy(zero_copy_only=False)
         gb = pc.index_in(pa.array([g[1] for g in gone]), value_set=ids).to_numpy(zero_copy_only=False)

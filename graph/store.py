@@ -13,17 +13,25 @@ queue beside the file (graph/lock.py: readers share a turn, a writer has it alon
 killed process's turn ends with it), opens DuckDB read-only for reading and read-write for writing, and
 closes it and gives up the turn at the end. A command waiting more than a second says on stderr whom it
 waits for (`on_wait` redirects that line); after `busy_timeout` seconds (CLAIMGRAPH_BUSY_TIMEOUT, default
-300) it raises StoreBusy. So a long-lived Store (a notebook, a web server) never blocks other processes
-while it is idle, and work that takes time without the database (parsing, encoding, training, rendering)
+300) it raises StoreBusy. Work that takes time without the database (parsing, encoding, training, rendering)
 happens between turns: `release()` ends the turn early inside a session (the next call takes a new one),
 and `yield_turn()` hands it on between the documents of a long ingest when someone is waiting.
 
+Kept open. A reading turn is not closed at once when its call ends: the Store keeps the read-only
+connection and its shared turn for `keep_open` seconds (CLAIMGRAPH_KEEP_OPEN_S, default 2; 0 closes at
+once), and the next reading call within that time uses it as it is: no open, and DuckDB's buffers still hold
+the pages the last call read (at a million nodes a fresh open re-reads them: 30-80 ms per call). Other
+readers share the file meanwhile. A writer that queues for the store (any claimgraph process, or another
+Store in this one) is seen by a watcher thread within 20 ms, and the kept turn is closed and given up then,
+so an idle Store makes a writer wait that long and no longer. A program that opens the file outside the queue
+(a `duckdb` shell writing to it) can be refused for up to `keep_open` seconds after the last call.
+
 Cost. Constructing a Store checks the file once per process (until it changes); a turn costs one DuckDB
 open and close (about 5-10 ms on a small store; closing after a write checkpoints, which grows with the
-store). A server therefore opens a Store per request, or keeps one and wraps each request in
+store), unless a kept reading turn serves it. A server keeps one Store and wraps each request in
 `with store.session():` (a Store's sessions are serialised across threads; separate Stores in one process
 queue like separate processes). A store on a read-only file or mount works for every reading call, with no
-queue (nobody can write there).
+queue (nobody can write there; nothing is kept open either).
 
 Nothing above graph/ imports duckdb: every duckdb error is translated here.
 """
@@ -37,6 +45,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -95,6 +104,100 @@ def busy_timeout_default() -> float:
     if not 0 <= value < float("inf"):
         raise InvalidInput(f"CLAIMGRAPH_BUSY_TIMEOUT={raw!r} must be a finite number of seconds, at least 0")
     return value
+
+
+DEFAULT_KEEP_OPEN = 2.0
+_WATCH_S = 0.02  # how often a kept reading turn looks for a queued writer
+
+
+def keep_open_default() -> float:
+    """CLAIMGRAPH_KEEP_OPEN_S (seconds a reading turn is kept open after its call), read when a Store is made."""
+    raw = os.environ.get("CLAIMGRAPH_KEEP_OPEN_S")
+    if raw is None or not raw.strip():
+        return DEFAULT_KEEP_OPEN
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"CLAIMGRAPH_KEEP_OPEN_S={raw!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise InvalidInput(f"CLAIMGRAPH_KEEP_OPEN_S={raw!r} must be a finite number of seconds, at least 0")
+    return value
+
+
+class _KeptTurn:
+    """A reading turn (read-only connection and shared queue ticket) kept after its session ended, and the
+    watcher thread that gives it up when a writer queues or `keep_open` seconds pass. It refers to no Store,
+    so a Store dropped while it keeps a turn is collected, and the turn still ends on time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._turn: queue.Turn | None = None
+        self._until = 0.0
+        self._watcher: threading.Thread | None = None
+        _ALL_KEPT.add(self)
+
+    def _forget_in_child(self) -> None:
+        """In a forked child: the kept turn is the parent's. Close the child's copy of its queue descriptor (a lock
+        stays held while any copy is open) and forget the connection without touching it (the watcher thread
+        did not survive the fork)."""
+        self._lock = threading.Lock()
+        self._watcher = None
+        turn, self._con, self._turn = self._turn, None, None
+        if turn is not None:
+            turn.release()
+
+    def keep(self, con: duckdb.DuckDBPyConnection, turn: queue.Turn, seconds: float) -> None:
+        with self._lock:
+            self._con, self._turn, self._until = con, turn, time.monotonic() + seconds
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name="claimgraph-kept-turn", daemon=True)
+                self._watcher.start()
+
+    def take(self) -> tuple[duckdb.DuckDBPyConnection, queue.Turn] | None:
+        """The kept turn, for a reading call to use (it is no longer kept), or None."""
+        with self._lock:
+            con, turn = self._con, self._turn
+            self._con = self._turn = None
+        return None if con is None or turn is None else (con, turn)
+
+    def drop(self) -> None:
+        """Close the kept turn now, if there is one."""
+        got = self.take()
+        if got is not None:
+            _close_turn(*got)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(_WATCH_S)
+            with self._lock:
+                if self._con is None:  # taken by a call (it may be kept again when the call ends)
+                    if time.monotonic() < self._until:
+                        continue
+                    self._watcher = None
+                    return
+                assert self._turn is not None
+                if time.monotonic() < self._until and not self._turn.writer_waiting():
+                    continue
+                con, turn = self._con, self._turn
+                self._con = self._turn = None
+                self._watcher = None
+            _close_turn(con, turn)
+            return
+
+
+_ALL_KEPT: "weakref.WeakSet[_KeptTurn]" = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: [k._forget_in_child() for k in list(_ALL_KEPT)])
+
+
+def _close_turn(con: duckdb.DuckDBPyConnection, turn: queue.Turn) -> None:
+    try:
+        con.close()
+    except duckdb.Error:
+        pass  # a read-only connection has nothing to lose
+    finally:
+        turn.release()
 
 
 def reads(fn: Callable[P, R]) -> Callable[P, R]:
@@ -194,14 +297,19 @@ class Store:
     `read_only`: refuse every write. `busy_timeout`: seconds to wait for a turn. `on_wait`: gets the "waiting
     for process N (command)" line (default: stderr). `label`: how the queue names this process to others.
     `check`: open the file now to check it is a current claimgraph store (False: at the first call).
+    `keep_open`: seconds a reading turn is kept after its call (see the module docstring; default
+    CLAIMGRAPH_KEEP_OPEN_S or 2, 0: never).
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, read_only: bool = False,
                  busy_timeout: float | None = None, create: bool = True,
-                 on_wait: Callable[[str], None] | None = _stderr_line, label: str | None = None, check: bool = True):
+                 on_wait: Callable[[str], None] | None = _stderr_line, label: str | None = None, check: bool = True,
+                 keep_open: float | None = None):
         self.path = Path(path).resolve() if path not in (None, ":memory:") else None
         self.read_only = read_only
         self.busy_timeout = busy_timeout_default() if busy_timeout is None else busy_timeout
+        self.keep_open = keep_open_default() if keep_open is None else max(0.0, float(keep_open))
+        self._kept = _KeptTurn()
         self.on_wait = on_wait
         self.label = label  # how the queue names this process to others (default: its command line)
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -254,7 +362,7 @@ class Store:
             finally:
                 self._depth -= 1
                 if self._depth == 0:
-                    self._end_turn()
+                    self._end_turn(keep=True)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -285,6 +393,14 @@ class Store:
         if write and self.path.exists() and not self.writable():
             raise StoreError(f"{self.path} is read-only (file or mount): this command writes to the store; "
                              "reading commands work, or copy the store somewhere writable")
+        kept = self._kept.take()
+        if kept is not None:
+            if not write:  # the last reading turn, kept open: nothing to wait for or open
+                self._con, self._turn = kept
+                self._opened_at, self._opened_cpu = time.monotonic(), time.process_time()
+                self._waited = self._open_s = 0.0
+                return
+            _close_turn(*kept)  # a writer of this Store would queue behind its own kept reading turn
         _preload()
         t0 = time.monotonic()
         self._turn = queue.acquire(self.path, write=write, timeout=self.busy_timeout, label=self.label,
@@ -304,12 +420,19 @@ class Store:
             self._end_turn()
             raise
 
-    def _end_turn(self) -> None:
+    def _end_turn(self, *, keep: bool = False) -> None:
+        """Close the connection and give up the turn; `keep` (a session's end): a reading turn is kept open
+        for `keep_open` seconds instead (_KeptTurn)."""
         if self.path is None:
             return
         con, turn = self._con, self._turn
         self._con = self._turn = None
         self._tx_depth = 0
+        if keep and con is not None and turn is not None and not self._writing and self.keep_open > 0:
+            self._kept.keep(con, turn, self.keep_open)
+            if os.environ.get("CLAIMGRAPH_LOCK_LOG"):
+                self._log_turn(turn)
+            return
         t_close = time.monotonic()
         try:
             if con is not None:
@@ -364,6 +487,7 @@ class Store:
         with self._thread_lock:
             if self.holding and self._tx_depth == 0:
                 self._end_turn()
+            self._kept.drop()
 
     def should_yield(self, *, after: float = 0.25) -> bool:
         """Whether this Store has held the file `after` seconds and another process is waiting for it (long
@@ -390,6 +514,7 @@ class Store:
                     self._con = None
             else:
                 self._end_turn()
+                self._kept.drop()
 
     def __enter__(self) -> "Store":
         return self

@@ -1,7 +1,9 @@
 """The web layer's one door to the store: every request's database work goes through `StoreAccess`.
 
-The server never holds the file between requests: a GET page reads in one reading session of a read-only
-Store, a form post writes in one writing session, and the session's end lets go of the file. Each session
+A GET page reads in one reading session of a read-only Store, a form post writes in one writing session. A
+reading session's end keeps its read-only connection for the Store's `keep_open` seconds (CLAIMGRAPH_KEEP_OPEN_S,
+default 2; graph/store.py), so pages viewed in quick succession skip the open and find DuckDB's buffers warm; a
+writer that queues (a CLI command, this server's own form post) has it given up within 20 ms. Each session
 takes a turn in the store's fair queue beside CLI commands and notebooks (claimgraph.graph.lock: readers share
 a turn, a writer has it alone, all in arrival order), so a CLI command waits at most for the requests ahead
 of it, and a request for the commands ahead of it (up to the store's busy timeout; then the page says busy).

@@ -144,7 +144,7 @@ def test_two_stores_in_one_process_queue_like_two_processes(db):
 
 
 def test_a_store_holds_nothing_between_calls(db):
-    s = Store(db)
+    s = Store(db, keep_open=0)
     assert s.has_node("claim:seed") and not s.holding
     # a process outside the queue can take the file read-write while `s` lives
     r = subprocess.run([sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(db)],
@@ -152,6 +152,44 @@ def test_a_store_holds_nothing_between_calls(db):
     assert r.returncode == 0, r.stderr
     with pytest.raises(StoreError, match="only available inside a session"):
         s.con  # noqa: B018
+
+
+def _outside_open(db) -> subprocess.CompletedProcess:
+    """A process outside claimgraph's queue opening the file read-write (as a duckdb shell would)."""
+    return subprocess.run([sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(db)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_reading_turn_is_kept_open_for_keep_open_seconds_then_given_up(db):
+    s = Store(db, keep_open=1.5)
+    assert s.has_node("claim:seed") and not s.holding
+    held = _outside_open(db)  # kept: the read-only connection still holds the file
+    assert held.returncode != 0 and "lock" in held.stderr.lower()
+    assert s.has_node("claim:seed")  # the next reading call uses the kept turn
+    time.sleep(2.5)
+    assert _outside_open(db).returncode == 0  # given up after keep_open seconds without a call
+
+
+def test_a_writer_does_not_wait_for_a_kept_reading_turn(db):
+    """A reader that would keep its turn for a minute gives it up as soon as a writer queues: another process's
+    write, another Store's in this process, and this Store's own."""
+    s = Store(db, keep_open=60)
+    assert s.has_node("claim:seed")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", "import sys; from claimgraph.graph import Node, Store; "
+                        "Store(sys.argv[1]).add_node(Node(id='claim:other', type='claim', title='Other'))", str(db)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 30  # not the 60 s the reader would have kept its turn
+    assert s.has_node("claim:other")  # a new turn sees the other process's write
+    t0 = time.monotonic()
+    Store(db, on_wait=None).add_node(Node(id="claim:third", type="claim", title="Third"))
+    assert time.monotonic() - t0 < 30
+    assert s.has_node("claim:third")
+    s.add_node(Node(id="claim:fourth", type="claim", title="Fourth"))  # its own write: no wait behind itself
+    assert s.count_nodes() == {"claim": 4}
+    s.close()
+    assert _outside_open(db).returncode == 0  # close() gives a kept turn up at once
 
 
 def test_a_reading_session_opens_the_file_read_only(db):
@@ -318,11 +356,12 @@ def test_only_commands_that_show_run_status_reconcile_dead_runs(db, tmp_path):
     assert Store(db).runs()[0]["status"] == "failed"
 
 
+@pytest.mark.parametrize("var", ["CLAIMGRAPH_BUSY_TIMEOUT", "CLAIMGRAPH_KEEP_OPEN_S"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
-def test_a_bad_busy_timeout_is_refused_clearly(db, value):
+def test_a_bad_busy_timeout_or_keep_open_is_refused_clearly(db, var, value):
     r = subprocess.run([*CLI, "--db", str(db), "list"], capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, CLAIMGRAPH_BUSY_TIMEOUT=value))
-    assert r.returncode == 2 and r.stderr.startswith("Error: CLAIMGRAPH_BUSY_TIMEOUT=") and "Traceback" not in r.stderr
+                       env=dict(os.environ, **{var: value}))
+    assert r.returncode == 2 and r.stderr.startswith(f"Error: {var}=") and "Traceback" not in r.stderr
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread CPU priorities are Linux's")
@@ -343,3 +382,22 @@ def test_the_encoder_computes_at_a_lower_cpu_priority_than_the_caller():
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
     with pytest.raises(ValueError, match="boom"):  # an error in the work reaches the caller
         e._worker.run(lambda: (_ for _ in ()).throw(ValueError("boom")))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_does_not_keep_the_parents_reading_turn(db):
+    """The queue's locks belong to the open sidecar, which a fork shares: a child that outlives the parent's kept
+    turn would otherwise hold it (and every writer would wait for the child)."""
+    s = Store(db, keep_open=0.5)
+    assert s.has_node("claim:seed")  # a turn is kept now
+    pid = os.fork()
+    if pid == 0:  # the child sleeps past the parent's keep_open, holding whatever it inherited
+        time.sleep(4)
+        os._exit(0)
+    try:
+        time.sleep(1.5)
+        t0 = time.monotonic()
+        Store(db, busy_timeout=30, on_wait=None).add_node(Node(id="claim:while-child-lives", type="claim", title="W"))
+        assert time.monotonic() - t0 < 2  # not the child's 4 s
+    finally:
+        os.waitpid(pid, 0)

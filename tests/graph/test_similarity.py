@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import pytest
 
-from claimgraph.graph import DocumentRef, EdgeType, GraphDelta, InvalidInput, MadeBy, NodeType, NotFound, Store
+from claimgraph.graph import DocumentRef, EdgeType, GraphDelta, InvalidInput, MadeBy, Node, NodeType, NotFound, Store
 from claimgraph.graph.embed import MODEL_NAME
 from claimgraph.graph.similarity import (
     accept,
@@ -339,3 +339,31 @@ def test_suggest_lets_go_of_the_store_while_ranking_and_drops_pairs_decided_mean
     want = {p for p in eligible if p not in (rejected, linked_now) and gone_node not in p}
     assert got == stored == want
     assert graph.sql("SELECT state FROM suggestions WHERE a = ? AND b = ?", list(rejected)) == [("rejected",)]
+
+
+@pytest.mark.parametrize("changed", [False, True], ids=["store unchanged", "store changed meanwhile"])
+def test_an_open_pair_proposed_again_keeps_the_time_it_was_first_proposed(file_store, vectors, monkeypatch, changed):
+    """Both ways of writing the pairs: straight in when nothing that decides eligibility changed since the
+    reading turn, checked one by one when something did (here: a node added while the pairs were ranked)."""
+    from claimgraph.graph import similarity
+
+    graph = _build(file_store, vectors)
+    suggest(graph, threshold=0.3, per_node=None, progress=False)
+    first = dict(((a, b), t) for a, b, t in graph.sql("SELECT a, b, created_at FROM suggestions WHERE state = 'open'"))
+    assert len(first) > 5
+    checked: list[bool] = []
+    real_write = similarity._write_pairs
+    monkeypatch.setattr(similarity, "_write_pairs", lambda *a, **kw: checked.append(kw["check"]) or real_write(*a, **kw))
+    if changed:
+        real = similarity.similar_pairs
+
+        def meanwhile(*a, **kw):
+            Store(graph.path, busy_timeout=5, on_wait=None).add_node(
+                Node(id="claim:unrelated-newcomer", type="claim", title="Unrelated newcomer"))
+            return real(*a, **kw)
+
+        monkeypatch.setattr(similarity, "similar_pairs", meanwhile)
+    again = suggest(graph, threshold=0.3, per_node=None, progress=False)
+    assert checked == [changed]
+    now = dict(((a, b), t) for a, b, t in graph.sql("SELECT a, b, created_at FROM suggestions WHERE state = 'open'"))
+    assert now == first and {(g.src, g.dst) for g in again} == set(first)
