@@ -53,9 +53,8 @@ class DetectionTable:
 
 def detection_table(acts: Tensor, labels: Tensor, *, chunk: int = 64) -> DetectionTable:
     """Scores of every latent (columns of acts [M, d_sae]) as a detector of each label column of labels [M, C]
-    (bool). The ranks of a latent's activations do not depend on the label, so they are computed once (in
-    chunks of latents, which bound the memory of the rank matrices) and summed over each label's positives
-    with one matrix product."""
+    (bool). The ranks of a latent's activations do not depend on the label, so they are computed once and
+    summed over each label's positives (`positive_rank_sums`)."""
     assert acts.ndim == 2 and labels.ndim == 2 and acts.shape[0] == labels.shape[0], \
         f"acts [M, d] and labels [M, C] expected, got {tuple(acts.shape)} and {tuple(labels.shape)}"
     acts = acts.float().cpu()
@@ -70,17 +69,56 @@ def detection_table(acts: Tensor, labels: Tensor, *, chunk: int = 64) -> Detecti
     recall = tp / n_pos.clamp_min(1)                                           # [d, C]
     f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12),
                      torch.zeros_like(tp))                                     # [d, C]
-    rank_pos = torch.empty(d, y.shape[1], dtype=torch.float64)                 # [d, C]
-    for j in range(0, d, chunk):
-        cols = acts[:, j:j + chunk].t().contiguous()                           # [c, M]
-        ordered = cols.sort(dim=1).values                                      # [c, M]
-        below = torch.searchsorted(ordered, cols, right=False).double()        # [c, M] values strictly smaller
-        upto = torch.searchsorted(ordered, cols, right=True).double()          # [c, M] values <= this one
-        rank_pos[j:j + chunk] = ((below + upto + 1) / 2) @ y.double()          # [c, C] sum of positives' ranks
+    rank_pos = positive_rank_sums(acts, y, chunk=chunk)                         # [d, C]
     npos, nneg = n_pos.double(), n_neg.double()
     auroc = ((rank_pos - npos * (npos + 1) / 2) / (npos * nneg).clamp_min(1)).float()              # [d, C]
     auroc = torch.where((n_pos > 0) & (n_neg > 0), auroc, torch.full_like(auroc, 0.5))
     return DetectionTable(f1=f1, precision=precision, recall=recall, auroc=auroc, n_pos=n_pos.long(), n=m)
+
+
+def positive_rank_sums(acts: Tensor, y: Tensor, *, chunk: int = 64) -> Tensor:
+    """Per latent and label, the sum of the average ranks (1-based, ties averaged) of the label's positive tokens
+    among all M values of the latent: float64 [d, C] for acts [M, d] and 0/1 labels y [M, C].
+
+    Every rank is a multiple of 1/2 and every sum stays far below 2**53, so the sums are exact in float64 however
+    they are added up. That lets the sparse path skip the zeros: a latent is 0 on most tokens, and all its zeros
+    share one average rank, so only its nonzero values are sorted (per latent, at once for all latents). Values
+    with NaN take the dense path (one sort per latent over all M values)."""
+    m, d = acts.shape
+    yd = y.double()                                                            # [M, C]
+    if bool(torch.isnan(acts).any()):
+        out = torch.empty(d, y.shape[1], dtype=torch.float64)                  # [d, C]
+        for j in range(0, d, chunk):
+            cols = acts[:, j:j + chunk].t().contiguous()                       # [c, M]
+            ordered = cols.sort(dim=1).values                                  # [c, M]
+            below = torch.searchsorted(ordered, cols, right=False).double()    # [c, M] values strictly smaller
+            upto = torch.searchsorted(ordered, cols, right=True).double()      # [c, M] values <= this one
+            out[j:j + chunk] = ((below + upto + 1) / 2) @ yd                   # [c, C]
+        return out
+    tok, lat = (acts != 0).nonzero(as_tuple=True)                              # [nnz] each
+    vals = acts[tok, lat]                                                      # [nnz]
+    counts = torch.bincount(lat, minlength=d)                                  # [d] nonzeros per latent
+    n_zero = (m - counts).double()                                             # [d]
+    zero_rank = torch.bincount(lat[vals < 0], minlength=d).double() + (n_zero + 1) / 2  # [d] the zeros' average rank
+    pos_nonzero = torch.zeros(d, y.shape[1], dtype=torch.float64).index_add_(0, lat, yd[tok])  # [d, C]
+    out = (yd.sum(0)[None, :] - pos_nonzero) * zero_rank[:, None]              # [d, C] the zeros' share
+    if len(lat) == 0:
+        return out
+    by_val = torch.argsort(vals, stable=True)
+    order = by_val[torch.argsort(lat[by_val], stable=True)]                    # sorted by (latent, value)
+    lat, tok, vals = lat[order], tok[order], vals[order]
+    start = (counts.cumsum(0) - counts)[lat]                                   # [nnz] the latent's first slot
+    new = torch.ones(len(lat), dtype=torch.bool)
+    new[1:] = (lat[1:] != lat[:-1]) | (vals[1:] != vals[:-1])                  # [nnz] a run of ties starts
+    run = new.cumsum(0) - 1                                                    # [nnz] run id
+    pos = torch.arange(len(lat))
+    first = pos[new][run]                                                      # [nnz] slot of the run's first
+    last = torch.zeros(int(run[-1]) + 1, dtype=torch.long).scatter_reduce_(0, run, pos, "amax")[run]  # [nnz]
+    shift = torch.where(vals > 0, n_zero[lat], torch.zeros_like(n_zero[lat]))  # zeros below a positive value
+    below = (first - start).double() + shift                                   # [nnz] values strictly smaller
+    upto = (last + 1 - start).double() + shift                                 # [nnz] values <= this one
+    out.index_add_(0, lat, ((below + upto + 1) / 2)[:, None] * yd[tok])       # [d, C]
+    return out
 
 
 def detection_scores(acts: Tensor, labels: Tensor, *, chunk: int = 64) -> Detection:

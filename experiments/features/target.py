@@ -334,9 +334,12 @@ class Target:
         or, on real text, the tokenizer's decoded strings."""
         if self.text:
             ids = ids.reshape(-1).tolist() if hasattr(ids, "reshape") else [int(i) for i in ids]
+            from claimgraph.experiments.substrate.text import token_strings
+
             tok = getattr(self.model, "tokenizer", None)
             assert tok is not None, "a text: corpus is read by a model with a tokenizer"
-            return [tok.decode([int(i)]) for i in ids]
+            strings = token_strings(tok)  # the same decode([i]), once per vocabulary
+            return [strings[int(i)] if 0 <= int(i) < len(strings) else tok.decode([int(i)]) for i in ids]
         return self.corpus.vocab.decode(ids)
 
     def details(self) -> dict[str, Any]:

@@ -194,14 +194,28 @@ def ensure_dequantized(name: str, *, progress: bool = True) -> Path:
     return build_once(final, "provenance.json", build)
 
 
+# the model last loaded in this process, by (name, device, cache folder): every seed of a run loads it, and a
+# run's jobs only read it (hooks come and go in context managers; a shuffled control is a deep copy)
+_LOADED: dict[tuple[str, str, str], Any] = {}
+
+
 def load_lm(name: str, *, device: str = "cpu", progress: bool = True) -> Any:
-    """A hooked `lm:<name>` (HFHookedModel, float32, eval mode, on `device`) with `provenance` (lm_manifest)."""
+    """A hooked `lm:<name>` (HFHookedModel, float32, eval mode, on `device`) with `provenance` (lm_manifest).
+    Loaded once per process: later calls with the same name, device and cache folder return the same model."""
+    folder = ensure_dequantized(name, progress=progress)
+    key = (name, str(device), str(folder))
+    if key not in _LOADED:
+        _LOADED.clear()  # one model held at a time
+        _LOADED[key] = _load_lm(name, folder, device)
+    return _LOADED[key]
+
+
+def _load_lm(name: str, folder: Path, device: str) -> Any:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .hf import HFHookedModel
 
-    folder = ensure_dequantized(name, progress=progress)
     hf_model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     model = HFHookedModel(hf_model, tokenizer, f"lm:{name}").to(device).eval()

@@ -369,8 +369,16 @@ _LATIN = re.compile(r"[A-Za-z0-9]")
 
 
 def token_strings(tokenizer: Any) -> list[str]:
-    """The decoded string of every token id 0..len(tokenizer)-1 (byte-level pieces decoded to text)."""
-    return [tokenizer.decode([i]) for i in range(len(tokenizer))]
+    """The decoded string of every token id 0..len(tokenizer)-1 (byte-level pieces decoded to text); decoded
+    once per tokenizer object (tens of thousands of decode calls) and kept on it."""
+    strings = getattr(tokenizer, "_claimgraph_token_strings", None)
+    if strings is None or len(strings) != len(tokenizer):
+        strings = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+        try:
+            tokenizer._claimgraph_token_strings = strings
+        except AttributeError:  # a tokenizer that takes no attributes decodes again next time
+            pass
+    return strings
 
 
 def category_token_mask(tokenizer: Any, category: str, d_vocab: int | None = None) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
-from claimgraph.experiments.features.select import detection_scores
+from claimgraph.experiments.features.select import detection_scores, positive_rank_sums
 
 
 def test_scores_match_sklearn_with_ties():
@@ -23,6 +23,39 @@ def test_scores_match_sklearn_with_ties():
     assert det.best("f1") == 0 and det.best("auroc") == 0
     assert det.auroc[2].item() == 0.5 and det.f1[2].item() == 0.0
     assert det.n_pos == int(labels.sum()) and det.n == m
+
+
+def _rank_sums_by_sorting(acts: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The positives' average-rank sums from one full sort per latent (the definition, ties averaged)."""
+    out = torch.empty(acts.shape[1], y.shape[1], dtype=torch.float64)
+    for j in range(acts.shape[1]):
+        col = acts[:, j]
+        ordered = col.sort().values
+        mid = (torch.searchsorted(ordered, col, right=False) + torch.searchsorted(ordered, col, right=True) + 1) / 2
+        out[j] = mid.double() @ y.double()
+    return out
+
+
+def test_rank_sums_equal_the_full_sort_bit_for_bit():
+    # the sparse path sorts only the nonzero values; the sums are exact, so they must equal the full sort's
+    # exactly, with zeros, negative values, -0.0, heavy ties, all-zero latents and several labels
+    g = torch.Generator().manual_seed(1)
+    for trial in range(24):
+        m, d, c = int(torch.randint(1, 900, (1,), generator=g)), int(torch.randint(1, 20, (1,), generator=g)), 1 + trial % 5
+        acts = torch.randn(m, d, generator=g)
+        if trial % 4 == 0:
+            acts = acts.relu() * (torch.rand(m, d, generator=g) < 0.1)  # sparse, as SAE codes are
+        elif trial % 4 == 1:
+            acts = torch.round(acts * 2) / 2  # ties among negative, zero and positive values
+        elif trial % 4 == 2:
+            acts[:, : d // 2] = 0.0  # latents that never fire
+        else:
+            acts[torch.rand(m, d, generator=g) < 0.5] = -0.0
+        y = (torch.rand(m, c, generator=g) < 0.3).float()
+        assert torch.equal(positive_rank_sums(acts, y), _rank_sums_by_sorting(acts, y)), trial
+    nan = torch.tensor([[0.0, 1.0], [float("nan"), 0.0], [2.0, 0.0]])  # NaN: the dense path, same definition
+    y = torch.tensor([[1.0], [0.0], [1.0]])
+    assert torch.equal(positive_rank_sums(nan, y), _rank_sums_by_sorting(nan, y))
 
 
 def test_degenerate_labels():
