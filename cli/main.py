@@ -7,9 +7,6 @@ Expected failures print `Error: <message>` on stderr and exit 2 (bad input or us
 """
 from __future__ import annotations
 
-from . import _ahead  # noqa: F401  (first: starts the imports the first query needs, on a thread)
-
-# isort: split
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence

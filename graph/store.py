@@ -37,6 +37,7 @@ Nothing above graph/ imports duckdb: every duckdb error is translated here.
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -134,7 +135,8 @@ class _KeptTurn:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._turn: queue.Turn | None = None
         self._until = 0.0
-        self._watcher: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None  # the running watcher (None once it decided to end)
+        self._thread: threading.Thread | None = None   # the last one started, to wait for at exit
         _ALL_KEPT.add(self)
 
     def _forget_in_child(self) -> None:
@@ -151,7 +153,8 @@ class _KeptTurn:
         with self._lock:
             self._con, self._turn, self._until = con, turn, time.monotonic() + seconds
             if self._watcher is None:
-                self._watcher = threading.Thread(target=self._watch, name="claimgraph-kept-turn", daemon=True)
+                self._watcher = self._thread = threading.Thread(target=self._watch, name="claimgraph-kept-turn",
+                                                                daemon=True)
                 self._watcher.start()
 
     def take(self) -> tuple[duckdb.DuckDBPyConnection, queue.Turn] | None:
@@ -161,8 +164,11 @@ class _KeptTurn:
             self._con = self._turn = None
         return None if con is None or turn is None else (con, turn)
 
-    def drop(self) -> None:
-        """Close the kept turn now, if there is one."""
+    def drop(self, *, last: bool = False) -> None:
+        """Close the kept turn now, if there is one; `last` (at exit): the watcher ends at its next look, too."""
+        if last:
+            with self._lock:
+                self._until = 0.0
         got = self.take()
         if got is not None:
             _close_turn(*got)
@@ -194,8 +200,19 @@ def _forget_kept_turns_in_child() -> None:
         kept._forget_in_child()
 
 
+def _close_kept_turns_at_exit() -> None:
+    """Close kept turns, and wait for a watcher that is closing one, before the interpreter finalises: a DuckDB
+    connection left to finalisation, or closed by a daemon thread while the interpreter ends, can abort the process."""
+    for kept in list(_ALL_KEPT):
+        kept.drop(last=True)
+        thread = kept._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)  # within one look (20 ms), or as long as the close it is doing takes
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_kept_turns_in_child)
+atexit.register(_close_kept_turns_at_exit)
 
 
 def _close_turn(con: duckdb.DuckDBPyConnection, turn: queue.Turn) -> None:
