@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +38,6 @@ from .executors import (
     task_env,
     update_run,
 )
-from .launch import start_worker
 from .records import (
     FINAL,
     RunConfig,
@@ -233,7 +233,7 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
     if cfg.spec.timeout_s:
         env["CLAIMGRAPH_RUN_TIMEOUT_S"] = str(cfg.spec.timeout_s)
     received: list[int] = []
-    procs: list[Any] = []  # subprocess.Popen or launch.ForkedWorker
+    procs: list[subprocess.Popen] = []
 
     def forward(signum, frame):
         # a signal for this command is for its run: pass SIGTERM on to the worker once (it records itself
@@ -248,7 +248,8 @@ def run_experiment(store: Store, experiment_id: str, *, device: str | None = Non
     override = error = None
     try:
         if not received:
-            procs.append(start_worker(run_dir, env))  # forked from a server that imported torch once
+            procs.append(subprocess.Popen([sys.executable, "-m", "claimgraph.experiments.worker", str(run_dir)],
+                                          env=env))
     except BaseException:
         for sig, h in old.items():
             signal.signal(sig, h)

@@ -289,10 +289,8 @@ def collect_worker(run_dir: Path, *, progress: bool = False) -> int:
     return _lived(run_dir, Lifecycle(run_dir / "status.json", timeout=_timeout()), progress, body)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m claimgraph.experiments.worker [--collect] RUN_DIR` (argv: the arguments after the module;
-    a worker forked by experiments/launch.py passes them)."""
-    args = sys.argv[1:] if argv is None else list(argv)
+def main() -> None:
+    args = sys.argv[1:]
     collect = args[:1] == ["--collect"]
     if collect:
         args = args[1:]

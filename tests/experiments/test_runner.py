@@ -262,38 +262,6 @@ def test_sigterm_kills_the_run_and_attaches_nothing(plugin, db):
     assert json.loads(cli("evidence", "claim:samples-are-positive").stdout)["evidence"] == []
 
 
-def _ppid(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads parent pids from /proc")
-def test_a_forked_worker_computes_what_a_fresh_interpreter_computes_and_is_killed_the_same(plugin, db):
-    # the worker is forked from the command's fork server (experiments/launch.py), not started by the command
-    # itself; CLAIMGRAPH_FORK_WORKERS=0 starts a fresh interpreter: both compute the same numbers, bit for bit
-    exp = add("--param", "steps=4", "--seeds", "3")
-
-    def run(fork: str) -> dict:
-        r = subprocess.run([sys.executable, "-m", "claimgraph.cli.main", "--json", "run", exp, "--force"],
-                           capture_output=True, text=True, timeout=120,
-                           env=dict(os.environ, CLAIMGRAPH_PROGRESS="0", CLAIMGRAPH_FORK_WORKERS=fork))
-        assert r.returncode == 0, r.stderr
-        return json.loads((Path(json.loads(r.stdout)["run_dir"]) / "result.json").read_text())
-
-    a, b = run("1"), run("0")
-    assert [s["metrics"] for s in a["per_seed"]] == [s["metrics"] for s in b["per_seed"]]
-    assert a["decision"] == b["decision"]
-    # a forked worker of a CLI command: its parent is the fork server, a child of the command; SIGTERM to the
-    # command ends the run killed, as with a fresh interpreter
-    slow = add("--param", "sleep_s=2", "--param", "steps=100", "--seeds", "1")
-    proc, run_dir = _start_cli_run(slow)
-    worker_pid = json.loads((run_dir / "status.json").read_text())["pid"]
-    server = _ppid(worker_pid)
-    assert server != proc.pid and _ppid(server) == proc.pid
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 1 and json.loads((run_dir / "status.json").read_text())["status"] == "killed"
-
-
 def test_sigterm_the_moment_a_run_starts_still_ends_it_killed(plugin, db):
     """The race behind the SIGTERM test's hangs under load: the command used to install its forwarding handler
     after starting the worker and printing "started", so a SIGTERM in between killed the command alone and left
