@@ -93,18 +93,23 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def busy_timeout_default() -> float:
-    """CLAIMGRAPH_BUSY_TIMEOUT (seconds), read when a Store is made; 300 when unset."""
-    raw = os.environ.get("CLAIMGRAPH_BUSY_TIMEOUT")
+def _env_seconds(name: str, default: float) -> float:
+    """The environment variable `name` as a finite number of seconds, at least 0; `default` when unset."""
+    raw = os.environ.get(name)
     if raw is None or not raw.strip():
-        return DEFAULT_BUSY_TIMEOUT
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise InvalidInput(f"CLAIMGRAPH_BUSY_TIMEOUT={raw!r} is not a number of seconds") from None
+        raise InvalidInput(f"{name}={raw!r} is not a number of seconds") from None
     if not 0 <= value < float("inf"):
-        raise InvalidInput(f"CLAIMGRAPH_BUSY_TIMEOUT={raw!r} must be a finite number of seconds, at least 0")
+        raise InvalidInput(f"{name}={raw!r} must be a finite number of seconds, at least 0")
     return value
+
+
+def busy_timeout_default() -> float:
+    """CLAIMGRAPH_BUSY_TIMEOUT (seconds), read when a Store is made; 300 when unset."""
+    return _env_seconds("CLAIMGRAPH_BUSY_TIMEOUT", DEFAULT_BUSY_TIMEOUT)
 
 
 DEFAULT_KEEP_OPEN = 2.0
@@ -113,16 +118,7 @@ _WATCH_S = 0.02  # how often a kept reading turn looks for a queued writer
 
 def keep_open_default() -> float:
     """CLAIMGRAPH_KEEP_OPEN_S (seconds a reading turn is kept open after its call), read when a Store is made."""
-    raw = os.environ.get("CLAIMGRAPH_KEEP_OPEN_S")
-    if raw is None or not raw.strip():
-        return DEFAULT_KEEP_OPEN
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(f"CLAIMGRAPH_KEEP_OPEN_S={raw!r} is not a number of seconds") from None
-    if not 0 <= value < float("inf"):
-        raise InvalidInput(f"CLAIMGRAPH_KEEP_OPEN_S={raw!r} must be a finite number of seconds, at least 0")
-    return value
+    return _env_seconds("CLAIMGRAPH_KEEP_OPEN_S", DEFAULT_KEEP_OPEN)
 
 
 class _KeptTurn:
