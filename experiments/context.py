@@ -49,15 +49,34 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+def torch_is_cpu_build() -> bool:
+    """Whether the installed torch is a CPU-only build (its version's local tag says "+cpu", as the CPU wheels'
+    do), read from the package metadata without importing torch (1-2 s): such a build never sees CUDA."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"].version.cuda is None and not getattr(sys.modules["torch"].version, "hip", None)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch").partition("+")[2] == "cpu"
+    except PackageNotFoundError:
+        return False
+
+
 def resolve_device(spec: str | None) -> str:
     """The device a run computes on: 'auto' (or None) is 'cuda' when torch sees a CUDA device, else 'cpu';
     'cpu'; 'cuda' or 'cuda:N' only where CUDA is available. InvalidInput names the choices otherwise. Torch is
-    imported only to look for CUDA."""
+    imported only to look for CUDA, and not at all for a CPU-only build (a run served from the cache needs no
+    torch)."""
     spec = (spec or "auto").strip().lower()
     if spec == "cpu":
         return "cpu"
     if spec not in ("auto", "cuda") and not (spec.startswith("cuda:") and spec[5:].isdigit()):
         raise InvalidInput(f"unknown device {spec!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if torch_is_cpu_build():
+        if spec == "auto":
+            return "cpu"
+        raise InvalidInput(f"device {spec!r} asked for, but torch sees no CUDA device (the installed torch is a "
+                           "CPU-only build); use --device cpu or auto")
     import torch
 
     if spec == "auto":

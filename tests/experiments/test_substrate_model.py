@@ -214,6 +214,24 @@ def test_resolve_device():
         resolve_device("tpu")
 
 
+def test_cpu_build_is_told_without_importing_torch():
+    """`torch_is_cpu_build` agrees with the imported torch, and a fresh interpreter resolving 'auto' on a CPU-only
+    build does not import torch (a run served from the cache needs none)."""
+    import subprocess
+    import sys
+
+    from claimgraph.experiments.context import torch_is_cpu_build
+
+    assert torch_is_cpu_build() == (torch.version.cuda is None and not torch.version.hip)
+    code = ("import sys; from claimgraph.experiments.context import resolve_device, torch_is_cpu_build; "
+            "cpu = torch_is_cpu_build(); d = resolve_device('auto'); print(cpu, d, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == str(torch_is_cpu_build())
+    assert out[1] == ("cuda" if torch.cuda.is_available() else "cpu")
+    if out[0] == "True":
+        assert out[2] == "False"
+
+
 def test_decode_without_vocab(model):
     assert model.decode(torch.tensor([3, 4])) == ["<3>", "<4>"]
 
