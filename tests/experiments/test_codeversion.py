@@ -91,3 +91,27 @@ def test_editing_one_kind_keeps_another_kinds_cached_run(tmp_path, tree, monkeyp
         cfg, run_dir = prepare_run(store, exp.id, device="cpu")
         assert cfg.config_hash != first_hash
         assert _reuse(store, cfg, run_dir) is None
+
+
+def test_versions_saved_in_the_cache_folder_are_used_until_a_file_of_the_package_changes(tree, tmp_path,
+                                                                                         monkeypatch):
+    """The installed package's versions are kept in the cache folder: a new process (here: the per-process cache
+    cleared) reads them back without parsing, and any edit, addition or removal of a file computes them again."""
+    monkeypatch.setattr(codeversion, "PACKAGE_ROOT", tree)
+    monkeypatch.setenv("CLAIMGRAPH_CACHE", str(tmp_path / "cache"))
+    computed: list[str] = []
+    real = codeversion._compute
+    monkeypatch.setattr(codeversion, "_compute", lambda kind, *a: computed.append(kind) or real(kind, *a))
+    first = {k: code_version(k) for k in ("sae", "ablation")}
+    assert computed == ["sae", "ablation"] and (tmp_path / "cache" / codeversion._SAVED).exists()
+    code_version.cache_clear()
+    assert {k: code_version(k) for k in ("sae", "ablation")} == first and computed == ["sae", "ablation"]
+
+    _edit(tree, "kinds/sae/plots.py")                       # an edit of sae's own code
+    assert code_version("sae") != first["sae"] and code_version("ablation") == first["ablation"]
+    assert computed[2:] == ["sae", "ablation"]
+    code_version.cache_clear()
+    (tree / "features" / "new_module.py").write_text("X = 1\n")  # a new file: computed again (and unchanged)
+    assert code_version("ablation") == first["ablation"] and computed[4:] == ["ablation"]
+    assert code_version("sae", tree) == code_version("sae")  # an explicit root is never read from the cache folder
+    assert computed[5:] == ["sae", "sae"]
