@@ -778,45 +778,55 @@ def runs(ctx: typer.Context,
 
 
 @app.command()
-def evidence(ctx: typer.Context, claim: Annotated[str, typer.Argument(metavar="CLAIM", help="Claim/finding id or prefix.")],
+def evidence(ctx: typer.Context,
+             claims: Annotated[list[str], typer.Argument(metavar="CLAIM...", help="Claim/finding ids or prefixes.")],
              all_: Annotated[bool, typer.Option("--all", help="Include evidence superseded by later runs.")] = False,
              limit: LimitOpt = None, offset: OffsetOpt = 0, fmt: FormatOpt = None, csv: CsvOpt = False):
-    """Evidence about a claim or finding, and its derived status. Example: claimgraph evidence claim:..."""
+    """Evidence about a claim or finding, and its derived status; several claims: one after another (--json: a
+    list of what one claim gives; --csv: one table with a claim column). Example: claimgraph evidence claim:..."""
     from claimgraph.graph.queries import STATUS_TYPES, evidence_for, status_reports
 
     out = _format(ctx, fmt, csv)
     with _store(ctx) as s:
-        claim = s.resolve_id(claim)
-        node = s.get_node(claim)
-        if node.type not in STATUS_TYPES:
-            raise InvalidInput(f"{claim} is a {node.type.value}; evidence is about claims and findings "
-                               "(`claimgraph list --type claim` lists them)")
-        ev = _page(evidence_for(s, claim, include_superseded=all_), limit, offset)
-        report = status_reports(s, [claim], stale=_stale_check())[claim]
-    stale = _stale_check()(ev) if ev else {}
-    if out == "json":
-        emit_json({"claim": claim, "status": report.status, "status_report": report.model_dump(mode="json"),
-                   "evidence": [{"id": e.id, "title": e.title, "text": e.text, **e.attrs, "stale": stale.get(e.id)}
-                                for e in ev]})
-        return
+        ids = [s.resolve_id(c) for c in claims]
+        for claim in ids:
+            node = s.get_node(claim)
+            if node.type not in STATUS_TYPES:
+                raise InvalidInput(f"{claim} is a {node.type.value}; evidence is about claims and findings "
+                                   "(`claimgraph list --type claim` lists them)")
+        ids = list(dict.fromkeys(ids))
+        evs = {c: _page(evidence_for(s, c, include_superseded=all_), limit, offset) for c in ids}
+        reports = status_reports(s, ids, stale=_stale_check())
+    every = [e for ev in evs.values() for e in ev]
+    stale = _stale_check()(every) if every else {}
     d = lambda e: e.attrs.get("decision", {})
-    if out == "csv":
-        emit_csv([{"id": e.id, "verdict": e.attrs.get("verdict"), "value": d(e).get("mean"),
-                   "ci_low": d(e).get("ci_low"), "ci_high": d(e).get("ci_high"), "n": d(e).get("n"),
-                   "criterion": _criterion_text(e.attrs.get("criterion")), "experiment": e.attrs.get("experiment"),
-                   "run_id": e.attrs.get("run_id"), "title": e.title, "decisive": e.attrs.get("decisive", True),
-                   "stale": stale.get(e.id)} for e in ev])
+    if out == "json":
+        docs = [{"claim": c, "status": reports[c].status, "status_report": reports[c].model_dump(mode="json"),
+                 "evidence": [{"id": e.id, "title": e.title, "text": e.text, **e.attrs, "stale": stale.get(e.id)}
+                              for e in evs[c]]} for c in ids]
+        emit_json(docs[0] if len(claims) == 1 else docs)
         return
-    table(f"{claim}: {report.describe()}", ["verdict", "value", "CI", "n", "criterion", "experiment", "run"],
-          [(str(e.attrs.get("verdict")) + (" (not deciding)" if e.attrs.get("decisive", True) is False else "")
-            + (" STALE" if e.id in stale else ""), fmt_score(d(e).get("mean")),
-            "" if d(e).get("n", 0) < 2 or d(e).get("ci_low") is None
-            else f"[{d(e)['ci_low']:.3g}, {d(e)['ci_high']:.3g}]", d(e).get("n"),
-            _criterion_text(e.attrs.get("criterion")), e.attrs.get("experiment"), e.attrs.get("run_id")) for e in ev],
-          wrap=("criterion",))
-    for e in ev:
-        if e.id in stale:
-            note(f"stale: {e.id}: {stale[e.id]}")
+    if out == "csv":
+        emit_csv([{**({"claim": c} if len(claims) > 1 else {}), "id": e.id, "verdict": e.attrs.get("verdict"),
+                   "value": d(e).get("mean"), "ci_low": d(e).get("ci_low"), "ci_high": d(e).get("ci_high"),
+                   "n": d(e).get("n"), "criterion": _criterion_text(e.attrs.get("criterion")),
+                   "experiment": e.attrs.get("experiment"), "run_id": e.attrs.get("run_id"), "title": e.title,
+                   "decisive": e.attrs.get("decisive", True), "stale": stale.get(e.id)}
+                  for c in ids for e in evs[c]])
+        return
+    for c in ids:
+        ev = evs[c]
+        table(f"{c}: {reports[c].describe()}", ["verdict", "value", "CI", "n", "criterion", "experiment", "run"],
+              [(str(e.attrs.get("verdict")) + (" (not deciding)" if e.attrs.get("decisive", True) is False else "")
+                + (" STALE" if e.id in stale else ""), fmt_score(d(e).get("mean")),
+                "" if d(e).get("n", 0) < 2 or d(e).get("ci_low") is None
+                else f"[{d(e)['ci_low']:.3g}, {d(e)['ci_high']:.3g}]", d(e).get("n"),
+                _criterion_text(e.attrs.get("criterion")), e.attrs.get("experiment"), e.attrs.get("run_id"))
+               for e in ev],
+              wrap=("criterion",))
+        for e in ev:
+            if e.id in stale:
+                note(f"stale: {e.id}: {stale[e.id]}")
     if stale:
         note("`claimgraph run --stale` re-runs the experiments whose evidence is stale")
 

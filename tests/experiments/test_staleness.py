@@ -181,6 +181,21 @@ def test_changed_code_and_model_make_exactly_their_evidence_stale_and_run_stale_
     assert new_a[0]["decision"]["mean"] < ev["a"][0]["decision"]["mean"]  # the fixed code computed it
 
 
+def test_evidence_of_several_claims_in_one_call_is_each_claims_own(store):
+    """`evidence A B` (one process for the main job's closing screen): --json a list of what each call gives,
+    the text one table per claim, --csv one table with a claim column; a claim named twice comes once."""
+    import csv
+    import io
+
+    one = [cli("evidence", f"claim:{c}") for c in "ab"]
+    assert cli("evidence", "claim:a", "claim:b", "claim:a") == one
+    shown = text("evidence", "claim:a", "claim:b")
+    assert shown.index("claim:a:") < shown.index("claim:b:") and shown.count("supported") >= 2
+    rows = list(csv.DictReader(io.StringIO(text("evidence", "claim:a", "claim:b", "--csv"))))
+    assert [r["claim"] for r in rows] == ["claim:a", "claim:b"]
+    assert [r["id"] for r in rows] == [e["evidence"][0]["id"] for e in one]
+
+
 def test_a_changed_parameter_default_makes_evidence_stale(store, plugins):
 
     _, exps, _ = store
