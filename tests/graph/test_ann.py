@@ -95,3 +95,23 @@ def test_search_through_the_index_matches_the_full_scan(graph, monkeypatch):
         assert [(r.id, round(r.score, 5)) for r in search(graph, q, k=5)] == full[q], q
     typed = search(graph, "sparse autoencoder features", type="claim", k=3)
     assert typed and all(r.id.startswith("claim:") for r in typed)
+
+
+def test_sorted_positions_find_every_id_as_a_python_search_would():
+    """The batched binary search over sorted Arrow strings (byte order) agrees with Python's code point order and
+    list.index, for ids with multi-byte characters, absent ids before, between and after, and empty inputs."""
+    import random
+
+    import pyarrow as pa
+
+    from claimgraph.graph.ann import sorted_position, sorted_positions
+
+    rng = random.Random(5)
+    ids = sorted({"".join(rng.choice("abz:-0é€𝄞") for _ in range(rng.randint(1, 8))) for _ in range(3000)})
+    arr = pa.array(ids)
+    queries = ids[::5] + ["", "\x00", "a", "é", "€€€", "𝄞𝄞𝄞𝄞𝄞𝄞𝄞𝄞𝄞", "\U0010ffff"] + [i + "0" for i in ids[:40]]
+    want = [ids.index(q) if q in ids else -1 for q in queries]
+    assert sorted_positions(arr, queries).tolist() == want
+    assert [sorted_position(arr, q) for q in queries[:30]] == want[:30]
+    assert sorted_positions(arr, []).tolist() == []
+    assert sorted_positions(pa.array([], pa.string()), ["a"]).tolist() == [-1]
