@@ -18,7 +18,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, TypeVar
 
 from .errors import InvalidInput
 
@@ -61,46 +61,19 @@ class BatchThread:
             done.set()
 
     def run(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the batch thread and wait for it (on the caller's thread when `nice` is 0)."""
-        return self.submit(fn).result()
-
-    def submit(self, fn: Callable[[], T]) -> "Pending[T]":
-        """Queue `fn` for the batch thread and return at once; jobs run one at a time in the order given. With
-        `nice` 0 (or from the batch thread itself) `fn` runs now, on the caller's thread."""
-        pending: Pending[T] = Pending()
         if not self.nice or threading.current_thread() is self._thread:
-            try:
-                pending._box["value"] = fn()
-            except BaseException as e:
-                pending._box["error"] = e
-            pending._done.set()
-            return pending
+            return fn()
         with self._start:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name="claimgraph-batch", daemon=True)
                 self._thread.start()
-        self._jobs.put((fn, pending._box, pending._done))
-        return pending
-
-
-class Pending(Generic[T]):
-    """A job handed to the batch thread: `done()` says whether it ended, `result()` waits for its value (or
-    raises its error)."""
-
-    def __init__(self) -> None:
-        self._box: dict[str, Any] = {}
-        self._done = threading.Event()
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def result(self, timeout: float | None = None) -> T:
-        """Its value, waiting up to `timeout` seconds (None: as long as it takes; TimeoutError after)."""
-        if not self._done.wait(timeout):
-            raise TimeoutError("the batch job has not finished")
-        if "error" in self._box:
-            raise self._box["error"]
-        return cast(T, self._box["value"])
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        self._jobs.put((fn, box, done))
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
 
 @functools.cache

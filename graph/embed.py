@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .batch import BatchThread, Pending, batch_thread
+from .batch import BatchThread, batch_thread
 from .errors import StoreError
 from .ids import sha256_hex
 from .models import Node
@@ -212,18 +212,10 @@ class Embedder:
 
     def encode(self, texts: list[str], *, progress: bool | None = None) -> "np.ndarray":
         """[len(texts), 384] float32, unit norm. A progress bar shows on stderr for long work."""
-        return self.encode_async(texts, progress=progress).result()
-
-    def encode_async(self, texts: list[str], *, progress: bool | None = False) -> "Pending[np.ndarray]":
-        """`encode` handed to the batch thread without waiting: the caller does other work (ingest writes
-        earlier documents) and takes the vectors with `.result()`. Jobs run one at a time, in order."""
         import numpy as np
 
         if not texts:
-            done: Pending[np.ndarray] = Pending()
-            done._box["value"] = np.zeros((0, 384), dtype=np.float32)
-            done._done.set()
-            return done
+            return np.zeros((0, 384), dtype=np.float32)
         show = (len(texts) > 2 * BATCH_SIZE and sys.stderr.isatty()) if progress is None else progress
 
         def work() -> "np.ndarray":
@@ -234,7 +226,7 @@ class Embedder:
                                 convert_to_numpy=True, show_progress_bar=show)
             return vecs.astype(np.float32, copy=False)
 
-        return self._worker.submit(work)
+        return self._worker.run(work)
 
 
 _EMBEDDER: Embedder | None = None

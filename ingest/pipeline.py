@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -106,92 +105,30 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
         from claimgraph.graph.embed import get_embedder
 
         embedder = get_embedder()
-    encoding: _Encoding | None = None
-    with store.session():  # a reading turn plans and finds the texts the store has no vector for
+    vectors: dict[str, Any] = {}
+    with store.session():  # a reading turn plans; the encoder runs after it (vectors_for lets go of the store)
         order, aliases = _plan(store, docs)
         if embedder is not None:
+            # one encoder pass over every new text of the batch (large batches, and the store is let go meanwhile)
+            from claimgraph.graph.embed import vectors_for
+
             stored = {d.path: d.content_hash for d in store.documents()}
-            changed = [docs[i] for i in order if stored.get(docs[i].ref.path) != docs[i].ref.content_hash]
-            encoding = _Encoding.start(store, changed, embedder, progress)  # lets go of the store
+            changed = [d for d in docs if stored.get(d.ref.path) != d.ref.content_hash]
+            vectors = vectors_for(store, [n for d in changed for n in d.delta.nodes], embedder=embedder,
+                                  progress=progress)
     reports: list[ApplyReport] = []  # filled as documents are committed, so a failure can say which were
     try:
         with store.session(write=True):  # then a writing turn applies, a transaction per group of documents
-            _apply_all(store, docs, order, aliases, encoding, embedder, reports)
+            _apply_all(store, docs, order, aliases, vectors, embedder, reports)
     except StoreError as e:
         if not reports:
             raise
         raise _partly_written(e, reports, [docs[i] for i in order]) from None
-    finally:
-        if encoding is not None:
-            encoding.close()
     return reports
 
 
-ENCODE_CHUNK = 1024  # texts per encoder job: the writes of the documents whose texts are encoded go on meanwhile
-
-
-class _Encoding:
-    """The encoder working through the new texts of an ingest in the order their documents are applied, a chunk
-    per job on the batch thread (lower priority than the writer), while the writing turn applies the groups
-    whose vectors are ready: the encoder keeps about one core busy on two, so the writes cost little wall time
-    beside it. `vectors` fills as chunks finish; `wait_for` blocks until some texts are encoded, letting a
-    waiting command have the store meanwhile."""
-
-    def __init__(self, chunk_of: dict[str, int], jobs: list[tuple[list[str], Any]], total: int, show: bool):
-        self.vectors: dict[str, Any] = {}
-        self._chunk_of = chunk_of
-        self._jobs = jobs
-        self._taken = 0  # chunks moved into `vectors`
-        self._bar = None
-        if show:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc="encoding", unit="text", file=sys.stderr)
-
-    @classmethod
-    def start(cls, store: Store, docs: list[ParsedDocument], embedder: Any, progress: bool | None) -> "_Encoding":
-        texts: dict[str, str] = {}  # text hash -> text, in the order the documents are applied
-        for d in docs:
-            for n in d.delta.nodes:
-                texts.setdefault(text_hash(n), n.embed_text())
-        missing = store.missing_embeddings(texts, embedder.model_name)
-        todo = [h for h in texts if h in missing]
-        store.release()  # the encoder takes minutes: not while holding the store
-        show = (len(todo) > 2 * ENCODE_CHUNK and sys.stderr.isatty()) if progress is None else bool(progress)
-        chunks = [todo[i:i + ENCODE_CHUNK] for i in range(0, len(todo), ENCODE_CHUNK)]
-        jobs = [(c, embedder.encode_async([texts[h] for h in c], progress=False)) for c in chunks]
-        return cls({h: k for k, c in enumerate(chunks) for h in c}, jobs, len(todo), show and bool(todo))
-
-    def wait_for(self, hashes: Any, store: Store) -> None:
-        """Until every text of `hashes` that is being encoded has its vector in `vectors`."""
-        last = max((self._chunk_of.get(h, -1) for h in hashes), default=-1)
-        while self._taken <= last:
-            hashes_k, job = self._jobs[self._taken]
-            while not job.done():
-                store.yield_turn()  # another command waiting gets the store while this one waits
-                try:
-                    job.result(timeout=0.05)
-                except TimeoutError:
-                    continue
-            try:
-                vecs = job.result()
-            except ClaimgraphError:
-                raise
-            except Exception as e:
-                raise StoreError(f"encoding the documents' texts failed: {e}") from e
-            self.vectors.update(zip(hashes_k, vecs))
-            self._taken += 1
-            if self._bar is not None:
-                self._bar.update(len(hashes_k))
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
 def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], aliases: list[dict[str, str]],
-               encoding: "_Encoding | None", embedder: Any, reports: list[ApplyReport]) -> None:
+               vectors: dict[str, Any], embedder: Any, reports: list[ApplyReport]) -> None:
     """Apply the documents in `order`, each all or nothing, appending each committed one's report to `reports`.
 
     Documents go in groups of APPLY_BATCH per transaction, written in bulk (`Store.bulk`: each document
@@ -204,7 +141,6 @@ def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], alias
     grouping buys throughput without making others wait for 64 documents."""
     remapped: dict[str, str] = {}  # paper ids of applied documents -> the stored paper they were merged into
     model = embedder.model_name if embedder is not None else None
-    vectors: dict[str, Any] = encoding.vectors if encoding is not None else {}
 
     def apply_one(i: int, bulk: BulkApply | None = None) -> ApplyReport:
         doc = docs[i]
@@ -225,8 +161,6 @@ def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], alias
     pos = 0
     while pos < len(order):
         group = order[pos:pos + APPLY_BATCH]
-        if encoding is not None:  # the group's vectors first (outside its transaction)
-            encoding.wait_for((text_hash(n) for i in group for n in docs[i].delta.nodes), store)
         saved = dict(remapped)
         done: list[ApplyReport] = []
         refused: InvalidDocument | None = None
