@@ -6,7 +6,8 @@ For each size, in one process: synthetic interpretability papers (claim / findin
 sentences of ~15-30 words, with near-duplicates planted across papers) are written as structured JSON
 documents and ingested into a fresh file store with `claimgraph.ingest.ingest_paths`. Then:
 
-- ingest nodes/s vs the raw encoder's sentences/s on the same texts (batch 64, one call);
+- ingest nodes/s vs the raw encoder's sentences/s on the same texts (batch 64, one call, warmed up, then timed
+  before and after the ingest);
 - search latency over ~50 warm queries (encoder loaded, vector cache filled): total, encode, semantic
   scan and keyword (BM25) parts, for the numpy and the DuckDB semantic backends;
 - suggest (threshold 0.65) vs the floor: the same normalised matrix, `X[i] @ X[j].T` over the same
@@ -335,13 +336,18 @@ def bench_size(n: int, work: Path, *, block: int, threshold: float, seed: int,
     emb.encode(["warm up the encoder"], progress=False)
     sample = corpus.texts if encoder_sample is None or encoder_sample >= len(corpus.texts) else \
         random.Random(seed).sample(corpus.texts, encoder_sample)
-    t = time.perf_counter()
-    emb.encode(sample, progress=False)
-    res["encoder_s"] = time.perf_counter() - t
-    res["encoder_rate"] = len(sample) / res["encoder_s"]
+
+    def raw_encoder_s() -> float:
+        t = time.perf_counter()
+        emb.encode(sample, progress=False)
+        return time.perf_counter() - t
+
+    raw_encoder_s()  # untimed: the runtime prepares kernels for each new input shape on first sight (a first
+    # pass over the sample measured 583/s, a later one 852/s), and the ingest after it runs warm
+    res["encoder_s_before"] = raw_encoder_s()
     res["encoder_texts"] = len(sample)
     res["encoder_backend"] = emb.backend
-    log(f"raw encoder: {res['encoder_rate']:.0f} sentences/s")
+    log(f"raw encoder: {len(sample) / res['encoder_s_before']:.0f} sentences/s")
 
     db = work / f"bench_{n}.duckdb"
     with Store(db) as store:
@@ -352,6 +358,12 @@ def bench_size(n: int, work: Path, *, block: int, threshold: float, seed: int,
         res["stored_nodes"] = stored
         res["ingest_rate"] = stored / res["ingest_s"]
         log(f"ingest: {res['ingest_rate']:.0f} nodes/s ({stored} nodes, {res['ingest_s']:.0f}s)")
+        # the raw encoder again after the ingest, as the suggest floor is: its rate moved by a tenth between
+        # timings on this machine, so the baseline is both timings together
+        res["encoder_s_after"] = raw_encoder_s()
+        res["encoder_s"] = (res["encoder_s_before"] + res["encoder_s_after"]) / 2
+        res["encoder_rate"] = len(sample) / res["encoder_s"]
+        log(f"raw encoder after the ingest: {len(sample) / res['encoder_s_after']:.0f} sentences/s")
 
         # -- search, warm
         model = emb.model_name
@@ -457,8 +469,10 @@ def render(results: list[dict], mach: dict, started: str, load_end: tuple) -> st
     cols = [f"{r['size'] // 1000}k" for r in results]
     rows = [
         ("nodes stored (documents; mean words per text)", [f"{r['stored_nodes']} ({r['documents']}; {r['words']:.0f})" for r in results]),
-        ("raw encoder, sentences/s (backend; batch 64; texts timed)",
-         [f"{r['encoder_rate']:.0f} ({r['encoder_backend']}; {r['encoder_texts']})" for r in results]),
+        ("raw encoder, sentences/s: both timings (before / after the ingest; backend; batch 64; texts timed)",
+         [f"{r['encoder_rate']:.0f} ({r['encoder_texts'] / r['encoder_s_before']:.0f} / "
+          f"{r['encoder_texts'] / r['encoder_s_after']:.0f}; {r['encoder_backend']}; {r['encoder_texts']})"
+          for r in results]),
         ("ingest, nodes/s (parse + encode + apply)", [f"{r['ingest_rate']:.0f}" for r in results]),
         ("**ingest / encoder**", [f"**{r['ingest_rate'] / r['encoder_rate']:.2f}**" for r in results]),
         ("  ingest seconds: total / in encoder / reading and parsing / planning / writing the groups (of which "
