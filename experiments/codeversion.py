@@ -179,8 +179,9 @@ def code_version(kind: str, root: Path | None = None) -> str:
         from .context import cache_dir, write_json_atomic
 
         signature = _files_signature(files)
-        saved_path = cache_dir() / _SAVED
+        saved_path: Path | None = None
         try:
+            saved_path = cache_dir() / _SAVED  # cache_dir() makes the folder: it may not be writable
             saved = json.loads(saved_path.read_text())
         except (OSError, ValueError):
             saved = {}
@@ -192,7 +193,8 @@ def code_version(kind: str, root: Path | None = None) -> str:
         version = _compute(kind, module, files)
         saved["versions"][kind] = [module, version]
         try:
-            write_json_atomic(saved_path, saved)
+            if saved_path is not None:
+                write_json_atomic(saved_path, saved)
         except OSError:
             pass  # a read-only cache: computed again next time
         return version
