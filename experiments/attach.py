@@ -106,7 +106,7 @@ def attach_result(store: Store, run_dir: Path) -> str:
                     store.link(node.id, verdict_edge, target, made_by=MadeBy.experiment, source=source,
                                source_hash=config.config_hash, attrs={"run_id": config.run_id})
         store.put_run(run_id=config.run_id, status="completed", verdict=result.decision.verdict,
-                      evidence_id=node.id, ended_at=utcnow())
+                      evidence_id=node.id, ended_at=utcnow(), error=None)
     return node.id
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -89,9 +90,11 @@ def reconcile(store: Store) -> list[dict[str, Any]]:
         if state is not None and state.status in FINAL:
             changed.append(finalize(store, row, state))
             continue
+        # the worker's pid once it has written one, else the launching command's (recorded with the queued run):
+        # a run queued a moment ago, whose worker is still starting, is alive while its launcher is
         pid = (state.pid if state else None) or row["pid"]
-        same_host = (state.host if state else row["host"]) == os.uname().nodename
-        beat = (state.heartbeat_at or state.started_at) if state else row["created_at"]
+        same_host = ((state.host if state else None) or row["host"]) in (os.uname().nodename, socket.gethostname())
+        beat = ((state.heartbeat_at or state.started_at) if state else None) or row["created_at"]
         age = (utcnow() - beat).total_seconds() if beat else float("inf")
         if same_host and pid:
             dead = not pid_alive(pid)
@@ -209,7 +212,7 @@ def record_queued(store: Store, cfg: RunConfig, run_dir: Path) -> None:
     write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
     write_state(run_dir, RunState(status="queued"))
     store.put_run(run_id=cfg.run_id, experiment_id=cfg.experiment_id, config_hash=cfg.config_hash, status="queued",
-                  device=cfg.device, run_dir=str(run_dir))
+                  device=cfg.device, run_dir=str(run_dir), pid=os.getpid(), host=socket.gethostname())
 
 
 def run_experiment(store: Store, experiment_id: str, *, device: str | None = None,

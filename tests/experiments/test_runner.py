@@ -292,6 +292,30 @@ def test_a_run_whose_processes_died_is_marked_on_the_next_command(plugin, db):
     assert runs[0]["status"] == "failed" and "died" in runs[0]["error"] and runs[0]["evidence_id"] is None
 
 
+def test_a_run_queued_a_moment_ago_is_left_alone_while_its_launcher_lives(plugin, db):
+    """Between a run's record (queued) and its worker's first word there are seconds of start-up; another
+    command's reconcile in that window used to find no pid and no heartbeat and fail it ("the run never
+    started"), and the run then completed with that error left on its record. The queued record now carries
+    the launching process: alive, the run stays queued; gone before any worker started, the run fails."""
+    from claimgraph.experiments.runner import prepare_run, reconcile, record_queued
+
+    exp = add("--seeds", "1")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with Store(db) as s:
+        cfg, run_dir = prepare_run(s, exp)
+        record_queued(s, cfg, run_dir)
+        assert s.runs(run_id=cfg.run_id)[0]["pid"] == os.getpid()
+        assert reconcile(s) == [] and s.runs(run_id=cfg.run_id)[0]["status"] == "queued"
+        s.put_run(run_id=cfg.run_id, pid=dead.pid)  # as if the launching command had died
+        (changed,) = reconcile(s)
+        assert changed["status"] == "failed" and f"process {dead.pid}" in changed["error"]
+    # a run that completes normally carries no error
+    run = json.loads(cli("run", exp).stdout)
+    row = json.loads(cli("runs", exp).stdout)["runs"][0]
+    assert run["status"] == row["status"] == "completed" and row["error"] is None
+
+
 def test_timeout_ends_timed_out(plugin, db):
     from claimgraph.experiments.api import add_experiment
 
