@@ -93,7 +93,7 @@ def reconcile(store: Store) -> list[dict[str, Any]]:
         # the worker's pid once it has written one, else the launching command's (recorded with the queued run):
         # a run queued a moment ago, whose worker is still starting, is alive while its launcher is
         pid = (state.pid if state else None) or row["pid"]
-        same_host = ((state.host if state else None) or row["host"]) in (os.uname().nodename, socket.gethostname())
+        same_host = ((state.host if state else None) or row["host"]) == socket.gethostname()
         beat = ((state.heartbeat_at or state.started_at) if state else None) or row["created_at"]
         age = (utcnow() - beat).total_seconds() if beat else float("inf")
         if same_host and pid:
@@ -212,7 +212,7 @@ def record_queued(store: Store, cfg: RunConfig, run_dir: Path) -> None:
     write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
     write_state(run_dir, RunState(status="queued"))
     store.put_run(run_id=cfg.run_id, experiment_id=cfg.experiment_id, config_hash=cfg.config_hash, status="queued",
-                  device=cfg.device, run_dir=str(run_dir), pid=os.getpid(), host=socket.gethostname())
+                  device=cfg.device, run_dir=str(run_dir), pid=os.getpid())  # put_run records this host
 
 
 def run_experiment(store: Store, experiment_id: str, *, device: str | None = None,

@@ -244,11 +244,6 @@ def _changed_since(store: "Store", saved: SavedIndex, q: "np.ndarray", model: st
     return {r[0]: float(c) for r, c in zip(rows, mat @ q)}
 
 
-def sorted_position(ids: Any, node_id: str) -> int:
-    """Position of `node_id` in the sorted pyarrow strings `ids`, or -1 (binary search, no copy)."""
-    return int(sorted_positions(ids, [node_id])[0])
-
-
 def sorted_positions(ids: Any, node_ids: list[str]) -> "np.ndarray":
     """[m] int64 positions of `node_ids` in the sorted pyarrow strings `ids` (-1 where absent): one binary search
     for all of them at once, each of its ~log2(n) steps one Arrow take and one comparison (byte order, which is

@@ -85,20 +85,10 @@ def _fingerprint(store: "Store", model: str | None = None) -> tuple:
     it is counted once per state of the store and kept with it."""
     state = tuple(_query(store, """SELECT (SELECT count(*) FROM nodes), (SELECT max(updated_at) FROM nodes),
                                   (SELECT count(*) FROM embeddings), (SELECT max(created_at) FROM embeddings)""")[0])
-    if model is None or not state[2]:
-        per_model = 0
-    else:
-        key = ("model-vectors", model)
-        hit = _MODEL_COUNTS.get(key)
-        if hit is not None and hit[0]() is store and hit[1] == state:
-            per_model = hit[2]
-        else:
-            per_model = _query(store, "SELECT count(*) FROM embeddings WHERE model = ?", [model])[0][0]
-            _MODEL_COUNTS[key] = (weakref.ref(store), state, per_model)
+    per_model = 0 if model is None or not state[2] else _cached(
+        store, f"vectors of {model}", state,
+        lambda: (state, _query(store, "SELECT count(*) FROM embeddings WHERE model = ?", [model])[0][0]))
     return (model, state[0], state[1], per_model, state[2], state[3])
-
-
-_MODEL_COUNTS: dict[tuple[str, str], tuple["weakref.ref[Store]", tuple, int]] = {}
 
 
 @contextmanager

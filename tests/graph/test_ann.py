@@ -104,7 +104,7 @@ def test_sorted_positions_find_every_id_as_a_python_search_would():
 
     import pyarrow as pa
 
-    from claimgraph.graph.ann import sorted_position, sorted_positions
+    from claimgraph.graph.ann import sorted_positions
 
     rng = random.Random(5)
     ids = sorted({"".join(rng.choice("abz:-0é€𝄞") for _ in range(rng.randint(1, 8))) for _ in range(3000)})
@@ -112,6 +112,5 @@ def test_sorted_positions_find_every_id_as_a_python_search_would():
     queries = ids[::5] + ["", "\x00", "a", "é", "€€€", "𝄞𝄞𝄞𝄞𝄞𝄞𝄞𝄞𝄞", "\U0010ffff"] + [i + "0" for i in ids[:40]]
     want = [ids.index(q) if q in ids else -1 for q in queries]
     assert sorted_positions(arr, queries).tolist() == want
-    assert [sorted_position(arr, q) for q in queries[:30]] == want[:30]
     assert sorted_positions(arr, []).tolist() == []
     assert sorted_positions(pa.array([], pa.string()), ["a"]).tolist() == [-1]
