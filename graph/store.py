@@ -56,6 +56,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 import duckdb
 
+from . import conn as dbconn
 from . import lock as queue
 from .batch import batch_thread
 from .errors import ClaimgraphError, InvalidDocument, InvalidInput, NotFound, StoreBusy, StoreError
@@ -274,13 +275,15 @@ def _identity(path: Path) -> tuple | None:
 
 
 @functools.cache
-def _preload() -> None:
-    """Import, before the first turn, what DuckDB and the store import on first use: duckdb imports pandas on
-    the first query with parameters (0.5-1 s) and pyarrow.dataset on the first Arrow table it is handed (the
-    store stages rows that way). Paid inside a turn, it would be paid by everyone waiting behind it; it runs
-    on the batch thread (graph/batch.py), so a process that holds the store gets a core first."""
+def _preload(write: bool) -> None:
+    """Import, before the first turn, what DuckDB imports on first use: pyarrow, for the Arrow tables it returns
+    (search reads vectors that way), and for a writing turn pyarrow.dataset, which DuckDB imports on the first
+    Arrow table it is handed (the store stages rows that way) and which imports pandas (0.3-0.5 s). Paid inside
+    a turn, it would be paid by everyone waiting behind it; it runs on the batch thread (graph/batch.py), so a
+    process that holds the store gets a core first. A reading command needs no pandas: DuckDB's client would
+    import it on the first statement with parameters, and graph/conn.py binds plain parameters without it."""
     def load() -> None:
-        for name in ("pandas", "pyarrow", "pyarrow.dataset"):
+        for name in ("pyarrow", "pyarrow.dataset") if write else ("pyarrow",):
             try:
                 __import__(name)
             except ImportError:
@@ -344,7 +347,7 @@ class Store:
         self._open_s = self._close_s = 0.0  # how long the last turn's DuckDB open and close took (turn log)
         self._waited = 0.0
         if self.path is None:
-            self._con = duckdb.connect(":memory:")
+            self._con = dbconn.connect(":memory:")
             self._migrate()
             return
         if not self.path.exists():
@@ -423,7 +426,7 @@ class Store:
                 self._waited = self._open_s = 0.0
                 return
             _close_turn(*kept)  # a writer of this Store would queue behind its own kept reading turn
-        _preload()
+        _preload(write)
         t0 = time.monotonic()
         self._turn = queue.acquire(self.path, write=write, timeout=self.busy_timeout, label=self.label,
                                    on_wait=self.on_wait)
@@ -484,7 +487,7 @@ class Store:
         delay = 0.02
         while True:
             try:
-                return duckdb.connect(target, read_only=read_only)
+                return dbconn.connect(target, read_only=read_only)
             except duckdb.IOException as e:
                 msg = str(e)
                 if _READONLY_RE.search(msg) and not _LOCK_RE.search(msg):

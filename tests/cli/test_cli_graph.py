@@ -94,6 +94,20 @@ def test_show_page_has_the_claim_page_sections(db):
     assert pos == sorted(pos), "sections out of order"
 
 
+@pytest.mark.parametrize("args", [["show", CLAIM], ["list", "--type", "claim"], ["evidence", CLAIM], ["stats"]])
+def test_a_reading_command_does_not_import_pandas(db, args):
+    """In a new process: DuckDB's client imports pandas (0.3-0.5 s, a third of a cold `show` at a million nodes)
+    on the first statement with parameters, and pyarrow's conversions from Python values import it too;
+    graph/conn.py and graph/ann.py avoid both."""
+    code = ("import atexit, runpy, sys\n"
+            "atexit.register(lambda: print('pandas imported:', 'pandas' in sys.modules, file=sys.stderr))\n"
+            f"sys.argv = ['claimgraph', '--db', {str(db)!r}, '--json', *{args!r}]\n"
+            "runpy.run_module('claimgraph.cli.main', run_name='__main__')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "pandas imported: False", out.stderr
+
+
 def test_show_json_contract(db):
     page = ok(run(db, "show", CLAIM))
     assert {"id", "type", "title", "text"} <= set(page["node"]) and page["node"]["id"] == CLAIM

@@ -114,3 +114,24 @@ def test_sorted_positions_find_every_id_as_a_python_search_would():
     assert sorted_positions(arr, queries).tolist() == want
     assert sorted_positions(arr, []).tolist() == []
     assert sorted_positions(pa.array([], pa.string()), ["a"]).tolist() == [-1]
+    assert sorted_positions(pa.array(ids, pa.large_string()), queries).tolist() == want
+    assert sorted_positions(pa.chunked_array([ids[:1000], ids[1000:]]), queries).tolist() == want
+
+
+def test_arrow_arrays_built_from_buffers_equal_pyarrow_s_own():
+    """ann's pandas-free builders (pa.array and to_numpy import pandas): strings of both offset widths, ints, and
+    booleans read back from their bits at an offset into a sliced array and with nulls."""
+    import numpy as np
+    import pyarrow as pa
+
+    words = ["", "a", "é€", "𝄞x", "z" * 70]
+    for typ in (pa.string(), pa.large_string()):
+        assert ann_mod._arrow_strings(words, typ).equals(pa.array(words, typ))
+    ints = np.array([5, -1, 2**40, 0])
+    assert ann_mod._arrow_ints(ints[::2]).equals(pa.array(ints[::2], pa.int64()))
+    bools = [True, False, None, True, True, False, True, False, False, True, None]
+    arr = pa.array(bools)
+    for start in range(4):
+        got = ann_mod._bools(arr.slice(start, 6))
+        assert got.tolist() == [bool(b) for b in bools[start:start + 6]]
+    assert ann_mod._bools(pa.chunked_array([bools[:3], bools[3:]])).tolist() == [bool(b) for b in bools]
