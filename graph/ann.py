@@ -279,16 +279,50 @@ def _bools(arr: Any) -> "np.ndarray":
     return np.unpackbits(bits, bitorder="little")[arr.offset:arr.offset + len(arr)].astype(bool)
 
 
-def sorted_positions(ids: Any, node_ids: list[str]) -> "np.ndarray":
-    """[m] int64 positions of `node_ids` in the sorted pyarrow strings `ids` (-1 where absent): one binary search
-    for all of them at once, each of its ~log2(n) steps one Arrow take and one comparison (byte order, which is
-    code point order for UTF-8 and DuckDB's order of VARCHAR), instead of a Python loop per id."""
+_FEW = 16  # up to this many ids, sorted_positions bisects in Python over the array's buffers
+
+
+def _bisect_buffers(ids: Any, node_ids: list[str]) -> "np.ndarray":
+    """sorted_positions for a few ids in one unchunked array without nulls: Python's binary search over its
+    offsets and bytes (about 20 slices an id at a million), so a node page needs no pyarrow.compute, whose
+    import builds every compute function's docstring (60 ms of a cold `show`)."""
     import numpy as np
-    import pyarrow.compute as pc
+    import pyarrow as pa
+
+    n = len(ids)
+    width = np.int64 if pa.types.is_large_string(ids.type) else np.int32
+    offsets = np.frombuffer(ids.buffers()[1], dtype=width)[ids.offset:ids.offset + n + 1].tolist()
+    data = memoryview(ids.buffers()[2]) if ids.buffers()[2] is not None else memoryview(b"")
+    out = np.full(len(node_ids), -1, dtype=np.int64)
+    for j, node_id in enumerate(node_ids):
+        q = node_id.encode()
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if data[offsets[mid]:offsets[mid + 1]].tobytes() < q:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < n and data[offsets[lo]:offsets[lo + 1]].tobytes() == q:
+            out[j] = lo
+    return out
+
+
+def sorted_positions(ids: Any, node_ids: list[str]) -> "np.ndarray":
+    """[m] int64 positions of `node_ids` in the sorted pyarrow strings `ids` (-1 where absent), in byte order
+    (code point order for UTF-8, and DuckDB's order of VARCHAR): for many ids one binary search for all of them
+    at once, each of its ~log2(n) steps one Arrow take and one comparison, instead of a Python loop per id; for
+    a few (`_FEW`), `_bisect_buffers`."""
+    import numpy as np
+    import pyarrow as pa
 
     m, n = len(node_ids), len(ids)
     if m == 0 or n == 0:
         return np.full(m, -1, dtype=np.int64)
+    if m <= _FEW and isinstance(ids, pa.Array) and ids.null_count == 0:
+        return _bisect_buffers(ids, node_ids)
+    import pyarrow.compute as pc
+
     q = _arrow_strings(node_ids, ids.type)
     lo = np.zeros(m, dtype=np.int64)
     hi = np.full(m, n, dtype=np.int64)

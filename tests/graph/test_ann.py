@@ -111,10 +111,15 @@ def test_sorted_positions_find_every_id_as_a_python_search_would():
     arr = pa.array(ids)
     queries = ids[::5] + ["", "\x00", "a", "é", "€€€", "𝄞𝄞𝄞𝄞𝄞𝄞𝄞𝄞𝄞", "\U0010ffff"] + [i + "0" for i in ids[:40]]
     want = [ids.index(q) if q in ids else -1 for q in queries]
-    assert sorted_positions(arr, queries).tolist() == want
+    assert sorted_positions(arr, queries).tolist() == want  # batched
+    few = [sorted_positions(arr, queries[i:i + 7]).tolist() for i in range(0, len(queries), 7)]  # bisected
+    assert sum(few, []) == want
+    assert sorted_positions(arr.slice(10), ids[10:13] + ids[:1]).tolist() == [0, 1, 2, -1]  # a slice: offset
+    assert sorted_positions(pa.array([""] * 1 + ["a"]), ["", "a", "b"]).tolist() == [0, 1, -1]
     assert sorted_positions(arr, []).tolist() == []
     assert sorted_positions(pa.array([], pa.string()), ["a"]).tolist() == [-1]
     assert sorted_positions(pa.array(ids, pa.large_string()), queries).tolist() == want
+    assert sorted_positions(pa.array(ids, pa.large_string()), queries[:9]).tolist() == want[:9]
     assert sorted_positions(pa.chunked_array([ids[:1000], ids[1000:]]), queries).tolist() == want
 
 
