@@ -6,6 +6,7 @@ content hash so the id stays stable and bounded.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -25,10 +26,14 @@ def sha256_hex(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+@functools.lru_cache(maxsize=1 << 14)  # a document names most titles several times (node, edge ends, references)
 def slugify(text: str) -> str:
     """`"Logit Weight Analysis"` -> `"logit-weight-analysis"`; stable, bounded, never empty."""
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
-    slug = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
+    slug = _NOT_SLUG.sub("-", folded).strip("-")
     if not slug:
         return "h-" + sha256_hex(normalize_text(text))[:12]
     if len(slug) > MAX_SLUG:

@@ -41,9 +41,9 @@ def tokens(text: str) -> list[str]:
     """Index terms of a text, in order, with repeats."""
     folded = unicodedata.normalize("NFKC", text).casefold()
     out = []
-    for m in _WORD.finditer(folded):
-        for part in m.group(0).replace("'", "-").split("-"):
-            if part and part not in STOP_WORDS and not (len(part) == 1 and part.isascii()):
+    for word in _WORD.findall(folded):
+        for part in word.replace("'", "-").split("-") if ("-" in word or "'" in word) else (word,):
+            if part not in STOP_WORDS and not (len(part) == 1 and part.isascii()):
                 out.append(stem(part))
     return out
 
