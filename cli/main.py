@@ -555,7 +555,9 @@ def run(ctx: typer.Context,
                                                            "order; completed identical runs come from the cache).")] = False,
         jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Run up to N groups of experiments side by side "
                                                                      "(a process each; a group is the experiments of "
-                                                                     "one model, run one after another).")] = 1,
+                                                                     "one model, run one after another), each with "
+                                                                     "cores/N torch threads unless OMP_NUM_THREADS "
+                                                                     "is set.")] = 1,
         device: Annotated[str | None, typer.Option(help="cpu | cuda | auto (default: the spec's)")] = None,
         seeds: Annotated[str | None, typer.Option(
             help="Run these seeds instead of the spec's: N (0..N-1), A-B or A,B,C.")] = None,
@@ -659,6 +661,11 @@ def run(ctx: typer.Context,
         raise typer.Exit(1)
 
 
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _run_groups(ctx: typer.Context, names: list[str], jobs: int, *, device: str | None, force: bool,
                runs_dir: str | None) -> None:
     """`run --jobs N`: the experiments grouped by model (experiments.api.plan_groups), a `claimgraph run EXP...`
@@ -679,6 +686,12 @@ def _run_groups(ctx: typer.Context, names: list[str], jobs: int, *, device: str 
     groups = plan_groups([rows[i] for i in dict.fromkeys(ids)])
     extra = [*(["--device", device] if device else []), *(["--force"] if force else []),
              *(["--runs-dir", runs_dir] if runs_dir else [])]
+    # N groups share the cores: each child's torch (and BLAS) gets cores/N threads, unless the user chose. Two
+    # processes of two threads each on two cores took 1.6x the CPU and 1.5x the time of one thread each for the
+    # same work (bench/bench_threads.py), and every process here computes beside another
+    env = dict(os.environ)
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, _cores() // jobs))
     pending = list(enumerate(groups))
     running: list[tuple[int, subprocess.Popen, Any]] = []
     finished: dict[int, tuple[int, str | None]] = {}
@@ -700,7 +713,8 @@ def _run_groups(ctx: typer.Context, names: list[str], jobs: int, *, device: str 
                 sink = tempfile.TemporaryFile(mode="w+") if opts.json else None
                 running.append((k, subprocess.Popen(
                     [sys.executable, "-m", "claimgraph.cli.main", "--db", str(opts.db),
-                     *(["--json"] if opts.json else []), "run", *group, *extra], stdout=sink, text=True), sink))
+                     *(["--json"] if opts.json else []), "run", *group, *extra], stdout=sink, text=True, env=env),
+                    sink))
             if received:
                 pending.clear()
             for item in list(running):

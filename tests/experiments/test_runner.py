@@ -511,6 +511,12 @@ def test_run_jobs_runs_groups_in_child_processes(plugin, db):
     out = json.loads(r.stdout)
     assert out["groups"] == [[a, b]]  # one model (none): one group
     assert sorted((o["experiment_id"], o["status"]) for o in out["runs"]) == [(a, "completed"), (b, "completed")]
+    # two groups at once share the cores: each child's torch gets cores/2 threads unless the user set them
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    want = os.environ.get("OMP_NUM_THREADS") or str(max(1, cores // 2))
+    for o in out["runs"]:
+        env = json.loads((Path(o["run_dir"]) / "environment.json").read_text())
+        assert env["torch_settings"]["env"]["OMP_NUM_THREADS"] == want and env["torch_settings"]["num_threads"] == int(want), env
     r = CliRunner().invoke(app, ["run", a, b, "--jobs", "2", "--seeds", "2"])
     assert r.exit_code == 2 and "--jobs runs groups" in r.stderr
 
