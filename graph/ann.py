@@ -291,19 +291,24 @@ def _bisect_buffers(ids: Any, node_ids: list[str]) -> "np.ndarray":
 
     n = len(ids)
     width = np.int64 if pa.types.is_large_string(ids.type) else np.int32
-    offsets = np.frombuffer(ids.buffers()[1], dtype=width)[ids.offset:ids.offset + n + 1].tolist()
-    data = memoryview(ids.buffers()[2]) if ids.buffers()[2] is not None else memoryview(b"")
+    buffers = ids.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=width)[ids.offset:ids.offset + n + 1]  # a view: no copy
+    data = memoryview(buffers[2]) if buffers[2] is not None else memoryview(b"")
+
+    def at(i: int) -> bytes:
+        return data[int(offsets[i]):int(offsets[i + 1])].tobytes()
+
     out = np.full(len(node_ids), -1, dtype=np.int64)
     for j, node_id in enumerate(node_ids):
         q = node_id.encode()
         lo, hi = 0, n
         while lo < hi:
             mid = (lo + hi) // 2
-            if data[offsets[mid]:offsets[mid + 1]].tobytes() < q:
+            if at(mid) < q:
                 lo = mid + 1
             else:
                 hi = mid
-        if lo < n and data[offsets[lo]:offsets[lo + 1]].tobytes() == q:
+        if lo < n and at(lo) == q:
             out[j] = lo
     return out
 

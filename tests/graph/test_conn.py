@@ -70,6 +70,11 @@ def test_named_parameters_and_the_store_s_query_shapes():
         ("SELECT count(*) FROM e WHERE src = ? OR ? IS NULL", ["zz", None]),
         ("SELECT src FROM e ORDER BY 1 LIMIT ? OFFSET ?", [2, 1]),
         ("SELECT ?::VARCHAR = 'it''s' ;", ["it's"]),
+        # what only looks like a placeholder: in strings, a quoted name, comments
+        ("SELECT '?', $$?$$, E'\\'?', ? AS \"?\" -- ?\n/* $1 ? */", ["x"]),
+        ("SELECT $2 || $1 || $2, -$3", ["a", "b", 4]),
+        ("SELECT $a + $b, $a", {"a": 1, "b": 2.5}),
+        ("SELECT ?->>'k', ?[1]", ['{"k": "v"}', ["p", "q"]]),
     ]
     for query, params in cases:
         got = []
@@ -79,8 +84,20 @@ def test_named_parameters_and_the_store_s_query_shapes():
         assert got[0] == got[1], (query, got)
 
 
+def test_placeholders_are_found_by_duckdb_s_tokenizer():
+    from claimgraph.graph.conn import _Unbindable, inline
+
+    assert inline("SELECT ? -- ?\n, '?'", ["it's"]) == "SELECT (('it''s')::VARCHAR) -- ?\n, '?'"
+    assert inline("SELECT $id = $id", {"id": 1}) == "SELECT ((1)::INTEGER) = ((1)::INTEGER)"
+    for query, params in [("SELECT ?, $1", [1]), ("SELECT ?; SELECT ?", [1, 2]), ("SELECT $a", {"b": 1}),
+                          ("SELECT ?", [1, 2]), ("SELECT $2", [1]), ("SELECT 1", [1]), ("SELECT ?", {"a": 1})]:
+        with pytest.raises(_Unbindable):
+            inline(query, params)
+
+
 def test_what_has_no_literal_is_left_to_duckdb():
-    """bytes, empty and mixed lists, several statements: DuckDB's binding, the same answer as without Connection."""
+    """bytes, empty and mixed lists, several statements, placeholders of two styles: DuckDB's binding, the same
+    answer (or error) as without Connection."""
     con = Connection(duckdb.connect(), literals=True)
     assert con.execute("SELECT ?", [b"\x00\x01"]).fetchone() == (b"\x00\x01",)
     assert con.execute("SELECT len(?)", [[]]).fetchone() == (0,)
@@ -89,4 +106,6 @@ def test_what_has_no_literal_is_left_to_duckdb():
     assert con.execute("SELECT count(*) FROM t WHERE x = ?", [1]).fetchone() == (1,)
     with pytest.raises(duckdb.Error):
         con.execute("SELECT ?, ?", [1])  # a wrong count is still an error
+    with pytest.raises(duckdb.Error):
+        con.execute("SELECT $a", {"b": 1})
 
