@@ -276,7 +276,7 @@ def _bools(arr: Any) -> "np.ndarray":
     if arr.null_count:
         arr = pc.fill_null(arr, False)
     bits = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
-    return np.unpackbits(bits, bitorder="little")[arr.offset:arr.offset + len(arr)].astype(bool)
+    return np.unpackbits(bits, count=arr.offset + len(arr), bitorder="little")[arr.offset:].view(bool)
 
 
 _FEW = 16  # up to this many ids, sorted_positions bisects in Python over the array's buffers
