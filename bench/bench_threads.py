@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from claimgraph.graph.ann import threads as cores
+
 WORKER = r"""
 import sys, time, torch
 threads, work = int(sys.argv[1]), int(sys.argv[2])
@@ -34,10 +36,6 @@ with torch.no_grad():
             x = x + torch.nn.functional.silu(x @ w_in) @ w_out
 print(time.process_time() - c0)
 """
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def together(procs: int, threads: int, work: int) -> tuple[float, float]:

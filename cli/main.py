@@ -661,11 +661,6 @@ def run(ctx: typer.Context,
         raise typer.Exit(1)
 
 
-def _cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _run_groups(ctx: typer.Context, names: list[str], jobs: int, *, device: str | None, force: bool,
                runs_dir: str | None) -> None:
     """`run --jobs N`: the experiments grouped by model (experiments.api.plan_groups), a `claimgraph run EXP...`
@@ -678,6 +673,7 @@ def _run_groups(ctx: typer.Context, names: list[str], jobs: int, *, device: str 
     import time
 
     from claimgraph.experiments.api import list_experiments, plan_groups
+    from claimgraph.graph.ann import threads as cores
 
     opts = _opts(ctx)
     with _store(ctx, session=False) as s, s.session():
@@ -691,7 +687,7 @@ def _run_groups(ctx: typer.Context, names: list[str], jobs: int, *, device: str 
     # same work (bench/bench_threads.py), and every process here computes beside another
     env = dict(os.environ)
     if jobs > 1 and "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = str(max(1, _cores() // jobs))
+        env["OMP_NUM_THREADS"] = str(max(1, cores() // jobs))
     pending = list(enumerate(groups))
     running: list[tuple[int, subprocess.Popen, Any]] = []
     finished: dict[int, tuple[int, str | None]] = {}

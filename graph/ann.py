@@ -25,6 +25,7 @@ recomputed from the float vectors in the store.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os
 from dataclasses import dataclass
@@ -301,13 +302,7 @@ def _bisect_buffers(ids: Any, node_ids: list[str]) -> "np.ndarray":
     out = np.full(len(node_ids), -1, dtype=np.int64)
     for j, node_id in enumerate(node_ids):
         q = node_id.encode()
-        lo, hi = 0, n
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if at(mid) < q:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = bisect.bisect_left(range(n), q, key=at)
         if lo < n and at(lo) == q:
             out[j] = lo
     return out
