@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from claimgraph.experiments.substrate.hf import cached_forward
 from claimgraph.experiments.substrate.hooks import HookedModel
 from claimgraph.graph.errors import InvalidInput
 
@@ -94,8 +95,7 @@ def sample_rows(model: HookedModel, prompts: Tensor, uniforms: Tensor, *, temper
                 feed = seqs if cache is None else seqs[:, -1:]                       # [B, P] then [B, 1]
                 if clamp is not None:
                     clamp.offset = 0 if cache is None else seqs.shape[1] - 1
-                out = hf(input_ids=feed.to(model.device), past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
-                logits = out.logits[:, -1].float()                                   # [B, V]
+                logits, cache = cached_forward(hf, feed.to(model.device), cache)
+                logits = logits[:, -1].float()                                       # [B, V]
             seqs = torch.cat([seqs, draw(logits, step)], dim=1)                      # [B, t + 1]
     return seqs

@@ -28,6 +28,8 @@ transformers is imported only inside functions here.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +187,21 @@ class HFHookedModel(HookedModel):
             pieces = self.tokenizer.convert_ids_to_tokens(ids)
             return [f"<{i}>" if p is None else str(p) for i, p in zip(ids, pieces)]
         return [f"<{i}>" for i in ids]
+
+
+@functools.cache
+def _cache_argument(cls: type) -> str:
+    """What this transformers version's forward calls its key-value cache: `cache` (5.2x), else `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def cached_forward(hf_model: Any, input_ids: Tensor, cache: Any = None, **kwargs: Any) -> tuple[Tensor, Any]:
+    """(logits, key-value cache) of a transformers causal LM for `input_ids` after the positions `cache` holds
+    (None: from the start), passing the cache under the name this transformers version uses (it renamed
+    `past_key_values` to `cache`, warning on the old name)."""
+    name = _cache_argument(type(hf_model))
+    out = hf_model(input_ids=input_ids, use_cache=True, **({name: cache} if cache is not None else {}), **kwargs)
+    return out.logits, (out.get("cache") if "cache" in out else out.get("past_key_values"))
 
 
 def load_hf(path: str, *, revision: str | None = None, device: str = "cpu") -> HFHookedModel:

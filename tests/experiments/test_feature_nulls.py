@@ -132,3 +132,50 @@ def test_cached_sampling_equals_the_whole_prefix_on_a_hugging_face_llama(tiny_ll
     assert torch.equal(cached, whole)
     assert torch.equal(cached[[0, 4]], plain[[0, 4]])  # rows without a pin are not touched
     assert not torch.equal(cached[[1, 3]], plain[[1, 3]])
+
+
+def test_single_position_ablations_equal_a_plain_reference_on_a_hugging_face_llama(tiny_llama):
+    """The cached path (each ablated row over positions t..t+H-1 on the clean pass's key-value cache) and the
+    whole-prefix path give what a plain loop computes: every firing position ablated in a forward pass of its
+    own, the latent zeroed there (x_t - f_j W_dec[j]), KL and the category's log-mass drop read off full logits."""
+    import torch.nn.functional as F
+
+    m, sae = tiny_llama
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.randn(8, 32, generator=torch.Generator().manual_seed(4)))
+        sae.b_enc.fill_(0.2)
+    windows = torch.randint(0, 97, (3, 14), generator=torch.Generator().manual_seed(5))
+    mask = torch.zeros(97, dtype=torch.bool)
+    mask[::7] = True
+    hook, H, t_min, latents = "blocks.0.hook_resid_post", 4, 2, [0, 3, 5]
+    kw = dict(pairs=1000, horizon=H, t_min=t_min, seed=0, batch_size=2)  # every firing position is a pair
+    cached = single_position_ablations(m, sae, hook, latents, windows, mask, **kw)
+    whole = single_position_ablations(m, sae, hook, latents, windows, mask, use_cache=False, **kw)
+
+    acts = m.capture(windows, hook)                                                    # [n, L, d]
+    with torch.no_grad():
+        clean = F.log_softmax(m(windows), -1)                                          # [n, L, V]
+        f = sae.encode(acts)                                                           # [n, L, d_sae]
+    want_drop, want_kl, want_n = [], [], []
+    for j in latents:
+        drops, kls = [], []
+        for w, t in (f[:, :, j] > 0).nonzero().tolist():
+            if not t_min <= t <= windows.shape[1] - H:
+                continue
+
+            def zero(act, name, w=w, t=t):
+                out = act.clone()
+                out[0, t] = act[0, t] - f[w, t, j] * sae.W_dec[j]
+                return out
+            with torch.no_grad():
+                abl = F.log_softmax(m.run_with_hooks(windows[w:w + 1], [(hook, zero)])[0], -1)  # [L, V]
+            lc, la = clean[w, t:t + H], abl[t:t + H]                                   # [H, V]
+            kls.append((lc.exp() * (lc - la)).sum(-1))
+            drops.append(lc[0, mask].logsumexp(-1) - la[0, mask].logsumexp(-1))
+        want_n.append(len(kls))
+        want_kl.append(torch.stack(kls).mean(0))
+        want_drop.append(torch.stack(drops).mean())
+    assert cached["n_pairs"].tolist() == want_n and min(want_n) >= 5
+    for got in (cached, whole):
+        torch.testing.assert_close(got["kl"], torch.stack(want_kl), rtol=1e-3, atol=1e-6)
+        torch.testing.assert_close(got["cat_drop"], torch.stack(want_drop), rtol=1e-3, atol=1e-6)

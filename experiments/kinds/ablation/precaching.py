@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from claimgraph.experiments.sae.base import SparseAutoencoder
+from claimgraph.experiments.substrate.hf import cached_forward
 from claimgraph.experiments.substrate.hooks import HookedModel
 from claimgraph.graph.errors import InvalidInput
 
@@ -89,14 +90,29 @@ def _add_at(deltas: Tensor, positions: Tensor):
     return fn
 
 
-@torch.no_grad()
 def perturbed_kl(model: HookedModel, hook: str, windows: Tensor, pairs: Tensor, make_deltas, *, horizon: int,
                  n_vocab: int | None = None, batch_size: int = 8, row_batch: int = 32,
                  use_cache: bool = True) -> Tensor:
     """KL(clean || perturbed) [P, K, horizon] of tokens t+1..t+horizon when the activation at `hook` of window w,
     position t (pairs [P, 2] of (w, t) into windows [n, L], t + horizon <= L) gets each of K perturbations added
-    at t only. `make_deltas(x [p, d_in], rows [p])` returns them [p, K, d_in] from the clean activations x at the
-    p pairs (rows: their indices into `pairs`). `n_vocab`: compare only the first that many token ids.
+    at t only (`perturbed_effects`)."""
+    return perturbed_effects(model, hook, windows, pairs, make_deltas, horizon=horizon, n_vocab=n_vocab,
+                             batch_size=batch_size, row_batch=row_batch, use_cache=use_cache)["kl"]
+
+
+@torch.no_grad()
+def perturbed_effects(model: HookedModel, hook: str, windows: Tensor, pairs: Tensor, make_deltas, *, horizon: int,
+                      n_vocab: int | None = None, category: Tensor | None = None, batch_size: int = 8,
+                      row_batch: int = 32, use_cache: bool = True) -> dict[str, Tensor]:
+    """What perturbing the activation at `hook` of window w, position t (pairs [P, 2] of (w, t) into windows
+    [n, L], t + horizon <= L) does, for each of K perturbations added at t only:
+
+    - `kl` [P, K, horizon]: KL(clean || perturbed) of tokens t+1..t+horizon;
+    - `cat_drop` [P, K] (with `category`, bool [n_vocab]): log P_clean(C) - log P_perturbed(C) of token t+1,
+      P(C) the total probability of the category's tokens.
+
+    `make_deltas(x [p, d_in], rows [p])` returns the perturbations [p, K, d_in] from the clean activations x at
+    the p pairs (rows: their indices into `pairs`). `n_vocab`: compare only the first that many token ids.
     Clean passes take `batch_size` windows at a time, perturbed ones `row_batch` rows. A Hugging Face model runs
     a perturbed row over positions t..t+horizon-1 only, on the clean pass's key-value cache of positions < t
     (rows with different t share a pass: each row's cache is left-padded to the longest and the padding masked);
@@ -106,6 +122,7 @@ def perturbed_kl(model: HookedModel, hook: str, windows: Tensor, pairs: Tensor, 
     assert bool((pairs[:, 1] + H <= L).all()), "every pair needs horizon positions from t on"
     hf = getattr(model, "hf", None) if use_cache else None
     out: Tensor | None = None
+    drop: Tensor | None = None
     for start in range(0, n, batch_size):
         sel = ((pairs[:, 0] >= start) & (pairs[:, 0] < start + batch_size)).nonzero().reshape(-1)  # [p]
         if len(sel) == 0:
@@ -119,9 +136,9 @@ def perturbed_kl(model: HookedModel, hook: str, windows: Tensor, pairs: Tensor, 
         with model.hooks([(hook, read)]), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             if hf is not None:
-                res = hf(input_ids=toks, use_cache=True)
-                kv = [(layer.keys, layer.values) for layer in res.past_key_values.layers]
-                clean = res.logits.float()                                             # [b, L, V]
+                logits, past = cached_forward(hf, toks)
+                kv = [(layer.keys, layer.values) for layer in past.layers]
+                clean = logits.float()                                                 # [b, L, V]
             else:
                 clean = model(toks)                                                    # [b, L, V]
         V = n_vocab or clean.shape[-1]
@@ -131,9 +148,12 @@ def perturbed_kl(model: HookedModel, hook: str, windows: Tensor, pairs: Tensor, 
         K = deltas.shape[1]
         if out is None:
             out = torch.zeros(len(pairs), K, H, dtype=torch.float64)
+            drop = torch.zeros(len(pairs), K, dtype=torch.float64)
+        cat = None if category is None else category.bool().to(toks.device)             # [V]
         rw, rt = w.repeat_interleave(K), t.repeat_interleave(K)                        # [p * K] window, position
         dl = deltas.reshape(-1, deltas.shape[-1])                                      # [p * K, d_in]
         kl = torch.empty(len(rw), H, dtype=torch.float64)                              # [p * K, H]
+        dr = torch.zeros(len(rw), dtype=torch.float64)                                 # [p * K]
         for c in range(0, len(rw), row_batch):
             cw, ct, cd = rw[c:c + row_batch], rt[c:c + row_batch], dl[c:c + row_batch]
             pos = (ct[:, None] + torch.arange(H)).to(toks.device)                      # [r, H] positions t..t+H-1
@@ -146,9 +166,13 @@ def perturbed_kl(model: HookedModel, hook: str, windows: Tensor, pairs: Tensor, 
             lp = F.log_softmax(logits.float(), -1)[..., :V]                            # [r, H, V]
             lc = lp_clean[cw.to(toks.device)[:, None], pos]                            # [r, H, V]
             kl[c:c + len(cw)] = (lc.exp() * (lc - lp)).sum(-1).clamp_min(0).double().cpu()
+            if cat is not None:  # the token after t: the category's log-mass, clean minus perturbed
+                dr[c:c + len(cw)] = (lc[:, 0][:, cat].logsumexp(-1) - lp[:, 0][:, cat].logsumexp(-1)).double().cpu()
         out[sel] = kl.reshape(len(sel), K, H)
-    assert out is not None, "no pair to perturb"
-    return out
+        assert drop is not None
+        drop[sel] = dr.reshape(len(sel), K)
+    assert out is not None and drop is not None, "no pair to perturb"
+    return {"kl": out, **({"cat_drop": drop} if category is not None else {})}
 
 
 def _cached_rows(model: HookedModel, hf: Any, hook: str, kv: list[tuple[Tensor, Tensor]], toks: Tensor, rw: Tensor,
@@ -175,8 +199,7 @@ def _cached_rows(model: HookedModel, hf: Any, hook: str, kv: list[tuple[Tensor, 
     feed = toks[rw].gather(1, pos)                                                     # [r, H]
     with model.hooks([(hook, _add_at(deltas, torch.zeros(r, dtype=torch.long)))]), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return hf(input_ids=feed, past_key_values=cache, attention_mask=mask, position_ids=pos,
-                  use_cache=True).logits.float()                                        # [r, H, V]
+        return cached_forward(hf, feed, cache, attention_mask=mask, position_ids=pos)[0].float()  # [r, H, V]
 
 
 def draw_pairs(fires: Tensor, latents: list[int], *, pairs: int, horizon: int, t_min: int, seed: int,
