@@ -214,10 +214,11 @@ def ingest(ctx: typer.Context,
            embed: Annotated[bool, typer.Option("--embed/--no-embed", help="Encode new texts for similarity.")] = True):
     """Ingest paper documents; re-ingesting an unchanged document is a no-op.
     Example: claimgraph ingest data/papers ../shared/seeds/003_*.txt"""
-    from claimgraph.ingest import ingest_paths
+    from claimgraph.ingest import ingest_documents, read_documents
 
-    with _store(ctx, create=True, session=False) as s:  # parsing and encoding happen between turns
-        reports = ingest_paths(s, paths, format=format, title=title, embed=embed)
+    docs = read_documents(paths, format=format, title=title)  # a bad document fails before a new store is created
+    with _store(ctx, create=True, session=False) as s:  # encoding happens between turns
+        reports = ingest_documents(s, docs, embed=embed)
     for w in (w for r in reports for w in r.warnings):
         typer.echo(f"Warning: {w}", err=True)
     if _opts(ctx).json:

@@ -7,6 +7,7 @@ Four document kinds, detected by structure: `structured` (YAML/JSON, see docs/do
 `claim-page`, `novelty` (novelty reports) and `summary` (paper summary pages, which need a title).
 """
 from .detect import FORMATS, detect_format
-from .pipeline import ParsedDocument, ingest_paths, parse_document, parse_text
+from .pipeline import ParsedDocument, ingest_documents, ingest_paths, parse_document, parse_text, read_documents
 
-__all__ = ["FORMATS", "ParsedDocument", "detect_format", "ingest_paths", "parse_document", "parse_text"]
+__all__ = ["FORMATS", "ParsedDocument", "detect_format", "ingest_documents", "ingest_paths", "parse_document",
+           "parse_text", "read_documents"]

@@ -91,6 +91,13 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
     `embed`, node texts the store lacks are encoded first (the database is let go meanwhile); `progress`
     shows the encoder's progress bar (None: only for long work on a terminal).
     """
+    return ingest_documents(store, read_documents(paths, format=format, title=title), embed=embed, progress=progress)
+
+
+def read_documents(paths: Sequence[str | os.PathLike], *, format: str = "auto",
+                   title: str | None = None) -> list[ParsedDocument]:
+    """Every document of `paths` (directories expanded as in `ingest_paths`) read, parsed and checked, without
+    the store: the first bad one raises InvalidDocument (file, line, field) before anything is opened or written."""
     files = expand_paths(paths)
     docs = [parse_document(f, format=format, title=title) for f in files]
     if title is not None:
@@ -100,6 +107,12 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
                                f"({', '.join(Path(s).name for s in summaries)}); ingest them one at a time")
         if not summaries:
             raise InvalidInput("--title applies to summary pages, and none was given; leave it out")
+    return docs
+
+
+def ingest_documents(store: Store, docs: list[ParsedDocument], *, embed: bool = True,
+                     progress: bool | None = None) -> list[ApplyReport]:
+    """Apply documents that `read_documents` parsed, as `ingest_paths` does."""
     embedder = None
     if embed:
         from claimgraph.graph.embed import get_embedder

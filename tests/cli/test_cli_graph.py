@@ -181,6 +181,15 @@ def test_bad_document_exits_2_names_the_file_and_line_and_writes_nothing(db, tmp
     assert ok(run(db, "stats")) == before
 
 
+def test_a_bad_document_into_a_new_store_leaves_no_store_behind(tmp_path):
+    """The documents are parsed before the store is opened: a failed first ingest creates no empty store file."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("title: x\nclaims: [\n")
+    r = run(tmp_path / "new.duckdb", "ingest", str(bad), "--no-embed")
+    assert r.exit_code == 2 and "bad.yaml:3" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
 @pytest.mark.parametrize("content, message", [(b"", "empty"), (b"\xff\xfe\x00garbage", "UTF-8")])
 def test_unreadable_documents(db, tmp_path, content, message):
     f = tmp_path / "doc.txt"
