@@ -8,6 +8,7 @@ Expected failures print `Error: <message>` on stderr and exit 2 (bad input or us
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -931,8 +932,18 @@ from .serve import serve  # noqa: E402
 app.command()(serve)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM as an exit that unwinds: open transactions roll back and half-written exports are removed (the
+    default action ended the process on the spot and left them). Commands that pass signals on to workers
+    (`run`) and `serve` install their own handlers."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up itself is not interrupted
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     app(prog_name="claimgraph")
 
 

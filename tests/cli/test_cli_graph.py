@@ -205,6 +205,29 @@ def test_missing_store_and_unknown_node(tmp_path, db):
     assert r.exit_code == 1 and "no node 'claim:does-not-exist'" in r.stderr
 
 
+def test_sigterm_during_an_export_leaves_no_partial_file(db, tmp_path):
+    """A real SIGTERM to a `claimgraph export` process half-way through writing (the writer is wrapped to send it
+    after its first bytes): the process exits 143 and neither the target nor its temporary file is left."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys, time
+        import claimgraph.graph.exchange.graphml as g
+        real = g.write_graphml
+        def write_then_terminated(store, f):
+            f.write(b"<?xml partial")
+            f.flush()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler ends the process here
+            real(store, f)
+        g.write_graphml = write_then_terminated
+        from claimgraph.cli.main import main
+        sys.argv = ["claimgraph", "--db", {str(db)!r}, "export", "--format", "graphml", "-o", {str(tmp_path / "g.graphml")!r}]
+        main()
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 128 + 15, (r.returncode, r.stderr)
+    assert [p.name for p in tmp_path.iterdir() if "graphml" in p.name] == []
+
+
 def test_exports(db, tmp_path):
     out = ok(run(db, "export", "--format", "graphml", "-o", str(tmp_path / "g.graphml")))
     g = nx.read_graphml(out["files"][0])
