@@ -163,7 +163,7 @@ def test_single_position_ablations_equal_a_plain_reference_on_a_hugging_face_lla
             if not t_min <= t <= windows.shape[1] - H:
                 continue
 
-            def zero(act, name, w=w, t=t):
+            def zero(act, name, w=w, t=t, j=j):
                 out = act.clone()
                 out[0, t] = act[0, t] - f[w, t, j] * sae.W_dec[j]
                 return out

@@ -235,7 +235,7 @@ def single_position_ablations(model: HookedModel, sae: SparseAutoencoder, hook: 
     The ablation is x_t - f_j(x_t) W_dec[j] (SAE spliced in, error term kept), run by precaching's
     `perturbed_effects`: a Hugging Face model computes each ablated row over positions t..t+horizon-1 only, on
     the clean pass's key-value cache of the positions before t (the ablation at t cannot change them; at 21
-    latents x 6 pairs in windows of 40 tokens on SmolLM2-135M, 3-4x less than re-running every prefix);
+    latents x 6 pairs in windows of 40 tokens on SmolLM2-135M, half the time of re-running every prefix);
     use_cache=False, or a toy model: the whole prefix again."""
     from claimgraph.experiments.features.select import latent_acts
 
