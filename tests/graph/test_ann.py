@@ -30,8 +30,11 @@ def graph(db_path, vectors):
         yield s
 
 
-def _pairs(got):
-    return [(g.src, g.dst, round(g.score, 5)) for g in got]
+def _same_pairs(a, b, tol=1e-5):
+    """The same pairs with the same scores up to float32 rounding (HNSW's distance kernels and the exact
+    matrix product round differently on different CPUs: 0.373235 read 0.37324 against 0.37323)."""
+    sa, sb = {(g.src, g.dst): g.score for g in a}, {(g.src, g.dst): g.score for g in b}
+    return sa.keys() == sb.keys() and all(abs(sa[k] - sb[k]) <= tol for k in sa)
 
 
 def test_ann_suggest_equals_exact_and_saves_the_index(graph):
@@ -39,7 +42,7 @@ def test_ann_suggest_equals_exact_and_saves_the_index(graph):
     neighbours = {n.id: computed_neighbors(graph, n.id, k=5, threshold=0.2) for n in NODES}  # scan: no index yet
     assert ann_mod.load(graph, MODEL_NAME) is None
     approx = suggest(graph, threshold=0.3, per_node=3, method="ann", progress=False)
-    assert _pairs(approx) == _pairs(exact) and len(exact) > 10  # HNSW over 28 nodes finds every neighbour
+    assert _same_pairs(approx, exact) and len(exact) > 10  # HNSW over 28 nodes finds every neighbour
     saved = ann_mod.load(graph, MODEL_NAME)
     assert saved is not None and len(saved.ids) == len(NODES)
     assert (graph.home / "ann").is_dir()
