@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -190,7 +191,7 @@ class HFHookedModel(HookedModel):
 
 
 @functools.cache
-def _cache_argument(cls: type) -> str:
+def _cache_argument(cls: Any) -> str:
     """What this transformers version's forward calls its key-value cache: `cache` (5.2x), else `past_key_values`."""
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
@@ -199,7 +200,7 @@ def cached_forward(hf_model: Any, input_ids: Tensor, cache: Any = None, **kwargs
     """(logits, key-value cache) of a transformers causal LM for `input_ids` after the positions `cache` holds
     (None: from the start), passing the cache under the name this transformers version uses (it renamed
     `past_key_values` to `cache`, warning on the old name)."""
-    name = _cache_argument(type(hf_model))
+    name = _cache_argument(cast(Hashable, type(hf_model)))
     out = hf_model(input_ids=input_ids, use_cache=True, **({name: cache} if cache is not None else {}), **kwargs)
     return out.logits, (out.get("cache") if "cache" in out else out.get("past_key_values"))
 
