@@ -121,6 +121,7 @@ def perturbed_effects(model: HookedModel, hook: str, windows: Tensor, pairs: Ten
     n, L = windows.shape
     assert bool((pairs[:, 1] + H <= L).all()), "every pair needs horizon positions from t on"
     hf = getattr(model, "hf", None) if use_cache else None
+    cat = None if category is None else category.bool().to(model.device)                # [V]
     out: Tensor | None = None
     drop: Tensor | None = None
     for start in range(0, n, batch_size):
@@ -149,7 +150,6 @@ def perturbed_effects(model: HookedModel, hook: str, windows: Tensor, pairs: Ten
         if out is None:
             out = torch.zeros(len(pairs), K, H, dtype=torch.float64)
             drop = torch.zeros(len(pairs), K, dtype=torch.float64)
-        cat = None if category is None else category.bool().to(toks.device)             # [V]
         rw, rt = w.repeat_interleave(K), t.repeat_interleave(K)                        # [p * K] window, position
         dl = deltas.reshape(-1, deltas.shape[-1])                                      # [p * K, d_in]
         kl = torch.empty(len(rw), H, dtype=torch.float64)                              # [p * K, H]
