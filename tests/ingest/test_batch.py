@@ -215,3 +215,73 @@ def test_bulk_groups_write_what_one_document_at_a_time_writes(tmp_path, monkeypa
         claim = store.get_node("claim:induction-heads-implement-copying")
         assert claim.title == "Induction heads implement copying!" and claim.text == "First text."
         assert claim.attrs == {"page_status": "active", "candidates_examined": 3}
+
+
+def _many(tmp_path, n, claims=3):
+    for i in range(n):
+        body = "".join(f"      - title: Claim {j} of paper {i} about feature splitting in layer {i % 7}\n"
+                       for j in range(claims))
+        (tmp_path / f"p{i:03d}.yaml").write_text(f"papers:\n  - title: Paper number {i}\n    claims:\n{body}")
+    return sorted(tmp_path.glob("p*.yaml"))
+
+
+def test_texts_encoded_group_by_group_while_writing_equal_one_encoder_pass(store, tmp_path, monkeypatch):
+    """The encoder works on a thread of its own a group ahead of the writes; the vectors stored are the ones
+    one encoder pass over the same texts gives (batches differ, so to float32 rounding)."""
+    import numpy as np
+
+    from claimgraph.graph.embed import VectorFeed, get_embedder
+
+    monkeypatch.setattr(pipeline, "APPLY_BATCH", 4)
+    monkeypatch.setattr(VectorFeed, "CHUNK", 8)  # small chunks: 12 documents' 48 texts in several encode calls
+    embedder = get_embedder()
+    calls: list[int] = []
+    real_encode = type(embedder).encode
+
+    def counted(self, texts, **kw):  # the real encoder; the wrapper only counts its calls
+        calls.append(len(texts))
+        return real_encode(self, texts, **kw)
+
+    monkeypatch.setattr(type(embedder), "encode", counted)
+    ingest_paths(store, _many(tmp_path, 12), progress=False)
+    assert len(calls) > 2 and sum(calls) == 48  # each new text encoded once, over several calls
+    rows = store.sql("SELECT n.id, e.vector FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash "
+                     "WHERE n.type = 'claim' ORDER BY n.id")
+    assert len(rows) == 36
+    monkeypatch.setattr(type(embedder), "encode", real_encode)
+    stored = np.array([r[1] for r in rows], dtype=np.float32)
+    nodes = store.get_nodes([r[0] for r in rows])
+    again = embedder.encode([nodes[r[0]].embed_text() for r in rows], progress=False)
+    assert np.abs(stored - again).max() < 1e-5
+    assert all(r.unchanged for r in ingest_paths(store, _many(tmp_path, 12), progress=False))
+    assert sum(calls) == 48  # re-ingest encodes nothing
+
+
+def test_an_encoder_failure_mid_way_keeps_the_written_groups_and_says_which(store, tmp_path, monkeypatch):
+    """The encoder failing on its third chunk (a fake failure: nothing real makes the encoder fail on demand):
+    the groups written before it stay, each document whole, and the error says what was written."""
+    from claimgraph.graph.embed import VectorFeed, get_embedder
+
+    monkeypatch.setattr(pipeline, "APPLY_BATCH", 2)
+    monkeypatch.setattr(VectorFeed, "CHUNK", 1)  # one chunk per group of two documents
+    embedder = get_embedder()
+    real_encode = type(embedder).encode
+    calls: list[int] = []
+
+    def failing(self, texts, **kw):
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise RuntimeError("injected encoder failure")
+        return real_encode(self, texts, **kw)
+
+    monkeypatch.setattr(type(embedder), "encode", failing)
+    with pytest.raises(StoreError, match="encoding the new texts failed: RuntimeError: injected") as err:
+        ingest_paths(store, _many(tmp_path, 8, claims=1), progress=False)
+    assert "4 of 8 documents given were applied" in str(err.value)
+    assert _titles(store) == [f"Paper number {i}" for i in range(4)]
+    claims = store.sql("SELECT count(*) FROM nodes WHERE type = 'claim'")[0][0]
+    assert claims == 4  # each written document whole
+    monkeypatch.setattr(type(embedder), "encode", real_encode)
+    again = ingest_paths(store, _many(tmp_path, 8, claims=1), progress=False)  # the same command again finishes
+    assert [r.unchanged for r in again] == [True] * 4 + [False] * 4
+    assert store.sql("SELECT count(*) FROM nodes n JOIN embeddings e ON e.text_hash = n.text_hash")[0][0] == 16
