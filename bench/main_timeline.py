@@ -36,7 +36,8 @@ def read_runs(root: Path) -> list[dict]:
         result = folder / "result.json"
         reused = bool(json.loads(result.read_text()).get("reused_from")) if result.exists() else False
         spec = config["spec"]
-        runs.append({"experiment": config["experiment_id"], "kind": spec["kind"], "model": spec["model"],
+        runs.append({"experiment": config["experiment_id"], "kind": spec["kind"],
+                     "model": spec.get("model") or "(kind's own)",
                      "seeds": len(spec.get("seeds") or []), "status": state["status"], "reused": reused,
                      "start": start, "end": end})
     return runs
