@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .batch import BatchThread, batch_thread
-from .errors import ClaimgraphError, StoreError
+from .errors import StoreError
 from .ids import sha256_hex
 from .models import Node
 from .store import text_hash
@@ -256,120 +256,6 @@ def vectors_for(store: "Store", nodes: Iterable[Node], *, embedder: Embedder | N
     store.release()
     vecs = embedder.encode([texts[h] for h in order], progress=progress)
     return dict(zip(order, vecs))
-
-
-class VectorFeed:
-    """Texts encoded in the order given, chunk by chunk, on a thread of their own, while the caller goes on
-    (ingest writes the first groups of documents while the encoder works on the next ones).
-
-    `wait_for(hashes)` blocks until every one of `hashes` the feed encodes is ready, then returns the vectors
-    ready so far by text hash; an error in the encoder is raised there. `stop()` ends the thread after its
-    current chunk. A caller that holds the store while it waits should hand its turn on meanwhile
-    (`on_wait`, called every `poll` seconds)."""
-
-    CHUNK = 4 * BATCH_SIZE  # texts per encode call at least (a call sorts its texts by length into batches)
-
-    def __init__(self, texts: dict[str, str], embedder: Embedder, *, chunks: Iterable[Iterable[str]] | None = None,
-                 progress: bool | None = None):
-        import threading
-
-        self._texts = texts
-        self.planned = frozenset(texts)
-        self.vectors: dict[str, np.ndarray] = {}
-        self._embedder = embedder
-        self._chunks = self._pack(chunks if chunks is not None else [list(texts)])
-        self._progress = (len(texts) > 2 * BATCH_SIZE and sys.stderr.isatty()) if progress is None else progress
-        self._error: BaseException | None = None
-        self._done = False
-        self._stopping = False
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._serve, name="claimgraph-encode-feed", daemon=True)
-        self._thread.start()
-
-    def _pack(self, chunks: Iterable[Iterable[str]]) -> list[list[str]]:
-        """The caller's chunks, each text once (in its first chunk), merged up to CHUNK texts."""
-        seen: set[str] = set()
-        out: list[list[str]] = []
-        cur: list[str] = []
-        for chunk in chunks:
-            for h in chunk:
-                if h in self._texts and h not in seen:
-                    seen.add(h)
-                    cur.append(h)
-            if len(cur) >= self.CHUNK:
-                out.append(cur)
-                cur = []
-        rest = [h for h in self._texts if h not in seen]
-        if cur or rest:
-            out.append(cur + rest)
-        return out
-
-    def _serve(self) -> None:
-        bar = None
-        try:
-            if self._progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=len(self._texts), desc="encoding", unit="text", file=sys.stderr)
-            for chunk in self._chunks:
-                with self._cond:
-                    if self._stopping:
-                        return
-                vecs = self._embedder.encode([self._texts[h] for h in chunk], progress=False)
-                with self._cond:
-                    self.vectors.update(zip(chunk, vecs))
-                    self._cond.notify_all()
-                if bar is not None:
-                    bar.update(len(chunk))
-        except BaseException as e:  # handed to the waiting caller
-            with self._cond:
-                self._error = e
-        finally:
-            if bar is not None:
-                bar.close()
-            with self._cond:
-                self._done = True
-                self._cond.notify_all()
-
-    def wait_for(self, hashes: Iterable[str], *, on_wait: Any = None, poll: float = 0.1) -> dict[str, "np.ndarray"]:
-        need = [h for h in hashes if h in self.planned]
-        with self._cond:
-            while True:
-                if all(h in self.vectors for h in need):  # what is encoded serves, even after a later failure
-                    return self.vectors
-                if self._error is not None:
-                    if isinstance(self._error, ClaimgraphError):
-                        raise self._error
-                    raise StoreError(f"encoding the new texts failed: {type(self._error).__name__}: "
-                                     f"{self._error}") from self._error
-                if self._done:
-                    raise StoreError("the encoder stopped before encoding every text")
-                self._cond.wait(poll)
-                if on_wait is not None:
-                    self._cond.release()
-                    try:
-                        on_wait()
-                    finally:
-                        self._cond.acquire()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-
-
-def vector_feed(store: "Store", nodes: Iterable[Node], *, embedder: Embedder | None = None,
-                chunks: Iterable[Iterable[Node]] | None = None, progress: bool | None = None) -> VectorFeed | None:
-    """A VectorFeed of the texts of `nodes` the store has no vector for, encoded in the order of `chunks`
-    (groups of those nodes; default: one); None when there is nothing to encode."""
-    embedder = embedder or get_embedder()
-    texts: dict[str, str] = {}
-    for n in nodes:
-        texts.setdefault(text_hash(n), n.embed_text())
-    missing = store.missing_embeddings(texts, embedder.model_name)
-    if not missing:
-        return None
-    ordered = [[text_hash(n) for n in c] for c in chunks] if chunks is not None else None
-    return VectorFeed({h: t for h, t in texts.items() if h in missing}, embedder, chunks=ordered, progress=progress)
 
 
 def embed_all(store: "Store", *, embedder: Embedder | None = None, progress: bool | None = None) -> int:

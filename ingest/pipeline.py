@@ -5,7 +5,7 @@ import heapq
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -13,9 +13,6 @@ from claimgraph.graph.errors import ClaimgraphError, InvalidDocument, InvalidInp
 from claimgraph.graph.ids import make_id, normalize_title, paper_id, sha256_hex
 from claimgraph.graph.models import ApplyReport, DocumentRef, GraphDelta, IngestWarning, Node, NodeType
 from claimgraph.graph.store import BulkApply, Store, text_hash
-
-if TYPE_CHECKING:
-    from claimgraph.graph.embed import VectorFeed
 
 from .builder import quote
 from .claim_page import parse_claim_page
@@ -91,10 +88,8 @@ def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: st
     is read, parsed and checked first, so a bad one fails the command before anything is written. Then
     they are applied, each all or nothing, in groups of APPLY_BATCH per transaction, documents that refer
     to nodes of others after those. With
-    `embed`, node texts the store lacks are encoded on a thread of their own, group by group in the order
-    the documents are applied, so that a group is written while the next is encoded (the writer waits for a
-    group's texts, handing the store on meanwhile if another command is waiting); `progress` shows the
-    encoder's progress bar (None: only for long work on a terminal).
+    `embed`, node texts the store lacks are encoded first (the database is let go meanwhile); `progress`
+    shows the encoder's progress bar (None: only for long work on a terminal).
     """
     return ingest_documents(store, read_documents(paths, format=format, title=title), embed=embed, progress=progress)
 
@@ -123,35 +118,30 @@ def ingest_documents(store: Store, docs: list[ParsedDocument], *, embed: bool = 
         from claimgraph.graph.embed import get_embedder
 
         embedder = get_embedder()
-    feed: VectorFeed | None = None
-    with store.session():  # a reading turn plans and finds the texts with no vector yet
+    vectors: dict[str, Any] = {}
+    with store.session():  # a reading turn plans; the encoder runs after it (vectors_for lets go of the store)
         order, aliases = _plan(store, docs)
         if embedder is not None:
-            # the new texts are encoded on a thread of their own, group by group in the order the documents are
-            # applied, so each group is written while the encoder works on the next ones
-            from claimgraph.graph.embed import vector_feed
+            # one encoder pass over every new text of the batch (large batches, and the store is let go meanwhile)
+            from claimgraph.graph.embed import vectors_for
 
             stored = {d.path: d.content_hash for d in store.documents()}
-            changed = [docs[i] for i in order if stored.get(docs[i].ref.path) != docs[i].ref.content_hash]
-            feed = vector_feed(store, [n for d in changed for n in d.delta.nodes], embedder=embedder,
-                               chunks=[[n for d in changed[k:k + APPLY_BATCH] for n in d.delta.nodes]
-                                       for k in range(0, len(changed), APPLY_BATCH)], progress=progress)
+            changed = [d for d in docs if stored.get(d.ref.path) != d.ref.content_hash]
+            vectors = vectors_for(store, [n for d in changed for n in d.delta.nodes], embedder=embedder,
+                                  progress=progress)
     reports: list[ApplyReport] = []  # filled as documents are committed, so a failure can say which were
     try:
         with store.session(write=True):  # then a writing turn applies, a transaction per group of documents
-            _apply_all(store, docs, order, aliases, feed, embedder, reports)
+            _apply_all(store, docs, order, aliases, vectors, embedder, reports)
     except StoreError as e:
         if not reports:
             raise
         raise _partly_written(e, reports, [docs[i] for i in order]) from None
-    finally:
-        if feed is not None:
-            feed.stop()
     return reports
 
 
 def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], aliases: list[dict[str, str]],
-               feed: VectorFeed | None, embedder: Any, reports: list[ApplyReport]) -> None:
+               vectors: dict[str, Any], embedder: Any, reports: list[ApplyReport]) -> None:
     """Apply the documents in `order`, each all or nothing, appending each committed one's report to `reports`.
 
     Documents go in groups of APPLY_BATCH per transaction, written in bulk (`Store.bulk`: each document
@@ -164,10 +154,6 @@ def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], alias
     grouping buys throughput without making others wait for 64 documents."""
     remapped: dict[str, str] = {}  # paper ids of applied documents -> the stored paper they were merged into
     model = embedder.model_name if embedder is not None else None
-    vectors: dict[str, Any] = {}
-
-    def wait_turn() -> None:  # while the encoder catches up: hand the store on if another command waits for it
-        store.yield_turn()
 
     def apply_one(i: int, bulk: BulkApply | None = None) -> ApplyReport:
         doc = docs[i]
@@ -188,8 +174,6 @@ def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], alias
     pos = 0
     while pos < len(order):
         group = order[pos:pos + APPLY_BATCH]
-        if feed is not None:  # the group's new texts encoded (usually already, while the last group was written)
-            vectors = feed.wait_for({text_hash(n) for i in group for n in docs[i].delta.nodes}, on_wait=wait_turn)
         saved = dict(remapped)
         done: list[ApplyReport] = []
         refused: InvalidDocument | None = None
