@@ -279,19 +279,17 @@ def timing(owner: object, name: str, spent: dict[str, float], key: str) -> Itera
 
 def ingest(store: Store, folder: Path, spent: dict[str, float]) -> float:
     """Seconds to ingest every document of `folder` with ingest_paths. `spent` gets the time in reading and
-    parsing the documents, planning their order, the encoder (on its own thread, overlapping the writes),
-    writing them (the writing turn's groups: checks, inserts and commits; of which BulkApply.flush's inserts and
-    the writer's waits for the encoder), and closing the file at the end of each turn (DuckDB checkpoints on
-    close)."""
-    from claimgraph.graph.embed import Embedder, VectorFeed
+    parsing the documents, planning their order, the encoder, writing them (the writing turn's groups: checks,
+    inserts and commits; of which BulkApply.flush's inserts), and closing the file at the end of each turn
+    (DuckDB checkpoints on close)."""
+    from claimgraph.graph.embed import Embedder
     from claimgraph.graph.store import BulkApply
     from claimgraph.ingest import pipeline
 
     with ExitStack() as stack:
         for owner, name, key in ((pipeline, "parse_document", "parse"), (pipeline, "_plan", "plan"),
                                  (Embedder, "encode", "encode"), (pipeline, "_apply_all", "write"),
-                                 (BulkApply, "flush", "flush"), (VectorFeed, "wait_for", "wait"),
-                                 (Store, "_end_turn", "release")):
+                                 (BulkApply, "flush", "flush"), (Store, "_end_turn", "release")):
             stack.enter_context(timing(owner, name, spent, key))
         return _ingest(store, folder)
 
@@ -477,12 +475,11 @@ def render(results: list[dict], mach: dict, started: str, load_end: tuple) -> st
           for r in results]),
         ("ingest, nodes/s (parse + encode + apply)", [f"{r['ingest_rate']:.0f}" for r in results]),
         ("**ingest / encoder**", [f"**{r['ingest_rate'] / r['encoder_rate']:.2f}**" for r in results]),
-        ("  ingest seconds: total / in the encoder (its own thread, overlapping the writes) / reading and parsing / "
-         "planning / writing the groups (of which bulk inserts; waiting for the encoder) / closing the file (end of "
-         "turns)",
+        ("  ingest seconds: total / in encoder / reading and parsing / planning / writing the groups (of which "
+         "bulk inserts) / closing the file (end of turns)",
          [f"{r['ingest_s']:.1f} / " + " / ".join(f"{r['ingest_parts'].get(k, 0):.1f}" for k in ("encode", "parse", "plan"))
-          + f" / {r['ingest_parts'].get('write', 0):.1f} ({r['ingest_parts'].get('flush', 0):.1f}; "
-          f"{r['ingest_parts'].get('wait', 0):.1f}) / {r['ingest_parts'].get('release', 0):.1f}" for r in results]),
+          + f" / {r['ingest_parts'].get('write', 0):.1f} ({r['ingest_parts'].get('flush', 0):.1f})"
+          f" / {r['ingest_parts'].get('release', 0):.1f}" for r in results]),
         ("search total, ms (median / p95; numpy scan)", [ms(r["search_total_ms"]) for r in results]),
         ("  - query encode, ms", [ms(r["search_encode_ms"]) for r in results]),
         ("  - semantic part (numpy, cached matrix), ms", [ms(r["search_semantic_ms"]) for r in results]),
