@@ -296,7 +296,7 @@ def create_app(settings: Settings) -> Starlette:
         with access.read() as s:
             vector_matrix(s, MODEL_NAME)  # kept in this process: similar entries by one product, not a scan
             page = node_page(s, nid, k_similar=k, threshold=threshold, stale=exp.stale_check())
-            runs = s.runs(nid) if page.node.type == NodeType.experiment else []
+            runs = exp.with_folder_status(s.runs(nid)) if page.node.type == NodeType.experiment else []
             ev_runs = {r["run_id"] for e in page.evidence if e.attrs.get("run_id")
                        for r in s.runs(run_id=e.attrs["run_id"])}
             own_run = s.runs(run_id=page.node.attrs["run_id"]) if page.node.type == NodeType.evidence \
@@ -434,7 +434,7 @@ def create_app(settings: Settings) -> Starlette:
         experiment = request.query_params.get("experiment") or None
         with access.read() as s:
             rows = s.runs(experiment)
-        return render(request, "runs.html", {"runs": rows}, {"experiment": experiment or ""})
+        return render(request, "runs.html", {"runs": exp.with_folder_status(rows)}, {"experiment": experiment or ""})
 
     def run(request: Request) -> Response:
         rid = request.path_params["run_id"]

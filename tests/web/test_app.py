@@ -197,3 +197,36 @@ def test_serve_refuses_a_missing_store(tmp_path):
     r = CliRunner().invoke(app, ["--db", str(tmp_path / "none.duckdb"), "serve", "--port", "8001"])
     assert r.exit_code == 1 and "no claimgraph store" in r.stderr
     assert not (tmp_path / "none.duckdb").exists()
+
+
+def test_runs_page_shows_what_the_folders_say_of_runs_the_store_has_in_flight(client, db, tmp_path):
+    """The web opens the store read-only, so a run that ended since the last claimgraph command is still
+    running in the store: the runs page shows its folder's final status, and for a run split into executor
+    tasks how many seeds' tasks have completed. A run the store has ended is shown as recorded."""
+    import json
+
+    def folder(name, status, tasks=()):
+        d = tmp_path / "runs" / name
+        (d / "tasks").mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"spec": {"kind": "sae", "seeds": [0, 1, 2]}}))
+        if status:
+            (d / "status.json").write_text(json.dumps({"status": status}))
+        for seed, st in tasks:
+            (d / "tasks" / f"seed-{seed}.status.json").write_text(json.dumps({"status": st}))
+        return str(d)
+
+    with Store(db) as s:
+        s.put_run(run_id="r-ended", experiment_id="experiment:x", config_hash="h", status="running",
+                  run_dir=folder("ended", "completed"))
+        s.put_run(run_id="r-tasks", experiment_id="experiment:x", config_hash="h", status="running",
+                  run_dir=folder("tasks", None, [(0, "completed"), (1, "running"), (2, "failed")]))
+        s.put_run(run_id="r-done", experiment_id="experiment:x", config_hash="h", status="failed",
+                  run_dir=folder("done", "completed"))
+    rows = {r["run_id"]: r for r in client.get("/runs.json").json()["runs"]}
+    assert rows["r-ended"]["status"] == "running" and rows["r-ended"]["folder_status"] == "completed"
+    assert rows["r-tasks"]["folder_note"] == "1 of 3 seeds completed, 1 failed, 1 running (tasks' status files)"
+    assert "folder_status" not in rows["r-tasks"]
+    assert "folder_status" not in rows["r-done"] and "folder_note" not in rows["r-done"]  # the store's word stands
+    html = client.get("/runs").text
+    assert 'runstatus-completed">completed</span> <span class="meta">ended; the store records it' in html
+    assert "1 of 3 seeds completed, 1 failed, 1 running" in html
