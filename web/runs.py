@@ -98,37 +98,37 @@ def _sae_conditions(per_seed: list[dict[str, Any]]) -> list[str]:
     return sorted(found, key=lambda c: (c != "trained", c))
 
 
-IN_FLIGHT = ("queued", "running")
-
-
 def with_folder_status(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run records, each one the store still has queued or running given what its folder says now.
 
     The web opens the store read-only, so a run that ended (a worker whose launching command has gone, or a run
     on a cluster whose tasks finished) stays queued or running in the store until a `claimgraph` command
     reconciles it. Such a row gets `folder_status` (the final status in its status.json) or `folder_note`
-    (how many of its executor tasks have completed, failed or are running, from tasks/seed-N.status.json);
+    (how many of its executor tasks have completed, failed or are running, from the tasks' status files);
     rows the store has already ended are returned as they are."""
+    from claimgraph.experiments.records import FINAL
+    from claimgraph.experiments.worker import task_state_path
+
     out = []
     for row in rows:
-        if row.get("status") not in IN_FLIGHT or not row.get("run_dir"):
+        if row.get("status") in FINAL or not row.get("run_dir"):
             out.append(row)
             continue
         run_dir = Path(row["run_dir"])
         state = _read_json(run_dir / "status.json") or {}
         extra: dict[str, Any] = {}
-        if state.get("status") not in (None, *IN_FLIGHT):
+        if state.get("status") in FINAL:
             extra["folder_status"] = state["status"]
             extra["folder_note"] = "ended; the store records it at the next claimgraph command (e.g. claimgraph runs)"
         else:
-            tasks = sorted((run_dir / "tasks").glob("seed-*.status.json")) if (run_dir / "tasks").is_dir() else []
+            seeds = ((_read_json(run_dir / "config.json") or {}).get("spec") or {}).get("seeds") or []
+            tasks = [p for p in (task_state_path(run_dir, seed) for seed in seeds) if p.exists()]
             if tasks:
-                seeds = ((_read_json(run_dir / "config.json") or {}).get("spec") or {}).get("seeds") or []
                 counts: dict[str, int] = {}
                 for p in tasks:
                     st = (_read_json(p) or {}).get("status") or "unknown"
                     counts[st] = counts.get(st, 0) + 1
-                parts = [f"{counts.pop('completed', 0)} of {len(seeds) or len(tasks)} seeds completed"]
+                parts = [f"{counts.pop('completed', 0)} of {len(seeds)} seeds completed"]
                 parts += [f"{n} {st}" for st, n in sorted(counts.items())]
                 extra["folder_note"] = ", ".join(parts) + " (tasks' status files)"
         out.append({**row, **extra} if extra else row)
