@@ -185,11 +185,14 @@ PER_NODE = 10  # default: keep each node's best 10 eligible pairs
 
 def best_per_node(i: "np.ndarray", j: "np.ndarray", score: "np.ndarray", n: int,
                   per_node: int | None) -> "np.ndarray":
-    """[m] bool: the pairs (i [m], j [m], score [m], i < j, positions < n) that are among the best `per_node`
-    of either end, by score, ties by the other end's position (id order in `suggest`); all pairs when `per_node` is None.
+    """[m] bool: the pairs (i [m], j [m], score [m], i < j, positions < n; in any order) that are among the best
+    `per_node` of either end, by score, ties by the other end's position (id order in `suggest`); all pairs when
+    `per_node` is None.
 
-    One stable sort of both directions' entries on (node, score descending): entries go in with the other
-    end ascending (the reversed direction first), so equal scores keep that order.
+    Each pair is an entry of both its ends. A histogram of each node's entries over 32 score buckets first finds
+    the bucket holding the node's `per_node`-th best: entries below it are beaten by at least `per_node` others of
+    that node and drop out unranked. Only the rest (at 100k nodes 1.1M of 8.0M entries) are sorted, on (node,
+    score descending, other end).
     """
     import numpy as np
 
@@ -198,18 +201,29 @@ def best_per_node(i: "np.ndarray", j: "np.ndarray", score: "np.ndarray", n: int,
         return np.ones(m, dtype=bool)
     if per_node < 1:
         return np.zeros(m, dtype=bool)
-    order_in = np.lexsort((i, j))  # reversed direction (node j, other i) with the other end ascending
-    node = np.concatenate([j[order_in], i])  # [2m]; forward entries come from similar_pairs with j ascending per i
-    which = np.concatenate([order_in, np.arange(m)])
+    if 2 * m > 4 * per_node * n:  # many entries per node: most can be dropped before the sort
+        B = 32
+        lo, hi = score.min(), score.max()
+        # [m] bucket 0..B-1: monotone in score (subtracting and scaling round monotonically), ties share one
+        b = ((score - lo) * np.float32((B - 1) / max(float(hi - lo), 1e-12))).astype(np.int64)
+        counts = (np.bincount(i * B + b, minlength=n * B) + np.bincount(j * B + b, minlength=n * B)).reshape(n, B)
+        at_least = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]  # [n, B] the node's entries in this bucket or above
+        cut = np.maximum((at_least >= per_node).sum(axis=1) - 1, 0)  # [n] the highest bucket reaching per_node
+        si, sj = b >= cut[i], b >= cut[j]  # [m] the entry at i, at j, kept for ranking
+        node, other = np.concatenate([i[si], j[sj]]), np.concatenate([j[si], i[sj]])
+        pair = np.concatenate([np.flatnonzero(si), np.flatnonzero(sj)])
+    else:
+        node, other = np.concatenate([i, j]), np.concatenate([j, i])  # [2m] entry -> its node, the other end
+        pair = np.concatenate([np.arange(m), np.arange(m)])  # [2m] entry -> its pair
     bits = score.astype(np.float32).view(np.int32).astype(np.int64)
     bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2**31  # [m] order-preserving float -> [0, 2^32)
-    desc = (2**32 - 1) - bits[which]
+    desc = (2**32 - 1) - bits[pair]
     key = node.astype(np.int64) << 32 | desc  # node ascending, then score descending
-    order = np.argsort(key, kind="stable")
+    order = np.lexsort((other, key))
     node_sorted = node[order]
-    start = np.searchsorted(node_sorted, node_sorted, side="left")  # [2m] first entry of each entry's node
+    start = np.searchsorted(node_sorted, node_sorted, side="left")  # first entry of each entry's node
     keep = np.zeros(m, dtype=bool)
-    keep[which[order[np.arange(2 * m) - start < per_node]]] = True
+    keep[pair[order[np.arange(len(order)) - start < per_node]]] = True
     return keep
 
 

@@ -77,7 +77,9 @@ def parse_document(path: str | os.PathLike, *, format: str = "auto", title: str 
     return parse_text(src.text, src.path, format=format, title=title, content_hash=src.content_hash)
 
 
-APPLY_BATCH = 64  # documents per write transaction
+# documents per write transaction: at 100k nodes, 256 wrote in 15-16 s what 64 wrote in 18-19 s (fewer statements
+# and commits, each with a fixed cost); a waiting command still gets in after the document at hand (should_yield)
+APPLY_BATCH = 256
 
 
 def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: str = "auto", title: str | None = None,
@@ -151,7 +153,7 @@ def _apply_all(store: Store, docs: list[ParsedDocument], order: list[int], alias
     any other error rolls the group back and the group is applied again a document per transaction
     (`Store.apply`), so the failing document fails alone, as it would have. A group ends early when another
     command has waited for the store (`Store.should_yield`): it is committed and the turn handed on, so
-    grouping buys throughput without making others wait for 64 documents."""
+    grouping buys throughput without making others wait for a whole group."""
     remapped: dict[str, str] = {}  # paper ids of applied documents -> the stored paper they were merged into
     model = embedder.model_name if embedder is not None else None
 

@@ -111,6 +111,24 @@ def test_best_per_node_equals_brute_force(per_node):
     assert best_per_node(i, j, s, n, None).all()
 
 
+@pytest.mark.parametrize("per_node", [1, 3, 10])
+def test_best_per_node_drops_by_histogram_exactly(per_node):
+    """Many pairs per node (the histogram cut runs), ties at every score, pairs in no particular order."""
+    rng = np.random.default_rng(7 + per_node)
+    n = 300
+    X = rng.standard_normal((n, 6)).astype(np.float32)
+    X[100:200] = X[0:100]  # exact copies: equal scores everywhere, so the cut bucket has ties to break
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    i, j, s = similar_pairs(X, 0.3, block=64, progress=False)
+    assert 2 * len(i) > 4 * per_node * n  # the branch under test
+    shuffle = rng.permutation(len(i))
+    i, j, s = i[shuffle], j[shuffle], s[shuffle]
+    keep = best_per_node(i, j, s, n, per_node)
+    pairs = {(a, b): float(x) for a, b, x in zip(i.tolist(), j.tolist(), s.tolist())}
+    got = {p for p, k in zip(pairs, keep.tolist()) if k}
+    assert got == _best_n_reference(pairs, per_node)
+
+
 def test_suggest_equals_brute_force_and_flags_planted_duplicate(graph, cos):
     threshold = 0.5
     got = suggest(graph, threshold=threshold, progress=False)
