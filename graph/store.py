@@ -1561,6 +1561,7 @@ class BulkApply:
         self._nodes: dict[str, Node | None] = {}
         self._keys: dict[str, str | None] = {}
         self._edges: dict[str, dict[tuple[str, str, str], dict[str, Any]]] = {}  # src -> its stored edges' attrs
+        self._sources: dict[str, list[str]] = {}  # a stored document's path -> the nodes it mentions, sorted
         self._clear_queue()
 
     def _clear_queue(self) -> None:
@@ -1582,14 +1583,14 @@ class BulkApply:
 
     def _forget(self) -> None:
         """The store was written: what the cache says of it may be stale."""
-        self._docs.clear(); self._nodes.clear(); self._keys.clear(); self._edges.clear()
+        self._docs.clear(); self._nodes.clear(); self._keys.clear(); self._edges.clear(); self._sources.clear()
 
     # -- lookups: the store as it is without the queued documents ------------------------------------------
     def prefetch(self, deltas: Iterable[GraphDelta], paths: Iterable[str]) -> None:
         """Look up at once what documents about to be applied will ask of the store (their paths, nodes, edge
         ends and paper keys), so that `apply` needs no query of its own for them."""
-        deltas = list(deltas)
-        self._documents(list(paths))
+        deltas, paths = list(deltas), list(paths)
+        self._source_ids([p for p, d in self._documents(paths).items() if d is not None])  # for unchanged ones
         self.get_nodes({x for d in deltas for x in (*(n.id for n in d.nodes), *(e.src for e in d.edges),
                                                       *(e.dst for e in d.edges))})
         self._key_owners(sorted({k for d in deltas for n in d.nodes if n.type == NodeType.paper
@@ -1603,6 +1604,16 @@ class BulkApply:
                                             "WHERE path = ANY(?)", [want]).fetchall():
                 self._docs[r[0]] = DocumentRef(path=r[0], content_hash=r[1], format=r[2], title=r[3])
         return {p: self._docs[p] for p in paths}
+
+    def _source_ids(self, paths: list[str]) -> dict[str, list[str]]:
+        """Stored documents' paths -> the ids of the nodes each mentions (node_sources), sorted."""
+        want = [p for p in dict.fromkeys(paths) if p not in self._sources]
+        if want:
+            self._sources.update({p: [] for p in want})
+            for path, nid in self.store.con.execute("SELECT path, node_id FROM node_sources WHERE path = ANY(?) "
+                                                    "ORDER BY path, node_id", [want]).fetchall():
+                self._sources[path].append(nid)
+        return {p: self._sources[p] for p in paths}
 
     def get_nodes(self, ids: Iterable[str]) -> dict[str, Node]:
         """The stored nodes among `ids` (as `Store.get_nodes`; the queued documents' writes are not seen)."""
@@ -1655,8 +1666,9 @@ class BulkApply:
         store, path = self.store, document.path
         model = model or self.model
         prior = self._documents([path])[path]
-        if prior is not None and prior.content_hash == document.content_hash:
-            return store.apply(delta, document, vectors=vectors, model=model)  # a no-op: reads only
+        if prior is not None and prior.content_hash == document.content_hash:  # a no-op, as in Store.apply
+            return ApplyReport(path=path, format=document.format, unchanged=True,
+                               node_ids=list(self._source_ids([path])[path]))
         resolved = self.resolve_papers(delta)
         papers = [n.id for n in resolved.nodes if n.type == NodeType.paper]
         if prior is not None or resolved is not delta or self.get_nodes(papers):

@@ -36,6 +36,26 @@ def test_groups_write_the_same_as_one_by_one(store, tmp_path, monkeypatch, batch
     assert all(r.unchanged for r in again)  # re-ingest is a no-op
 
 
+def test_an_unchanged_document_reports_what_store_apply_reports(store, tmp_path):
+    """Re-ingest answers unchanged documents from one lookup per group: the same reports, node ids included, as
+    Store.apply's own no-op, and nothing written (one of them also changed, to mix both kinds in a group)."""
+    from claimgraph.ingest import read_documents
+
+    files = _docs(tmp_path, 6)
+    ingest_paths(store, files, embed=False)
+    files[2].write_text(files[2].read_text() + "      - title: A second claim of paper 2\n")
+    written = store.sql("SELECT path, ingested_at FROM documents ORDER BY path")
+    again = {r.path: r for r in ingest_paths(store, files, embed=False)}
+    assert [again[str(f)].unchanged for f in files] == [True, True, False, True, True, True]
+    assert again[str(files[2])].nodes_added == {"claim": 1}
+    for d in read_documents(files):
+        if d.ref.path != str(files[2]):
+            assert again[d.ref.path] == store.apply(d.delta, d.ref)  # Store.apply's no-op on the same document
+            assert again[d.ref.path].node_ids  # the paper and its claim
+    now = store.sql("SELECT path, ingested_at FROM documents ORDER BY path")
+    assert [r for r in now if r[0] != str(files[2])] == [r for r in written if r[0] != str(files[2])]
+
+
 @pytest.mark.parametrize("when", ["before writing", "after writing"])
 def test_a_failing_document_writes_nothing_and_the_earlier_ones_stay(db_path, tmp_path, monkeypatch, when):
     monkeypatch.setattr(pipeline, "APPLY_BATCH", 64)  # all five in one group
