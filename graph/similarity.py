@@ -201,6 +201,9 @@ def best_per_node(i: "np.ndarray", j: "np.ndarray", score: "np.ndarray", n: int,
         return np.ones(m, dtype=bool)
     if per_node < 1:
         return np.zeros(m, dtype=bool)
+    bits = score.astype(np.float32).view(np.int32).astype(np.int64)
+    bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2**31  # [m] order-preserving float -> [0, 2^32)
+    desc_of = (2**32 - 1) - bits  # [m] score descending as an ascending key
     if 2 * m > 4 * per_node * n:  # many entries per node: most can be dropped before the sort
         B = 32
         lo, hi = score.min(), score.max()
@@ -215,11 +218,9 @@ def best_per_node(i: "np.ndarray", j: "np.ndarray", score: "np.ndarray", n: int,
     else:
         node, other = np.concatenate([i, j]), np.concatenate([j, i])  # [2m] entry -> its node, the other end
         pair = np.concatenate([np.arange(m), np.arange(m)])  # [2m] entry -> its pair
-    bits = score.astype(np.float32).view(np.int32).astype(np.int64)
-    bits = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2**31  # [m] order-preserving float -> [0, 2^32)
-    desc = (2**32 - 1) - bits[pair]
-    key = node.astype(np.int64) << 32 | desc  # node ascending, then score descending
-    order = np.lexsort((other, key))
+    key = node.astype(np.int64) << 32 | desc_of[pair]  # node ascending, then score descending
+    order = np.lexsort((other, key))  # then the other end ascending (as fast as one stable sort with the entries
+    # pre-ordered, and right for pairs in any order)
     node_sorted = node[order]
     start = np.searchsorted(node_sorted, node_sorted, side="left")  # first entry of each entry's node
     keep = np.zeros(m, dtype=bool)
