@@ -77,8 +77,9 @@ def parse_document(path: str | os.PathLike, *, format: str = "auto", title: str 
     return parse_text(src.text, src.path, format=format, title=title, content_hash=src.content_hash)
 
 
-# documents per write transaction: at 100k nodes, 256 wrote in 15-16 s what 64 wrote in 18-19 s (fewer statements
-# and commits, each with a fixed cost); a waiting command still gets in after the document at hand (should_yield)
+# documents per write transaction: the 100k benchmark's writing took 14.8-17.1 s with 256 against 17.3-18.2 s with
+# 64 (fewer statements and commits, each with a fixed cost; docs/benchmarks.md); a waiting command still gets in
+# after the document at hand (should_yield)
 APPLY_BATCH = 256
 
 
