@@ -178,16 +178,12 @@ def task_states(run_dir: Path, record: ExecutorRecord) -> dict[int, tuple[str, s
     """seed -> (status, error) of each task: a scheduler that says a task is queued or running wins over the
     task's file (a requeued task's file is its last attempt's); one that says it failed, was cancelled or timed
     out wins over a file that could not say so (SIGKILL); otherwise the task's own final status counts."""
-    from .worker import task_result_path, task_state_path
+    from .worker import read_task_state, task_result_path
 
     sched = _slurm_states(record.job_ids) if record.executor == "slurm" else {}
     out: dict[int, tuple[str, str | None]] = {}
     for seed, jid in zip(record.seeds, record.job_ids):
-        st: RunState | None
-        try:
-            st = RunState.model_validate_json(task_state_path(run_dir, seed).read_text())
-        except (OSError, ValueError):
-            st = None
+        st = read_task_state(run_dir, seed)
         word = sched.get(jid)
         if record.executor == "slurm":
             s = _SLURM.get(word or "", None)
@@ -249,6 +245,7 @@ def update_run(store: Store, row: dict[str, Any]) -> dict[str, Any] | None:
     """Follow one executor run: refresh its status from its tasks, end it when a task ended badly (cancelling
     the others), collect it when every task completed. Returns the updated row when its status changed."""
     from .attach import finalize
+    from .worker import read_task_state
 
     run_dir = Path(row["run_dir"])
     record = read_record(run_dir)
@@ -262,7 +259,7 @@ def update_run(store: Store, row: dict[str, Any]) -> dict[str, Any] | None:
     if status in ("queued", "running"):
         if status != row["status"]:
             started = min((st.started_at for seed in states
-                           if (st := _task_state(run_dir, seed)) and st.started_at), default=None)
+                           if (st := read_task_state(run_dir, seed)) and st.started_at), default=None)
             store.put_run(run_id=row["run_id"], status=status, started_at=started)
             return store.runs(run_id=row["run_id"])[0]
         return None
@@ -274,15 +271,6 @@ def update_run(store: Store, row: dict[str, Any]) -> dict[str, Any] | None:
     state = RunState(status=status, ended_at=utcnow(), error=error)
     write_state(run_dir, state)
     return finalize(store, row, state, override=status, error=error)
-
-
-def _task_state(run_dir: Path, seed: int) -> RunState | None:
-    from .worker import task_state_path
-
-    try:
-        return RunState.model_validate_json(task_state_path(run_dir, seed).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _collect(run_dir: Path) -> None:

@@ -240,6 +240,14 @@ def task_state_path(run_dir: Path, seed: int) -> Path:
     return Path(run_dir) / TASKS / f"seed-{seed}.status.json"
 
 
+def read_task_state(run_dir: Path, seed: int) -> RunState | None:
+    """One executor task's status file, or None where it is missing or unreadable."""
+    try:
+        return RunState.model_validate_json(task_state_path(run_dir, seed).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def task_result_path(run_dir: Path, seed: int) -> Path:
     return Path(run_dir) / TASKS / f"seed-{seed}.result.json"
 

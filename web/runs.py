@@ -106,8 +106,8 @@ def with_folder_status(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     reconciles it. Such a row gets `folder_status` (the final status in its status.json) or `folder_note`
     (how many of its executor tasks have completed, failed or are running, from the tasks' status files);
     rows the store has already ended are returned as they are."""
-    from claimgraph.experiments.records import FINAL
-    from claimgraph.experiments.worker import task_state_path
+    from claimgraph.experiments.records import FINAL, read_state
+    from claimgraph.experiments.worker import read_task_state, task_state_path
 
     out = []
     for row in rows:
@@ -115,18 +115,18 @@ def with_folder_status(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append(row)
             continue
         run_dir = Path(row["run_dir"])
-        state = _read_json(run_dir / "status.json") or {}
+        state = read_state(run_dir)
         extra: dict[str, Any] = {}
-        if state.get("status") in FINAL:
-            extra["folder_status"] = state["status"]
+        if state is not None and state.status in FINAL:
+            extra["folder_status"] = state.status
             extra["folder_note"] = "ended; the store records it at the next claimgraph command (e.g. claimgraph runs)"
         else:
             seeds = ((_read_json(run_dir / "config.json") or {}).get("spec") or {}).get("seeds") or []
-            tasks = [p for p in (task_state_path(run_dir, seed) for seed in seeds) if p.exists()]
+            tasks = [seed for seed in seeds if task_state_path(run_dir, seed).exists()]
             if tasks:
                 counts: dict[str, int] = {}
-                for p in tasks:
-                    st = (_read_json(p) or {}).get("status") or "unknown"
+                for seed in tasks:
+                    st = getattr(read_task_state(run_dir, seed), "status", None) or "unknown"
                     counts[st] = counts.get(st, 0) + 1
                 parts = [f"{counts.pop('completed', 0)} of {len(seeds)} seeds completed"]
                 parts += [f"{n} {st}" for st, n in sorted(counts.items())]
