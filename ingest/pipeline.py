@@ -78,9 +78,10 @@ def parse_document(path: str | os.PathLike, *, format: str = "auto", title: str 
 
 
 # documents per write transaction: the 100k benchmark's writing took 14.8-17.1 s with 256 against 17.3-18.2 s with
-# 64 (fewer statements and commits, each with a fixed cost; docs/benchmarks.md); a waiting command still gets in
-# after the document at hand (should_yield)
-APPLY_BATCH = 256
+# 64 (fewer statements and commits, each with a fixed cost); with a stand-in encoder (the writer's own time only),
+# 1024 took 26.5-27.8 s in all against 28.5-32.3 s for 256 and 29.4-29.6 s for 4096 (docs/benchmarks.md); a
+# waiting command still gets in after the document at hand (should_yield)
+APPLY_BATCH = 1024
 
 
 def ingest_paths(store: Store, paths: Sequence[str | os.PathLike], *, format: str = "auto", title: str | None = None,
