@@ -360,6 +360,48 @@ def test_suggest_lets_go_of_the_store_while_ranking_and_drops_pairs_decided_mean
 
 
 @pytest.mark.parametrize("changed", [False, True], ids=["store unchanged", "store changed meanwhile"])
+def test_suggest_again_rewrites_only_the_open_pairs_that_changed(file_store, vectors, monkeypatch, changed):
+    """An open pair proposed again keeps its row: a marker planted in every open row (in edge_type, which open
+    rows never use) survives on the pairs left alone, while a planted stale open pair is deleted, a planted wrong
+    score is put right and a pair whose row was removed comes back (writing every pair again would wipe the
+    markers). Both ways of writing: straight in, and checked one by one when the store changed meanwhile."""
+    from claimgraph.graph import similarity
+
+    graph = _build(file_store, vectors)
+    suggest(graph, threshold=0.3, per_node=None, progress=False)
+    rows = graph.sql("SELECT a, b, score FROM suggestions WHERE state = 'open' ORDER BY score DESC")
+    assert len(rows) > 5
+    (wrong_a, wrong_b, right), (lost_a, lost_b, _) = rows[0][:3], rows[1][:3]
+    ids = sorted(n.id for n in NODES)
+    eligible = {(a, b) for a, b, _ in rows}
+    stale = next((a, b) for a, b in itertools.combinations(ids, 2) if (a, b) not in eligible
+                 and not graph.sql("SELECT 1 FROM suggestions WHERE a = ? AND b = ?", [a, b]))
+    with graph.transaction():
+        graph.sql("UPDATE suggestions SET edge_type = 'marker' WHERE state = 'open'")
+        graph.sql("UPDATE suggestions SET score = 0.123 WHERE a = ? AND b = ?", [wrong_a, wrong_b])
+        graph.sql("DELETE FROM suggestions WHERE a = ? AND b = ?", [lost_a, lost_b])
+        graph.sql("INSERT INTO suggestions VALUES (?, ?, 0.99, false, 'open', 'marker', ?, now(), NULL)",
+                  [*stale, MODEL_NAME])
+    if changed:
+        real = similarity.similar_pairs
+
+        def meanwhile(*a, **kw):
+            Store(graph.path, busy_timeout=5, on_wait=None).add_node(
+                Node(id="claim:unrelated-newcomer", type="claim", title="Unrelated newcomer"))
+            return real(*a, **kw)
+
+        monkeypatch.setattr(similarity, "similar_pairs", meanwhile)
+    suggest(graph, threshold=0.3, per_node=None, progress=False)
+    now = {(a, b): (score, mark) for a, b, score, mark in
+           graph.sql("SELECT a, b, score, edge_type FROM suggestions WHERE state = 'open'")}
+    assert set(now) == eligible  # the stale pair went, the lost one came back
+    assert now[(wrong_a, wrong_b)][0] == pytest.approx(right)
+    assert now[(lost_a, lost_b)][1] is None  # a new row
+    kept = [p for p in eligible if p != (lost_a, lost_b)]
+    assert all(now[p][1] == "marker" for p in kept)  # rows left in place, not written again
+
+
+@pytest.mark.parametrize("changed", [False, True], ids=["store unchanged", "store changed meanwhile"])
 def test_an_open_pair_proposed_again_keeps_the_time_it_was_first_proposed(file_store, vectors, monkeypatch, changed):
     """Both ways of writing the pairs: straight in when nothing that decides eligibility changed since the
     reading turn, checked one by one when something did (here: a node added while the pairs were ranked)."""
