@@ -359,6 +359,21 @@ def test_suggest_lets_go_of_the_store_while_ranking_and_drops_pairs_decided_mean
     assert graph.sql("SELECT state FROM suggestions WHERE a = ? AND b = ?", list(rejected)) == [("rejected",)]
 
 
+def _add_a_node_while_ranking(graph, monkeypatch):
+    """Make the next `suggest` see the store change between its reading and writing turns: another Store adds
+    an unrelated node while the pairs are ranked, so the pairs are written checked one by one."""
+    from claimgraph.graph import similarity
+
+    real = similarity.similar_pairs
+
+    def meanwhile(*a, **kw):
+        Store(graph.path, busy_timeout=5, on_wait=None).add_node(
+            Node(id="claim:unrelated-newcomer", type="claim", title="Unrelated newcomer"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(similarity, "similar_pairs", meanwhile)
+
+
 @pytest.mark.parametrize("changed", [False, True], ids=["store unchanged", "store changed meanwhile"])
 def test_suggest_again_rewrites_only_the_open_pairs_that_changed(file_store, vectors, monkeypatch, changed):
     """An open pair proposed again keeps its row: a marker planted in every open row (in edge_type, which open
@@ -382,16 +397,13 @@ def test_suggest_again_rewrites_only_the_open_pairs_that_changed(file_store, vec
         graph.sql("DELETE FROM suggestions WHERE a = ? AND b = ?", [lost_a, lost_b])
         graph.sql("INSERT INTO suggestions VALUES (?, ?, 0.99, false, 'open', 'marker', ?, now(), NULL)",
                   [*stale, MODEL_NAME])
+    checked: list[bool] = []
+    real_write = similarity._write_pairs
+    monkeypatch.setattr(similarity, "_write_pairs", lambda *a, **kw: checked.append(kw["check"]) or real_write(*a, **kw))
     if changed:
-        real = similarity.similar_pairs
-
-        def meanwhile(*a, **kw):
-            Store(graph.path, busy_timeout=5, on_wait=None).add_node(
-                Node(id="claim:unrelated-newcomer", type="claim", title="Unrelated newcomer"))
-            return real(*a, **kw)
-
-        monkeypatch.setattr(similarity, "similar_pairs", meanwhile)
+        _add_a_node_while_ranking(graph, monkeypatch)
     suggest(graph, threshold=0.3, per_node=None, progress=False)
+    assert checked == [changed]
     now = {(a, b): (score, mark) for a, b, score, mark in
            graph.sql("SELECT a, b, score, edge_type FROM suggestions WHERE state = 'open'")}
     assert set(now) == eligible  # the stale pair went, the lost one came back
@@ -415,14 +427,7 @@ def test_an_open_pair_proposed_again_keeps_the_time_it_was_first_proposed(file_s
     real_write = similarity._write_pairs
     monkeypatch.setattr(similarity, "_write_pairs", lambda *a, **kw: checked.append(kw["check"]) or real_write(*a, **kw))
     if changed:
-        real = similarity.similar_pairs
-
-        def meanwhile(*a, **kw):
-            Store(graph.path, busy_timeout=5, on_wait=None).add_node(
-                Node(id="claim:unrelated-newcomer", type="claim", title="Unrelated newcomer"))
-            return real(*a, **kw)
-
-        monkeypatch.setattr(similarity, "similar_pairs", meanwhile)
+        _add_a_node_while_ranking(graph, monkeypatch)
     again = suggest(graph, threshold=0.3, per_node=None, progress=False)
     assert checked == [changed]
     now = dict(((a, b), t) for a, b, t in graph.sql("SELECT a, b, created_at FROM suggestions WHERE state = 'open'"))
