@@ -489,11 +489,16 @@ def _pair_row(store: "Store", src: str, dst: str, model: str) -> tuple[str, str,
 
 
 def _write_decision(store: "Store", a: str, b: str, score: float, duplicate: bool, state: str,
-                    edge_type: str | None, model: str) -> None:
+                    edge_type: str | None, model: str, *, had_row: bool) -> None:
+    """Record the decision on the pair's one row: its existing row (`had_row`, read by `_pair_row` in the same
+    transaction) is updated, else the row is inserted. The table has no key (schema migration 8): this and
+    `_write_pairs` keep each pair to one row."""
     now = _now()
-    _q(store, """INSERT INTO suggestions VALUES ($a, $b, $score, $dup, $state, $edge, $model, $now, $now)
-        ON CONFLICT (a, b) DO UPDATE SET state = excluded.state, edge_type = excluded.edge_type,
-            decided_at = excluded.decided_at""",
+    if had_row:
+        _q(store, "UPDATE suggestions SET state = $state, edge_type = $edge, decided_at = $now WHERE a = $a AND b = $b",
+           {"a": a, "b": b, "state": state, "edge": edge_type, "now": now})
+        return
+    _q(store, "INSERT INTO suggestions VALUES ($a, $b, $score, $dup, $state, $edge, $model, $now, $now)",
        {"a": a, "b": b, "score": score, "dup": duplicate, "state": state, "edge": edge_type, "model": model,
         "now": now})
 
@@ -512,12 +517,12 @@ def accept(store: "Store", src: str, dst: str, *, edge: EdgeType | str | None = 
         except ValueError:
             raise InvalidInput(f"unknown edge type {edge!r}; known: {', '.join(t.value for t in EdgeType)}") from None
     with store.transaction():
-        a, b, score, duplicate, _state = _pair_row(store, src, dst, model)
+        a, b, score, duplicate, state = _pair_row(store, src, dst, model)
         if etype is None:
             same_type = src.split(":", 1)[0] == dst.split(":", 1)[0]
             etype = EdgeType.duplicate_of if duplicate and same_type else EdgeType.associated_with
         made = store.link(src, etype, dst, attrs={"similarity": round(score, 4)}, made_by=MadeBy.accepted_suggestion)
-        _write_decision(store, a, b, score, duplicate, "accepted", etype.value, model)
+        _write_decision(store, a, b, score, duplicate, "accepted", etype.value, model, had_row=state != "new")
     return made
 
 
@@ -531,5 +536,5 @@ def reject(store: "Store", src: str, dst: str, *, model: str = MODEL_NAME) -> Su
             how = " and ".join(f"`claimgraph unlink {s} {t} {d}`" for s, t, d in linked)
             raise InvalidInput(f"{a} and {b} were accepted as a typed edge; remove it with {how}, "
                                "then reject the pair")
-        _write_decision(store, a, b, score, duplicate, "rejected", None, model)
+        _write_decision(store, a, b, score, duplicate, "rejected", None, model, had_row=state != "new")
         return _suggestion_rows(store, "s.a = $a AND s.b = $b", {"a": a, "b": b}, None)[0]

@@ -1424,6 +1424,7 @@ class Store:
                 for c in cols:
                     if r.get(c) not in nodes:
                         raise InvalidInput(f"{name} row: {c} {r.get(c)!r} is not among the imported nodes")
+        _check_pairs(tables.get("suggestions"))
         for r in tables.get("edge_sources") or []:
             if (r.get("src"), r.get("type"), r.get("dst")) not in seen:
                 raise InvalidInput(f"edge_sources row: no edge {r.get('src')} -{r.get('type')}-> {r.get('dst')} "
@@ -1433,6 +1434,35 @@ class Store:
             if len(r.get("vector") or []) != EMBED_DIM:
                 raise InvalidInput(f"embeddings row {r.get('text_hash')!r}: a vector of {EMBED_DIM} numbers expected")
         return nodes
+
+
+def _check_pairs(rows: Any) -> None:
+    """Imported suggestions: each pair once, in sorted order (a < b), as the store keeps them (the table has no key
+    since schema migration 8, so nothing else would stop a second row for a pair)."""
+    if rows is None:
+        return
+    if not isinstance(rows, list):  # an Arrow table (from Parquet; millions of rows): checked column-wise
+        import pyarrow.compute as pc
+
+        t = rows.select(["a", "b"])
+        unsorted = t.filter(pc.invert(pc.fill_null(pc.less(t["a"], t["b"]), False)))
+        if unsorted.num_rows:
+            a, b = unsorted["a"][0].as_py(), unsorted["b"][0].as_py()
+            raise InvalidInput(f"suggestions row {a} / {b}: a pair is stored in sorted order (a < b)")
+        counts = t.group_by(["a", "b"]).aggregate([("a", "count")])
+        twice = counts.filter(pc.greater(counts["a_count"], 1))
+        if twice.num_rows:
+            a, b = twice["a"][0].as_py(), twice["b"][0].as_py()
+            raise InvalidInput(f"suggestions row {a} / {b}: the pair appears twice")
+        return
+    pairs = [(r.get("a"), r.get("b")) for r in rows]
+    seen: set[tuple[Any, Any]] = set()
+    for a, b in pairs:
+        if not (isinstance(a, str) and isinstance(b, str) and a < b):
+            raise InvalidInput(f"suggestions row {a} / {b}: a pair is stored in sorted order (a < b)")
+        if (a, b) in seen:
+            raise InvalidInput(f"suggestions row {a} / {b}: the pair appears twice")
+        seen.add((a, b))
 
 
 def _similar_key(s: StatedSimilarity) -> str:

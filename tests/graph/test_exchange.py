@@ -329,6 +329,25 @@ def test_import_refuses_a_store_that_is_not_empty_and_bad_exports(db, exports, t
         with pytest.raises(InvalidInput, match="suggestions row: a 'claim:gone' is not among the imported nodes"):
             import_(r, folder)
         assert r.is_empty()
+    # the suggestions table has no key (schema migration 8): a pair given twice, or out of order, is refused by the
+    # import's own check, not left to the database
+    assert sugg.num_rows >= 1
+    twice = pa.concat_tables([sugg, sugg.slice(0, 1)])
+    flipped = sugg.set_column(0, "a", sugg["b"]).set_column(1, "b", sugg["a"])
+    for table, message in ((twice, "the pair appears twice"), (flipped, r"a pair is stored in sorted order \(a < b\)")):
+        pq.write_table(table, folder / "suggestions.parquet")
+        with Store(tmp_path / f"new-{len(message)}.duckdb") as r:
+            with pytest.raises(InvalidInput, match=f"suggestions row .* / .*: {message}"):
+                import_(r, folder)
+            assert r.is_empty()
+    data = json.loads(exports["json"].read_text())
+    pair = next(o for o in data["@graph"] if "cg:Suggestion" in o.get("type", []))
+    data["@graph"].append({**pair, "id": pair["id"] + "-again"})  # another object naming the same pair
+    (tmp_path / "twice.jsonld").write_text(json.dumps(data))
+    with Store(tmp_path / "new3.duckdb") as r:
+        with pytest.raises(InvalidInput, match="the pair appears twice"):
+            import_(r, tmp_path / "twice.jsonld")
+        assert r.is_empty()
 
 
 def test_a_moved_store_exports_the_same_relative_paths(built, tmp_path):

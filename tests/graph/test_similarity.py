@@ -209,6 +209,29 @@ def test_rejected_pair_is_never_proposed_again(graph):
     assert row == [("rejected", True)]
 
 
+def test_every_pair_keeps_one_row_through_decisions_and_suggesting_again(graph, cos):
+    """The table has no key (schema migration 8), so the writers keep each pair to one row: a decision on an open
+    pair updates its row, one on a pair never suggested inserts it, and suggesting again inserts only new pairs."""
+    first = suggest(graph, threshold=0.4, progress=False)
+    plain = [g for g in first if not g.duplicate]
+    far = min((p for p in cos if p not in _linked(graph)), key=cos.get)  # the least similar pair: never suggested
+    assert cos[far] < 0.4
+    reject(graph, plain[0].src, plain[0].dst)            # had an open row
+    accept(graph, plain[1].dst, plain[1].src)            # had an open row, named the other way round
+    accept(graph, far[1], far[0])                        # had none: inserted
+    twice = "SELECT a, b, count(*) FROM suggestions GROUP BY a, b HAVING count(*) > 1"
+    assert graph.sql(twice) == []
+    assert graph.sql("SELECT count(*) FROM suggestions")[0][0] == len(first) + 1
+    suggest(graph, threshold=0.3, progress=False)        # more pairs than before, the decided ones kept out
+    suggest(graph, threshold=0.3, progress=False)        # and the same again
+    assert graph.sql(twice) == []
+    states = dict(((a, b), st) for a, b, st in graph.sql("SELECT a, b, state FROM suggestions"))
+    assert states[(plain[0].src, plain[0].dst)] == "rejected"
+    assert states[(plain[1].src, plain[1].dst)] == "accepted"
+    assert states[far] == "accepted"
+    assert list(states.values()).count("open") == len(suggestions(graph, state="open")) > len(first) - 2
+
+
 def test_accept_duplicate_makes_duplicate_of_edge(graph):
     suggest(graph, threshold=0.5, progress=False)
     e = accept(graph, DUP_B, DUP_A)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime
 
 import duckdb
 import pytest
@@ -231,6 +232,33 @@ def test_migration_from_version_1(db_path):
         assert s.runs() == []
         assert [r[0] for r in s.sql("SELECT version FROM schema_version ORDER BY version")] == \
             [m.version for m in MIGRATIONS]
+
+
+def test_migration_8_keeps_the_suggestions_and_drops_their_key(db_path):
+    """A store at schema 7 (suggestions keyed by (a, b)) opens at the current schema with every suggestion row as it
+    was, and the table has no key left to fill and commit on each `suggest`."""
+    con = duckdb.connect(str(db_path))
+    from claimgraph.graph.schema import VERSION_TABLE
+
+    con.execute(VERSION_TABLE)
+    for m in MIGRATIONS:
+        if m.version > 7:
+            break
+        for stmt in m.statements:
+            con.execute(stmt)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.description])
+    rows = [("claim:a", "claim:b", 0.9, True, "open", None, "m", datetime(2026, 1, 1), None),
+            ("claim:a", "claim:c", 0.7, False, "rejected", None, "m", datetime(2026, 1, 2), datetime(2026, 1, 3)),
+            ("claim:b", "claim:c", 0.8, False, "accepted", "associated_with", "m", datetime(2026, 1, 2),
+             datetime(2026, 1, 4))]
+    con.executemany("INSERT INTO suggestions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    keyed = "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'suggestions' AND constraint_type = 'PRIMARY KEY'"
+    assert con.execute(keyed).fetchone()[0] == 1
+    con.close()
+    with Store(db_path) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+        assert s.sql("SELECT * FROM suggestions ORDER BY a, b") == rows
+        assert s.sql(keyed) == [(0,)]
 
 
 def test_newer_schema_is_refused(db_path):
