@@ -77,6 +77,27 @@ def test_blocked_pairs_equal_brute_force(n, block):
         assert len(want) > 100  # the test has something to find
 
 
+@pytest.mark.parametrize("strip", [1, 5, 1024])
+def test_blocked_pairs_in_strips_and_threads_equal_one_pass(monkeypatch, strip):
+    """Tiles cut into strips of rows and shared out among threads give the pairs of one thread and whole tiles,
+    in the same order (strips are gathered in item order, not as threads finish)."""
+    import claimgraph.graph.similarity as sim
+
+    rng = np.random.default_rng(strip)
+    X = rng.standard_normal((203, 6)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    monkeypatch.setattr(sim, "_blas_threads", lambda: 1)
+    one = similar_pairs(X, 0.5, block=64, progress=False)  # whole [64, 64] tiles, one thread
+    monkeypatch.setattr(sim, "STRIP", strip)
+    for threads in (1, 3):
+        monkeypatch.setattr(sim, "_blas_threads", lambda t=threads: t)
+        got = similar_pairs(X, 0.5, block=64, progress=False)
+        np.testing.assert_array_equal(got[0], one[0])
+        np.testing.assert_array_equal(got[1], one[1])
+        np.testing.assert_allclose(got[2], one[2], rtol=0, atol=1e-6)
+    assert len(one[0]) > 1000
+
+
 def test_blocked_pairs_threshold_above_everything():
     X = np.eye(5, dtype=np.float32)
     i, j, s = similar_pairs(X, 0.5, block=2, progress=False)
