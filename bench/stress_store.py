@@ -9,8 +9,8 @@ default settings: ingest of a new document (with embeddings), link, accept, reje
 fixed shares. Every turn a command takes at the store is logged (CLAIMGRAPH_LOCK_LOG), so a command's wait is
 the time it spent queued; its wall time includes Python start-up, parsing and encoding. Afterwards the store
 is checked: every edge's ends exist, every ingested document is whole (its nodes, edges and document row) and a
-failed one left nothing, and the node, edge and suggestion counts equal the base plus what the successful
-commands wrote.
+failed one left nothing, the node, edge and suggestion counts equal the base plus what the successful
+commands wrote, and each suggested pair has one row.
 
 Crash trials. `kill -9` at a random moment of (a) an ingest of a folder of documents (half of the trials
 with embeddings, so the kill lands in parsing, encoding or writing) and (b) an experiment run (the `claimgraph
@@ -169,10 +169,17 @@ def consistency(db: Path, base: dict[str, Any], commands: list[Command]) -> list
         edges = {tuple(r) for r in s.sql("SELECT src, type, dst FROM edges")}
         docs = {d.path for d in s.documents()}
         states = dict(((a, b), st) for a, b, st in s.sql("SELECT a, b, state FROM suggestions"))
+        # the table has no key (schema migration 8): the writers alone keep each pair to one row, sorted
+        twice = s.sql("SELECT a, b, count(*) FROM suggestions GROUP BY a, b HAVING count(*) > 1")
+        unsorted = s.sql("SELECT count(*) FROM suggestions WHERE NOT a < b")[0][0]
         dangling = s.sql("""SELECT count(*) FROM edges WHERE src NOT IN (SELECT id FROM nodes)
                             OR dst NOT IN (SELECT id FROM nodes)""")[0][0]
     if dangling:
         problems.append(f"{dangling} edges with a missing end")
+    if twice:
+        problems.append(f"{len(twice)} suggestion pairs with more than one row (e.g. {twice[0][0]} / {twice[0][1]})")
+    if unsorted:
+        problems.append(f"{unsorted} suggestion rows with a >= b")
     want_nodes = {r[0] for r in base["nodes"]}
     want_edges = {tuple(r) for r in base["edges"]}
     for c in commands:
