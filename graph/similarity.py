@@ -418,9 +418,9 @@ def _pair_state(con: Any) -> tuple:
 def _write_pairs(store: "Store", scope: str, scope_params: dict[str, Any], model: str, *, check: bool) -> list[tuple]:
     """Make the open pairs in scope exactly `_sg_new`'s: an open pair not proposed again is deleted, one proposed
     again keeps its row (and the time it was first proposed; score, duplicate flag and model are refreshed where
-    they moved), a new one is inserted. Only what changed is written: a delete from the primary key's index costs
-    about 8 us a row (5.4 s to replace 657k pairs at 100k nodes by deleting them all), so re-suggesting an unchanged
-    store writes next to nothing. `check`: the store changed since the pairs were read, so each is checked against
+    they moved), a new one is inserted. Only what changed is written (while the table had its (a, b) key, a
+    delete cost about 8 us a row: 5.4 s to replace 657k pairs at 100k nodes by deleting them all), so re-suggesting
+    an unchanged store writes next to nothing. `check`: the store changed since the pairs were read, so each is checked against
     it as it is now; returns the pairs dropped for it (a node went, or an edge or a decision came)."""
     gone: list[tuple] = []
     src = "_sg_new"
@@ -451,7 +451,7 @@ def _write_pairs(store: "Store", scope: str, scope_params: dict[str, Any], model
     _q(store, f"""INSERT INTO suggestions
         SELECT n.a, n.b, n.score, n.duplicate, 'open', NULL, $model, $now, NULL FROM {src} n
         WHERE NOT EXISTS (SELECT 1 FROM suggestions s WHERE s.a = n.a AND s.b = n.b)
-        ORDER BY n.a, n.b  -- key order: inserting into the primary key index in order is ~3x faster""",
+        ORDER BY n.a, n.b  -- pair order: 0.9 s for 657k rows against 1.1 s unordered (no key since schema 8)""",
        {"model": model, "now": _now()})
     if check:
         _q(store, "DROP TABLE _sg_ok")
