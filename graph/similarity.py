@@ -142,9 +142,7 @@ def similar_pairs(X: "np.ndarray", threshold: float, *, block: int = 4096,
     tiles = len(starts) * (len(starts) + 1) // 2
     show = (tiles > 16 and sys.stderr.isatty()) if progress is None else progress
     rows = min(STRIP, block, max(n, 1))
-    # work items: (strip start, strip end, tile column start), in output order; a strip never crosses its tile
-    items = [(r, min(r + rows, i0 + block, n), j0) for i0 in starts for j0 in range(i0, n, block)
-             for r in range(i0, min(i0 + block, n), rows)]
+    items = strips(n, block)
     thr = np.float32(threshold)
     found: list[tuple["np.ndarray", "np.ndarray", "np.ndarray"] | None] = [None] * len(items)
 
@@ -190,6 +188,15 @@ def similar_pairs(X: "np.ndarray", threshold: float, *, block: int = 4096,
     i, j, sc = (np.concatenate(c) for c in zip(*got))
     assert (i < j).all(), "pairs must lie in the strict upper triangle"
     return i.astype(np.int64), j.astype(np.int64), sc.astype(np.float32)
+
+
+def strips(n: int, block: int, strip: int | None = None) -> list[tuple[int, int, int]]:
+    """The products `similar_pairs` computes for n rows, in output order: (strip start, strip end, tile column
+    start) for each strip of `strip` rows (default STRIP) of each [block, block] tile of the upper triangle; a
+    strip never crosses its tile. The benchmark's floor times the same products."""
+    rows = min(STRIP if strip is None else strip, block, max(n, 1))
+    return [(r, min(r + rows, i0 + block, n), j0) for i0 in range(0, n, block) for j0 in range(i0, n, block)
+            for r in range(i0, min(i0 + block, n), rows)]
 
 
 def _blas_threads() -> int:
@@ -420,8 +427,8 @@ def _write_pairs(store: "Store", scope: str, scope_params: dict[str, Any], model
     again keeps its row (and the time it was first proposed; score, duplicate flag and model are refreshed where
     they moved), a new one is inserted. Only what changed is written (while the table had its (a, b) key, a
     delete cost about 8 us a row: 5.4 s to replace 657k pairs at 100k nodes by deleting them all), so re-suggesting
-    an unchanged store writes next to nothing. `check`: the store changed since the pairs were read, so each is checked against
-    it as it is now; returns the pairs dropped for it (a node went, or an edge or a decision came)."""
+    an unchanged store writes next to nothing. `check`: the store changed since the pairs were read, so each is
+    checked against it as it is now; returns the pairs dropped for it (a node went, or an edge or a decision came)."""
     gone: list[tuple] = []
     src = "_sg_new"
     if check:
