@@ -1438,31 +1438,27 @@ class Store:
 
 def _check_pairs(rows: Any) -> None:
     """Imported suggestions: each pair once, in sorted order (a < b), as the store keeps them (the table has no key
-    since schema migration 8, so nothing else would stop a second row for a pair)."""
+    since schema migration 8, so nothing else would stop a second row for a pair). Rows are a list of dicts or an
+    Arrow table (from Parquet, millions of rows): both are checked column-wise."""
     if rows is None:
         return
-    if not isinstance(rows, list):  # an Arrow table (from Parquet; millions of rows): checked column-wise
-        import pyarrow.compute as pc
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
+    if isinstance(rows, list):  # ends are known node ids by now (checked before), so strings
+        t = pa.table({"a": pa.array([r.get("a") for r in rows], pa.string()),
+                      "b": pa.array([r.get("b") for r in rows], pa.string())})
+    else:
         t = rows.select(["a", "b"])
-        unsorted = t.filter(pc.invert(pc.fill_null(pc.less(t["a"], t["b"]), False)))
-        if unsorted.num_rows:
-            a, b = unsorted["a"][0].as_py(), unsorted["b"][0].as_py()
-            raise InvalidInput(f"suggestions row {a} / {b}: a pair is stored in sorted order (a < b)")
-        counts = t.group_by(["a", "b"]).aggregate([("a", "count")])
-        twice = counts.filter(pc.greater(counts["a_count"], 1))
-        if twice.num_rows:
-            a, b = twice["a"][0].as_py(), twice["b"][0].as_py()
-            raise InvalidInput(f"suggestions row {a} / {b}: the pair appears twice")
-        return
-    pairs = [(r.get("a"), r.get("b")) for r in rows]
-    seen: set[tuple[Any, Any]] = set()
-    for a, b in pairs:
-        if not (isinstance(a, str) and isinstance(b, str) and a < b):
-            raise InvalidInput(f"suggestions row {a} / {b}: a pair is stored in sorted order (a < b)")
-        if (a, b) in seen:
-            raise InvalidInput(f"suggestions row {a} / {b}: the pair appears twice")
-        seen.add((a, b))
+    unsorted = t.filter(pc.invert(pc.fill_null(pc.less(t["a"], t["b"]), False)))
+    if unsorted.num_rows:
+        a, b = unsorted["a"][0].as_py(), unsorted["b"][0].as_py()
+        raise InvalidInput(f"suggestions row {a} / {b}: a pair is stored in sorted order (a < b)")
+    counts = t.group_by(["a", "b"]).aggregate([("a", "count")])
+    twice = counts.filter(pc.greater(counts["a_count"], 1))
+    if twice.num_rows:
+        a, b = twice["a"][0].as_py(), twice["b"][0].as_py()
+        raise InvalidInput(f"suggestions row {a} / {b}: the pair appears twice")
 
 
 def _similar_key(s: StatedSimilarity) -> str:
