@@ -27,6 +27,19 @@ def test_interval_matches_scipy():
     assert d.verdict == "supported" and d.n == 4
 
 
+@pytest.mark.parametrize("confidence", [0.8, 0.9, 0.95, 0.99])
+def test_t_interval_is_scipy_stats_t_bit_for_bit(confidence):
+    # t_interval takes the quantile from scipy.special (importing scipy.stats costs each worker 0.45 s): the
+    # half-width must be the one scipy.stats.t gives, to the bit, for every replicate count the plans use
+    for n in range(2, 41):
+        vals = [math.sin(i + n) for i in range(n)]
+        iv = t_interval(vals, confidence)
+        mean = sum(vals) / n
+        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+        half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+        assert (iv.low, iv.high) == (mean - half, mean + half), n
+
+
 def test_t_interval_covers_the_seeds_and_skips_missing_values():
     iv = t_interval([0.1, 0.2, 0.3])
     assert iv.n == 3 and iv.mean == pytest.approx(0.2) and iv.low < 0.1 and iv.high > 0.3

@@ -61,6 +61,41 @@ def test_sample_is_deterministic_and_shaped(corpus):
     assert len({tuple(r) for r in a.tolist()}) == 64
 
 
+def test_the_sample_memo_hands_out_what_the_generator_draws():
+    from claimgraph.experiments.substrate import corpus as mod
+
+    c = get_corpus("synthetic:default")
+    mod._SAMPLES.clear()
+    first = c.sample(40, seed=11)  # generated
+    fresh = mod.generate(c.config, c.vocab, 40, torch.Generator().manual_seed(11))
+    assert torch.equal(first, fresh)
+    first[:] = 0  # a caller writing to its sample changes neither the memo nor the next caller's
+    again = c.sample(40, seed=11)  # from the memo
+    assert torch.equal(again, fresh) and again.data_ptr() != c.sample(40, seed=11).data_ptr()
+    # (config, n, seed) is the key: another config, size or seed is drawn, not served
+    other = SyntheticCorpus(CorpusConfig(p_b64=0.3))
+    assert torch.equal(other.sample(40, seed=11),
+                       mod.generate(other.config, other.vocab, 40, torch.Generator().manual_seed(11)))
+    assert not torch.equal(other.sample(40, seed=11), fresh)
+    for n, seed in ((39, 11), (40, 12)):
+        assert torch.equal(c.sample(n, seed=seed),
+                           mod.generate(c.config, c.vocab, n, torch.Generator().manual_seed(seed)))
+
+
+def test_the_sample_memo_keeps_to_its_limit():
+    from claimgraph.experiments.substrate.corpus import _SampleMemo
+
+    memo = _SampleMemo(limit=3 * 80)  # bytes: three [10] int64 tensors
+    for i in range(5):
+        memo.put(("c", 10, i), torch.full((10,), i))
+    assert memo.bytes == 240 and memo.get(("c", 10, 0)) is None and memo.get(("c", 10, 1)) is None
+    assert torch.equal(memo.get(("c", 10, 2)), torch.full((10,), 2))  # and 2 is now the most recent
+    memo.put(("c", 10, 5), torch.full((10,), 5))
+    assert memo.get(("c", 10, 3)) is None and memo.get(("c", 10, 2)) is not None
+    memo.put(("c", 40, 0), torch.zeros(40, dtype=torch.long))  # larger than the whole limit: not kept, nothing evicted
+    assert memo.get(("c", 40, 0)) is None and memo.bytes == 240
+
+
 def test_presets_and_errors():
     assert set(CORPUS_PRESETS) >= {"default", "tiny"}
     tiny = get_corpus("synthetic:tiny")
