@@ -201,6 +201,25 @@ def code_version(kind: str, root: Path | None = None) -> str:
     return _compute(kind, module, files)
 
 
+@lru_cache(maxsize=16)
+def module_version(module: str, root: Path | None = None) -> str:
+    """Hash of one module of this package and every module of it that it can import, transitively (the same
+    closure as a kind's code version, without the worker), read from `root` (default PACKAGE_ROOT): what a cache
+    of that module's results must be keyed by, so that editing any code the result depends on computes it again."""
+    files = module_files({PACKAGE: root or PACKAGE_ROOT})
+    if module not in files:
+        raise ValueError(f"{module} is not a module of {PACKAGE}")
+
+    def imports(m: str) -> list[Import] | None:
+        return imports_of(m, files[m], files) if m in files else None
+
+    h = hashlib.sha256()
+    for m in sorted(closure(imports, {module})):
+        h.update(m.encode())
+        h.update(files[m].read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _compute(kind: str, module: str, files: dict[str, Path]) -> str:
     if module in files:
         own = {m for m in files if m == module or m.startswith(module + ".")}

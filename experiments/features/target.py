@@ -23,6 +23,7 @@ seeds only the SAE (its training seed), the feature chosen in it and the control
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -148,6 +149,75 @@ def score_latents(model: HookedModel, sae: SparseAutoencoder, corpus: SyntheticC
         stats.open_recall = ((acts[open_pos] > 0).float().mean(0) if bool(open_pos.any())
                              else torch.zeros(acts.shape[1]))
     return stats
+
+
+STATS_FORMAT = "claimgraph-latent-stats/1"
+_STATS_TENSORS = ("f1", "precision", "recall", "auroc", "freq", "max_act", "open_recall")
+
+
+def stats_key(model: HookedModel, sae_identity: dict[str, Any], corpus: Any, data_ref: str, hook: str, label: str, *,
+              seed: int, n_tokens: int, batch_size: int, device: str) -> str | None:
+    """The cache key of `score_latents`' result: what determines it (the model's weights, the SAE, the corpus,
+    hook, label, seed, tokens and batch size, the device and torch, and the source of every module the scoring
+    can run). None for a model without a fingerprint (built in memory): never cached."""
+    import hashlib
+    import json
+
+    import torch
+
+    from claimgraph.experiments.codeversion import module_version
+    from claimgraph.experiments.substrate.acts_cache import model_fingerprint
+
+    fingerprint = model_fingerprint(model)
+    if fingerprint is None:
+        return None
+    corpus_id: dict[str, Any] = {"ref": data_ref}
+    if is_text(corpus):  # the whole manifest: documents (hence labels), tokens, tokenizer, recipe, versions
+        corpus_id["manifest"] = corpus.manifest
+    else:
+        corpus_id["config"] = corpus.config.model_dump(mode="json")
+    payload = {"format": STATS_FORMAT, "model": fingerprint, "sae": sae_identity, "corpus": corpus_id, "hook": hook,
+               "label": label, "seed": seed, "n_tokens": n_tokens, "batch_size": batch_size, "device": device,
+               "torch": torch.__version__, "code": module_version(__name__)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def cached_latent_stats(key: str | None, compute: Callable[[], LatentStats]) -> LatentStats:
+    """`compute()`, once per key: cache_dir()/latent-stats/<key>/ (stats.safetensors and stats.json, written to a
+    temp folder and renamed, under a lock) holds the result for every later run. The three causal kinds choose
+    their latent from the same scores of the same SAE on the same tokens (a seed's base64 or arabic feature:
+    logit_weights, ablation and pinned_sampling), so two of every three computations were the same. The tensors
+    load bit for bit as computed, and the run that computes reads them back like the others."""
+    if key is None:
+        return compute()
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from claimgraph.experiments.context import cache_dir
+    from claimgraph.experiments.substrate.atomic import build_once
+
+    from .select import Detection
+
+    def build(tmp: Path) -> None:
+        st = compute()
+        d = st.detection
+        values = {"f1": d.f1, "precision": d.precision, "recall": d.recall, "auroc": d.auroc, "freq": st.freq,
+                  "max_act": st.max_act, "open_recall": st.open_recall}
+        tmp.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in values.items() if v is not None}, str(tmp / "stats.safetensors"))
+        (tmp / "stats.json").write_text(json.dumps({
+            "format": STATS_FORMAT, "label": st.label, "n_pos": d.n_pos, "n": d.n, "n_tokens": st.n_tokens,
+            "seed": st.seed, "open_share": st.open_share}))
+
+    folder = build_once(cache_dir() / "latent-stats" / key, "stats.json", build)
+    meta = json.loads((folder / "stats.json").read_text())
+    t = load_file(str(folder / "stats.safetensors"))
+    det = Detection(f1=t["f1"], precision=t["precision"], recall=t["recall"], auroc=t["auroc"], n_pos=meta["n_pos"],
+                    n=meta["n"])
+    return LatentStats(label=meta["label"], detection=det, freq=t["freq"], max_act=t["max_act"],
+                       n_tokens=meta["n_tokens"], seed=meta["seed"], open_share=meta["open_share"],
+                       open_recall=t.get("open_recall"))
 
 
 def selection_acts(model: HookedModel, sae: SparseAutoencoder, corpus: SyntheticCorpus, hook: str, *, seed: int,
@@ -376,8 +446,13 @@ def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> T
         sae, folder = provision_sae(model, ctx.model_ref, corpus, data_ref, params.sae, sae_seed, log=ctx.log,
                                     progress=lambda it: ctx.progress(it, total=params.sae.steps, desc="SAE"),
                                     batch_size=params.model_batch_size)
-    stats = score_latents(model, sae, corpus, hook, label, seed=seed + SELECT_OFFSET,
-                          n_tokens=params.select_tokens, batch_size=params.model_batch_size)
+    sae_identity = ({"weights_sha256": source["weights_sha256"], "cfg_sha256": source["cfg_sha256"]} if source
+                    else {"cache": Path(folder).name})
+    key = stats_key(model, sae_identity, corpus, data_ref, hook, label, seed=seed + SELECT_OFFSET,
+                    n_tokens=params.select_tokens, batch_size=params.model_batch_size, device=str(device))
+    stats = cached_latent_stats(key, lambda: score_latents(model, sae, corpus, hook, label, seed=seed + SELECT_OFFSET,
+                                                           n_tokens=params.select_tokens,
+                                                           batch_size=params.model_batch_size))
     choice = _choose(stats, params.feature)
     ctx.log(f"feature {choice['feature']} for {label} ({choice['chosen_by']}): F1 {choice['f1']:.3f}, "
             f"AUROC {choice['auroc']:.3f}, fires on {choice['freq']:.4f} of tokens; SAE {folder.name}")

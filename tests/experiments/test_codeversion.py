@@ -63,6 +63,21 @@ def test_an_edit_changes_the_versions_of_the_kinds_that_run_it(tree, edited, cha
     assert {k for k in BUILTIN if after[k] != before[k]} == changed
 
 
+@pytest.mark.parametrize("edited, changes", [
+    ("features/target.py", True), ("features/select.py", True), ("sae/topk.py", True),  # it or what it imports
+    ("substrate/corpus.py", True), ("spec.py", True),
+    ("kinds/ablation/run.py", False), ("runner.py", False), ("worker.py", False),       # what it does not
+])
+def test_a_module_version_covers_what_the_module_imports(tree, edited, changes):
+    # the key of the latent-score cache (features.target): an edit to any code the scores depend on recomputes
+    module = f"{codeversion.PACKAGE}.features.target"
+    before = codeversion.module_version(module, tree)
+    assert before == codeversion.module_version(module)  # the copy reads as the installed package
+    _edit(tree, edited)
+    codeversion.module_version.cache_clear()
+    assert (codeversion.module_version(module, tree) != before) is changes
+
+
 def test_editing_one_kind_keeps_another_kinds_cached_run(tmp_path, tree, monkeypatch):
     """A real leading_terms run, then the same experiment against edited copies of the code: served from the
     cache when another kind changed, recomputed (a new config hash, nothing to reuse) when its own did."""
