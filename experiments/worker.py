@@ -302,8 +302,15 @@ def main() -> None:
     collect = args[:1] == ["--collect"]
     if collect:
         args = args[1:]
+    usage = "usage: python -m claimgraph.experiments.worker [--collect] RUN_DIR"
+    if args in (["-h"], ["--help"]):
+        print(usage)
+        sys.exit(0)
     if len(args) != 1:
-        print("usage: python -m claimgraph.experiments.worker [--collect] RUN_DIR", file=sys.stderr)
+        print(usage, file=sys.stderr)
+        sys.exit(2)
+    if not (Path(args[0]) / "config.json").is_file():  # before any status is written: nothing is created
+        print(f"{args[0]}: not a run folder (no config.json in it); {usage}", file=sys.stderr)
         sys.exit(2)
     progress = os.environ.get("CLAIMGRAPH_PROGRESS", "1") != "0"
     try:

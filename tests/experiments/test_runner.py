@@ -607,3 +607,20 @@ def test_a_run_on_a_full_disk_is_recorded_as_disk_full(plugin, db, tmp_path, mon
         assert row["status"] == "failed" and "disk full" in row["error"] and "died" not in row["error"]
     finally:
         subprocess.run(["umount", "-l", str(full)], capture_output=True)
+
+
+def test_the_worker_refuses_what_is_not_a_run_folder_and_creates_nothing(tmp_path):
+    """`--help` once made the worker create a folder named --help with a failed status.json in it."""
+    def worker(*args):
+        return subprocess.run([sys.executable, "-m", "claimgraph.experiments.worker", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+
+    ok = worker("--help")
+    assert ok.returncode == 0 and "usage:" in ok.stdout
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    for args in (["not-there"], [str(empty)], ["--collect", "not-there"]):
+        r = worker(*args)
+        assert r.returncode == 2 and "not a run folder" in r.stderr, (args, r.stderr)
+    assert worker().returncode == 2
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["not-a-run"]  # nothing written anywhere
