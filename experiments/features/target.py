@@ -152,7 +152,6 @@ def score_latents(model: HookedModel, sae: SparseAutoencoder, corpus: SyntheticC
 
 
 STATS_FORMAT = "claimgraph-latent-stats/1"
-_STATS_TENSORS = ("f1", "precision", "recall", "auroc", "freq", "max_act", "open_recall")
 
 
 def stats_key(model: HookedModel, sae_identity: dict[str, Any], corpus: Any, data_ref: str, hook: str, label: str, *,
