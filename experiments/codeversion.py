@@ -209,12 +209,16 @@ def module_version(module: str, root: Path | None = None) -> str:
     files = module_files({PACKAGE: root or PACKAGE_ROOT})
     if module not in files:
         raise ValueError(f"{module} is not a module of {PACKAGE}")
+    return _closure_hash(files, {module})
 
+
+def _closure_hash(files: dict[str, Path], start: set[str]) -> str:
+    """Hash of the names and sources of the modules of `files` reachable from `start` through their imports."""
     def imports(m: str) -> list[Import] | None:
         return imports_of(m, files[m], files) if m in files else None
 
     h = hashlib.sha256()
-    for m in sorted(closure(imports, {module})):
+    for m in sorted(closure(imports, start)):
         h.update(m.encode())
         h.update(files[m].read_bytes())
     return h.hexdigest()[:16]
@@ -233,12 +237,4 @@ def _compute(kind: str, module: str, files: dict[str, Path]) -> str:
         extra = module_files({module: origin.parent}) if origin.name == "__init__.py" else {module: origin}
         files = {**files, **extra}
         own = set(extra)
-
-    def imports(m: str) -> list[Import] | None:
-        return imports_of(m, files[m], files) if m in files else None
-
-    h = hashlib.sha256()
-    for m in sorted(closure(imports, own | {WORKER})):
-        h.update(m.encode())
-        h.update(files[m].read_bytes())
-    return h.hexdigest()[:16]
+    return _closure_hash(files, own | {WORKER})
