@@ -310,7 +310,7 @@ def floor_products(X: np.ndarray, block: int, strip: int) -> float:
     3.8 s in strips of 1024 rows at 50k nodes, and two threads of one-thread BLAS took the same 3.8 s)."""
     n = X.shape[0]
     items = similarity.strips(n, block, strip)  # the products suggest computes, in its order
-    buf = np.empty(min(strip, block, max(n, 1)) * min(block, n), dtype=np.float32)
+    buf = np.empty(max((r1 - r0 for r0, r1, _ in items), default=1) * min(block, n), dtype=np.float32)
     t = time.perf_counter()
     for r0, r1, j0 in items:
         xi, xj = X[r0:r1], X[j0:j0 + block]  # [bi, d], [bj, d]

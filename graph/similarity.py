@@ -141,8 +141,8 @@ def similar_pairs(X: "np.ndarray", threshold: float, *, block: int = 4096,
     starts = range(0, n, block)
     tiles = len(starts) * (len(starts) + 1) // 2
     show = (tiles > 16 and sys.stderr.isatty()) if progress is None else progress
-    rows = min(STRIP, block, max(n, 1))
     items = strips(n, block)
+    rows = max((r1 - r0 for r0, r1, _ in items), default=1)  # the longest strip: the buffers' height
     thr = np.float32(threshold)
     found: list[tuple["np.ndarray", "np.ndarray", "np.ndarray"] | None] = [None] * len(items)
 
