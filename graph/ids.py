@@ -56,7 +56,8 @@ def normalize_title(title: str) -> str:
 
 def make_id(node_type: NodeType | str, title: str) -> str:
     """The id of a node of this type and title: `claim:learned-features-reflect-...`."""
-    node_type = NodeType(node_type)
+    if not isinstance(node_type, NodeType):
+        node_type = NodeType(node_type)  # (a NodeType is a str: the check keeps a member from the slow lookup)
     return f"{node_type.value}:{slugify(title)}"
 
 
@@ -91,12 +92,14 @@ def parse_id(node_id: str) -> tuple[NodeType, str]:
     m = _ID_RE.match(node_id or "")
     if not m:
         raise InvalidInput(f"{node_id!r} is not a node id; ids look like 'claim:some-slug' (lowercase letters, digits, hyphens)")
-    try:
-        return NodeType(m["type"]), m["slug"]
-    except ValueError:
+    ntype = _NODE_TYPES.get(m["type"])  # a dict, not NodeType(...): ingest splits both ends of every edge
+    if ntype is None:
         raise InvalidInput(
-            f"{node_id!r} has unknown node type {m['type']!r}; known types: {', '.join(t.value for t in NodeType)}"
-        ) from None
+            f"{node_id!r} has unknown node type {m['type']!r}; known types: {', '.join(t.value for t in NodeType)}")
+    return ntype, m["slug"]
+
+
+_NODE_TYPES = {t.value: t for t in NodeType}
 
 
 def is_id(text: str) -> bool:
