@@ -38,10 +38,10 @@ from claimgraph.graph.text import term_counts, tokens
 
 SQL_BM25 = """
 WITH qt AS (SELECT DISTINCT unnest($terms::VARCHAR[]) AS term),
-hits AS (SELECT t.node_id, t.term, t.tf FROM node_terms t JOIN qt USING (term)),
+hits AS (SELECT t.node_id, t.term, t.tf FROM _term_rows t JOIN qt USING (term)),
 df AS (SELECT term, count(*) AS df FROM hits GROUP BY term),
 corpus AS (SELECT greatest((SELECT count(*) FROM nodes), 1)::DOUBLE AS n_docs,
-                  greatest((SELECT coalesce(sum(tf), 0) FROM node_terms), 1)::DOUBLE AS total),
+                  greatest((SELECT coalesce(sum(tf), 0) FROM _term_rows), 1)::DOUBLE AS total),
 idf AS (SELECT term, ln(1 + (c.n_docs - df + 0.5) / (df + 0.5)) AS idf FROM df CROSS JOIN corpus c),
 dl AS (SELECT node_id, dl FROM _dl),
 bm25 AS (
@@ -59,14 +59,12 @@ def build(path: Path, n: int) -> tuple[list[str], list[str], list[str]]:
     corpus = make_corpus(n)
     texts = list(dict.fromkeys(corpus.texts))
     ids = [make_id("claim", t)[:60].rstrip("-") + f"-{i}" for i, t in enumerate(texts)]
-    nid, term, tf = [], [], []
-    for i, x in zip(ids, texts):
-        for k, v in term_counts(x).items():
-            nid.append(i); term.append(k); tf.append(v)
+    counts = [term_counts(x) for x in texts]
     with Store(path) as store, store.transaction():
         con = store.con
         con.register("_n", pa.table({"id": ids, "title": texts}))
-        con.register("_t", pa.table({"node_id": nid, "term": term, "tf": pa.array(tf, pa.int32())}))
+        con.register("_t", pa.table({"node_id": ids, "terms": pa.array([list(c) for c in counts], pa.list_(pa.string())),
+                                     "tfs": pa.array([list(c.values()) for c in counts], pa.list_(pa.int32()))}))
         con.execute("""INSERT INTO nodes SELECT id, 'claim', title, '', '{}', md5(title), NULL, NULL, 'parsed',
                        now()::TIMESTAMP, now()::TIMESTAMP FROM _n""")
         con.execute("INSERT INTO node_terms SELECT * FROM _t")
@@ -103,10 +101,13 @@ def main(argv: list[str] | None = None) -> None:
         build_s = time.perf_counter() - t
         ms, ref = timed(lambda q: [i for i, _ in keyword_search(store, q, k=10)], queries)
         rows.append(("in-memory (search.keyword_search)", build_s, ms, 1.0))
+        # the SQL alternatives read a row per (node, term), the layout node_terms had before schema 9
+        con.execute("CREATE TEMP TABLE _term_rows AS SELECT node_id, unnest(terms) AS term, unnest(tfs) AS tf "
+                    "FROM node_terms")
         agree = lambda got: statistics.mean(len(set(a) & set(b)) / max(len(b), 1) for a, b in zip(got, ref))  # zip: fts has 10
 
         t = time.perf_counter()
-        con.execute("CREATE TEMP TABLE _dl AS SELECT node_id, sum(tf) AS dl FROM node_terms GROUP BY node_id")
+        con.execute("CREATE TEMP TABLE _dl AS SELECT node_id, sum(tf) AS dl FROM _term_rows GROUP BY node_id")
         sql_build = time.perf_counter() - t
         ms, got = timed(lambda q: [r[0] for r in con.execute(SQL_BM25, {"terms": sorted(set(tokens(q))), "k1": K1,
                                                                           "b": B}).fetchall()], queries)
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             ext = Path(duckdb_extension_fts.__file__).parent / "extensions" / "v1.5.5" / "fts.duckdb_extension"
             con.execute(f"LOAD '{ext}'")
             con.execute("CREATE TABLE _docs AS SELECT t.node_id AS id, string_agg(t.term, ' ') AS toks "
-                        "FROM (SELECT node_id, term FROM node_terms, range(tf)) t GROUP BY t.node_id")
+                        "FROM (SELECT node_id, term FROM _term_rows, range(tf)) t GROUP BY t.node_id")
             t = time.perf_counter()
             con.execute("PRAGMA create_fts_index('_docs', 'id', 'toks', stemmer='none', stopwords='none', "
                         "ignore='\\s+', strip_accents=0, lower=0, overwrite=1)")
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
             sb.add_text_field("id", stored=True, tokenizer_name="raw")
             sb.add_text_field("toks", stored=False, tokenizer_name="whitespace")
             index = tantivy.Index(sb.build(), path=str(folder))
-            docs = con.execute("SELECT node_id, string_agg(term, ' ') FROM (SELECT node_id, term FROM node_terms, "
+            docs = con.execute("SELECT node_id, string_agg(term, ' ') FROM (SELECT node_id, term FROM _term_rows, "
                                "range(tf)) GROUP BY node_id").fetchall()
             t = time.perf_counter()
             w = index.writer(heap_size=200_000_000, num_threads=1)

@@ -189,9 +189,10 @@ def _build_keyword_index(store: "Store") -> tuple[tuple, KeywordIndex]:
         fp = _fingerprint(store)
         nodes = store.con.execute("SELECT id, type, text_hash FROM nodes ORDER BY id").to_arrow_table()
         # node positions by a join in DuckDB (parallel hash join) rather than a lookup per posting here
-        post = store.con.execute("""SELECT p.pos::INTEGER AS pos, t.term, t.tf FROM node_terms t
+        post = store.con.execute("""SELECT p.pos::INTEGER AS pos, unnest(t.terms) AS term, unnest(t.tfs) AS tf
+            FROM node_terms t
             JOIN (SELECT id, (row_number() OVER (ORDER BY id) - 1) AS pos FROM nodes) p ON p.id = t.node_id
-            """).to_arrow_table()
+            """).to_arrow_table()  # one row per (node, term): the two lists unnest side by side
     n = nodes.num_rows
     ids = nodes.column("id").combine_chunks() if n else pa.array([], pa.string())
     hashes = nodes.column("text_hash").combine_chunks() if n else pa.array([], pa.string())

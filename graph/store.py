@@ -864,14 +864,16 @@ class Store:
 
         ids, terms, tfs = [], [], []
         for nid, text in texts.items():
-            for term, tf in term_counts(text).items():
+            counts = term_counts(text)
+            if counts:  # a text without a term has no row
                 ids.append(nid)
-                terms.append(term)
-                tfs.append(tf)
+                terms.append(list(counts))
+                tfs.append(list(counts.values()))
         if replace:
             self.con.execute("DELETE FROM node_terms WHERE node_id IN (SELECT unnest(?))", [replace])
         if ids:
-            self._arrow("_stage_terms", pa.table({"node_id": ids, "term": terms, "tf": pa.array(tfs, pa.int32())}))
+            self._arrow("_stage_terms", pa.table({"node_id": ids, "terms": pa.array(terms, pa.list_(pa.string())),
+                                                  "tfs": pa.array(tfs, pa.list_(pa.int32()))}))
             self.con.execute("INSERT INTO node_terms SELECT * FROM _stage_terms")
             self.con.unregister("_stage_terms")
 

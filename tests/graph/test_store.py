@@ -341,6 +341,40 @@ def test_two_writers_at_once_lose_nothing(db_path):
         assert len(s.documents()) == 2 * n
 
 
+def test_migration_9_folds_node_terms_into_a_row_per_node(db_path):
+    """A store at schema 8 (node_terms a row per (node, term)) opens at the current schema with each node's terms as
+    one row of two aligned lists, the same (node, term, tf) triples, and keyword search ranks from them as it did."""
+    from claimgraph.graph.schema import VERSION_TABLE
+    from claimgraph.graph.search import keyword_search
+    from claimgraph.graph.text import term_counts
+
+    texts = {"claim:a": "Sparse features features emerge", "claim:b": "Dense features vanish", "claim:c": "the of"}
+    con = duckdb.connect(str(db_path))
+    con.execute(VERSION_TABLE)
+    for m in MIGRATIONS:
+        if m.version > 8:
+            break
+        for stmt in m.statements:
+            con.execute(stmt)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.description])
+    for nid, text in texts.items():
+        con.execute("INSERT INTO nodes VALUES (?, 'claim', ?, '', '{}', 'h', NULL, NULL, 'manual', now(), now())",
+                    [nid, text])
+        for t, n in term_counts(text).items():
+            con.execute("INSERT INTO node_terms VALUES (?, ?, ?)", [nid, t, n])
+    before = sorted(con.execute("SELECT * FROM node_terms").fetchall())
+    con.close()
+    with Store(db_path) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+        rows = s.sql("SELECT node_id, terms, tfs FROM node_terms ORDER BY node_id")
+        assert [r[0] for r in rows] == ["claim:a", "claim:b"]  # a node without a term had no row and has none
+        assert all(r[1] == sorted(r[1]) for r in rows)
+        assert sorted((nid, t, n) for nid, terms, tfs in rows for t, n in zip(terms, tfs)) == before
+        assert [i for i, _ in keyword_search(s, "features")] == ["claim:a", "claim:b"]  # tf 2 ranks first
+        s.add_node(Node(id="claim:d", type="claim", title="Features everywhere"))  # written in the new layout
+        assert [i for i, _ in keyword_search(s, "everywhere")] == ["claim:d"]
+
+
 def test_migration_3_backfills_paper_keys(db_path):
     """A store written before paper_keys existed: opening it indexes its papers, and ingest then matches them."""
     from claimgraph.graph.schema import VERSION_TABLE
