@@ -926,6 +926,11 @@ from .exchange import register as _register_exchange  # noqa: E402
 
 _register_exchange(app)
 
+# ---- the shared cache folder (cli/cache.py) ---------------------------------------------------------
+from .cache import register as _register_cache  # noqa: E402
+
+_register_cache(app)
+
 # ---- the web UI (cli/serve.py) ----------------------------------------------------------------------
 from .serve import serve  # noqa: E402
 
