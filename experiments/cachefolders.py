@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from claimgraph.graph.errors import InvalidInput
+from claimgraph.graph.errors import InvalidInput, StoreError
 
 from .context import cache_dir
 
@@ -150,6 +150,8 @@ def clear_cache(kinds: list[str], *, root: Path | None = None, dry_run: bool = F
         raise InvalidInput(f"unknown cache kind{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                            f"the cache at {root} holds: {', '.join(by_name)}")
     report = ClearReport(root=str(root), dry_run=dry_run)
+    if not dry_run:
+        _remove_abandoned_trash(root)
     for name in dict.fromkeys(kinds):
         info, folder = by_name[name], root / name
         if not folder.is_dir():
@@ -163,10 +165,29 @@ def clear_cache(kinds: list[str], *, root: Path | None = None, dry_run: bool = F
                 continue
             if not dry_run:
                 aside = root / f".trash-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-                os.rename(folder, aside)  # one step: a reader sees the whole kind or none of it
-                stack.callback(shutil.rmtree, aside, True)
+                try:
+                    os.rename(folder, aside)  # one step: a reader sees the whole kind or none of it
+                except FileNotFoundError:  # another clear took it first
+                    info = CacheKind(kind=name, path=info.path, holds=info.holds)
+                except OSError as e:
+                    raise StoreError(f"cannot remove {folder}: {e.strerror}; nothing of {name} was removed") from None
+                else:
+                    stack.callback(shutil.rmtree, aside, True)
         report.removed.append(info)
     return report
+
+
+def _remove_abandoned_trash(root: Path) -> None:
+    """Folders an earlier clear set aside and did not finish deleting (it was killed): `.trash-<kind>-<pid>-...`
+    whose process is gone."""
+    for p in root.glob(".trash-*"):
+        try:
+            pid = int(p.name.rsplit("-", 2)[-2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except (ValueError, IndexError, OSError):  # not one of ours, or a live process of another user
+            continue
 
 
 def human_bytes(n: int) -> str:

@@ -65,6 +65,13 @@ def test_clear_removes_the_named_kinds_only_and_they_are_built_again(cache, tmp_
     assert [k["kind"] for k in out["removed"]] == ["saes"] and out["skipped"] == [] and out["bytes"] >= 20_000
     assert not (root / "saes").exists() and (root / "models" / "toy-default" / "done.json").is_file()
     assert not [p for p in root.iterdir() if p.name.startswith(".trash")]  # nothing left aside
+    abandoned = root / f".trash-models-{(1 << 22) + 99}-0123abcd"  # what a clear killed mid-delete leaves (a pid
+    # above Linux's largest, so no process has it)
+    (abandoned / "x").mkdir(parents=True)
+    live = root / f".trash-models-{os.getpid()}-0123abcd"  # a clear still deleting it
+    live.mkdir()
+    assert cli(tmp_path / "none.duckdb", "cache", "clear", "acts").exit_code == 0
+    assert not abandoned.exists() and live.exists()
     built = entry("saes", "sae-a")  # the next user builds it again
     assert (built / "done.json").is_file()
 
