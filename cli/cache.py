@@ -45,8 +45,9 @@ def cache_clear(ctx: typer.Context,
                                                                          "nothing.")] = False,
                 force: Annotated[bool, typer.Option("--force", help="Even while a run of the store is queued or "
                                                                      "running (it may fail or recompute).")] = False):
-    """Remove kinds of cache entries; each is computed again when a run next needs it. A kind that another process
-    is building into is left alone. Refused while a run of the store (--db) is queued or running, unless --force;
+    """Remove kinds of cache entries; each is computed again when a run next needs it (feature pages of finished
+    runs read their SAE from `saes`: after clearing it, run the experiment again with --force to see them). A kind
+    that another process is building into is left alone. Refused while a run of the store (--db) is queued or running, unless --force;
     runs of other stores sharing the cache are not seen. Example: claimgraph cache clear acts saes --dry-run"""
     from claimgraph.experiments.cachefolders import KINDS, cache_summary, clear_cache, human_bytes
 

@@ -3,7 +3,9 @@
 Every entry there is derived: a trained toy model, an SAE, an activation cache, a dequantized real model, a corpus,
 latent scores, file digests, the encoder's export. Each is built once under an advisory lock and renamed into place
 (substrate/atomic.py), and its key says what it was computed from, so removing one costs only the time to compute
-it again on next use; nothing a run recorded refers to the cache. Clearing a kind renames its folder aside first
+it again when a run next needs it. One thing reads it for finished runs: a run's feature pages (`claimgraph
+feature`, the web UI's) find its SAE in `saes` by key, and after clearing that say so and ask for the run again
+with --force. Clearing a kind renames its folder aside first
 (one atomic step, so a reader never sees half a folder) and then deletes it; a kind that another process is
 building into (one of its locks held) is left alone. Torch-free.
 """
@@ -22,7 +24,7 @@ from claimgraph.graph.errors import InvalidInput, StoreError
 
 from .context import cache_dir
 
-# the cache's top-level folders, in the order shown, and what each holds (the code that writes each: in brackets)
+# the cache's top-level folders, in the order shown, and what each holds (with the module that writes it)
 KINDS: dict[str, str] = {
     "models": "toy models trained here (substrate/load.py)",
     "saes": "trained sparse autoencoders (sae/provision.py)",
