@@ -218,15 +218,24 @@ def test_file_is_plain_duckdb(db_path):
     con.close()
 
 
-def test_migration_from_version_1(db_path):
-    con = duckdb.connect(str(db_path))
+def _store_at_schema(db_path, version: int) -> duckdb.DuckDBPyConnection:
+    """A connection to a new file holding the schema as it was at `version`: each migration's statements up to it,
+    recorded in schema_version (their backfills are not run: an empty store needs none)."""
     from claimgraph.graph.schema import VERSION_TABLE
 
+    con = duckdb.connect(str(db_path))
     con.execute(VERSION_TABLE)
-    for stmt in MIGRATIONS[0].statements:
-        con.execute(stmt)
-    con.execute("INSERT INTO schema_version VALUES (1, 'v1', now())")
-    con.close()
+    for m in MIGRATIONS:
+        if m.version > version:
+            break
+        for stmt in m.statements:
+            con.execute(stmt)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.description])
+    return con
+
+
+def test_migration_from_version_1(db_path):
+    _store_at_schema(db_path, 1).close()
     with Store(db_path) as s:
         assert s.schema_version() == SCHEMA_VERSION
         assert s.runs() == []
@@ -237,16 +246,7 @@ def test_migration_from_version_1(db_path):
 def test_migration_8_keeps_the_suggestions_and_drops_their_key(db_path):
     """A store at schema 7 (suggestions keyed by (a, b)) opens at the current schema with every suggestion row as it
     was, and the table has no key left to fill and commit on each `suggest`."""
-    con = duckdb.connect(str(db_path))
-    from claimgraph.graph.schema import VERSION_TABLE
-
-    con.execute(VERSION_TABLE)
-    for m in MIGRATIONS:
-        if m.version > 7:
-            break
-        for stmt in m.statements:
-            con.execute(stmt)
-        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.description])
+    con = _store_at_schema(db_path, 7)
     rows = [("claim:a", "claim:b", 0.9, True, "open", None, "m", datetime(2026, 1, 1), None),
             ("claim:a", "claim:c", 0.7, False, "rejected", None, "m", datetime(2026, 1, 2), datetime(2026, 1, 3)),
             ("claim:b", "claim:c", 0.8, False, "accepted", "associated_with", "m", datetime(2026, 1, 2),
@@ -344,19 +344,11 @@ def test_two_writers_at_once_lose_nothing(db_path):
 def test_migration_9_folds_node_terms_into_a_row_per_node(db_path):
     """A store at schema 8 (node_terms a row per (node, term)) opens at the current schema with each node's terms as
     one row of two aligned lists, the same (node, term, tf) triples, and keyword search ranks from them as it did."""
-    from claimgraph.graph.schema import VERSION_TABLE
     from claimgraph.graph.search import keyword_search
     from claimgraph.graph.text import term_counts
 
     texts = {"claim:a": "Sparse features features emerge", "claim:b": "Dense features vanish", "claim:c": "the of"}
-    con = duckdb.connect(str(db_path))
-    con.execute(VERSION_TABLE)
-    for m in MIGRATIONS:
-        if m.version > 8:
-            break
-        for stmt in m.statements:
-            con.execute(stmt)
-        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.description])
+    con = _store_at_schema(db_path, 8)
     for nid, text in texts.items():
         con.execute("INSERT INTO nodes VALUES (?, 'claim', ?, '', '{}', 'h', NULL, NULL, 'manual', now(), now())",
                     [nid, text])
@@ -377,14 +369,7 @@ def test_migration_9_folds_node_terms_into_a_row_per_node(db_path):
 
 def test_migration_3_backfills_paper_keys(db_path):
     """A store written before paper_keys existed: opening it indexes its papers, and ingest then matches them."""
-    from claimgraph.graph.schema import VERSION_TABLE
-
-    con = duckdb.connect(str(db_path))
-    con.execute(VERSION_TABLE)
-    for m in MIGRATIONS[:2]:
-        for stmt in m.statements:
-            con.execute(stmt)
-        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [m.version, m.description])
+    con = _store_at_schema(db_path, 2)
     con.execute("""INSERT INTO nodes VALUES ('paper:old-one', 'paper', 'An Old Paper', '', '{"doi": "10.5/old"}',
                    'h', NULL, NULL, 'manual', now(), now())""")
     con.close()
