@@ -13,7 +13,7 @@ import unicodedata
 from typing import Any
 
 from .errors import InvalidInput
-from .models import NodeType
+from .models import NODE_TYPES, NodeType
 
 MAX_SLUG = 200
 _ID_RE = re.compile(r"^(?P<type>[a-z_]+):(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)$")
@@ -92,14 +92,11 @@ def parse_id(node_id: str) -> tuple[NodeType, str]:
     m = _ID_RE.match(node_id or "")
     if not m:
         raise InvalidInput(f"{node_id!r} is not a node id; ids look like 'claim:some-slug' (lowercase letters, digits, hyphens)")
-    ntype = _NODE_TYPES.get(m["type"])  # a dict, not NodeType(...): ingest splits both ends of every edge
+    ntype = NODE_TYPES.get(m["type"])  # a dict, not NodeType(...): ingest splits both ends of every edge
     if ntype is None:
         raise InvalidInput(
             f"{node_id!r} has unknown node type {m['type']!r}; known types: {', '.join(t.value for t in NodeType)}")
     return ntype, m["slug"]
-
-
-_NODE_TYPES = {t.value: t for t in NodeType}
 
 
 def is_id(text: str) -> bool:

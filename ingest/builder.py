@@ -16,6 +16,8 @@ from claimgraph.graph.ids import make_id, normalize_title, parse_id
 from claimgraph.graph.models import (
     ATTRS_MODELS,
     EDGE_RULES,
+    EDGE_TYPES,
+    NODE_TYPES,
     Edge,
     EdgeType,
     GraphDelta,
@@ -25,14 +27,10 @@ from claimgraph.graph.models import (
     StatedSimilarity,
 )
 
-# value -> member by dict: Enum's own lookup (NodeType("claim")) costs about a microsecond, and a document's every
-# node and edge goes through it (NodeType(...) stays behind it for the error and for what a dict cannot hash)
-_NODE_TYPES = {t.value: t for t in NodeType}
-_EDGE_TYPES = {t.value: t for t in EdgeType}
-
 
 def _member(enum: Any, members: dict[str, Any], value: Any) -> Any:
-    """`enum(value)`, by the dict where it can (ValueError for a value that is none of its members)."""
+    """`enum(value)`, by the dict where it can (models.NODE_TYPES, EDGE_TYPES); the enum's own call stays behind it
+    for the ValueError and for what a dict cannot hash."""
     if isinstance(value, enum):
         return value
     try:
@@ -99,7 +97,7 @@ class DeltaBuilder:
              id: str | None = None, line: int | None = None, field: str | None = None) -> str:
         """Add (or merge into) a node; returns its id (`make_id(type, title)` unless `id` is given)."""
         try:
-            ntype = _member(NodeType, _NODE_TYPES, type)
+            ntype = _member(NodeType, NODE_TYPES, type)
         except ValueError:
             raise self.fail(f"unknown node type {type!r}; known: {', '.join(t.value for t in NodeType)}",
                             line, field) from None
@@ -151,7 +149,7 @@ class DeltaBuilder:
              line: int | None = None, field: str | None = None) -> None:
         """Add (or merge the attrs of) `src -type-> dst`; end types are checked from the ids."""
         try:
-            etype = _member(EdgeType, _EDGE_TYPES, type)
+            etype = _member(EdgeType, EDGE_TYPES, type)
         except ValueError:
             raise self.fail(f"unknown edge type {type!r}; known: {', '.join(t.value for t in EdgeType)}",
                             line, field) from None
