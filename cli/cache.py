@@ -49,7 +49,7 @@ def cache_clear(ctx: typer.Context,
     runs read their SAE from `saes`: after clearing it, run the experiment again with --force to see them). A kind
     that another process is building into is left alone. Refused while a run of the store (--db) is queued or running, unless --force;
     runs of other stores sharing the cache are not seen. Example: claimgraph cache clear acts saes --dry-run"""
-    from claimgraph.experiments.cachefolders import KINDS, cache_summary, clear_cache, human_bytes
+    from claimgraph.experiments.cachefolders import KINDS, cache_kinds, clear_cache, human_bytes
 
     from .main import _opts, _reconcile, _store
 
@@ -57,7 +57,7 @@ def cache_clear(ctx: typer.Context,
         raise InvalidInput("give kinds or --all, not both")
     if not all_ and not kinds:
         raise InvalidInput(f"name the kinds to remove ({', '.join(KINDS)}), or give --all")
-    names = [k.kind for k in cache_summary()[1]] if all_ else list(kinds or [])
+    names = cache_kinds()[1] if all_ else list(kinds or [])
     if not force and not dry_run and _opts(ctx).db.exists():
         with _store(ctx, session=False) as s:
             _reconcile(s)  # a run whose process died is not in flight

@@ -108,12 +108,19 @@ def _summarise(kind: str, folder: Path) -> CacheKind:
     return out
 
 
-def cache_summary(root: Path | None = None) -> tuple[Path, list[CacheKind]]:
-    """(the cache folder, each kind in it): the known kinds in KINDS' order, present or not, then any other folder."""
+def cache_kinds(root: Path | None = None) -> tuple[Path, list[str]]:
+    """(the cache folder, the names of its kinds): the known kinds in KINDS' order, present or not, then any other
+    folder; nothing is measured."""
     root = root or cache_dir()
     others = sorted(p.name for p in root.iterdir() if p.is_dir() and _is_entry(p.name) and p.name not in KINDS) \
         if root.is_dir() else []
-    return root, [_summarise(k, root / k) for k in [*KINDS, *others]]
+    return root, [*KINDS, *others]
+
+
+def cache_summary(root: Path | None = None) -> tuple[Path, list[CacheKind]]:
+    """(the cache folder, each kind in it, measured), in `cache_kinds`' order."""
+    root, names = cache_kinds(root)
+    return root, [_summarise(k, root / k) for k in names]
 
 
 def _lock_files(folder: Path) -> list[Path]:
@@ -145,17 +152,17 @@ def clear_cache(kinds: list[str], *, root: Path | None = None, dry_run: bool = F
     """Remove the named kinds of the cache (see KINDS; any other top-level folder by its name too). A kind with a
     build in progress (one of its locks held by another process) is skipped and said so; one that is absent is
     reported as nothing removed."""
-    root, present = cache_summary(root)
-    by_name = {k.kind: k for k in present}
-    unknown = [k for k in kinds if k not in by_name]
+    root, known = cache_kinds(root)
+    unknown = [k for k in kinds if k not in known]
     if unknown:
         raise InvalidInput(f"unknown cache kind{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                           f"the cache at {root} holds: {', '.join(by_name)}")
+                           f"the cache at {root} holds: {', '.join(known)}")
     report = ClearReport(root=str(root), dry_run=dry_run)
     if not dry_run:
         _remove_abandoned_trash(root)
     for name in dict.fromkeys(kinds):
-        info, folder = by_name[name], root / name
+        folder = root / name
+        info = _summarise(name, folder)  # only the kinds named are measured
         if not folder.is_dir():
             report.removed.append(info)  # nothing there: nothing removed
             continue
