@@ -26,7 +26,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import Field
 
@@ -70,6 +70,11 @@ class FeatureParams(JobParams):
     model_batch_size: int = Field(64, ge=1)  # sequences per model forward pass
     threads: int | None = Field(1, ge=1)  # torch CPU threads (small matmuls on shared cores run fastest on
     #                                       one); None keeps torch's setting
+    model_seeds: Literal["fixed", "per_replicate"] = Field(
+        "fixed", description="'fixed': every seed reads the preset's one trained model, so the interval covers SAE "
+        "seeds and token samples only; 'per_replicate': seed s reads replicate s of a toy preset's family "
+        "(substrate.load.model_family: initialisation and training order from the preset's seed + s; replicate 0 "
+        "is the preset itself), so the interval covers model training too. toy: models only")
 
     def windows_per_seed(self) -> bool:
         """Whether each seed measures on its own slice of a text corpus (not one fixed slice for every seed)."""
@@ -363,6 +368,7 @@ class Target:
     d_corpus: int  # synthetic vocabulary size (a prefix of the model's); a text corpus: the model's vocabulary
     sae_source: dict[str, Any] | None = None  # an SAE given by path: folder, digests, architecture, hook
     n_select_windows: int = 0  # text corpora: eval windows [0, n) chose the feature; measurements start after
+    model_seed: int | None = None  # the toy preset's replicate the seed read (model_seeds per_replicate); None: the preset
     _mask: Tensor | None = None
 
     @property
@@ -416,6 +422,8 @@ class Target:
         return {"sae_folder": str(self.sae_folder), "sae_key": self.sae_key, "feature": self.feature,
                 "hook": self.hook, "category": self.category, "label": self.label, "predict": self.predict,
                 "d_sae": int(self.stats.freq.shape[0]), "selection": self.choice,
+                **({"model_seed": self.model_seed, "model_cache_key": Path(str(self.model.cache_path)).name}
+                   if self.model_seed is not None else {}),
                 **({"sae_source": self.sae_source} if self.sae_source else {})}
 
 
@@ -427,7 +435,11 @@ def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> T
     if ctx.model_ref is None:
         raise InvalidInput(f"the {job} job needs a model; give --model toy:<preset> or hf:/local/dir")
     device = resolve_device(ctx.device)
-    model = load_model(ctx.model_ref, device=device, progress=ctx.show_progress)
+    model_seed = seed if params.model_seeds == "per_replicate" else None
+    model = load_model(ctx.model_ref, device=device, progress=ctx.show_progress, model_seed=model_seed)
+    if model_seed is not None:
+        assert model.cache_path is not None, "a toy replicate loads from its training cache"
+        ctx.log(f"model: replicate {model_seed} of {ctx.model_ref} (trained {model.cache_path.name})")
     corpus, data_ref = corpus_for(ctx.model_ref, ctx.data_ref)
     d_corpus = model.d_vocab if is_text(corpus) else len(corpus.vocab)
     hook = params.sae.hook
@@ -457,7 +469,7 @@ def prepare(ctx: RunContext, params: FeatureParams, seed: int, *, job: str) -> T
             f"AUROC {choice['auroc']:.3f}, fires on {choice['freq']:.4f} of tokens; SAE {folder.name}")
     return Target(model=model, corpus=corpus, sae=sae, sae_folder=Path(folder), hook=hook,
                   category=params.category, label=label, predict=predict, feature=int(choice["feature"]),
-                  choice=choice, stats=stats, d_corpus=d_corpus, sae_source=source,
+                  choice=choice, stats=stats, d_corpus=d_corpus, sae_source=source, model_seed=model_seed,
                   n_select_windows=math.ceil(params.select_tokens / corpus.seq_len) if is_text(corpus) else 0)
 
 
@@ -505,8 +517,13 @@ def seeds_note(params: FeatureParams, n_seeds: int, *, text: bool = False) -> st
     if params.sae_seed is not None:
         return (f"One SAE (seed {params.sae_seed}) for every seed: the {n_seeds} seed(s) vary only {tokens}, so the "
                 "interval does not cover SAE seeds.")
+    if params.model_seeds == "per_replicate":
+        return (f"Each seed reads its own replicate of the toy model (model seed = job seed: its own initialisation "
+                f"and training order), trains its own SAE on it (SAE seed = job seed) and draws {tokens}: the "
+                f"interval covers model seeds and SAE seeds.")
     covers = "SAE seeds and text samples (not model seeds)" if own else "SAE seeds"
-    return f"Each seed trains its own SAE (SAE seed = job seed) and draws {tokens}: the interval covers {covers}."
+    return (f"Each seed trains its own SAE (SAE seed = job seed) on the one trained model and draws {tokens}: the "
+            f"interval covers {covers}, not how the model's training could have gone.")
 
 
 FP = TypeVar("FP", bound=FeatureParams)
@@ -538,6 +555,16 @@ class FeatureJob(ModelJob[FP]):
         says the width, or is not the file the experiment registered; also refused: recipe settings or
         `sae_seed` that a given SAE would silently ignore."""
         params = self.Params.model_validate(spec.params)
+        if params.model_seeds == "per_replicate":
+            if not (spec.model or "").startswith("toy:"):
+                raise InvalidInput(f"param model_seeds: per_replicate trains a replicate of a toy preset per seed; "
+                                   f"{spec.model} is one trained model (use model_seeds=fixed, or a toy:<preset>)")
+            if params.sae_path is not None:
+                raise InvalidInput("param model_seeds: an SAE given by path (sae_path) was trained on one model; "
+                                   "per_replicate needs an SAE per replicate (remove sae_path or model_seeds)")
+            if "@" in (spec.model or ""):
+                raise InvalidInput(f"param model_seeds: per_replicate reads each replicate's final weights; "
+                                   f"{spec.model} names a checkpoint")
         if params.sae_path is None:
             for field in ("sae_sha256", "sae_cfg_sha256"):
                 if getattr(params, field) is not None:
